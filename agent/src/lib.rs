@@ -1,0 +1,1 @@
+//! Metrolog agent library (placeholder until the agent lands).

@@ -1,0 +1,186 @@
+//! The agent ↔ server protocol: enroll, batches, heartbeat, leave, configuration.
+//! See `docs/protocol.md` for the exchange itself.
+
+use crate::series::{Labels, SeriesKey};
+use serde::{Deserialize, Serialize};
+
+/// Paths of the agent-facing endpoints, relative to the server's base URL.
+pub mod paths {
+    pub const ENROLL: &str = "/api/v1/agent/enroll";
+    pub const BATCH: &str = "/api/v1/agent/batch";
+    pub const HEARTBEAT: &str = "/api/v1/agent/heartbeat";
+    pub const LEAVE: &str = "/api/v1/agent/leave";
+    pub const CONFIG: &str = "/api/v1/agent/config";
+}
+
+/// Sent with the enrollment token to obtain a per-agent credential.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    pub hostname: String,
+    /// Cloud instance id when known; the host identity when present.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub labels: Labels,
+    pub agent_version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EnrollResponse {
+    /// The host id this agent writes as.
+    pub host_id: i64,
+    /// Secret credential for every later request (`Authorization: Bearer …`).
+    pub agent_token: String,
+    pub settings: AgentSettings,
+}
+
+/// Settings the server pushes to an agent (per group). Every field is optional
+/// on the wire; the agent keeps its own value for what is absent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AgentSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_interval_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ship_interval_ms: Option<u64>,
+}
+
+/// Identifies a batch for idempotent replay. An agent sends the batches of one
+/// `stream` with strictly increasing `seq`; the server keeps, per host, the
+/// highest `seq` committed for the current stream, so a replayed batch is
+/// recognised without keeping every batch id forever.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct BatchId {
+    /// Random per agent process (16+ hex characters).
+    pub stream: String,
+    pub seq: u64,
+}
+
+impl std::fmt::Display for BatchId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.stream, self.seq)
+    }
+}
+
+/// One consolidated bucket of samples: the agent samples every second and ships
+/// 10 s buckets. `ts` is the bucket's end (unix seconds): the bucket covers
+/// `(ts - step, ts]`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(from = "BucketWire", into = "BucketWire")]
+pub struct Bucket {
+    pub ts: i64,
+    pub avg: f64,
+    pub min: f64,
+    pub max: f64,
+    pub last: f64,
+    pub count: u32,
+}
+
+/// Compact wire form of a bucket: `[ts, avg, min, max, last, count]`.
+#[derive(Serialize, Deserialize)]
+struct BucketWire(i64, f64, f64, f64, f64, u32);
+
+impl From<BucketWire> for Bucket {
+    fn from(w: BucketWire) -> Self {
+        Bucket {
+            ts: w.0,
+            avg: w.1,
+            min: w.2,
+            max: w.3,
+            last: w.4,
+            count: w.5,
+        }
+    }
+}
+
+impl From<Bucket> for BucketWire {
+    fn from(b: Bucket) -> Self {
+        BucketWire(b.ts, b.avg, b.min, b.max, b.last, b.count)
+    }
+}
+
+/// The buckets of one series in a batch, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SeriesBuckets {
+    #[serde(flatten)]
+    pub key: SeriesKey,
+    /// Bucket width in seconds (10 by default).
+    pub step: u32,
+    pub buckets: Vec<Bucket>,
+}
+
+/// What an agent ships every ship interval. Logs and check results join it in
+/// later protocol revisions as further optional fields.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    pub id: BatchId,
+    /// Agent clock when the batch was sealed (unix seconds).
+    pub sent_at: i64,
+    #[serde(default)]
+    pub metrics: Vec<SeriesBuckets>,
+}
+
+/// The server's answer to a batch: 200 only once the batch is durably committed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BatchAck {
+    pub batch: BatchId,
+    /// `true` when the batch had been committed before and was not stored again.
+    pub duplicate: bool,
+    /// Buckets stored.
+    pub accepted: u64,
+    /// Buckets refused (non-finite values, far-future timestamps, …).
+    pub rejected: u64,
+    /// Settings the agent should apply (present when they changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<AgentSettings>,
+}
+
+/// Body of `POST /api/v1/agent/leave`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LeaveRequest {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_round_trips_in_compact_form() {
+        let batch = Batch {
+            id: BatchId {
+                stream: "abcd".into(),
+                seq: 7,
+            },
+            sent_at: 100,
+            metrics: vec![SeriesBuckets {
+                key: SeriesKey::new("cpu.busy_pct", Labels::new()).unwrap(),
+                step: 10,
+                buckets: vec![Bucket {
+                    ts: 100,
+                    avg: 1.5,
+                    min: 1.0,
+                    max: 2.0,
+                    last: 2.0,
+                    count: 10,
+                }],
+            }],
+        };
+        let text = serde_json::to_string(&batch).unwrap();
+        assert!(text.contains(r#""buckets":[[100,1.5,1.0,2.0,2.0,10]]"#), "{text}");
+        assert_eq!(serde_json::from_str::<Batch>(&text).unwrap(), batch);
+    }
+
+    #[test]
+    fn bad_series_name_is_refused_at_parse() {
+        let text = r#"{"id":{"stream":"a","seq":1},"sent_at":1,"metrics":[{"name":"Bad Name","step":10,"buckets":[]}]}"#;
+        assert!(serde_json::from_str::<Batch>(text).is_err());
+    }
+}

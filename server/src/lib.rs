@@ -1,0 +1,1 @@
+//! Metrolog server library.
