@@ -1,1 +1,3 @@
-//! Metrolog agent library (placeholder until the agent lands).
+//! Metrolog agent: collects metrics on one instance and ships them to the server.
+pub mod collect;
+pub mod config;

@@ -1,0 +1,949 @@
+//! The agent's configuration: typed, layered (flag > env > file > default) and
+//! validated as a whole, so an operator sees every mistake at once.
+//!
+//! The TOML shape is `agent.toml` from the product contract; `docs/agent.example.toml`
+//! documents every key. Each section struct below is the reference for its keys.
+
+use metrolog_protocol::series::validate_labels;
+use metrolog_protocol::units::{parse_duration, serde_duration, serde_size};
+use metrolog_protocol::Labels;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Prefix of every environment variable the agent reads.
+pub const ENV_PREFIX: &str = "METROLOG_AGENT_";
+
+/// A secret (enrollment token, agent token). Its `Debug` and `Display` never show it,
+/// so it cannot leak into logs by accident; [`Secret::expose`] is the one way out.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The agent's resolved configuration. Construct it with [`AgentConfig::new`] (to embed
+/// the agent in another program) or [`load`] (flags, env and file), then
+/// [`AgentConfig::validate`] it; [`crate::run`] validates again before starting.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Server base URLs, tried in order with failover.
+    pub servers: Vec<String>,
+    /// Enrollment token; only needed while no credential is stored in `state_dir`.
+    pub enroll_token: Option<Secret>,
+    pub group: Option<String>,
+    /// Overrides the detected hostname.
+    pub hostname: Option<String>,
+    /// Cloud instance id; the host identity on the server when present.
+    pub instance_id: Option<String>,
+    /// Where the credential is kept. `None`: `/var/lib/metrolog-agent` when writable,
+    /// else `./metrolog-agent-state` (see [`crate::state::default_state_dir`]).
+    pub state_dir: Option<PathBuf>,
+    /// Root of the proc filesystem the collectors read (`/proc`; another path for
+    /// containers that mount the host's, or for fixtures).
+    pub procfs: PathBuf,
+    pub labels: Labels,
+    pub metrics: MetricsConfig,
+    pub logs: LogsConfig,
+    pub checks: Vec<CheckConfig>,
+    pub spool: SpoolConfig,
+}
+
+impl AgentConfig {
+    /// A configuration with defaults for everything but the servers and the token.
+    pub fn new(servers: Vec<String>, enroll_token: Option<Secret>) -> Self {
+        Self {
+            servers,
+            enroll_token,
+            group: None,
+            hostname: None,
+            instance_id: None,
+            state_dir: None,
+            procfs: PathBuf::from("/proc"),
+            labels: Labels::new(),
+            metrics: MetricsConfig::default(),
+            logs: LogsConfig::default(),
+            checks: Vec::new(),
+            spool: SpoolConfig::default(),
+        }
+    }
+
+    /// Checks the whole configuration and returns every problem found, each with
+    /// the key it concerns.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut errs = ConfigErrors::default();
+        if self.servers.is_empty() {
+            errs.push(
+                "server",
+                "no server given: set `server` in the file, METROLOG_AGENT_SERVER or --server",
+            );
+        }
+        for (i, url) in self.servers.iter().enumerate() {
+            if let Err(e) = reqwest::Url::parse(url)
+                .map_err(|e| e.to_string())
+                .and_then(|u| match u.scheme() {
+                    "http" | "https" => Ok(()),
+                    s => Err(format!("scheme {s:?} is not http or https")),
+                })
+            {
+                errs.push(format!("server[{i}]"), format!("invalid URL {url:?}: {e}"));
+            }
+        }
+        if let Some(t) = &self.enroll_token {
+            if t.expose().trim().is_empty() {
+                errs.push("enroll_token", "is empty");
+            }
+        }
+        for (key, v) in [
+            ("group", &self.group),
+            ("hostname", &self.hostname),
+            ("instance_id", &self.instance_id),
+        ] {
+            if let Some(v) = v {
+                if v.trim().is_empty() || v.len() > 253 || v.chars().any(char::is_control) {
+                    errs.push(
+                        key,
+                        format!("{v:?} must be 1 to 253 bytes without control characters"),
+                    );
+                }
+            }
+        }
+        if let Err(e) = validate_labels(&self.labels) {
+            errs.push("labels", e.to_string());
+        }
+        self.metrics.validate(&mut errs);
+        self.logs.validate(&mut errs);
+        let mut names = std::collections::HashSet::new();
+        for (i, c) in self.checks.iter().enumerate() {
+            c.validate(&format!("checks[{i}]"), &mut errs);
+            if !c.name.is_empty() && !names.insert(c.name.as_str()) {
+                errs.push(
+                    format!("checks[{i}].name"),
+                    format!("{:?} is used by another check", c.name),
+                );
+            }
+        }
+        if self.spool.max_bytes == 0 {
+            errs.push("spool.max_bytes", "must be greater than 0");
+        }
+        errs.into_result()
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// How often the collectors run (default 1s).
+    #[serde(with = "serde_duration")]
+    pub sample_interval: Duration,
+    /// How often closed 10 s buckets are shipped (default 10s).
+    #[serde(with = "serde_duration")]
+    pub ship_interval: Duration,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            sample_interval: Duration::from_secs(1),
+            ship_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl MetricsConfig {
+    fn validate(&self, errs: &mut ConfigErrors) {
+        if self.sample_interval < Duration::from_millis(100) {
+            errs.push("metrics.sample_interval", "must be at least 100ms");
+        }
+        if self.sample_interval > Duration::from_secs(3600) {
+            errs.push("metrics.sample_interval", "must be at most 1h");
+        }
+        if self.ship_interval < Duration::from_secs(1) {
+            errs.push("metrics.ship_interval", "must be at least 1s");
+        }
+        if self.ship_interval > Duration::from_secs(3600) {
+            errs.push("metrics.ship_interval", "must be at most 1h");
+        }
+    }
+}
+
+/// `[logs]` (tailing and the local receiver land in a later release; the keys are
+/// parsed and validated already).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogsConfig {
+    /// `[[logs.files]]`
+    pub files: Vec<LogFileConfig>,
+    /// `[logs.syslog]`
+    pub syslog: SyslogConfig,
+    /// `[logs.filter]`
+    pub filter: LogFilterConfig,
+}
+
+impl LogsConfig {
+    fn validate(&self, errs: &mut ConfigErrors) {
+        for (i, f) in self.files.iter().enumerate() {
+            if f.path.trim().is_empty() {
+                errs.push(format!("logs.files[{i}].path"), "is missing or empty");
+            }
+        }
+        if let Some(udp) = &self.syslog.udp {
+            if udp.parse::<std::net::SocketAddr>().is_err() {
+                errs.push(
+                    "logs.syslog.udp",
+                    format!("{udp:?} is not an address such as \"127.0.0.1:5140\""),
+                );
+            }
+        }
+        if let Some(unix) = &self.syslog.unix {
+            if !unix.is_absolute() {
+                errs.push(
+                    "logs.syslog.unix",
+                    format!("{} must be an absolute path", unix.display()),
+                );
+            }
+        }
+        for (key, list) in [
+            ("include", &self.filter.include),
+            ("exclude", &self.filter.exclude),
+        ] {
+            for (i, re) in list.iter().enumerate() {
+                if re.is_empty() {
+                    errs.push(
+                        format!("logs.filter.{key}[{i}]"),
+                        "empty pattern matches every line",
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// One `[[logs.files]]` entry.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogFileConfig {
+    /// A path or glob (`/var/log/nginx/*.log`).
+    pub path: String,
+    /// app_name for lines that carry none.
+    pub app: Option<String>,
+}
+
+/// `[logs.syslog]`: the local receiver applications log to.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyslogConfig {
+    pub unix: Option<PathBuf>,
+    pub udp: Option<String>,
+}
+
+/// `[logs.filter]`: what is dropped at the source.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogFilterConfig {
+    /// Least severe level kept (`emerg` … `debug`); everything when absent.
+    pub min_severity: Option<Severity>,
+    /// Keep only lines matching one of these regexes (all when empty).
+    pub include: Vec<String>,
+    /// Drop lines matching one of these regexes.
+    pub exclude: Vec<String>,
+    /// Keep only these app names (all when empty).
+    pub apps: Vec<String>,
+}
+
+/// Syslog severities, most severe first (RFC 5424 numbering).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Emerg,
+    Alert,
+    Crit,
+    Err,
+    Warning,
+    Notice,
+    Info,
+    Debug,
+}
+
+/// One `[[checks]]` entry: a Nagios plugin run on an interval (a later release runs them).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckConfig {
+    pub name: String,
+    /// Program and arguments, run without a shell unless `shell = true`.
+    pub command: Vec<String>,
+    #[serde(with = "serde_duration")]
+    pub interval: Duration,
+    #[serde(with = "serde_duration")]
+    pub retry_interval: Duration,
+    #[serde(with = "serde_duration")]
+    pub timeout: Duration,
+    pub max_attempts: u32,
+    /// Run `command` as one `sh -c` string instead of a program and arguments.
+    pub shell: bool,
+}
+
+impl Default for CheckConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            command: Vec::new(),
+            interval: Duration::from_secs(60),
+            retry_interval: Duration::from_secs(15),
+            timeout: Duration::from_secs(10),
+            max_attempts: 3,
+            shell: false,
+        }
+    }
+}
+
+impl CheckConfig {
+    fn validate(&self, at: &str, errs: &mut ConfigErrors) {
+        if self.name.is_empty() {
+            errs.push(format!("{at}.name"), "is missing");
+        } else if metrolog_protocol::SeriesName::parse(&self.name).is_err()
+            || self.name.contains('.')
+        {
+            errs.push(
+                format!("{at}.name"),
+                format!(
+                    "{:?} may only hold a-z, 0-9, '_' and '-' (it becomes series check.<name>.*)",
+                    self.name
+                ),
+            );
+        }
+        if self.command.is_empty() || self.command[0].is_empty() {
+            errs.push(format!("{at}.command"), "is missing or empty");
+        }
+        if self.shell && self.command.len() != 1 {
+            errs.push(
+                format!("{at}.command"),
+                "with shell = true, give the whole command line as one string",
+            );
+        }
+        if self.interval < Duration::from_secs(1) {
+            errs.push(format!("{at}.interval"), "must be at least 1s");
+        }
+        if self.retry_interval < Duration::from_secs(1) {
+            errs.push(format!("{at}.retry_interval"), "must be at least 1s");
+        }
+        if self.timeout.is_zero() {
+            errs.push(format!("{at}.timeout"), "must be greater than 0");
+        }
+        if self.max_attempts == 0 {
+            errs.push(format!("{at}.max_attempts"), "must be at least 1");
+        }
+    }
+}
+
+/// `[spool]`: the on-disk buffer for outages (a later release writes it).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Cap of the spool on disk (default 100MiB).
+    #[serde(with = "serde_size")]
+    pub max_bytes: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 100 << 20,
+        }
+    }
+}
+
+/// One configuration problem and the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    pub fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn into_result(self) -> Result<(), ConfigErrors> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self)
+        }
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The keys of `agent.toml`, as read. Every value is optional so that the layers
+/// above it (env, flags) can supply what the file leaves out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileConfig {
+    pub server: Option<Vec<String>>,
+    pub enroll_token: Option<Secret>,
+    pub group: Option<String>,
+    pub hostname: Option<String>,
+    pub instance_id: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub procfs: Option<PathBuf>,
+    pub labels: Option<Labels>,
+    pub metrics: Option<MetricsConfig>,
+    pub logs: Option<LogsConfig>,
+    pub checks: Option<Vec<CheckConfig>>,
+    pub spool: Option<SpoolConfig>,
+}
+
+/// `server` may be one URL or a list.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl FileConfig {
+    /// Parses `agent.toml` text. Each key and each array element is read on its own,
+    /// so that one mistake does not hide the next: all errors are returned together.
+    pub fn parse(text: &str) -> Result<Self, ConfigErrors> {
+        let mut errs = ConfigErrors::default();
+        let table: toml::Table = match toml::from_str(text) {
+            Ok(t) => t,
+            Err(e) => {
+                errs.push("(syntax)", e.to_string().trim().replace('\n', " "));
+                return Err(errs);
+            }
+        };
+        let mut cfg = FileConfig::default();
+        for (key, value) in table {
+            match key.as_str() {
+                "server" => {
+                    cfg.server = field::<OneOrMany>(&key, value, &mut errs).map(|v| match v {
+                        OneOrMany::One(s) => vec![s],
+                        OneOrMany::Many(v) => v,
+                    })
+                }
+                "enroll_token" => cfg.enroll_token = field(&key, value, &mut errs),
+                "group" => cfg.group = field(&key, value, &mut errs),
+                "hostname" => cfg.hostname = field(&key, value, &mut errs),
+                "instance_id" => cfg.instance_id = field(&key, value, &mut errs),
+                "state_dir" => cfg.state_dir = field(&key, value, &mut errs),
+                "procfs" => cfg.procfs = field(&key, value, &mut errs),
+                "labels" => cfg.labels = field(&key, value, &mut errs),
+                "metrics" => cfg.metrics = section(&key, value, &mut errs),
+                "logs" => cfg.logs = Some(parse_logs(value, &mut errs)),
+                "checks" => cfg.checks = array(&key, value, &mut errs),
+                "spool" => cfg.spool = section(&key, value, &mut errs),
+                _ => errs.push(
+                    key.as_str(),
+                    "unknown key (expected one of server, enroll_token, group, hostname, \
+                     instance_id, state_dir, procfs, labels, metrics, logs, checks, spool)",
+                ),
+            }
+        }
+        errs.into_result().map(|()| cfg)
+    }
+
+    pub fn read(path: &Path) -> Result<Self, ConfigErrors> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text),
+            Err(e) => {
+                let mut errs = ConfigErrors::default();
+                errs.push("config", format!("cannot read {}: {e}", path.display()));
+                Err(errs)
+            }
+        }
+    }
+}
+
+fn parse_logs(value: toml::Value, errs: &mut ConfigErrors) -> LogsConfig {
+    let mut logs = LogsConfig::default();
+    let toml::Value::Table(table) = value else {
+        errs.push("logs", "must be a table");
+        return logs;
+    };
+    for (key, value) in table {
+        let path = format!("logs.{key}");
+        match key.as_str() {
+            "files" => logs.files = array(&path, value, errs).unwrap_or_default(),
+            "syslog" => logs.syslog = section(&path, value, errs).unwrap_or_default(),
+            "filter" => logs.filter = section(&path, value, errs).unwrap_or_default(),
+            _ => errs.push(path, "unknown key (expected files, syslog or filter)"),
+        }
+    }
+    logs
+}
+
+/// Reads one value, recording an error under `key` when it does not fit.
+fn field<T: DeserializeOwned>(key: &str, value: toml::Value, errs: &mut ConfigErrors) -> Option<T> {
+    match value.try_into() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errs.push(key, one_line(&e));
+            None
+        }
+    }
+}
+
+/// Reads a table section. When it does not fit, each of its keys is tried alone
+/// (the section structs default every field) to report every bad key by name.
+fn section<T: DeserializeOwned>(
+    key: &str,
+    value: toml::Value,
+    errs: &mut ConfigErrors,
+) -> Option<T> {
+    match value.clone().try_into() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            match value {
+                toml::Value::Table(table) => {
+                    for (k, v) in table {
+                        let single: toml::Table = [(k.clone(), v)].into_iter().collect();
+                        if let Err(e) = toml::Value::Table(single).try_into::<T>() {
+                            errs.push(format!("{key}.{k}"), one_line(&e));
+                        }
+                    }
+                }
+                _ => errs.push(key, one_line(&e)),
+            }
+            None
+        }
+    }
+}
+
+/// Reads an array of tables, each element as a [`section`] of its own.
+fn array<T: DeserializeOwned>(
+    key: &str,
+    value: toml::Value,
+    errs: &mut ConfigErrors,
+) -> Option<Vec<T>> {
+    let toml::Value::Array(items) = value else {
+        errs.push(key, "must be an array of tables ([[...]])");
+        return None;
+    };
+    let before = errs.0.len();
+    let out: Vec<T> = items
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, item)| section(&format!("{key}[{i}]"), item, errs))
+        .collect();
+    (errs.0.len() == before).then_some(out)
+}
+
+fn one_line(e: &impl fmt::Display) -> String {
+    e.to_string().trim().replace('\n', " ")
+}
+
+/// Values given on the command line or in the environment; `None` = not given.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    pub servers: Vec<String>,
+    pub enroll_token: Option<Secret>,
+    pub group: Option<String>,
+    pub hostname: Option<String>,
+    pub instance_id: Option<String>,
+    /// `k=v` pairs, merged over the file's labels.
+    pub labels: Vec<String>,
+    pub state_dir: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub procfs: Option<PathBuf>,
+    pub sample_interval: Option<String>,
+    pub ship_interval: Option<String>,
+}
+
+impl Overrides {
+    /// Reads the `METROLOG_AGENT_*` variables through `lookup` (the process
+    /// environment in the binary, a map in tests). `METROLOG_AGENT_SERVER` and
+    /// `METROLOG_AGENT_LABELS` hold comma-separated lists.
+    pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let get =
+            |name: &str| lookup(&format!("{ENV_PREFIX}{name}")).filter(|v| !v.trim().is_empty());
+        let list = |name: &str| {
+            get(name)
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Self {
+            servers: list("SERVER"),
+            enroll_token: get("ENROLL_TOKEN").map(Secret),
+            group: get("GROUP"),
+            hostname: get("HOSTNAME"),
+            instance_id: get("INSTANCE_ID"),
+            labels: list("LABELS"),
+            state_dir: get("STATE_DIR").map(PathBuf::from),
+            config: get("CONFIG").map(PathBuf::from),
+            procfs: get("PROCFS").map(PathBuf::from),
+            sample_interval: get("SAMPLE_INTERVAL"),
+            ship_interval: get("SHIP_INTERVAL"),
+        }
+    }
+
+    /// `self` where given, else `lower`.
+    fn over(self, lower: Overrides) -> Overrides {
+        Overrides {
+            servers: if self.servers.is_empty() {
+                lower.servers
+            } else {
+                self.servers
+            },
+            enroll_token: self.enroll_token.or(lower.enroll_token),
+            group: self.group.or(lower.group),
+            hostname: self.hostname.or(lower.hostname),
+            instance_id: self.instance_id.or(lower.instance_id),
+            // Labels merge key by key: apply the lower layer first.
+            labels: lower.labels.into_iter().chain(self.labels).collect(),
+            state_dir: self.state_dir.or(lower.state_dir),
+            config: self.config.or(lower.config),
+            procfs: self.procfs.or(lower.procfs),
+            sample_interval: self.sample_interval.or(lower.sample_interval),
+            ship_interval: self.ship_interval.or(lower.ship_interval),
+        }
+    }
+}
+
+/// Builds the configuration from its layers: `flags` over `env` over the file
+/// (named by either, when given) over the defaults. Returns every error found,
+/// but does not [`AgentConfig::validate`] the result.
+pub fn load(flags: Overrides, env: Overrides) -> Result<AgentConfig, ConfigErrors> {
+    let top = flags.over(env);
+    let file = match &top.config {
+        Some(path) => FileConfig::read(path)?,
+        None => FileConfig::default(),
+    };
+    merge(top, file)
+}
+
+fn merge(top: Overrides, file: FileConfig) -> Result<AgentConfig, ConfigErrors> {
+    let mut errs = ConfigErrors::default();
+    let mut cfg = AgentConfig::new(
+        if top.servers.is_empty() {
+            file.server.unwrap_or_default()
+        } else {
+            top.servers
+        },
+        top.enroll_token.or(file.enroll_token),
+    );
+    cfg.group = top.group.or(file.group);
+    cfg.hostname = top.hostname.or(file.hostname);
+    cfg.instance_id = top.instance_id.or(file.instance_id);
+    cfg.state_dir = top.state_dir.or(file.state_dir);
+    if let Some(p) = top.procfs.or(file.procfs) {
+        cfg.procfs = p;
+    }
+    cfg.labels = file.labels.unwrap_or_default();
+    for pair in &top.labels {
+        match pair.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                cfg.labels
+                    .insert(k.trim().to_string(), v.trim().to_string());
+            }
+            _ => errs.push("labels", format!("{pair:?} is not of the form key=value")),
+        }
+    }
+    cfg.metrics = file.metrics.unwrap_or_default();
+    for (key, given, slot) in [
+        (
+            "metrics.sample_interval",
+            top.sample_interval,
+            &mut cfg.metrics.sample_interval,
+        ),
+        (
+            "metrics.ship_interval",
+            top.ship_interval,
+            &mut cfg.metrics.ship_interval,
+        ),
+    ] {
+        if let Some(text) = given {
+            match parse_duration(&text) {
+                Ok(d) => *slot = d,
+                Err(e) => errs.push(key, e.to_string()),
+            }
+        }
+    }
+    cfg.logs = file.logs.unwrap_or_default();
+    cfg.checks = file.checks.unwrap_or_default();
+    cfg.spool = file.spool.unwrap_or_default();
+    errs.into_result().map(|()| cfg)
+}
+
+/// What `metrolog-agent check-config FILE` does: read the file, layer the
+/// environment over it as a run would, and validate the result.
+pub fn check_file(path: &Path, env: Overrides) -> Result<AgentConfig, ConfigErrors> {
+    let file = FileConfig::read(path)?;
+    let cfg = merge(env, file)?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const EXAMPLE: &str = include_str!("../../docs/agent.example.toml");
+
+    #[test]
+    fn example_file_validates() {
+        let file = FileConfig::parse(EXAMPLE).unwrap();
+        let cfg = merge(Overrides::default(), file).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.servers.len(), 2);
+        assert_eq!(cfg.metrics.ship_interval, Duration::from_secs(10));
+        assert_eq!(cfg.checks[0].name, "disk_root");
+        assert_eq!(cfg.spool.max_bytes, 100 << 20);
+        assert_eq!(cfg.logs.filter.min_severity, Some(Severity::Info));
+        assert_eq!(cfg.labels["zone"], "eu-west-1a");
+    }
+
+    #[test]
+    fn contract_example_validates() {
+        // The agent.toml of SPEC §11, verbatim.
+        let text = r#"
+server = ["http://10.0.0.5:8080", "http://10.0.0.6:8080"]  # tried in order
+enroll_token = "..."
+group = "web"
+hostname = "web-1"            # optional override of the detected name
+instance_id = "i-0abc"        # optional override
+state_dir = "/var/lib/metrolog-agent"
+[labels]
+zone = "eu-west-1a"
+[metrics]
+sample_interval = "1s"
+ship_interval = "10s"
+[[logs.files]]
+path = "/var/log/nginx/*.log" # glob
+app = "nginx"                 # optional app_name for lines that carry none
+[logs.syslog]
+unix = "/run/metrolog-agent/log.sock"
+udp = "127.0.0.1:5140"
+[logs.filter]
+min_severity = "info"         # emerg … debug
+include = ["regex", "..."]
+exclude = ["healthcheck"]
+[[checks]]
+name = "disk_root"
+command = ["/usr/lib/nagios/plugins/check_disk", "-w", "20%", "-c", "10%", "-p", "/"]
+interval = "60s"
+retry_interval = "15s"
+timeout = "10s"
+max_attempts = 3
+[spool]
+max_bytes = "100MiB"
+"#;
+        let cfg = merge(Overrides::default(), FileConfig::parse(text).unwrap()).unwrap();
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_key() {
+        let text = r#"
+server = "http://a:1"
+colour = "blue"
+[metrics]
+sample_interval = "fast"
+ship_interval = "often"
+[logs.filter]
+min_severity = "loud"
+[[checks]]
+name = "ok"
+command = ["/bin/true"]
+[[checks]]
+name = "bad"
+command = ["/bin/true"]
+interval = 60
+[spool]
+max_bytes = "lots"
+"#;
+        let errs = FileConfig::parse(text).unwrap_err();
+        let keys: Vec<&str> = errs.0.iter().map(|e| e.key.as_str()).collect();
+        for key in [
+            "colour",
+            "metrics.sample_interval",
+            "metrics.ship_interval",
+            "logs.filter.min_severity",
+            "checks[1].interval",
+            "spool.max_bytes",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {errs}");
+        }
+        assert!(errs.to_string().contains("\"fast\""), "{errs}");
+    }
+
+    #[test]
+    fn semantic_errors_are_all_reported() {
+        let text = r#"
+server = ["ftp://x", "not a url"]
+enroll_token = ""
+[labels]
+"Bad Key" = "x"
+[metrics]
+sample_interval = "10ms"
+[[checks]]
+command = []
+max_attempts = 0
+"#;
+        let cfg = merge(Overrides::default(), FileConfig::parse(text).unwrap()).unwrap();
+        let errs = cfg.validate().unwrap_err();
+        let keys: Vec<&str> = errs.0.iter().map(|e| e.key.as_str()).collect();
+        for key in [
+            "server[0]",
+            "server[1]",
+            "enroll_token",
+            "labels",
+            "metrics.sample_interval",
+            "checks[0].name",
+            "checks[0].command",
+            "checks[0].max_attempts",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {errs}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_at_every_level() {
+        for (text, key) in [
+            ("sever = \"http://a\"", "sever"),
+            ("[metrics]\nsample = \"1s\"", "metrics.sample"),
+            ("[logs]\nfile = 1", "logs.file"),
+            (
+                "[[logs.files]]\npath = \"/x\"\nglob = true",
+                "logs.files[0].glob",
+            ),
+            ("[[checks]]\nname = \"a\"\ncmd = [\"x\"]", "checks[0].cmd"),
+            ("[spool]\ndir = \"/x\"", "spool.dir"),
+        ] {
+            let errs = FileConfig::parse(text).unwrap_err();
+            assert_eq!(errs.0.len(), 1, "{text}: {errs}");
+            assert_eq!(errs.0[0].key, key, "{errs}");
+            assert!(errs.0[0].message.contains("unknown"), "{errs}");
+        }
+    }
+
+    #[test]
+    fn flag_beats_env_beats_file_beats_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            r#"
+server = "http://file:1"
+group = "file-group"
+hostname = "file-host"
+instance_id = "file-id"
+[labels]
+zone = "file-zone"
+role = "file-role"
+[metrics]
+ship_interval = "30s"
+"#,
+        )
+        .unwrap();
+        let env: HashMap<String, String> = [
+            ("METROLOG_AGENT_SERVER", "http://env:1, http://env:2"),
+            ("METROLOG_AGENT_GROUP", "env-group"),
+            ("METROLOG_AGENT_HOSTNAME", "env-host"),
+            ("METROLOG_AGENT_ENROLL_TOKEN", "env-token"),
+            ("METROLOG_AGENT_LABELS", "zone=env-zone"),
+            ("METROLOG_AGENT_CONFIG", path.to_str().unwrap()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let env = Overrides::from_env(|k| env.get(k).cloned());
+        let flags = Overrides {
+            group: Some("flag-group".into()),
+            labels: vec!["role=flag-role".into()],
+            sample_interval: Some("2s".into()),
+            ..Overrides::default()
+        };
+        let cfg = load(flags, env).unwrap();
+        assert_eq!(cfg.group.as_deref(), Some("flag-group"));
+        assert_eq!(cfg.hostname.as_deref(), Some("env-host"));
+        assert_eq!(cfg.instance_id.as_deref(), Some("file-id"));
+        assert_eq!(cfg.servers, ["http://env:1", "http://env:2"]);
+        assert_eq!(cfg.enroll_token.as_ref().unwrap().expose(), "env-token");
+        assert_eq!(cfg.labels["zone"], "env-zone");
+        assert_eq!(cfg.labels["role"], "flag-role");
+        assert_eq!(cfg.metrics.sample_interval, Duration::from_secs(2));
+        assert_eq!(cfg.metrics.ship_interval, Duration::from_secs(30));
+        assert_eq!(cfg.procfs, PathBuf::from("/proc"));
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_flags_are_reported() {
+        let flags = Overrides {
+            servers: vec!["http://a:1".into()],
+            labels: vec!["novalue".into()],
+            ship_interval: Some("soon".into()),
+            ..Overrides::default()
+        };
+        let errs = load(flags, Overrides::default()).unwrap_err();
+        let keys: Vec<&str> = errs.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["labels", "metrics.ship_interval"]);
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let mut cfg = AgentConfig::new(vec!["http://a".into()], Some(Secret::new("hunter2")));
+        cfg.group = Some("g".into());
+        let shown = format!("{cfg:?} {}", cfg.enroll_token.as_ref().unwrap());
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("[redacted]"));
+    }
+}
