@@ -1,0 +1,499 @@
+//! The TOML file (`server.toml`), read key by key so that every problem is
+//! reported at once with the key it concerns. See `docs/server.example.toml`.
+
+use super::ConfigErrors;
+use metrolog_protocol::units::{serde_duration, serde_size};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything the file may say. Absent keys keep their defaults.
+#[derive(Debug, Clone, Default)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub local_agent: Option<bool>,
+    pub hosts: HostsSection,
+    pub syslog: SyslogSection,
+    pub graphite: GraphiteSection,
+    pub retention: RetentionSection,
+    pub http: HttpSection,
+    pub rules: Vec<RuleSection>,
+    pub notify: Vec<NotifySection>,
+    pub scaling: ScalingSection,
+    pub agents: Vec<AgentsSection>,
+}
+
+/// `[hosts]`: membership and liveness.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostsSection {
+    /// Hosts `left` or `down` this long are removed with their series.
+    #[serde(with = "serde_duration")]
+    pub expire_after: Duration,
+    /// A host silent this long is `down` (default 3 × the agents' 10 s ship interval).
+    #[serde(with = "serde_duration")]
+    pub liveness_timeout: Duration,
+}
+
+impl Default for HostsSection {
+    fn default() -> Self {
+        Self {
+            expire_after: Duration::from_secs(7 * 86400),
+            liveness_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[syslog]`: the receivers (implemented with the central-logs work).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyslogSection {
+    pub udp: Option<String>,
+    pub tcp: Option<String>,
+    #[serde(with = "serde_size")]
+    pub max_line_bytes: u64,
+}
+
+impl Default for SyslogSection {
+    fn default() -> Self {
+        Self {
+            udp: None,
+            tcp: None,
+            max_line_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// `[graphite]`: Graphite plaintext listener.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphiteSection {
+    pub tcp: Option<String>,
+}
+
+/// `[retention]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSection {
+    pub logs: LogRetention,
+    pub raw_points: RawPointsRetention,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogRetention {
+    #[serde(with = "serde_duration")]
+    pub max_age: Duration,
+    #[serde(with = "serde_size")]
+    pub max_bytes: u64,
+}
+
+impl Default for LogRetention {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(30 * 86400),
+            max_bytes: 10 << 30,
+        }
+    }
+}
+
+/// Raw 10 s buckets as agents shipped them; older ones are deleted in chunks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPointsRetention {
+    #[serde(with = "serde_duration")]
+    pub max_age: Duration,
+}
+
+impl Default for RawPointsRetention {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(2 * 86400),
+        }
+    }
+}
+
+/// `[http]`: limits of the HTTP side.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Largest request body accepted, after decompression (413 beyond).
+    #[serde(with = "serde_size")]
+    pub max_body_bytes: u64,
+    /// Lifetime of a dashboard session.
+    #[serde(with = "serde_duration")]
+    pub session_ttl: Duration,
+    /// Failed logins allowed per user name and client address per minute.
+    pub login_attempts_per_minute: u32,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 << 20,
+            session_ttl: Duration::from_secs(12 * 3600),
+            login_attempts_per_minute: 5,
+        }
+    }
+}
+
+/// One `[[rules]]` entry (evaluated by the supervision component).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSection {
+    pub name: String,
+    pub kind: RuleKind,
+    pub metric: Option<String>,
+    pub group: Option<String>,
+    pub host: Option<String>,
+    pub scope: Option<String>,
+    pub aggregation: Option<String>,
+    #[serde(default, with = "opt_duration")]
+    pub window: Option<Duration>,
+    pub cf: Option<String>,
+    pub warning: Option<String>,
+    pub critical: Option<String>,
+    #[serde(rename = "for", default, with = "opt_duration")]
+    pub for_: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub keep_firing_for: Option<Duration>,
+    pub datapoints: Option<String>,
+    pub no_data: Option<String>,
+    #[serde(default, with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    pub check: Option<String>,
+    pub query: Option<String>,
+    pub app: Option<String>,
+    pub severity: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleKind {
+    Threshold,
+    Liveness,
+    Check,
+    Log,
+}
+
+/// One `[[notify]]` receiver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySection {
+    pub name: String,
+    pub url: String,
+    #[serde(default, with = "opt_duration")]
+    pub repeat_interval: Option<Duration>,
+    pub send_resolved: Option<bool>,
+}
+
+/// `[scaling]`: policies and hooks.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScalingSection {
+    pub policies: Vec<PolicySection>,
+    pub hooks: Vec<HookSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    pub name: String,
+    pub group: String,
+    pub metric: String,
+    pub aggregation: Option<String>,
+    #[serde(default, with = "opt_duration")]
+    pub window: Option<Duration>,
+    pub scale_out_above: Option<f64>,
+    pub scale_in_below: Option<f64>,
+    #[serde(rename = "for", default, with = "opt_duration")]
+    pub for_: Option<Duration>,
+    pub datapoints: Option<String>,
+    #[serde(default, with = "opt_duration")]
+    pub cooldown: Option<Duration>,
+    pub min_size: Option<u32>,
+    pub max_size: Option<u32>,
+    pub target: Option<f64>,
+    pub tolerance: Option<f64>,
+    #[serde(default, with = "opt_duration")]
+    pub warmup: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookSection {
+    pub name: String,
+    pub group: Option<String>,
+    pub url: Option<String>,
+    pub secret: Option<String>,
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+/// `[[agents]]`: configuration pushed to the agents of a group.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsSection {
+    pub group: String,
+    #[serde(default)]
+    pub metrics: AgentMetrics,
+    #[serde(default)]
+    pub checks: Vec<AgentCheck>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentMetrics {
+    #[serde(default, with = "opt_duration")]
+    pub sample_interval: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub ship_interval: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentCheck {
+    pub name: String,
+    pub command: Vec<String>,
+    #[serde(default, with = "opt_duration")]
+    pub interval: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub retry_interval: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    pub max_attempts: Option<u32>,
+}
+
+mod opt_duration {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        metrolog_protocol::parse_duration(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+const TOP_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "database_url",
+    "local_agent",
+    "hosts",
+    "syslog",
+    "graphite",
+    "retention",
+    "http",
+    "rules",
+    "notify",
+    "scaling",
+    "agents",
+];
+
+impl FileConfig {
+    pub fn read(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![format!(
+                "cannot read config file {}: {e}",
+                path.display()
+            )])
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses the file, collecting every error with its key.
+    pub fn parse(text: &str) -> Result<Self, ConfigErrors> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigErrors(vec![format!("TOML syntax: {e}")]))?;
+        let mut errors = Vec::new();
+        for key in table.keys() {
+            if !TOP_KEYS.contains(&key.as_str()) {
+                errors.push(format!(
+                    "{key}: unknown key (expected one of: {})",
+                    TOP_KEYS.join(", ")
+                ));
+            }
+        }
+        let mut cfg = FileConfig {
+            listen: take(&table, "listen", &mut errors),
+            data_dir: take(&table, "data_dir", &mut errors),
+            database_url: take(&table, "database_url", &mut errors),
+            local_agent: take(&table, "local_agent", &mut errors),
+            hosts: take(&table, "hosts", &mut errors).unwrap_or_default(),
+            syslog: take(&table, "syslog", &mut errors).unwrap_or_default(),
+            graphite: take(&table, "graphite", &mut errors).unwrap_or_default(),
+            retention: take(&table, "retention", &mut errors).unwrap_or_default(),
+            http: take(&table, "http", &mut errors).unwrap_or_default(),
+            rules: take_list(&table, "rules", &mut errors),
+            notify: take_list(&table, "notify", &mut errors),
+            scaling: ScalingSection::default(),
+            agents: take_list(&table, "agents", &mut errors),
+        };
+        if let Some(scaling) = table.get("scaling") {
+            match scaling.as_table() {
+                Some(t) => {
+                    for key in t.keys() {
+                        if key != "policies" && key != "hooks" {
+                            errors.push(format!(
+                                "scaling.{key}: unknown key (expected policies, hooks)"
+                            ));
+                        }
+                    }
+                    cfg.scaling.policies =
+                        take_list(t, "policies", &mut errors).into_iter().collect();
+                    cfg.scaling.hooks = take_list(t, "hooks", &mut errors);
+                    fix_prefix(&mut errors, "policies", "scaling.policies");
+                    fix_prefix(&mut errors, "hooks", "scaling.hooks");
+                }
+                None => errors.push("scaling: expected a table".into()),
+            }
+        }
+        cfg.check(&mut errors);
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// Checks that span keys.
+    fn check(&self, errors: &mut Vec<String>) {
+        if self.http.max_body_bytes < 1024 {
+            errors.push("http.max_body_bytes: must be at least 1KiB".into());
+        }
+        if self.syslog.max_line_bytes < 480 {
+            errors.push(
+                "syslog.max_line_bytes: must be at least 480 bytes (RFC 5424 minimum)".into(),
+            );
+        }
+        if self.hosts.liveness_timeout.is_zero() {
+            errors.push("hosts.liveness_timeout: must be more than 0".into());
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            if rule.kind == RuleKind::Threshold && rule.metric.is_none() {
+                errors.push(format!(
+                    "rules[{i}] ({}): a threshold rule needs `metric`",
+                    rule.name
+                ));
+            }
+            if rule.kind == RuleKind::Check && rule.check.is_none() {
+                errors.push(format!(
+                    "rules[{i}] ({}): a check rule needs `check`",
+                    rule.name
+                ));
+            }
+        }
+        for (i, hook) in self.scaling.hooks.iter().enumerate() {
+            if hook.url.is_some() == hook.command.is_some() {
+                errors.push(format!(
+                    "scaling.hooks[{i}] ({}): give exactly one of `url` or `command`",
+                    hook.name
+                ));
+            }
+        }
+    }
+}
+
+fn take<T: DeserializeOwned>(
+    table: &toml::Table,
+    key: &str,
+    errors: &mut Vec<String>,
+) -> Option<T> {
+    let value = table.get(key)?;
+    match value.clone().try_into::<T>() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errors.push(format!("{key}: {}", one_line(&e.to_string())));
+            None
+        }
+    }
+}
+
+fn take_list<T: DeserializeOwned>(
+    table: &toml::Table,
+    key: &str,
+    errors: &mut Vec<String>,
+) -> Vec<T> {
+    let Some(value) = table.get(key) else {
+        return Vec::new();
+    };
+    let Some(items) = value.as_array() else {
+        errors.push(format!("{key}: expected an array of tables ([[{key}]])"));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match item.clone().try_into::<T>() {
+            Ok(v) => out.push(v),
+            Err(e) => errors.push(format!("{key}[{i}]: {}", one_line(&e.to_string()))),
+        }
+    }
+    out
+}
+
+fn fix_prefix(errors: &mut [String], from: &str, to: &str) {
+    for e in errors.iter_mut() {
+        if e.starts_with(&format!("{from}[")) || e.starts_with(&format!("{from}:")) {
+            *e = format!("{to}{}", &e[from.len()..]);
+        }
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let text = include_str!("../../../docs/server.example.toml");
+        let cfg = FileConfig::parse(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.rules.len(), 4);
+        assert_eq!(cfg.scaling.policies.len(), 1);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_key() {
+        let text = r#"
+            listen = 8080
+            colour = "blue"
+            [hosts]
+            expire_after = "a week"
+            [http]
+            max_body_bytes = "lots"
+            [[rules]]
+            name = "x"
+            kind = "threshold"
+            [[rules]]
+            name = "y"
+            kind = "psychic"
+            [scaling]
+            [[scaling.hooks]]
+            name = "h"
+        "#;
+        let errs = FileConfig::parse(text).unwrap_err().0;
+        let all = errs.join("\n");
+        for key in [
+            "listen:",
+            "colour:",
+            "hosts:",
+            "http:",
+            "rules[0]",
+            "rules[1]",
+            "scaling.hooks[0]",
+        ] {
+            assert!(all.contains(key), "missing {key} in:\n{all}");
+        }
+        assert!(errs.len() >= 7, "{all}");
+    }
+}

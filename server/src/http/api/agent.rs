@@ -1,0 +1,152 @@
+//! The agent protocol (see docs/protocol.md): enroll, batch, heartbeat, leave,
+//! configuration. Every write is tied to the host of the agent's own token.
+
+use super::JsonBody;
+use crate::auth::{new_token, token_hash};
+use crate::http::auth::{AgentHost, Enroller};
+use crate::http::error::{ApiResult, AppError};
+use crate::http::AppState;
+use crate::store::{now, HostFacts, HostSource};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrolog_protocol::series::validate_labels;
+use metrolog_protocol::{
+    paths, AgentSettings, Batch, BatchAck, EnrollRequest, EnrollResponse, LeaveRequest,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(paths::ENROLL, post(enroll))
+        .route(paths::BATCH, post(batch))
+        .route(paths::HEARTBEAT, post(heartbeat))
+        .route(paths::LEAVE, post(leave))
+        .route(paths::CONFIG, get(config))
+}
+
+fn check_name(what: &str, value: &str, max: usize) -> ApiResult<()> {
+    if value.is_empty()
+        || value.len() > max
+        || value.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(AppError::BadRequest(format!(
+            "{what} {value:?} must be 1 to {max} bytes without spaces or control characters"
+        )));
+    }
+    Ok(())
+}
+
+async fn enroll(
+    _e: Enroller,
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<EnrollRequest>,
+) -> ApiResult<Json<EnrollResponse>> {
+    check_name("hostname", &req.hostname, 253)?;
+    if let Some(iid) = &req.instance_id {
+        check_name("instance_id", iid, 128)?;
+    }
+    if let Some(g) = &req.group {
+        if g.is_empty()
+            || g.len() > 64
+            || !g
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            return Err(AppError::BadRequest(format!(
+                "group {g:?} must be 1 to 64 characters among A-Z a-z 0-9 _ - ."
+            )));
+        }
+    }
+    validate_labels(&req.labels).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    check_name("agent_version", &req.agent_version, 64)?;
+    let facts = HostFacts {
+        hostname: req.hostname.clone(),
+        instance_id: req.instance_id.clone(),
+        group: req.group.clone(),
+        labels: req.labels.clone(),
+        agent_version: Some(req.agent_version.clone()),
+    };
+    let host_id = state.store.upsert_host(&facts, HostSource::Agent).await?;
+    let token = new_token();
+    state
+        .store
+        .replace_agent_token(
+            host_id,
+            &format!("agent:{}", req.hostname),
+            &token_hash(token.expose()),
+        )
+        .await?;
+    state.metrics.enrollments.inc();
+    tracing::info!(host = host_id, hostname = %req.hostname, group = ?req.group, "agent enrolled");
+    Ok(Json(EnrollResponse {
+        host_id,
+        agent_token: token.expose().to_string(),
+        settings: settings_for(&state, req.group.as_deref()),
+    }))
+}
+
+/// Settings pushed to the agents of `group` by `[[agents]]` sections.
+fn settings_for(state: &AppState, group: Option<&str>) -> AgentSettings {
+    let mut s = AgentSettings::default();
+    for a in state
+        .config
+        .file
+        .agents
+        .iter()
+        .filter(|a| Some(a.group.as_str()) == group)
+    {
+        if let Some(d) = a.metrics.sample_interval {
+            s.sample_interval_ms = Some(d.as_millis() as u64);
+        }
+        if let Some(d) = a.metrics.ship_interval {
+            s.ship_interval_ms = Some(d.as_millis() as u64);
+        }
+    }
+    s
+}
+
+async fn batch(
+    agent: AgentHost,
+    State(state): State<AppState>,
+    JsonBody(batch): JsonBody<Batch>,
+) -> ApiResult<Json<BatchAck>> {
+    if batch.id.stream.is_empty() || batch.id.stream.len() > 64 {
+        return Err(AppError::BadRequest(
+            "batch id stream must be 1 to 64 characters".into(),
+        ));
+    }
+    let id = batch.id.clone();
+    let outcome = state.ingest.ingest(agent.host_id, batch, now()).await?;
+    Ok(Json(BatchAck {
+        batch: id,
+        duplicate: outcome.duplicate,
+        accepted: outcome.accepted,
+        rejected: outcome.rejected,
+        settings: None,
+    }))
+}
+
+async fn heartbeat(agent: AgentHost, State(state): State<AppState>) -> ApiResult<StatusCode> {
+    state.store.touch_host(agent.host_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn leave(
+    agent: AgentHost,
+    State(state): State<AppState>,
+    body: Option<Json<LeaveRequest>>,
+) -> ApiResult<StatusCode> {
+    state.store.leave_host(agent.host_id).await?;
+    let reason = body.and_then(|Json(b)| b.reason).unwrap_or_default();
+    tracing::info!(host = agent.host_id, reason = %reason.chars().take(200).collect::<String>(), "agent left");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn config(agent: AgentHost, State(state): State<AppState>) -> ApiResult<Json<AgentSettings>> {
+    let host =
+        state.store.host(agent.host_id).await?.ok_or_else(|| {
+            AppError::NotFound("this agent's host was removed; enroll again".into())
+        })?;
+    Ok(Json(settings_for(&state, host.group.as_deref())))
+}

@@ -1,0 +1,46 @@
+//! The JSON API under `/api/v1`: operator endpoints and the agent protocol.
+
+mod agent;
+pub mod hosts;
+mod metrics;
+
+use super::error::AppError;
+use super::AppState;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::{FromRequest, Request};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use tower_http::decompression::RequestDecompressionLayer;
+
+pub fn router(state: &AppState) -> Router<AppState> {
+    let limit = usize::try_from(state.config.http.max_body_bytes).unwrap_or(usize::MAX);
+    Router::new()
+        .merge(hosts::router())
+        .merge(metrics::router())
+        .merge(agent::router())
+        // The limit applies to the decompressed body, so a small zstd bomb
+        // cannot expand past it.
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(RequestDecompressionLayer::new().gzip(true).zstd(true))
+}
+
+/// `Json<T>` whose rejections (malformed JSON, too large, wrong content type)
+/// become our JSON error envelope.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::Json(v) = axum::Json::<T>::from_request(req, state).await?;
+        Ok(JsonBody(v))
+    }
+}
+
+/// RFC 3339 form of a unix time, for JSON answers.
+pub fn rfc3339(ts: i64) -> String {
+    chrono::DateTime::from_timestamp(ts, 0)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}

@@ -1,0 +1,102 @@
+//! One error type for every handler: a status, a stable code and a message,
+//! rendered as `{"error": {"code", "message"}}`. Internal details never reach
+//! the client; the `log_internal_errors` middleware logs them once.
+
+use crate::store::StoreError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use metrolog_protocol::{ApiError, ErrorBody};
+
+#[derive(Debug)]
+pub enum AppError {
+    BadRequest(String),
+    Unauthorized(String),
+    Forbidden(String),
+    NotFound(String),
+    Conflict(String),
+    PayloadTooLarge(String),
+    TooManyRequests(String),
+    /// Logged server-side; the client sees a generic message.
+    Internal(String),
+}
+
+/// Carries an internal error's detail from the response to the logging middleware.
+#[derive(Debug, Clone)]
+pub struct InternalDetail(pub String);
+
+pub type ApiResult<T> = Result<T, AppError>;
+
+impl AppError {
+    fn parts(&self) -> (StatusCode, &'static str, &str) {
+        match self {
+            AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
+            AppError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m),
+            AppError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m),
+            AppError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
+            AppError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
+            AppError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m),
+            AppError::TooManyRequests(m) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests", m),
+            AppError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; the server log has the details",
+            ),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        let body = ErrorBody {
+            error: ApiError {
+                code: code.to_string(),
+                message: message.to_string(),
+            },
+        };
+        let mut resp = (status, Json(body)).into_response();
+        if let AppError::Internal(detail) = self {
+            resp.extensions_mut().insert(InternalDetail(detail));
+        }
+        resp
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => AppError::Conflict(m),
+            StoreError::Invalid(m) => AppError::BadRequest(m),
+            other => AppError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for AppError {
+    fn from(r: axum::extract::rejection::JsonRejection) -> Self {
+        body_error(r.status(), r.body_text())
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for AppError {
+    fn from(r: axum::extract::rejection::BytesRejection) -> Self {
+        body_error(r.status(), r.body_text())
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for AppError {
+    fn from(r: axum::extract::rejection::QueryRejection) -> Self {
+        AppError::BadRequest(r.body_text())
+    }
+}
+
+fn body_error(status: StatusCode, text: String) -> AppError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        AppError::PayloadTooLarge(format!(
+            "request body exceeds http.max_body_bytes (after decompression): {text}"
+        ))
+    } else {
+        AppError::BadRequest(text)
+    }
+}

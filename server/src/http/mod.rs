@@ -1,0 +1,136 @@
+//! The HTTP side: one router for the JSON API, the agent protocol and the
+//! dashboard, built by [`app`] so tests can drive it without a socket.
+
+pub mod api;
+mod assets;
+pub mod auth;
+pub mod dashboard;
+pub mod error;
+
+use crate::auth::LoginLimiter;
+use crate::config::ServerConfig;
+use crate::ingest::Ingestor;
+use crate::store::{HostFilter, HostState, Store};
+use crate::telemetry::ServerMetrics;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use error::InternalDetail;
+use std::ops::Deref;
+use std::sync::Arc;
+
+/// Everything handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Shared>);
+
+#[derive(Debug)]
+pub struct Shared {
+    pub store: Arc<Store>,
+    pub config: Arc<ServerConfig>,
+    pub ingest: Ingestor,
+    pub metrics: Arc<ServerMetrics>,
+    pub limiter: LoginLimiter,
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(store: Arc<Store>, config: Arc<ServerConfig>, metrics: Arc<ServerMetrics>) -> Self {
+        let ingest = Ingestor::new(store.clone(), metrics.clone());
+        let limiter = LoginLimiter::new(config.http.login_attempts_per_minute);
+        AppState(Arc::new(Shared {
+            store,
+            config,
+            ingest,
+            metrics,
+            limiter,
+        }))
+    }
+}
+
+/// The whole application.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(prometheus))
+        .merge(api::router(&state))
+        .merge(dashboard::router())
+        .merge(assets::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            log_internal_errors,
+        ))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n").into_response()
+        }
+    }
+}
+
+async fn prometheus(State(state): State<AppState>) -> Response {
+    let hosts = state
+        .store
+        .hosts(&HostFilter::default())
+        .await
+        .unwrap_or_default();
+    let count = |s: HostState| hosts.iter().filter(|h| h.state == s).count() as u64;
+    let by_state = [
+        ("up", count(HostState::Up)),
+        ("down", count(HostState::Down)),
+        ("left", count(HostState::Left)),
+    ];
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&by_state),
+    )
+        .into_response()
+}
+
+async fn not_found() -> error::AppError {
+    error::AppError::NotFound("no such path".into())
+}
+
+/// Logs the detail of every internal error once, with the request it answered.
+async fn log_internal_errors(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    if resp.status().is_server_error() {
+        state.metrics.http_internal_errors.inc();
+        let detail = resp
+            .extensions()
+            .get::<InternalDetail>()
+            .map(|d| d.0.as_str())
+            .unwrap_or("(no detail)");
+        tracing::error!(%method, %path, status = resp.status().as_u16(), "{detail}");
+    }
+    resp
+}
+
+async fn method_not_allowed() -> Response {
+    let mut resp =
+        error::AppError::BadRequest("method not allowed on this path".into()).into_response();
+    *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    resp
+}

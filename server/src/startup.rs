@@ -1,0 +1,177 @@
+//! Assembling and running the server: open the store, bootstrap, bind the
+//! listener (port 0 in tests), start the background tasks and the local agent,
+//! serve until SIGTERM/Ctrl-C, then stop in order.
+
+use crate::config::ServerConfig;
+use crate::http::{app, AppState};
+use crate::store::{Store, StoreError};
+use crate::telemetry::ServerMetrics;
+use crate::{bootstrap, fleet, local_agent};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("data directory {path} is not writable: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A bound, ready-to-run server.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    config: Arc<ServerConfig>,
+    pub bootstrapped: bootstrap::Bootstrapped,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("addr", &self.local_addr())
+            .finish()
+    }
+}
+
+/// Checks that `dir` exists (creating it) and can be written, with one clear error.
+pub fn ensure_writable_dir(dir: &Path) -> Result<(), StartupError> {
+    let err = |source| StartupError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let probe = dir.join(".metrolog-write-test");
+    std::fs::write(&probe, b"ok").map_err(err)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+impl Application {
+    pub async fn build(config: ServerConfig) -> Result<Self, StartupError> {
+        ensure_writable_dir(&config.data_dir)?;
+        let store = Arc::new(Store::open(&config.database_url).await?);
+        let bootstrapped = bootstrap::run(
+            &store,
+            std::env::var("METROLOG_ADMIN_PASSWORD").ok(),
+            std::env::var("METROLOG_ENROLL_TOKEN").ok(),
+        )
+        .await?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let config = Arc::new(config);
+        let state = AppState::new(store, config.clone(), Arc::new(ServerMetrics::default()));
+        Ok(Self {
+            listener,
+            state,
+            config,
+            bootstrapped,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then stops the local agent (which
+    /// leaves), lets in-flight requests finish, and closes the database.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let addr = self.local_addr();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let store = self.state.store.clone();
+        let housekeeping = tokio::spawn(fleet::run(
+            store.clone(),
+            self.config.clone(),
+            self.state.metrics.clone(),
+            stop_rx.clone(),
+        ));
+        let agent = if self.config.local_agent {
+            Some(local_agent::start(&self.state, addr, stop_rx.clone()).await?)
+        } else {
+            None
+        };
+        let (http_stop_tx, mut http_stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: stopping the local agent, finishing in-flight requests");
+            let _ = stop_tx.send(true);
+            if let Some(agent) = agent {
+                // The agent ships what it has and leaves through our own API,
+                // so the HTTP side stays up until it is done.
+                if tokio::time::timeout(Duration::from_secs(10), agent)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("local agent did not stop within 10 s");
+                }
+            }
+            let _ = http_stop_tx.send(true);
+        });
+        tracing::info!(%addr, "listening: dashboard at http://{addr}/");
+        let router = app(self.state.clone());
+        axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = http_stop_rx.wait_for(|s| *s).await;
+        })
+        .await
+        .map_err(StartupError::Serve)?;
+        let _ = housekeeping.await;
+        store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

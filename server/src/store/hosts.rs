@@ -1,0 +1,372 @@
+//! Hosts: identity, membership and liveness state.
+
+use super::{now, Result, Store};
+use metrolog_protocol::Labels;
+use serde::Serialize;
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostState {
+    Up,
+    Down,
+    Left,
+}
+
+impl HostState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostState::Up => "up",
+            HostState::Down => "down",
+            HostState::Left => "left",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "up" => Some(HostState::Up),
+            "down" => Some(HostState::Down),
+            "left" => Some(HostState::Left),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostSource {
+    Agent,
+    Import,
+    Syslog,
+}
+
+impl HostSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            HostSource::Agent => "agent",
+            HostSource::Import => "import",
+            HostSource::Syslog => "syslog",
+        }
+    }
+}
+
+/// What an agent says about itself at enrollment.
+#[derive(Debug, Clone)]
+pub struct HostFacts {
+    pub hostname: String,
+    pub instance_id: Option<String>,
+    pub group: Option<String>,
+    pub labels: Labels,
+    pub agent_version: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostRow {
+    pub id: i64,
+    pub hostname: String,
+    pub instance_id: Option<String>,
+    pub group: Option<String>,
+    pub labels: Labels,
+    pub agent_version: Option<String>,
+    pub source: String,
+    pub passive: bool,
+    pub state: HostState,
+    pub state_since: i64,
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HostFilter {
+    pub group: Option<String>,
+    pub state: Option<HostState>,
+}
+
+const HOST_COLUMNS: &str = "id, hostname, instance_id, group_name, labels, agent_version, source, passive, state, state_since, first_seen, last_seen";
+
+fn host_from_row(r: &SqliteRow) -> HostRow {
+    let labels: String = r.get(4);
+    let state: String = r.get(8);
+    HostRow {
+        id: r.get(0),
+        hostname: r.get(1),
+        instance_id: r.get(2),
+        group: r.get(3),
+        labels: serde_json::from_str(&labels).unwrap_or_default(),
+        agent_version: r.get(5),
+        source: r.get(6),
+        passive: r.get(7),
+        state: HostState::parse(&state).unwrap_or(HostState::Down),
+        state_since: r.get(9),
+        first_seen: r.get(10),
+        last_seen: r.get(11),
+    }
+}
+
+impl Store {
+    /// Creates the host, or finds the existing one with the same identity
+    /// (instance_id when given, else hostname), refreshes its facts and marks it
+    /// `up`. Returns the host id.
+    pub async fn upsert_host(&self, facts: &HostFacts, source: HostSource) -> Result<i64> {
+        let _w = self.write.lock().await;
+        let t = now();
+        let labels = serde_json::to_string(&facts.labels).unwrap_or_else(|_| "{}".into());
+        let existing: Option<i64> = match &facts.instance_id {
+            Some(iid) => {
+                sqlx::query_scalar("SELECT id FROM hosts WHERE instance_id = ?")
+                    .bind(iid)
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query_scalar(
+                    "SELECT id FROM hosts WHERE hostname = ? AND instance_id IS NULL",
+                )
+                .bind(&facts.hostname)
+                .fetch_optional(&self.pool)
+                .await?
+            }
+        };
+        let passive = source != HostSource::Agent;
+        if let Some(id) = existing {
+            sqlx::query(
+                "UPDATE hosts SET hostname = ?, group_name = ?, labels = ?, agent_version = coalesce(?, agent_version),
+                    source = ?, passive = ?, last_seen = ?,
+                    state_since = CASE WHEN state = 'up' THEN state_since ELSE ? END, state = 'up'
+                 WHERE id = ?",
+            )
+            .bind(&facts.hostname)
+            .bind(&facts.group)
+            .bind(&labels)
+            .bind(&facts.agent_version)
+            .bind(source.as_str())
+            .bind(passive)
+            .bind(t)
+            .bind(t)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+            return Ok(id);
+        }
+        let r = sqlx::query(
+            "INSERT INTO hosts (hostname, instance_id, group_name, labels, agent_version, source, passive,
+                                state, state_since, first_seen, last_seen)
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'up', ?, ?, ?)",
+        )
+        .bind(&facts.hostname)
+        .bind(&facts.instance_id)
+        .bind(&facts.group)
+        .bind(&labels)
+        .bind(&facts.agent_version)
+        .bind(source.as_str())
+        .bind(passive)
+        .bind(t)
+        .bind(t)
+        .bind(t)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.last_insert_rowid())
+    }
+
+    /// Replaces the host's agent credentials with a new one (by hash).
+    pub async fn replace_agent_token(
+        &self,
+        host_id: i64,
+        name: &str,
+        token_hash: &[u8],
+    ) -> Result<()> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM tokens WHERE host_id = ? AND role = 'agent'")
+            .bind(host_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO tokens (name, role, token_hash, host_id, created_at) VALUES (?, 'agent', ?, ?, ?)",
+        )
+        .bind(name)
+        .bind(token_hash)
+        .bind(host_id)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn host(&self, id: i64) -> Result<Option<HostRow>> {
+        let row = sqlx::query(&format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(host_from_row))
+    }
+
+    /// Hosts whose hostname is `name` (several when instance ids differ).
+    pub async fn hosts_named(&self, name: &str) -> Result<Vec<HostRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {HOST_COLUMNS} FROM hosts WHERE hostname = ? ORDER BY id"
+        ))
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(host_from_row).collect())
+    }
+
+    pub async fn hosts(&self, filter: &HostFilter) -> Result<Vec<HostRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {HOST_COLUMNS} FROM hosts
+             WHERE (?1 IS NULL OR group_name = ?1) AND (?2 IS NULL OR state = ?2)
+             ORDER BY coalesce(group_name, ''), hostname, id"
+        ))
+        .bind(&filter.group)
+        .bind(filter.state.map(HostState::as_str))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(host_from_row).collect())
+    }
+
+    /// Records a sign of life (heartbeat); a `down` or `left` host comes back `up`.
+    pub async fn touch_host(&self, id: i64) -> Result<()> {
+        let _w = self.write.lock().await;
+        touch(&self.pool, id, now()).await
+    }
+
+    /// Graceful leave: the host is `left` (no alarm).
+    pub async fn leave_host(&self, id: i64) -> Result<()> {
+        let _w = self.write.lock().await;
+        let t = now();
+        sqlx::query("UPDATE hosts SET state = 'left', state_since = ?, last_seen = ? WHERE id = ?")
+            .bind(t)
+            .bind(t)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks `down` every active host silent since before `cutoff`; returns them.
+    pub async fn mark_silent_down(&self, cutoff: i64) -> Result<Vec<i64>> {
+        let _w = self.write.lock().await;
+        let ids = sqlx::query_scalar(
+            "UPDATE hosts SET state = 'down', state_since = ?
+             WHERE state = 'up' AND passive = 0 AND last_seen < ? RETURNING id",
+        )
+        .bind(now())
+        .bind(cutoff)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids)
+    }
+
+    /// Removes hosts `left` or `down` since before `cutoff`, with their series
+    /// and points (by cascade). Returns the ids removed.
+    pub async fn expire_hosts(&self, cutoff: i64) -> Result<Vec<i64>> {
+        let _w = self.write.lock().await;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "DELETE FROM hosts WHERE state IN ('left', 'down') AND state_since < ? RETURNING id",
+        )
+        .bind(cutoff)
+        .fetch_all(&self.pool)
+        .await?;
+        self.forget_hosts(&ids);
+        Ok(ids)
+    }
+
+    /// Removes one host with everything it owns. Returns whether it existed.
+    pub async fn delete_host(&self, id: i64) -> Result<bool> {
+        let _w = self.write.lock().await;
+        let r = sqlx::query("DELETE FROM hosts WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.forget_hosts(&[id]);
+        Ok(r.rows_affected() > 0)
+    }
+}
+
+pub(super) async fn touch<'e, E: sqlx::SqliteExecutor<'e>>(ex: E, id: i64, t: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE hosts SET last_seen = ?1,
+            state_since = CASE WHEN state = 'up' THEN state_since ELSE ?1 END, state = 'up'
+         WHERE id = ?2",
+    )
+    .bind(t)
+    .bind(id)
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::temp_store;
+
+    fn facts(name: &str, iid: Option<&str>) -> HostFacts {
+        HostFacts {
+            hostname: name.into(),
+            instance_id: iid.map(String::from),
+            group: Some("web".into()),
+            labels: Labels::new(),
+            agent_version: Some("0.1.0".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn same_identity_is_the_same_host() {
+        let (store, _dir) = temp_store().await;
+        let a = store
+            .upsert_host(&facts("web-1", None), HostSource::Agent)
+            .await
+            .unwrap();
+        let b = store
+            .upsert_host(&facts("web-1", None), HostSource::Agent)
+            .await
+            .unwrap();
+        assert_eq!(a, b);
+        let c = store
+            .upsert_host(&facts("web-1", Some("i-1")), HostSource::Agent)
+            .await
+            .unwrap();
+        assert_ne!(a, c);
+        // Renamed instance keeps its identity through instance_id.
+        let d = store
+            .upsert_host(&facts("web-9", Some("i-1")), HostSource::Agent)
+            .await
+            .unwrap();
+        assert_eq!(c, d);
+        assert_eq!(store.host(d).await.unwrap().unwrap().hostname, "web-9");
+    }
+
+    #[tokio::test]
+    async fn silence_then_leave_then_expiry() {
+        let (store, _dir) = temp_store().await;
+        let a = store
+            .upsert_host(&facts("a", None), HostSource::Agent)
+            .await
+            .unwrap();
+        let b = store
+            .upsert_host(&facts("b", None), HostSource::Agent)
+            .await
+            .unwrap();
+        let imported = store
+            .upsert_host(&facts("c", None), HostSource::Import)
+            .await
+            .unwrap();
+        store.leave_host(b).await.unwrap();
+        let down = store.mark_silent_down(now() + 1).await.unwrap();
+        assert_eq!(
+            down,
+            vec![a],
+            "only the active agent host goes down; imported hosts are passive"
+        );
+        assert_eq!(store.host(b).await.unwrap().unwrap().state, HostState::Left);
+        store.touch_host(a).await.unwrap();
+        assert_eq!(store.host(a).await.unwrap().unwrap().state, HostState::Up);
+        let gone = store.expire_hosts(now() + 1).await.unwrap();
+        assert_eq!(gone, vec![b]);
+        assert!(store.host(imported).await.unwrap().is_some());
+    }
+}
