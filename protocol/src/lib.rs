@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod error;
 pub mod series;
+pub mod syslog;
 pub mod units;
 
 pub use agent::*;
