@@ -1,3 +1,145 @@
 //! Metrolog agent: collects metrics on one instance and ships them to the server.
+//!
+//! The binary is a thin wrapper around [`run`]; the server embeds the same code
+//! path as its local agent:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), metrolog_agent::RunError> {
+//! use metrolog_agent::config::{AgentConfig, Secret};
+//! let mut cfg = AgentConfig::new(vec!["http://127.0.0.1:8080".into()], Some(Secret::new("token")));
+//! cfg.group = Some("servers".into());
+//! metrolog_agent::run(cfg, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+
 pub mod collect;
 pub mod config;
+pub mod downsample;
+pub mod random;
+pub mod sampler;
+pub mod ship;
+pub mod state;
+
+pub use config::{AgentConfig, ConfigErrors, Secret};
+
+use metrolog_protocol::EnrollRequest;
+use ship::backoff::{self, Backoff};
+use ship::{Client, Intervals, Outbox, Shipper};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use tokio::sync::watch;
+
+/// This agent's version, sent at enrollment.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("invalid configuration:\n{0}")]
+    Config(#[from] ConfigErrors),
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error("no credential stored in {0} and no enrollment token given: pass --enroll-token or set METROLOG_AGENT_ENROLL_TOKEN")]
+    NoEnrollToken(PathBuf),
+    #[error("cannot read random bytes for the batch stream id: {0}")]
+    Random(std::io::Error),
+    #[error("{0}")]
+    Client(ship::ShipError),
+    #[error("agent task failed: {0}")]
+    Task(String),
+}
+
+/// The hostname: `<procfs>/sys/kernel/hostname`, else `uname`'s nodename.
+pub fn detect_hostname(procfs: &Path) -> String {
+    std::fs::read_to_string(procfs.join("sys/kernel/hostname"))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| {
+            rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .trim()
+                .to_string()
+        })
+}
+
+/// Runs the agent until `shutdown` completes: enrolls (or reuses the stored
+/// credential), samples and ships; then ships what is pending (bounded by a few
+/// seconds), tells the server it leaves and returns `Ok(())`.
+///
+/// Errors are returned only for what prevents starting (invalid configuration,
+/// unwritable state directory, …); an unreachable server is retried forever.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    config.validate()?;
+    let procfs = config.procfs.clone();
+    let state_dir = config.state_dir.clone();
+    let (state, credential, hostname, stream) = tokio::task::spawn_blocking(move || {
+        let dir = state_dir.unwrap_or_else(state::default_state_dir);
+        let state = state::StateDir::open(&dir)?;
+        let credential = state.load_credential()?;
+        let hostname = detect_hostname(&procfs);
+        let stream = random::random_hex(16).map_err(RunError::Random)?;
+        Ok::<_, RunError>((state, credential, hostname, stream))
+    })
+    .await
+    .map_err(|e| RunError::Task(e.to_string()))??;
+    if credential.is_none() && config.enroll_token.is_none() {
+        return Err(RunError::NoEnrollToken(state.path().to_path_buf()));
+    }
+    let hostname = config.hostname.clone().unwrap_or(hostname);
+    tracing::info!(
+        "metrolog-agent {AGENT_VERSION} starting as {hostname:?} (state in {})",
+        state.path().display()
+    );
+    if let Some(c) = &credential {
+        tracing::info!("using the stored credential of host {}", c.host_id);
+    }
+
+    let intervals = Intervals {
+        sample: config.metrics.sample_interval,
+        ship: config.metrics.ship_interval,
+    };
+    let (intervals_tx, intervals_rx) = watch::channel(intervals);
+    let outbox = Outbox::new(ship::queue::DEFAULT_CAPACITY);
+    let client = Client::new(&config.servers).map_err(RunError::Client)?;
+    let shipper = Shipper::new(
+        client,
+        state,
+        EnrollRequest {
+            hostname,
+            instance_id: config.instance_id.clone(),
+            group: config.group.clone(),
+            labels: config.labels.clone(),
+            agent_version: AGENT_VERSION.to_string(),
+        },
+        config.enroll_token.clone(),
+        credential,
+        outbox.clone(),
+        intervals_tx,
+        Backoff::new(backoff::BASE, backoff::MAX, random::Jitter::from_entropy()),
+    );
+    let sampler = sampler::Sampler::new(config.procfs.clone(), stream, outbox, intervals_rx);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let mut sampling = tokio::spawn(sampler.run(stop_rx));
+    let mut shipping = tokio::spawn(shipper.run(drain_rx));
+
+    tokio::select! {
+        () = shutdown => {}
+        r = &mut sampling => return Err(RunError::Task(format!("sampler stopped: {r:?}"))),
+        r = &mut shipping => return Err(RunError::Task(format!("shipper stopped: {r:?}"))),
+    }
+    tracing::info!("shutting down");
+    // The sampler seals its last batch before the shipper is told to drain.
+    let _ = stop_tx.send(true);
+    let _ = sampling.await;
+    let _ = drain_tx.send(true);
+    shipping
+        .await
+        .map_err(|e| RunError::Task(format!("shipper: {e}")))
+}

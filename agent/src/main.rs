@@ -1,1 +1,163 @@
-fn main() {}
+//! `metrolog-agent`: parses the command line, sets up logging and runs the agent.
+
+use clap::{Args, Parser, Subcommand};
+use metrolog_agent::config::{self, Overrides, Secret};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "metrolog-agent",
+    version,
+    about = "Metrolog agent: collects this instance's metrics and ships them to the Metrolog server"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a configuration file (with the METROLOG_AGENT_* environment applied)
+    /// and print every error at once.
+    CheckConfig { file: PathBuf },
+}
+
+/// Each flag overrides METROLOG_AGENT_<NAME>, which overrides the file.
+#[derive(Args)]
+struct RunArgs {
+    /// Server base URL; repeat for failover, tried in order.
+    #[arg(long = "server", value_name = "URL")]
+    servers: Vec<String>,
+    /// Enrollment token (only needed until the agent has its own credential).
+    #[arg(long, value_name = "TOKEN")]
+    enroll_token: Option<String>,
+    #[arg(long, value_name = "GROUP")]
+    group: Option<String>,
+    /// Overrides the detected hostname.
+    #[arg(long, value_name = "NAME")]
+    hostname: Option<String>,
+    /// Cloud instance id (the host's identity on the server).
+    #[arg(long, value_name = "ID")]
+    instance_id: Option<String>,
+    /// Host label; repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Where the credential is kept [default: /var/lib/metrolog-agent if writable, else ./metrolog-agent-state]
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// agent.toml
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Root of the proc filesystem [default: /proc]
+    #[arg(long, value_name = "DIR")]
+    procfs: Option<PathBuf>,
+    /// e.g. "1s" [default: 1s]
+    #[arg(long, value_name = "DURATION")]
+    sample_interval: Option<String>,
+    /// e.g. "10s" [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    ship_interval: Option<String>,
+}
+
+impl From<RunArgs> for Overrides {
+    fn from(a: RunArgs) -> Self {
+        Overrides {
+            servers: a.servers,
+            enroll_token: a.enroll_token.map(Secret::new),
+            group: a.group,
+            hostname: a.hostname,
+            instance_id: a.instance_id,
+            labels: a.labels,
+            state_dir: a.state_dir,
+            config: a.config,
+            procfs: a.procfs,
+            sample_interval: a.sample_interval,
+            ship_interval: a.ship_interval,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env = Overrides::from_env(|k| std::env::var(k).ok());
+    if let Some(Command::CheckConfig { file }) = cli.command {
+        return match config::check_file(&file, env) {
+            Ok(_) => {
+                println!("config OK");
+                ExitCode::SUCCESS
+            }
+            Err(errs) => {
+                for e in &errs.0 {
+                    eprintln!("error: {e}");
+                }
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let cfg = match config::load(cli.run.into(), env) {
+        Ok(c) => c,
+        Err(errs) => {
+            for e in &errs.0 {
+                eprintln!("error: {e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(errs) = cfg.validate() {
+        for e in &errs.0 {
+            eprintln!("error: {e}");
+        }
+        return ExitCode::FAILURE;
+    }
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(metrolog_agent::run(cfg, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

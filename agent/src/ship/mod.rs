@@ -1,0 +1,324 @@
+//! Shipping: enrollment, batches, heartbeats and the final leave.
+//!
+//! One task owns the connection to the server. It takes batches from the
+//! [`BatchQueue`] oldest first and drops each only once the server acknowledged it
+//! (2xx = durably committed); on failure it fails over to the next server and
+//! then backs off with jitter. When nothing was shipped for a ship interval it
+//! sends a heartbeat, so a quiet agent is not taken for a dead one.
+
+pub mod backoff;
+pub mod client;
+pub mod queue;
+
+pub use client::{Client, ShipError};
+pub use queue::BatchQueue;
+
+use crate::config::Secret;
+use crate::state::{Credential, StateDir};
+use backoff::Backoff;
+use metrolog_protocol::{AgentSettings, EnrollRequest};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+/// Longest time spent shipping what is pending at shutdown.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// Longest time spent telling the server the agent leaves.
+pub const LEAVE_LIMIT: Duration = Duration::from_secs(3);
+
+/// The intervals in force; the server may change them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Intervals {
+    pub sample: Duration,
+    pub ship: Duration,
+}
+
+impl Intervals {
+    /// These intervals with the server's `settings` applied; values out of the
+    /// accepted range (see `config`) are ignored.
+    pub fn with(self, settings: &AgentSettings) -> Self {
+        let ms = Duration::from_millis;
+        let sample = settings
+            .sample_interval_ms
+            .map(ms)
+            .filter(|d| (ms(100)..=ms(3_600_000)).contains(d));
+        let ship = settings
+            .ship_interval_ms
+            .map(ms)
+            .filter(|d| (ms(1000)..=ms(3_600_000)).contains(d));
+        Self {
+            sample: sample.unwrap_or(self.sample),
+            ship: ship.unwrap_or(self.ship),
+        }
+    }
+}
+
+/// What the sampler and the shipper share.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    pub queue: Arc<Mutex<BatchQueue>>,
+    /// Signalled when a batch is queued.
+    pub wake: Arc<Notify>,
+}
+
+impl Outbox {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            queue: Arc::new(Mutex::new(BatchQueue::new(capacity))),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Locks the queue. A panic elsewhere while holding the lock leaves the
+    /// queue consistent (every method is a single VecDeque operation), so a
+    /// poisoned lock is used as is.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, BatchQueue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub struct Shipper {
+    pub client: Client,
+    pub state: StateDir,
+    pub enroll: EnrollRequest,
+    pub enroll_token: Option<Secret>,
+    pub credential: Option<Credential>,
+    pub outbox: Outbox,
+    pub intervals: watch::Sender<Intervals>,
+    pub backoff: Backoff,
+    /// Last time the server acknowledged something.
+    last_contact: Instant,
+}
+
+impl Shipper {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: Client,
+        state: StateDir,
+        enroll: EnrollRequest,
+        enroll_token: Option<Secret>,
+        credential: Option<Credential>,
+        outbox: Outbox,
+        intervals: watch::Sender<Intervals>,
+        backoff: Backoff,
+    ) -> Self {
+        Self {
+            client,
+            state,
+            enroll,
+            enroll_token,
+            credential,
+            outbox,
+            intervals,
+            backoff,
+            last_contact: Instant::now(),
+        }
+    }
+
+    /// Ships until `drain` turns true, then ships what is still queued (at most
+    /// [`DRAIN_LIMIT`]) and leaves (at most [`LEAVE_LIMIT`]).
+    pub async fn run(mut self, mut drain: watch::Receiver<bool>) {
+        tokio::select! {
+            () = self.pump(false) => {}
+            _ = drain.wait_for(|d| *d) => {}
+        }
+        let pending = self.outbox.lock().len();
+        if pending > 0 {
+            tracing::info!("shipping {pending} pending batch(es) before leaving");
+            if tokio::time::timeout(DRAIN_LIMIT, self.pump(true))
+                .await
+                .is_err()
+            {
+                let left = self.outbox.lock().len();
+                tracing::warn!("gave up shipping at shutdown; {left} batch(es) lost");
+            }
+        }
+        match tokio::time::timeout(LEAVE_LIMIT, self.leave()).await {
+            Ok(Ok(true)) => tracing::info!("left"),
+            Ok(Ok(false)) => tracing::info!("exiting without leave: never enrolled"),
+            Ok(Err(e)) => tracing::warn!("could not tell the server we leave: {e}"),
+            Err(_) => tracing::warn!("could not tell the server we leave: timed out"),
+        }
+    }
+
+    /// The shipping loop. With `until_empty`, returns once the queue is empty;
+    /// otherwise never returns.
+    async fn pump(&mut self, until_empty: bool) {
+        loop {
+            let token = match self.ensure_credential().await {
+                Ok(c) => c.agent_token.clone(),
+                Err(e) => {
+                    self.retry_later("enrollment failed", &e).await;
+                    continue;
+                }
+            };
+            let front = self.outbox.lock().front().cloned();
+            match front {
+                Some(batch) => match self.client.send_batch(&token, &batch).await {
+                    Ok(ack) => {
+                        self.outbox.lock().ack(&batch.id);
+                        self.contact();
+                        if ack.rejected > 0 {
+                            tracing::warn!(
+                                "server stored {} and refused {} bucket(s) of batch {}",
+                                ack.accepted,
+                                ack.rejected,
+                                batch.id
+                            );
+                        }
+                        if let Some(s) = &ack.settings {
+                            self.apply(s);
+                        }
+                    }
+                    Err(ShipError::Refused { status, message }) => {
+                        // Resending would fail the same way and block every later batch.
+                        self.outbox.lock().ack(&batch.id);
+                        tracing::error!(
+                            "server refused batch {} ({status}): {message}; dropped it",
+                            batch.id
+                        );
+                    }
+                    Err(e) => self.on_failure("cannot ship", e).await,
+                },
+                None if until_empty => return,
+                None => {
+                    let ship = self.intervals.borrow().ship;
+                    let due = self.last_contact + ship;
+                    if Instant::now() >= due {
+                        match self.client.heartbeat(&token).await {
+                            Ok(()) => self.contact(),
+                            Err(e) => self.on_failure("heartbeat failed", e).await,
+                        }
+                    } else {
+                        tokio::select! {
+                            () = self.outbox.wake.notified() => {}
+                            () = tokio::time::sleep_until(due) => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn contact(&mut self) {
+        if self.backoff.failures() > 0 {
+            tracing::info!("server reachable again");
+        }
+        self.backoff.reset();
+        self.last_contact = Instant::now();
+    }
+
+    async fn on_failure(&mut self, what: &str, e: ShipError) {
+        if let ShipError::Unauthorized(msg) = &e {
+            tracing::warn!("{what}: the server rejected our credential ({msg}); enrolling again");
+            self.credential = None;
+            let state = self.state.clone();
+            let removed = tokio::task::spawn_blocking(move || state.remove_credential()).await;
+            if let Ok(Err(e)) = removed {
+                tracing::error!("{e}");
+            }
+        }
+        self.retry_later(what, &e).await;
+    }
+
+    async fn retry_later(&mut self, what: &str, e: &ShipError) {
+        let delay = self.backoff.next_delay();
+        let secs = format!("{:.1}s", delay.as_secs_f64());
+        match e {
+            ShipError::Unreachable(why) => {
+                tracing::warn!("server unreachable — retrying in {secs} ({what}: {why})")
+            }
+            _ => tracing::error!("{what}: {e} — retrying in {secs}"),
+        }
+        tokio::time::sleep(delay).await;
+    }
+
+    /// The credential, enrolling first when there is none.
+    async fn ensure_credential(&mut self) -> Result<&Credential, ShipError> {
+        if self.credential.is_none() {
+            let token = self
+                .enroll_token
+                .clone()
+                .ok_or_else(|| ShipError::Refused {
+                    status: 401,
+                    message: "no stored credential and no enrollment token: pass --enroll-token"
+                        .into(),
+                })?;
+            let resp = self.client.enroll(&token, &self.enroll).await?;
+            tracing::info!("enrolled as host {}", resp.host_id);
+            let cred = Credential {
+                host_id: resp.host_id,
+                agent_token: resp.agent_token,
+            };
+            let state = self.state.clone();
+            let stored = cred.clone();
+            match tokio::task::spawn_blocking(move || state.store_credential(&stored)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!("{e}; the agent will enroll again on restart"),
+                Err(e) => tracing::error!("storing the credential failed: {e}"),
+            }
+            self.contact();
+            self.apply(&resp.settings);
+            self.credential = Some(cred);
+        }
+        self.credential
+            .as_ref()
+            .ok_or_else(|| ShipError::Encode("credential vanished".into()))
+    }
+
+    fn apply(&mut self, settings: &AgentSettings) {
+        self.intervals.send_if_modified(|cur| {
+            let new = cur.with(settings);
+            if new == *cur {
+                return false;
+            }
+            tracing::info!(
+                "server settings: sample every {}, ship every {}",
+                humantime::format_duration(new.sample),
+                humantime::format_duration(new.ship)
+            );
+            *cur = new;
+            true
+        });
+    }
+
+    /// Tells the server this agent leaves. `Ok(false)` when it never enrolled.
+    async fn leave(&mut self) -> Result<bool, ShipError> {
+        let Some(cred) = &self.credential else {
+            return Ok(false);
+        };
+        let token = cred.agent_token.clone();
+        self.client.leave(&token, "shutdown").await.map(|()| true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_settings_apply_within_bounds() {
+        let cur = Intervals {
+            sample: Duration::from_secs(1),
+            ship: Duration::from_secs(10),
+        };
+        assert_eq!(cur.with(&AgentSettings::default()), cur);
+        let s = AgentSettings {
+            sample_interval_ms: Some(5000),
+            ship_interval_ms: Some(30_000),
+        };
+        assert_eq!(
+            cur.with(&s),
+            Intervals {
+                sample: Duration::from_secs(5),
+                ship: Duration::from_secs(30)
+            }
+        );
+        let silly = AgentSettings {
+            sample_interval_ms: Some(0),
+            ship_interval_ms: Some(10),
+        };
+        assert_eq!(cur.with(&silly), cur);
+    }
+}

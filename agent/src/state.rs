@@ -1,0 +1,213 @@
+//! The agent's state directory and what it keeps there: the credential obtained at
+//! enrollment (`credential.json`, mode 0600, replaced atomically).
+
+use crate::config::Secret;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Preferred state directory of an installed agent.
+pub const SYSTEM_STATE_DIR: &str = "/var/lib/metrolog-agent";
+/// Fallback when the system one cannot be written (an unprivileged run).
+pub const LOCAL_STATE_DIR: &str = "./metrolog-agent-state";
+
+const CREDENTIAL_FILE: &str = "credential.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state directory {path} is not writable ({source}); pass --state-dir or set METROLOG_AGENT_STATE_DIR to a writable directory")]
+    NotWritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is corrupt ({source}); delete it to enroll again")]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+/// `/var/lib/metrolog-agent` when it exists or can be created and is writable, else
+/// `./metrolog-agent-state`.
+pub fn default_state_dir() -> PathBuf {
+    let system = PathBuf::from(SYSTEM_STATE_DIR);
+    if ensure_writable(&system).is_ok() {
+        system
+    } else {
+        PathBuf::from(LOCAL_STATE_DIR)
+    }
+}
+
+/// Creates `dir` if needed and proves it writable by writing a probe file.
+pub fn ensure_writable(dir: &Path) -> Result<(), StateError> {
+    let err = |source| StateError::NotWritable {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let probe = dir.join(".write-probe");
+    std::fs::write(&probe, b"").map_err(err)?;
+    std::fs::remove_file(&probe).map_err(err)?;
+    Ok(())
+}
+
+/// What enrollment gave this agent.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Credential {
+    pub host_id: i64,
+    pub agent_token: String,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("host_id", &self.host_id)
+            .field("agent_token", &Secret::new(""))
+            .finish()
+    }
+}
+
+/// The state directory (already proven writable).
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+impl StateDir {
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        ensure_writable(dir)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn credential_path(&self) -> PathBuf {
+        self.dir.join(CREDENTIAL_FILE)
+    }
+
+    /// The stored credential, `None` when there is none yet.
+    pub fn load_credential(&self) -> Result<Option<Credential>, StateError> {
+        let path = self.credential_path();
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| StateError::Corrupt { path, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StateError::Read { path, source }),
+        }
+    }
+
+    /// Stores `cred` so that a crash at any point leaves either the old file or
+    /// the new one: write a temp file (0600), fsync it, rename it over, fsync the dir.
+    pub fn store_credential(&self, cred: &Credential) -> Result<(), StateError> {
+        let path = self.credential_path();
+        let tmp = self.dir.join(format!("{CREDENTIAL_FILE}.tmp"));
+        let werr = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| StateError::Write { path: p, source }
+        };
+        let body = serde_json::to_vec_pretty(cred).map_err(|e| StateError::Write {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(werr(&tmp))?;
+        f.write_all(&body).map_err(werr(&tmp))?;
+        f.sync_all().map_err(werr(&tmp))?;
+        drop(f);
+        std::fs::rename(&tmp, &path).map_err(werr(&path))?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(werr(&self.dir))?;
+        Ok(())
+    }
+
+    /// Forgets the credential (the server no longer knows it).
+    pub fn remove_credential(&self) -> Result<(), StateError> {
+        let path = self.credential_path();
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StateError::Write { path, source }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn credential_round_trip_private_and_atomic() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&tmp.path().join("nested/state")).unwrap();
+        assert!(state.load_credential().unwrap().is_none());
+        let cred = Credential {
+            host_id: 7,
+            agent_token: "s3cret".into(),
+        };
+        state.store_credential(&cred).unwrap();
+        state.store_credential(&cred).unwrap();
+        let back = state.load_credential().unwrap().unwrap();
+        assert_eq!((back.host_id, back.agent_token.as_str()), (7, "s3cret"));
+        let mode = std::fs::metadata(state.credential_path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let names: Vec<_> = std::fs::read_dir(state.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["credential.json"], "no temp or probe files left");
+        assert!(!format!("{back:?}").contains("s3cret"));
+        state.remove_credential().unwrap();
+        assert!(state.load_credential().unwrap().is_none());
+    }
+
+    #[test]
+    fn unwritable_state_dir_is_one_clear_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let err = StateDir::open(&file.join("state")).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("not writable") && text.contains("--state-dir"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn corrupt_credential_says_what_to_do() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::open(tmp.path()).unwrap();
+        std::fs::write(tmp.path().join("credential.json"), "{").unwrap();
+        assert!(state
+            .load_credential()
+            .unwrap_err()
+            .to_string()
+            .contains("delete it"));
+    }
+}
