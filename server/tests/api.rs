@@ -1,0 +1,614 @@
+//! Router tests: the whole application driven with `oneshot` on a fresh SQLite
+//! database, no socket. All API tests live in this one test binary.
+
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use metrolog_protocol::{Batch, BatchId, Bucket, EnrollRequest, Labels, SeriesBuckets, SeriesKey};
+use metrolog_server::auth::{new_token, token_hash};
+use metrolog_server::config::{FileConfig, Overrides, ServerConfig};
+use metrolog_server::http::{app, AppState};
+use metrolog_server::store::Store;
+use metrolog_server::telemetry::ServerMetrics;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+struct TestApp {
+    router: Router,
+    state: AppState,
+    admin: String,
+    viewer: String,
+    enroll: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn spawn_app() -> TestApp {
+    spawn_app_with("").await
+}
+
+async fn spawn_app_with(file: &str) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let over = Overrides {
+        data_dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    };
+    let config = ServerConfig::merge(&over, FileConfig::parse(file).unwrap()).unwrap();
+    let store = Arc::new(Store::open(&config.database_url).await.unwrap());
+    metrolog_server::bootstrap::run(&store, Some("s3cret-pass".into()), None)
+        .await
+        .unwrap();
+    let mut tokens = Vec::new();
+    for role in ["admin", "viewer", "enroll"] {
+        let t = new_token();
+        store
+            .insert_token(role, role, &token_hash(t.expose()), None)
+            .await
+            .unwrap();
+        tokens.push(t.expose().to_string());
+    }
+    let state = AppState::new(store, Arc::new(config), Arc::new(ServerMetrics::default()));
+    let router =
+        app(state.clone()).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 4000))));
+    TestApp {
+        router,
+        state,
+        admin: tokens[0].clone(),
+        viewer: tokens[1].clone(),
+        enroll: tokens[2].clone(),
+        _dir: dir,
+    }
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+impl TestApp {
+    async fn send(&self, req: Request<Body>) -> Resp {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> Resp {
+        let mut b = Request::get(path);
+        if let Some(t) = token {
+            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        self.send(b.body(Body::empty()).unwrap()).await
+    }
+
+    async fn post_json(&self, path: &str, token: &str, body: &Value) -> Resp {
+        self.send(
+            Request::post(path)
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Posts a batch the way the agent does: JSON compressed with zstd.
+    async fn post_batch(&self, token: &str, batch: &Batch) -> Resp {
+        let raw = serde_json::to_vec(batch).unwrap();
+        let body = zstd::encode_all(&raw[..], 3).unwrap();
+        self.send(
+            Request::post("/api/v1/agent/batch")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CONTENT_ENCODING, "zstd")
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Enrolls an agent and returns (host id, agent token).
+    async fn enroll(&self, hostname: &str, group: &str) -> (i64, String) {
+        let req = EnrollRequest {
+            hostname: hostname.into(),
+            instance_id: None,
+            group: Some(group.into()),
+            labels: Labels::new(),
+            agent_version: "test".into(),
+        };
+        let r = self
+            .post_json(
+                "/api/v1/agent/enroll",
+                &self.enroll,
+                &serde_json::to_value(req).unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let v = r.json();
+        (
+            v["host_id"].as_i64().unwrap(),
+            v["agent_token"].as_str().unwrap().to_string(),
+        )
+    }
+
+    async fn series_count(&self) -> usize {
+        self.get("/api/v1/series", Some(&self.admin))
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len()
+    }
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn batch(stream: &str, seq: u64, name: &str, points: &[(i64, f64)]) -> Batch {
+    Batch {
+        id: BatchId {
+            stream: stream.into(),
+            seq,
+        },
+        sent_at: now(),
+        metrics: vec![SeriesBuckets {
+            key: SeriesKey::new(name, Labels::new()).unwrap(),
+            step: 10,
+            buckets: points
+                .iter()
+                .map(|&(ts, v)| Bucket {
+                    ts,
+                    avg: v,
+                    min: v,
+                    max: v,
+                    last: v,
+                    count: 10,
+                })
+                .collect(),
+        }],
+    }
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/healthz", None).await.status, StatusCode::OK);
+    assert_eq!(app.get("/readyz", None).await.status, StatusCode::OK);
+    let m = app.get("/metrics", None).await;
+    assert!(
+        m.text().contains("metrolog_ingest_batches_total 0"),
+        "{}",
+        m.text()
+    );
+}
+
+#[tokio::test]
+async fn missing_or_wrong_token_gets_401_json() {
+    let app = spawn_app().await;
+    for token in [None, Some("mlg_not-a-real-token")] {
+        let r = app.get("/api/v1/hosts", token).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(r.error_code(), "unauthorized");
+        assert!(!r.json()["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let r = app
+        .post_batch("mlg_wrong", &batch("s", 1, "cpu.busy_pct", &[(now(), 1.0)]))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.error_code(), "unauthorized");
+    // An enrollment token cannot read, and cannot send batches.
+    assert_eq!(
+        app.get("/api/v1/hosts", Some(&app.enroll)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let r = app
+        .post_batch(&app.enroll, &batch("s", 1, "cpu.busy_pct", &[(now(), 1.0)]))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(app
+        .get("/metrics", None)
+        .await
+        .text()
+        .contains("metrolog_auth_failures_total 3"));
+}
+
+#[tokio::test]
+async fn batches_are_committed_once_and_queryable() {
+    let app = spawn_app().await;
+    let (host, token) = app.enroll("web-1", "web").await;
+    let t0 = (now() / 60) * 60 - 120;
+    let b = batch(
+        "abc",
+        1,
+        "cpu.busy_pct",
+        &[(t0 + 10, 10.0), (t0 + 20, 20.0), (t0 + 30, 30.0)],
+    );
+    let r = app.post_batch(&token, &b).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["duplicate"], false);
+    assert_eq!(r.json()["accepted"], 3);
+    // The agent did not hear the answer and sends the same batch again.
+    let r = app.post_batch(&token, &b).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["duplicate"], true);
+
+    let q = app
+        .get(
+            &format!(
+                "/api/v1/query?host=web-1&name=cpu.busy_pct&from={t0}&to={}",
+                t0 + 40
+            ),
+            Some(&app.viewer),
+        )
+        .await;
+    assert_eq!(q.status, StatusCode::OK, "{}", q.text());
+    let v = q.json();
+    assert_eq!(v["step"], 10);
+    assert_eq!(v["series"][0]["host"], "web-1");
+    assert_eq!(
+        v["series"][0]["points"],
+        json!([
+            [t0 + 10, 10.0],
+            [t0 + 20, 20.0],
+            [t0 + 30, 30.0],
+            [t0 + 40, null]
+        ])
+    );
+    // Same through the host id, and as a group aggregate.
+    let q = app
+        .get(
+            &format!(
+                "/api/v1/query?host={host}&name=cpu.*&from={t0}&to={}&step=30",
+                t0 + 30
+            ),
+            Some(&app.viewer),
+        )
+        .await;
+    assert_eq!(q.json()["series"][0]["points"], json!([[t0 + 30, 20.0]]));
+    let (_, token2) = app.enroll("web-2", "web").await;
+    app.post_batch(&token2, &batch("x", 1, "cpu.busy_pct", &[(t0 + 10, 30.0)]))
+        .await;
+    let q = app
+        .get(
+            &format!(
+                "/api/v1/query?group=web&agg=max&name=cpu.busy_pct&from={t0}&to={}",
+                t0 + 10
+            ),
+            Some(&app.viewer),
+        )
+        .await;
+    assert_eq!(q.json()["series"][0]["points"], json!([[t0 + 10, 30.0]]));
+    assert_eq!(q.json()["series"][0]["members"], 2);
+
+    let h = app
+        .get(&format!("/api/v1/hosts/{host}"), Some(&app.viewer))
+        .await
+        .json();
+    assert_eq!(h["state"], "up");
+    assert_eq!(h["group"], "web");
+    let m = app.get("/metrics", None).await.text();
+    assert!(
+        m.contains("metrolog_ingest_duplicate_batches_total 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_writes_only_as_its_own_host() {
+    let app = spawn_app().await;
+    let (a, token_a) = app.enroll("a", "g").await;
+    let (b, _token_b) = app.enroll("b", "g").await;
+    app.post_batch(&token_a, &batch("s", 1, "load.1m", &[(now() - 5, 1.0)]))
+        .await;
+    let sa = app
+        .get(&format!("/api/v1/series?host={a}"), Some(&app.admin))
+        .await
+        .json();
+    let sb = app
+        .get(&format!("/api/v1/series?host={b}"), Some(&app.admin))
+        .await
+        .json();
+    assert_eq!(sa.as_array().unwrap().len(), 1);
+    assert_eq!(sb.as_array().unwrap().len(), 0);
+    // Re-enrolling replaces the credential: the old token stops working.
+    let (a2, token_a2) = app.enroll("a", "g").await;
+    assert_eq!(a, a2);
+    let r = app
+        .post_batch(&token_a, &batch("t", 1, "load.1m", &[(now(), 1.0)]))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = app
+        .post_batch(&token_a2, &batch("t", 1, "load.1m", &[(now(), 1.0)]))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn bad_batches_are_refused_and_store_nothing() {
+    let app = spawn_app_with("[http]\nmax_body_bytes = \"4KiB\"").await;
+    let (_, token) = app.enroll("web-1", "web").await;
+    // Too large once decompressed: 413 even though the compressed body is tiny.
+    let points: Vec<(i64, f64)> = (0..500).map(|i| (now() - 5000 + i * 10, 1.0)).collect();
+    let r = app
+        .post_batch(&token, &batch("s", 1, "cpu.busy_pct", &points))
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
+    assert_eq!(r.error_code(), "payload_too_large");
+    // Malformed JSON.
+    let r = app
+        .send(
+            Request::post("/api/v1/agent/batch")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    "{\"id\": {\"stream\": \"s\", \"seq\": 1}, \"metrics\": [oops",
+                ))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_code(), "bad_request");
+    // A bad series name anywhere refuses the whole batch.
+    let mut v = serde_json::to_value(batch("s", 1, "cpu.busy_pct", &[(now(), 1.0)])).unwrap();
+    v["metrics"][0]["name"] = json!("Robert'); DROP TABLE series;--");
+    let r = app.post_json("/api/v1/agent/batch", &token, &v).await;
+    assert_eq!(r.status.as_u16() / 100, 4, "{}", r.text());
+    assert_eq!(app.series_count().await, 0, "nothing was stored");
+    // Buckets from the far future are counted as rejected, the rest stored.
+    let r = app
+        .post_batch(
+            &token,
+            &batch(
+                "s",
+                1,
+                "cpu.busy_pct",
+                &[(now() - 10, 1.0), (now() + 86_400, 2.0)],
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        (r.json()["accepted"].as_u64(), r.json()["rejected"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let m = app.get("/metrics", None).await.text();
+    assert!(
+        m.contains("metrolog_ingest_rejected_buckets_total{reason=\"time\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn leave_heartbeat_and_removal() {
+    let app = spawn_app().await;
+    let (host, token) = app.enroll("web-1", "web").await;
+    let r = app
+        .post_json(
+            "/api/v1/agent/leave",
+            &token,
+            &json!({"reason": "shutdown"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let h = app
+        .get(&format!("/api/v1/hosts/{host}"), Some(&app.viewer))
+        .await
+        .json();
+    assert_eq!(h["state"], "left");
+    assert_eq!(
+        app.get("/api/v1/hosts?state=left", Some(&app.viewer))
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let r = app
+        .post_json("/api/v1/agent/heartbeat", &token, &json!(null))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let h = app
+        .get(&format!("/api/v1/hosts/{host}"), Some(&app.viewer))
+        .await
+        .json();
+    assert_eq!(h["state"], "up");
+    // Viewers cannot delete, admins can.
+    let del = |t: &str| {
+        Request::delete(format!("/api/v1/hosts/{host}"))
+            .header(header::AUTHORIZATION, format!("Bearer {t}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_eq!(
+        app.send(del(&app.viewer)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.send(del(&app.admin)).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/hosts/{host}"), Some(&app.viewer))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get("/api/v1/hosts?state=sleepy", Some(&app.viewer))
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn bad_queries_get_400() {
+    let app = spawn_app().await;
+    app.enroll("h", "g").await;
+    for q in [
+        "host=h&name=cpu.busy_pct&from=-1h&to=-2h",
+        "host=h&name=cpu.busy_pct&cf=median",
+        "host=h&name=cpu.busy_pct&from=yesterday",
+        "host=h&name=cpu.busy_pct&step=7",
+        "name=cpu.busy_pct",
+        "host=h&name=cpu.busy_pct&from=0&to=1900000000&step=10",
+    ] {
+        let r = app
+            .get(&format!("/api/v1/query?{q}"), Some(&app.viewer))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}: {}", r.text());
+        assert_eq!(r.error_code(), "bad_request");
+    }
+    assert_eq!(
+        app.get("/api/v1/query?host=nobody&name=x", Some(&app.viewer))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+fn set_cookies(r: &Resp) -> Vec<String> {
+    r.headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
+fn cookie_value(cookies: &[String], name: &str) -> Option<String> {
+    cookies
+        .iter()
+        .find_map(|c| c.strip_prefix(&format!("{name}=")))
+        .map(|rest| rest.split(';').next().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn login_session_and_escaped_overview() {
+    let app = spawn_app().await;
+    // A hostile hostname must show as text.
+    app.enroll("<script>alert(1)</script>", "web").await;
+
+    let page = app.get("/", None).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.headers[header::LOCATION], "/login");
+
+    let form = app.get("/login", None).await;
+    assert_eq!(form.status, StatusCode::OK);
+    let cookies = set_cookies(&form);
+    let csrf = cookie_value(&cookies, "ml_login_csrf").unwrap();
+    assert!(cookies[0].contains("HttpOnly") && cookies[0].contains("SameSite=Strict"));
+    assert!(form.text().contains(&format!("value=\"{csrf}\"")));
+
+    let login = |user: &str, pass: &str, csrf_field: &str| {
+        Request::post("/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::COOKIE, format!("ml_login_csrf={csrf}"))
+            .body(Body::from(format!(
+                "username={user}&password={pass}&csrf={csrf_field}"
+            )))
+            .unwrap()
+    };
+    assert_eq!(
+        app.send(login("admin", "s3cret-pass", "forged"))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.send(login("admin", "wrong", &csrf)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let ok = app.send(login("admin", "s3cret-pass", &csrf)).await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER);
+    let session = cookie_value(&set_cookies(&ok), "ml_session").unwrap();
+
+    let page = app
+        .send(
+            Request::get("/")
+                .header(header::COOKIE, format!("ml_session={session}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    let html = page.text();
+    assert!(
+        html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+        "{html}"
+    );
+    assert!(!html.contains("<script>alert(1)"));
+    assert!(html.contains("/static/overview.js?v="));
+
+    // The session reads the API too; writes need the CSRF header.
+    let api = app
+        .send(
+            Request::get("/api/v1/overview")
+                .header(header::COOKIE, format!("ml_session={session}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        api.json()[0]["hosts"][0]["hostname"],
+        "<script>alert(1)</script>"
+    );
+    let del = app
+        .send(
+            Request::delete("/api/v1/hosts/1")
+                .header(header::COOKIE, format!("ml_session={session}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(del.status, StatusCode::FORBIDDEN);
+
+    // Repeated failures are rate-limited.
+    for _ in 0..5 {
+        app.send(login("admin", "wrong", &csrf)).await;
+    }
+    assert_eq!(
+        app.send(login("admin", "s3cret-pass", &csrf)).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    let js = app.get("/static/overview.js", None).await;
+    assert_eq!(js.status, StatusCode::OK);
+    assert!(js.headers[header::CACHE_CONTROL]
+        .to_str()
+        .unwrap()
+        .contains("max-age"));
+    let _ = &app.state;
+}
