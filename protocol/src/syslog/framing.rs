@@ -11,6 +11,9 @@
 /// without allocating the count.
 pub const OCTET_COUNT_HARD_CAP: usize = 64 * 1024 * 1024;
 
+use super::parse::{parse_with, ParseOptions};
+use super::record::LogRecord;
+
 /// Longest octet count accepted, in digits (the cap has 8).
 const MAX_COUNT_DIGITS: usize = 9;
 
@@ -21,6 +24,16 @@ pub struct Frame {
     /// The message was longer than the limit (only its start is here), or
     /// the stream ended inside it.
     pub truncated: bool,
+}
+
+impl Frame {
+    /// The frame as a log record: [`parse_with`] of its bytes, marked
+    /// truncated when the frame itself was cut.
+    pub fn to_record(&self, opts: &ParseOptions<'_>) -> LogRecord {
+        let mut record = parse_with(&self.bytes, opts);
+        record.truncated |= self.truncated;
+        record
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,6 +333,17 @@ mod tests {
         assert_eq!(texts(&frames(100, b"10 abc")), vec![("abc".into(), true)]);
         assert_eq!(texts(&frames(100, b"42")), vec![ok("42")]);
         assert!(frames(100, b"\n\r\n\0").is_empty());
+    }
+
+    #[test]
+    fn a_cut_frame_makes_a_truncated_record() {
+        let out = frames(32, b"40 <13>Nov 23 04:05:06 host app: a long message");
+        let opts = ParseOptions::new(chrono::Utc::now());
+        let r = out[0].to_record(&opts);
+        assert!(r.truncated);
+        assert_eq!(r.hostname.as_deref(), Some("host"));
+        let r = frames(100, b"<13>x\n")[0].to_record(&opts);
+        assert!(!r.truncated);
     }
 
     #[test]

@@ -317,7 +317,7 @@ fn timestamp(body: &str, opts: &ParseOptions<'_>) -> Option<(DateTime<FixedOffse
         } else {
             ts
         };
-        return Some((ts + frac, end));
+        return Some((ts.checked_add_signed(frac)?, end));
     }
     if first.len() >= 10
         && first.as_bytes()[4] == b'-'
