@@ -1,0 +1,535 @@
+//! Round-robin archives for one series: the consolidation maths of rrdtool for a GAUGE
+//! data source, and the fixed-size state the server keeps in memory and persists.
+//!
+//! Pure: no I/O, no clock. Feed samples with [`Rrd::update`] (or agent buckets with
+//! [`Rrd::update_bucket`]), read rows with [`Rrd::fetch`], persist with [`Rrd::to_bytes`]
+//! and [`Rrd::dirty_segments`]. `docs/rrd.md` explains the semantics for operators.
+//!
+//! The arithmetic follows rrdtool 1.7's `rrd_update.c` (`update_pdp_prep`,
+//! `simple_update`, `process_pdp_st`, `update_cdp`, `initialize_carry_over`), including
+//! its quirks, so that the same samples give the same rows as
+//! `rrdtool create --step B DS:v:GAUGE:HB:U:U RRA:{AVERAGE,MIN,MAX,LAST}:XFF:N:ROWS …`
+//! followed by `rrdtool update`; `protocol/tests/rrdtool_compat.rs` checks it against the
+//! real binary. In short:
+//!
+//! - A sample at `t` covers `(previous sample, t]` when that gap is at most the heartbeat;
+//!   otherwise (and for NaN/inf values) that time is unknown.
+//! - A primary data point (PDP) is the time-weighted average over one base step; it is
+//!   unknown when more than half of its seconds were unknown before the sample that
+//!   closes it. The steps a single sample covers entirely take that sample's value.
+//! - A row consolidates `step / base_step` PDPs: AVERAGE, MIN, MAX and LAST of the known
+//!   PDPs. It is unknown when more than `xff` of its PDPs are unknown.
+//! - The row labelled `T` (a multiple of its step) covers `(T − step, T]`.
+
+mod archive;
+mod codec;
+mod spec;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use archive::{Archive, Cdp, Pdp};
+
+pub use codec::{DecodeError, DirtySegment};
+pub use spec::{ArchiveSpec, RrdSpec, SpecError, MAX_ARCHIVES, MAX_ROWS};
+
+/// Latest timestamp accepted: 9999-12-31T23:59:59Z. Anything later is refused rather than
+/// allowed to push every archive into a future no real sample can follow.
+pub const MAX_TIMESTAMP: i64 = 253_402_300_799;
+
+/// Most rows one fetch returns.
+pub const MAX_FETCH_ROWS: usize = 1_000_000;
+
+/// A consolidation function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cf {
+    Avg,
+    Min,
+    Max,
+    Last,
+}
+
+impl Cf {
+    pub const ALL: [Cf; 4] = [Cf::Avg, Cf::Min, Cf::Max, Cf::Last];
+
+    /// rrdtool's name: AVERAGE, MIN, MAX, LAST.
+    pub fn rrdtool_name(self) -> &'static str {
+        match self {
+            Cf::Avg => "AVERAGE",
+            Cf::Min => "MIN",
+            Cf::Max => "MAX",
+            Cf::Last => "LAST",
+        }
+    }
+}
+
+impl fmt::Display for Cf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Cf::Avg => "avg",
+            Cf::Min => "min",
+            Cf::Max => "max",
+            Cf::Last => "last",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown consolidation function {0:?}: expected avg, min, max or last")]
+pub struct CfParseError(pub String);
+
+impl FromStr for Cf {
+    type Err = CfParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "avg" | "average" => Ok(Cf::Avg),
+            "min" | "minimum" => Ok(Cf::Min),
+            "max" | "maximum" => Ok(Cf::Max),
+            "last" => Ok(Cf::Last),
+            _ => Err(CfParseError(s.to_string())),
+        }
+    }
+}
+
+/// One consolidated row. NaN means unknown.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Row {
+    pub avg: f64,
+    pub min: f64,
+    pub max: f64,
+    pub last: f64,
+    /// Known primary data points (base steps) in the row, `0..=step / base_step`. The row
+    /// is known when `count >= (1 − xff) × step / base_step`, so this says how much of it
+    /// data backs; it can be non-zero in an unknown row that missed the xff threshold.
+    pub count: u32,
+}
+
+impl Row {
+    pub const UNKNOWN: Row = Row {
+        avg: f64::NAN,
+        min: f64::NAN,
+        max: f64::NAN,
+        last: f64::NAN,
+        count: 0,
+    };
+
+    pub fn get(&self, cf: Cf) -> f64 {
+        match cf {
+            Cf::Avg => self.avg,
+            Cf::Min => self.min,
+            Cf::Max => self.max,
+            Cf::Last => self.last,
+        }
+    }
+
+    /// The value of `cf`, `None` when unknown.
+    pub fn value(&self, cf: Cf) -> Option<f64> {
+        let v = self.get(cf);
+        (!v.is_nan()).then_some(v)
+    }
+
+    pub fn is_known(&self) -> bool {
+        !self.avg.is_nan()
+    }
+
+    /// Infinities (from absurd magnitudes overflowing) become unknown.
+    fn finite(self) -> Row {
+        Row {
+            avg: archive::known_or_nan(self.avg),
+            min: archive::known_or_nan(self.min),
+            max: archive::known_or_nan(self.max),
+            last: archive::known_or_nan(self.last),
+            count: self.count,
+        }
+    }
+}
+
+/// A pre-consolidated bucket from an agent: the average over the bucket (the GAUGE value
+/// rrdtool would get) and the extremes of the raw samples inside it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    pub avg: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpdateError {
+    #[error("sample at {ts} is not after the series' last update at {last_update}; samples must come in time order, one per second at most")]
+    OutOfOrder { ts: i64, last_update: i64 },
+    #[error(
+        "timestamp {ts} is outside 0..={MAX_TIMESTAMP} (1970 to 9999) seconds since the epoch"
+    )]
+    TimeOutOfRange { ts: i64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CreateError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("start time {ts} is outside 0..={MAX_TIMESTAMP} seconds since the epoch")]
+    TimeOutOfRange { ts: i64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("no archive {index}: this series has {count} archives")]
+    NoSuchArchive { index: usize, count: usize },
+    #[error("empty time range: from ({from}) must be before to ({to})")]
+    EmptyRange { from: i64, to: i64 },
+    #[error("the range would return {rows} rows; at most {MAX_FETCH_ROWS} are allowed, so narrow it or use a coarser step")]
+    TooManyRows { rows: u64 },
+}
+
+/// Values of one consolidation function, as `rrdtool fetch` prints them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fetched {
+    /// Aligned start: `values[i]` is the row labelled `start + (i + 1) × step`, covering
+    /// `(start + i × step, start + (i + 1) × step]`.
+    pub start: i64,
+    pub step: u32,
+    pub values: Vec<Option<f64>>,
+}
+
+impl Fetched {
+    /// `(label, value)` pairs: each row's end time and its value.
+    pub fn points(&self) -> impl Iterator<Item = (i64, Option<f64>)> + '_ {
+        let step = i64::from(self.step);
+        self.values
+            .iter()
+            .enumerate()
+            .map(move |(i, v)| (self.start + (i as i64 + 1) * step, *v))
+    }
+}
+
+/// Whole rows (all consolidation functions and the count), labelled as in [`Fetched`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchedRows {
+    pub start: i64,
+    pub step: u32,
+    pub rows: Vec<Row>,
+}
+
+/// The state of the primary data point in progress (rrdtool's `pdp_prep`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct PdpPrep {
+    /// Known value × seconds accumulated so far; NaN when none (rrdtool's `PDP_val`).
+    val: f64,
+    /// Seconds of the current step known to be unknown (rrdtool's `PDP_unkn_sec_cnt`).
+    unknown_secs: u64,
+    /// Extremes of the agent buckets seen in this step; NaN when none.
+    ext_min: f64,
+    ext_max: f64,
+}
+
+/// The round-robin archives of one series. Fixed size once created.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rrd {
+    spec: RrdSpec,
+    last_update: i64,
+    pdp: PdpPrep,
+    archives: Vec<Archive>,
+}
+
+impl Rrd {
+    /// A series with every row unknown whose last update is `start`, as
+    /// `rrdtool create --start START`. The first sample counts from `start` on, so create
+    /// the series a little before its first sample (e.g. `first_ts − base_step`): a
+    /// first sample more than a heartbeat after `start` only marks that time unknown.
+    pub fn new(spec: RrdSpec, start: i64) -> Result<Self, CreateError> {
+        spec.validate()?;
+        if !(0..=MAX_TIMESTAMP).contains(&start) {
+            return Err(CreateError::TimeOutOfRange { ts: start });
+        }
+        let base = i64::from(spec.base_step);
+        let unknown_secs = start.rem_euclid(base) as u64;
+        let proc_pdp_st = start - start.rem_euclid(base);
+        let archives = spec
+            .archives
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let pdp_per_row = spec.pdp_per_row(i);
+                // PDPs of the current row that lie before `start` are unknown, as in
+                // rrdtool's rrd_create.
+                let before = proc_pdp_st.rem_euclid(i64::from(a.step)) / base;
+                Archive::new(a.step, a.rows, pdp_per_row, Cdp::empty(before as u32))
+            })
+            .collect();
+        Ok(Self {
+            spec,
+            last_update: start,
+            pdp: PdpPrep {
+                val: 0.0,
+                unknown_secs,
+                ext_min: f64::NAN,
+                ext_max: f64::NAN,
+            },
+            archives,
+        })
+    }
+
+    pub fn spec(&self) -> &RrdSpec {
+        &self.spec
+    }
+
+    /// Time of the last accepted sample (or the creation time).
+    pub fn last_update(&self) -> i64 {
+        self.last_update
+    }
+
+    /// Adds one GAUGE sample, as `rrdtool update F ts:value`. NaN and infinite values are
+    /// unknown (rrdtool's `U`). `ts` must be after the last update.
+    pub fn update(&mut self, ts: i64, value: f64) -> Result<(), UpdateError> {
+        self.apply(ts, value, None)
+    }
+
+    /// Adds an agent bucket ending at `ts`: `bucket.avg` is the GAUGE sample, exactly as
+    /// [`Rrd::update`] would take it, so AVERAGE and LAST keep rrdtool parity. The
+    /// bucket's `min` and `max` additionally widen the MIN and MAX of the steps the bucket
+    /// covers, which rrdtool (that sees only averages) cannot know. Extremes that are not
+    /// finite or do not bracket `avg` are ignored.
+    pub fn update_bucket(&mut self, ts: i64, bucket: Bucket) -> Result<(), UpdateError> {
+        let ok = bucket.min.is_finite()
+            && bucket.max.is_finite()
+            && bucket.min <= bucket.avg
+            && bucket.avg <= bucket.max;
+        self.apply(ts, bucket.avg, ok.then_some((bucket.min, bucket.max)))
+    }
+
+    fn apply(
+        &mut self,
+        ts: i64,
+        value: f64,
+        extremes: Option<(f64, f64)>,
+    ) -> Result<(), UpdateError> {
+        if !(0..=MAX_TIMESTAMP).contains(&ts) {
+            return Err(UpdateError::TimeOutOfRange { ts });
+        }
+        if ts <= self.last_update {
+            return Err(UpdateError::OutOfOrder {
+                ts,
+                last_update: self.last_update,
+            });
+        }
+        let step = i64::from(self.spec.base_step);
+        let heartbeat = i64::from(self.spec.heartbeat);
+        let last = self.last_update;
+        let interval = ts - last;
+        let interval_f = interval as f64;
+
+        // rrdtool's update_pdp_prep for GAUGE: value × seconds, unknown past the heartbeat.
+        let mut pdp_new = if value.is_finite() && interval <= heartbeat {
+            value * interval_f
+        } else {
+            f64::NAN
+        };
+        if !pdp_new.is_finite() {
+            pdp_new = f64::NAN;
+        }
+        let (new_min, new_max) = match extremes {
+            Some((lo, hi)) if !pdp_new.is_nan() => (lo, hi),
+            _ => (f64::NAN, f64::NAN),
+        };
+
+        let proc_pdp_st = last - last.rem_euclid(step);
+        let occu_pdp_st = ts - ts.rem_euclid(step);
+        let pdp = &mut self.pdp;
+
+        if occu_pdp_st <= proc_pdp_st {
+            // rrdtool's simple_update: still inside the same step.
+            if pdp_new.is_nan() {
+                pdp.unknown_secs += interval as u64;
+            } else {
+                pdp.val = if pdp.val.is_nan() {
+                    pdp_new
+                } else {
+                    pdp.val + pdp_new
+                };
+                pdp.ext_min = nan_min(pdp.ext_min, new_min);
+                pdp.ext_max = nan_max(pdp.ext_max, new_max);
+            }
+            self.last_update = ts;
+            return Ok(());
+        }
+
+        // Close the step in progress, then every full step up to occu_pdp_st
+        // (rrdtool's process_pdp_st as of 1.7: each closed step gets its own value).
+        let pre_int = (proc_pdp_st + step - last) as f64;
+        let post_int = ts.rem_euclid(step);
+        let mut pre_unknown = 0.0;
+        if pdp_new.is_nan() {
+            pre_unknown = pre_int;
+        } else {
+            if pdp.val.is_nan() {
+                pdp.val = 0.0;
+            }
+            pdp.val += pdp_new / interval_f * pre_int;
+            pdp.ext_min = nan_min(pdp.ext_min, new_min);
+            pdp.ext_max = nan_max(pdp.ext_max, new_max);
+        }
+        // rrdtool's quirk, kept for parity: only the unknown seconds before this sample
+        // count towards "more than half unknown", not the ones it brings.
+        let first_avg = if (step as f64 / 2.0) < pdp.unknown_secs as f64 {
+            f64::NAN
+        } else {
+            pdp.val / ((step as u64 - pdp.unknown_secs) as f64 - pre_unknown)
+        };
+        let first = Pdp::new(first_avg, pdp.ext_min, pdp.ext_max);
+        // The steps this sample covers entirely hold its own value.
+        let fill = Pdp::new(pdp_new / interval_f, new_min, new_max);
+        let elapsed = ((occu_pdp_st - proc_pdp_st) / step) as u64;
+
+        // The part of this sample after occu_pdp_st starts the next step.
+        if pdp_new.is_nan() {
+            pdp.unknown_secs = post_int as u64;
+            pdp.val = f64::NAN;
+        } else {
+            pdp.unknown_secs = 0;
+            pdp.val = pdp_new / interval_f * post_int as f64;
+        }
+        (pdp.ext_min, pdp.ext_max) = if post_int > 0 {
+            (new_min, new_max)
+        } else {
+            (f64::NAN, f64::NAN)
+        };
+
+        let proc_pdp_count = (proc_pdp_st / step) as u64;
+        for a in &mut self.archives {
+            a.advance(
+                first,
+                fill,
+                elapsed,
+                proc_pdp_count,
+                self.spec.base_step,
+                self.spec.xff,
+            );
+        }
+        self.last_update = ts;
+        Ok(())
+    }
+
+    /// Index of the archive whose rows are `step` seconds.
+    pub fn archive_index(&self, step: u32) -> Option<usize> {
+        self.spec.archives.iter().position(|a| a.step == step)
+    }
+
+    /// Label (end time) of the newest complete row of `archive`.
+    pub fn newest_label(&self, archive: usize) -> Option<i64> {
+        let step = i64::from(self.archives.get(archive)?.step);
+        Some(self.last_update - self.last_update.rem_euclid(step))
+    }
+
+    /// The archive `rrdtool fetch -r RESOLUTION -s FROM -e TO` would read: among the
+    /// archives that still hold `from`, the one whose step is nearest to `resolution`;
+    /// when none reaches back that far, the one covering most of the range. Pass
+    /// `resolution = 1` for the finest archive that covers the range.
+    pub fn choose_archive(&self, from: i64, to: i64, resolution: u32) -> usize {
+        let mut best_full: Option<(u64, usize)> = None;
+        let mut best_part: Option<(i64, u64, usize)> = None;
+        for (i, a) in self.archives.iter().enumerate() {
+            let astep = i64::from(a.step);
+            let cal_end = self.last_update - self.last_update.rem_euclid(astep);
+            let cal_start = cal_end - astep * i64::from(a.rows);
+            let step_diff = u64::from(resolution.abs_diff(a.step));
+            if cal_start <= from {
+                if best_full.is_none_or(|(d, _)| step_diff < d) {
+                    best_full = Some((step_diff, i));
+                }
+            } else {
+                let covered = (to - from) - (cal_start - from);
+                if best_part.is_none_or(|(m, d, _)| covered > m || (covered == m && step_diff < d))
+                {
+                    best_part = Some((covered, step_diff, i));
+                }
+            }
+        }
+        best_full
+            .map(|(_, i)| i)
+            .or(best_part.map(|(_, _, i)| i))
+            .unwrap_or(0)
+    }
+
+    /// Rows of `archive` labelled in `(floor(from), ceil(to)]` (aligned to the archive's
+    /// step), i.e. every row whose interval overlaps `(from, to]`. Rows older than the
+    /// archive keeps, or not complete yet, are unknown.
+    pub fn fetch_rows(
+        &self,
+        archive: usize,
+        from: i64,
+        to: i64,
+    ) -> Result<FetchedRows, FetchError> {
+        let a = self
+            .archives
+            .get(archive)
+            .ok_or(FetchError::NoSuchArchive {
+                index: archive,
+                count: self.archives.len(),
+            })?;
+        if from >= to {
+            return Err(FetchError::EmptyRange { from, to });
+        }
+        let step = i64::from(a.step);
+        // Clamping keeps the arithmetic in range; such ranges are refused below anyway.
+        let bound = 2 * MAX_TIMESTAMP;
+        let (from, to) = (from.clamp(-bound, bound), to.clamp(-bound, bound));
+        let start = from - from.rem_euclid(step);
+        let end = to + (step - to.rem_euclid(step)) % step;
+        let n = ((end - start) / step) as u64;
+        if n > MAX_FETCH_ROWS as u64 {
+            return Err(FetchError::TooManyRows { rows: n });
+        }
+        let newest = self.last_update - self.last_update.rem_euclid(step);
+        let oldest = newest - step * (i64::from(a.rows) - 1);
+        let rows = (1..=n as i64)
+            .map(|k| {
+                let label = start + k * step;
+                if label < oldest || label > newest {
+                    Row::UNKNOWN
+                } else {
+                    a.row_at_slot(a.slot(label))
+                }
+            })
+            .collect();
+        Ok(FetchedRows {
+            start,
+            step: a.step,
+            rows,
+        })
+    }
+
+    /// One consolidation function of [`Rrd::fetch_rows`], as `rrdtool fetch F CF -r STEP`
+    /// prints it (rrdtool also prints one more row when `to` is a multiple of the step).
+    pub fn fetch(&self, cf: Cf, archive: usize, from: i64, to: i64) -> Result<Fetched, FetchError> {
+        let rows = self.fetch_rows(archive, from, to)?;
+        Ok(Fetched {
+            start: rows.start,
+            step: rows.step,
+            values: rows.rows.iter().map(|r| r.value(cf)).collect(),
+        })
+    }
+}
+
+/// Minimum ignoring NaN (NaN only when both are).
+fn nan_min(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b < a {
+        b
+    } else {
+        a
+    }
+}
+
+fn nan_max(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b > a {
+        b
+    } else {
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests;
