@@ -278,10 +278,14 @@ pub struct LogFilterConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    #[serde(alias = "emergency", alias = "panic")]
     Emerg,
     Alert,
+    #[serde(alias = "critical")]
     Crit,
+    #[serde(alias = "error")]
     Err,
+    #[serde(alias = "warn")]
     Warning,
     Notice,
     Info,
@@ -456,12 +460,19 @@ impl FileConfig {
     /// Parses `agent.toml` text. Each key and each array element is read on its own,
     /// so that one mistake does not hide the next: all errors are returned together.
     pub fn parse(text: &str) -> Result<Self, ConfigErrors> {
+        let (cfg, errs) = Self::parse_partial(text);
+        errs.into_result().map(|()| cfg)
+    }
+
+    /// Like [`FileConfig::parse`], but also returns what could be read when there
+    /// are errors (the keys in error are left out), so later checks can run too.
+    pub fn parse_partial(text: &str) -> (Self, ConfigErrors) {
         let mut errs = ConfigErrors::default();
         let table: toml::Table = match toml::from_str(text) {
             Ok(t) => t,
             Err(e) => {
                 errs.push("(syntax)", e.to_string().trim().replace('\n', " "));
-                return Err(errs);
+                return (Self::default(), errs);
             }
         };
         let mut cfg = FileConfig::default();
@@ -491,7 +502,7 @@ impl FileConfig {
                 ),
             }
         }
-        errs.into_result().map(|()| cfg)
+        (cfg, errs)
     }
 
     pub fn read(path: &Path) -> Result<Self, ConfigErrors> {
@@ -723,11 +734,33 @@ fn merge(top: Overrides, file: FileConfig) -> Result<AgentConfig, ConfigErrors> 
 
 /// What `metrolog-agent check-config FILE` does: read the file, layer the
 /// environment over it as a run would, and validate the result.
+///
+/// Reports parse errors and the checks of everything else together; a key that
+/// could not be read is reported once, not again as missing.
 pub fn check_file(path: &Path, env: Overrides) -> Result<AgentConfig, ConfigErrors> {
-    let file = FileConfig::read(path)?;
-    let cfg = merge(env, file)?;
-    cfg.validate()?;
-    Ok(cfg)
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let mut errs = ConfigErrors::default();
+        errs.push("config", format!("cannot read {}: {e}", path.display()));
+        errs
+    })?;
+    let (file, mut errs) = FileConfig::parse_partial(&text);
+    if errs.0.iter().any(|e| e.key == "(syntax)") {
+        return Err(errs);
+    }
+    let merged = merge(env, file);
+    let later = match &merged {
+        Ok(cfg) => cfg.validate().err().unwrap_or_default(),
+        Err(e) => e.clone(),
+    };
+    for e in later.0 {
+        if !errs.0.iter().any(|r| r.key == e.key) {
+            errs.0.push(e);
+        }
+    }
+    match merged {
+        Ok(cfg) if errs.is_empty() => Ok(cfg),
+        _ => Err(errs),
+    }
 }
 
 #[cfg(test)]
