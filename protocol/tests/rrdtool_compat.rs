@@ -282,7 +282,7 @@ fn small_ladder_matches_rrdtool() {
         let name = format!("small-{seed}");
         let counts = compare(&name, spec.clone(), start, &s);
         assert_eq!(counts.0, 4 * (200 + 150 + 100 + 40));
-        assert_mostly_known(&name, counts, 50);
+        assert_mostly_known(&name, counts, 25);
     }
 }
 
@@ -298,13 +298,17 @@ fn odd_steps_long_heartbeat_and_strict_xff_match_rrdtool() {
         ],
     );
     spec.heartbeat = 60;
-    for (seed, xff) in [(11u64, 0.3), (12, 0.0), (13, 0.9)] {
-        spec.xff = xff;
+    let seeds: u64 = std::env::var("RRD_COMPAT_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    for seed in 11..11 + seeds {
+        spec.xff = [0.3, 0.0, 0.9][seed as usize % 3];
         let start = 1_650_000_003 + seed as i64;
         let s = samples(seed, &spec, start, 2 * 3600);
         let name = format!("odd-{seed}");
         let counts = compare(&name, spec.clone(), start, &s);
-        assert_mostly_known(&name, counts, 30);
+        assert_mostly_known(&name, counts, 10);
     }
 }
 

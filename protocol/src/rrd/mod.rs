@@ -20,6 +20,8 @@
 //! - A row consolidates `step / base_step` PDPs: AVERAGE, MIN, MAX and LAST of the known
 //!   PDPs. It is unknown when more than `xff` of its PDPs are unknown.
 //! - The row labelled `T` (a multiple of its step) covers `(T − step, T]`.
+//! - After an outage longer than an archive's span, rrdtool leaves the row that was in
+//!   progress in the archive's oldest slot; so does this engine (see `Archive::advance`).
 
 mod archive;
 mod codec;
@@ -441,7 +443,9 @@ impl Rrd {
                     best_full = Some((step_diff, i));
                 }
             } else {
-                let covered = (to - from) - (cal_start - from);
+                let covered = to
+                    .saturating_sub(from)
+                    .saturating_sub(cal_start.saturating_sub(from));
                 if best_part.is_none_or(|(m, d, _)| covered > m || (covered == m && step_diff < d))
                 {
                     best_part = Some((covered, step_diff, i));

@@ -348,6 +348,8 @@ fn fetch_labels_like_rrdtool_and_refuses_silly_ranges() {
     assert_eq!(rrd.choose_archive(1200, 1300, 1), 0);
     assert_eq!(rrd.choose_archive(1100, 1300, 1), 1);
     assert_eq!(rrd.choose_archive(1200, 1300, 30), 1);
+    assert_eq!(rrd.choose_archive(i64::MIN, i64::MAX, u32::MAX), 1);
+    assert_eq!(rrd.choose_archive(i64::MAX, i64::MIN, 0), 0);
     assert_eq!(rrd.archive_index(30), Some(1));
     assert_eq!(rrd.archive_index(20), None);
 }
@@ -359,4 +361,43 @@ fn cf_parses_from_query_strings() {
     assert_eq!("max".parse::<Cf>(), Ok(Cf::Max));
     assert!("median".parse::<Cf>().is_err());
     assert_eq!(Cf::Last.to_string(), "last");
+}
+
+#[test]
+fn random_ladders_and_input_keep_the_row_invariants() {
+    let mut rng = Rng(2024);
+    for _ in 0..40 {
+        let base = 1 + rng.below(15) as u32;
+        let mut archives = Vec::new();
+        let mut step = base;
+        for _ in 0..1 + rng.below(4) {
+            archives.push(ArchiveSpec::new(step, 1 + rng.below(50) as u32));
+            step *= 2 + rng.below(4) as u32;
+        }
+        let mut spec = RrdSpec::with_archives(base, archives);
+        spec.heartbeat = 1 + rng.below(u64::from(base) * 5) as u32;
+        spec.xff = rng.below(10) as f64 / 10.0;
+        let mut rrd = Rrd::new(spec.clone(), rng.below(1 << 31) as i64).unwrap();
+        feed(&mut rrd, &mut rng, 400);
+        assert_eq!(rrd.to_bytes().len(), Rrd::encoded_len(&spec));
+        for (i, a) in spec.archives.iter().enumerate() {
+            let per_row = a.step / base;
+            let newest = rrd.newest_label(i).unwrap();
+            let from = newest - i64::from(a.step) * i64::from(a.rows);
+            for row in rrd.fetch_rows(i, from, newest).unwrap().rows {
+                assert!(row.count <= per_row, "{row:?}");
+                if row.is_known() {
+                    // Up to rounding: the average is a sum divided, as in rrdtool.
+                    let slack = 1e-12 * row.avg.abs().max(1.0);
+                    assert!(row.min <= row.avg + slack, "{row:?}");
+                    assert!(row.avg <= row.max + slack, "{row:?}");
+                    let unknown = f64::from(per_row - row.count);
+                    assert!(unknown <= f64::from(per_row) * spec.xff, "{row:?}");
+                    if !row.last.is_nan() {
+                        assert!(row.min <= row.last && row.last <= row.max, "{row:?}");
+                    }
+                }
+            }
+        }
+    }
 }
