@@ -20,7 +20,7 @@ pub enum ShipError {
     #[error("{0}")]
     Unreachable(String),
     /// 401: the server does not know this credential (any more).
-    #[error("the server rejected the credential: {0}")]
+    #[error("401 Unauthorized: {0}")]
     Unauthorized(String),
     /// Another 4xx: sending the same request again would fail the same way.
     #[error("the server refused the request ({status}): {message}")]

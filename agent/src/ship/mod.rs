@@ -211,7 +211,9 @@ impl Shipper {
 
     async fn on_failure(&mut self, what: &str, e: ShipError) {
         if let ShipError::Unauthorized(msg) = &e {
-            tracing::warn!("{what}: the server rejected our credential ({msg}); enrolling again");
+            tracing::warn!(
+                "{what}: the server rejected our credential (401: {msg}); enrolling again"
+            );
             self.credential = None;
             let state = self.state.clone();
             let removed = tokio::task::spawn_blocking(move || state.remove_credential()).await;
