@@ -174,7 +174,10 @@ mod tests {
             }],
         };
         let text = serde_json::to_string(&batch).unwrap();
-        assert!(text.contains(r#""buckets":[[100,1.5,1.0,2.0,2.0,10]]"#), "{text}");
+        assert!(
+            text.contains(r#""buckets":[[100,1.5,1.0,2.0,2.0,10]]"#),
+            "{text}"
+        );
         assert_eq!(serde_json::from_str::<Batch>(&text).unwrap(), batch);
     }
 

@@ -22,7 +22,9 @@ pub enum SeriesNameError {
     BadChar(String),
     #[error("label key {0:?} must match [a-z_][a-z0-9_]* and be at most {MAX_LABEL_LEN} bytes")]
     BadLabelKey(String),
-    #[error("label value for {0:?} is longer than {MAX_LABEL_LEN} bytes or holds control characters")]
+    #[error(
+        "label value for {0:?} is longer than {MAX_LABEL_LEN} bytes or holds control characters"
+    )]
     BadLabelValue(String),
     #[error("a series may carry at most {MAX_LABELS} labels")]
     TooManyLabels,
@@ -42,9 +44,9 @@ impl SeriesName {
         if name.len() > MAX_NAME_LEN {
             return Err(SeriesNameError::TooLong(name.chars().take(40).collect()));
         }
-        let ok_chars = name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'));
+        let ok_chars = name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.')
+        });
         let ok_dots = !name.starts_with('.') && !name.ends_with('.') && !name.contains("..");
         if !ok_chars || !ok_dots {
             return Err(SeriesNameError::BadChar(name.to_string()));

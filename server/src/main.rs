@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use metrolog_server::auth::{hash_password_async, new_token, random_string, token_hash, Role};
 use metrolog_server::cli::{Cli, Command, TokenAction, UserAction};
-use metrolog_server::config::{FileConfig, ServerConfig};
+use metrolog_server::config::ServerConfig;
 use metrolog_server::startup::{self, Application};
 use metrolog_server::store::Store;
 use std::process::ExitCode;
@@ -92,7 +92,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 fn check_config(cli: &Cli, file: &std::path::Path) -> ExitCode {
     let mut over = cli.overrides();
     over.config = Some(file.to_path_buf());
-    match FileConfig::read(file).and_then(|f| ServerConfig::merge(&over, f)) {
+    match ServerConfig::load(&over) {
         Ok(_) => {
             println!("{}: configuration OK", file.display());
             ExitCode::SUCCESS

@@ -1,1 +1,5 @@
-//! End-to-end tests.
+//! End-to-end tests: the real `metrolog-server` and `metrolog-agent` binaries,
+//! real sockets, real processes and signals.
+
+mod fleet;
+mod startup;

@@ -1,1 +1,315 @@
-//! Helpers for end-to-end tests.
+//! Helpers for the end-to-end tests: locate and start the real
+//! `metrolog-server` and `metrolog-agent` binaries on random ports, talk to
+//! them over real sockets, and wait for conditions with deadlines.
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Path of a binary of this workspace (`target/<profile>/<name>`), built first.
+///
+/// `cargo test -p metrolog-e2e` does not build other packages' binaries, so the
+/// first call runs `cargo build --bins` for the server and the agent (a no-op
+/// when they are fresh) to never test a stale binary.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/e2e-xxxx → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--bins",
+            "-p",
+            "metrolog-server",
+            "-p",
+            "metrolog-agent",
+        ])
+        .arg("--manifest-path")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"));
+        if dir.file_name().is_some_and(|p| p == "release") {
+            cmd.arg("--release");
+        }
+        if let Some(target) = dir.parent() {
+            cmd.env("CARGO_TARGET_DIR", target);
+        }
+        let out = cmd.output().expect("running cargo build");
+        assert!(
+            out.status.success(),
+            "building the binaries failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    let path = dir.join(name);
+    assert!(path.exists(), "{} not found after building", path.display());
+    path
+}
+
+/// A child process killed when dropped, with its output collected.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+    lines: mpsc::Receiver<String>,
+    pub output: Vec<String>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: Command) -> Result<Self> {
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        cmd.env("RUST_LOG", "info");
+        let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+        let (tx, rx) = mpsc::channel();
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Ok(Self {
+            child,
+            name: name.to_string(),
+            lines: rx,
+            output: Vec::new(),
+        })
+    }
+
+    /// Waits for an output line containing `needle` and returns it.
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.output.push(line.clone());
+                    if line.contains(needle) {
+                        return Ok(line);
+                    }
+                }
+                Err(_) => {
+                    let log = self.log();
+                    bail!("{}: no line containing {needle:?} within {timeout:?}; output so far:\n{log}", self.name)
+                }
+            }
+        }
+    }
+
+    /// Everything printed so far.
+    pub fn log(&mut self) -> String {
+        while let Ok(line) = self.lines.try_recv() {
+            self.output.push(line);
+        }
+        self.output.join("\n")
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let log = self.log();
+                bail!("{} did not exit within {timeout:?}:\n{log}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running server with a data directory of its own.
+pub struct Server {
+    pub proc: Proc,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub enroll_token: String,
+    pub admin_password: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub const ENROLL_TOKEN: &str = "mlg_e2e-enrollment-token-0123456789abcdef";
+
+impl Server {
+    /// Starts `metrolog-server` on a random port with syslog off.
+    pub fn start(extra: &[&str]) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut s = Self::start_in(dir.path(), extra)?;
+        s._dir = Some(dir);
+        Ok(s)
+    }
+
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Result<Self> {
+        let mut cmd = Command::new(binary("metrolog-server"));
+        cmd.arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--syslog-udp", "off", "--syslog-tcp", "off"])
+            .args(extra)
+            .env("METROLOG_ADMIN_PASSWORD", "e2e-admin-password")
+            .env("METROLOG_ENROLL_TOKEN", ENROLL_TOKEN);
+        let mut proc = Proc::spawn("metrolog-server", cmd)?;
+        let line = proc.wait_for_line("Dashboard: http://", Duration::from_secs(30))?;
+        let url = line
+            .split("Dashboard: ")
+            .nth(1)
+            .ok_or_else(|| anyhow!("no URL in {line:?}"))?
+            .trim()
+            .trim_end_matches('/')
+            .to_string();
+        Ok(Self {
+            proc,
+            url,
+            data_dir: data_dir.to_path_buf(),
+            enroll_token: ENROLL_TOKEN.into(),
+            admin_password: "e2e-admin-password".into(),
+            _dir: None,
+        })
+    }
+
+    /// Runs a `metrolog-server` sub-command against this server's data dir.
+    pub fn subcommand(&self, args: &[&str]) -> Result<std::process::Output> {
+        Ok(Command::new(binary("metrolog-server"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .output()?)
+    }
+
+    /// A fresh API token with `role`.
+    pub fn token(&self, role: &str) -> Result<String> {
+        let out = self.subcommand(&["token", "create", "--role", role])?;
+        if !out.status.success() {
+            bail!(
+                "token create failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8(out.stdout)?.trim().to_string())
+    }
+}
+
+/// Starts an agent standing for `hostname` in `group`.
+pub fn start_agent(
+    server: &Server,
+    hostname: &str,
+    group: &str,
+    state_dir: &Path,
+    extra: &[&str],
+) -> Result<Proc> {
+    let mut cmd = Command::new(binary("metrolog-agent"));
+    cmd.args(["--server", &server.url])
+        .args(["--enroll-token", &server.enroll_token])
+        .args(["--hostname", hostname])
+        .args(["--group", group])
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(extra);
+    Proc::spawn(&format!("agent {hostname}"), cmd)
+}
+
+/// A small blocking API client.
+pub struct Api {
+    pub base: String,
+    pub token: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Api {
+    pub fn new(base: &str, token: &str) -> Self {
+        Self {
+            base: base.to_string(),
+            token: token.to_string(),
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    /// GET with the token; returns (status, JSON body or Null).
+    pub fn get(&self, path: &str) -> Result<(u16, Value)> {
+        self.get_with(path, Some(&self.token))
+    }
+
+    pub fn get_with(&self, path: &str, token: Option<&str>) -> Result<(u16, Value)> {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send()?;
+        let status = resp.status().as_u16();
+        let text = resp.text()?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    pub fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> Result<(u16, Value)> {
+        let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send()?;
+        let status = resp.status().as_u16();
+        let text = resp.text()?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` with the last
+/// reason. For conditions only observable through the API.
+pub fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match check() {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => String::from("condition not met yet"),
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() > deadline {
+            bail!("condition not met within {timeout:?}: {last}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

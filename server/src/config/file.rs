@@ -298,20 +298,41 @@ const TOP_KEYS: &[&str] = &[
 
 impl FileConfig {
     pub fn read(path: &Path) -> Result<Self, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![format!(
-                "cannot read config file {}: {e}",
-                path.display()
-            )])
-        })?;
-        Self::parse(&text)
+        let (cfg, errors) = Self::read_partial(path);
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// Reads what can be read, with every problem found; keys in error keep
+    /// their defaults so that later checks can still run.
+    pub fn read_partial(path: &Path) -> (Self, Vec<String>) {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse_partial(&text),
+            Err(e) => (
+                Self::default(),
+                vec![format!("cannot read config file {}: {e}", path.display())],
+            ),
+        }
     }
 
     /// Parses the file, collecting every error with its key.
     pub fn parse(text: &str) -> Result<Self, ConfigErrors> {
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigErrors(vec![format!("TOML syntax: {e}")]))?;
+        let (cfg, errors) = Self::parse_partial(text);
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    pub fn parse_partial(text: &str) -> (Self, Vec<String>) {
+        let table: toml::Table = match text.parse::<toml::Table>() {
+            Ok(t) => t,
+            Err(e) => return (Self::default(), vec![format!("TOML syntax: {e}")]),
+        };
         let mut errors = Vec::new();
         for key in table.keys() {
             if !TOP_KEYS.contains(&key.as_str()) {
@@ -356,11 +377,7 @@ impl FileConfig {
             }
         }
         cfg.check(&mut errors);
-        if errors.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(ConfigErrors(errors))
-        }
+        (cfg, errors)
     }
 
     /// Checks that span keys.

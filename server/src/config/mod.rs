@@ -90,11 +90,18 @@ impl std::error::Error for ConfigErrors {}
 impl ServerConfig {
     /// Builds the effective configuration from overrides and the optional file.
     pub fn load(over: &Overrides) -> Result<Self, ConfigErrors> {
-        let file = match &over.config {
-            Some(path) => FileConfig::read(path)?,
-            None => FileConfig::default(),
+        let (file, mut errors) = match &over.config {
+            Some(path) => FileConfig::read_partial(path),
+            None => (FileConfig::default(), Vec::new()),
         };
-        Self::merge(over, file)
+        match Self::merge(over, file) {
+            Ok(cfg) if errors.is_empty() => Ok(cfg),
+            Ok(_) => Err(ConfigErrors(errors)),
+            Err(more) => {
+                errors.extend(more.0);
+                Err(ConfigErrors(errors))
+            }
+        }
     }
 
     pub fn merge(over: &Overrides, file: FileConfig) -> Result<Self, ConfigErrors> {

@@ -99,6 +99,9 @@ struct SeriesPoints {
     points: Vec<(i64, Option<f64>)>,
 }
 
+/// Consolidated rows of one series: (row label, value or unknown).
+type Rows = Vec<(i64, Option<f64>)>;
+
 /// Agents ship 10 s buckets.
 const BASE_STEP: i64 = 10;
 
@@ -173,7 +176,7 @@ async fn query_handler(
                 })
                 .await?;
             // One aggregate per (name, labels) across the members.
-            let mut by_key: Vec<((String, Labels), Vec<Vec<(i64, Option<f64>)>>)> = Vec::new();
+            let mut by_key: Vec<((String, Labels), Vec<Rows>)> = Vec::new();
             for m in &members {
                 for s in state.store.series(Some(m.id), Some(&p.name)).await? {
                     let pts = state.store.points(s.id, from - step, to).await?;
