@@ -136,6 +136,7 @@ impl Sampler {
                 seq: self.next_seq,
             },
             sent_at: now as i64,
+            logs: Vec::new(),
             metrics,
         };
         self.next_seq += 1;

@@ -113,8 +113,8 @@ pub struct SeriesBuckets {
     pub buckets: Vec<Bucket>,
 }
 
-/// What an agent ships every ship interval. Logs and check results join it in
-/// later protocol revisions as further optional fields.
+/// What an agent ships every ship interval: metric buckets and log records
+/// (check results join in a later revision as a further optional field).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
@@ -123,6 +123,10 @@ pub struct Batch {
     pub sent_at: i64,
     #[serde(default)]
     pub metrics: Vec<SeriesBuckets>,
+    /// Log lines read from files or the agent's local syslog receiver, oldest
+    /// first. Times are unix microseconds (see `syslog::LogRecord`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<crate::syslog::LogRecord>,
 }
 
 /// The server's answer to a batch: 200 only once the batch is durably committed.
@@ -160,6 +164,7 @@ mod tests {
                 seq: 7,
             },
             sent_at: 100,
+            logs: Vec::new(),
             metrics: vec![SeriesBuckets {
                 key: SeriesKey::new("cpu.busy_pct", Labels::new()).unwrap(),
                 step: 10,

@@ -183,6 +183,7 @@ fn batch(stream: &str, seq: u64, name: &str, points: &[(i64, f64)]) -> Batch {
             seq,
         },
         sent_at: now(),
+        logs: Vec::new(),
         metrics: vec![SeriesBuckets {
             key: SeriesKey::new(name, Labels::new()).unwrap(),
             step: 10,

@@ -298,6 +298,7 @@ mod tests {
                 seq: 1,
             },
             sent_at: 20,
+            logs: Vec::new(),
             metrics: vec![SeriesBuckets {
                 key: SeriesKey::new("load.1m", Labels::new()).unwrap(),
                 step: 10,

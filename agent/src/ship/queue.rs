@@ -79,6 +79,7 @@ mod tests {
                 seq,
             },
             sent_at: 0,
+            logs: Vec::new(),
             metrics: vec![],
         }
     }

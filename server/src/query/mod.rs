@@ -4,6 +4,13 @@
 //! Rows follow `rrdtool fetch`: a row labelled T covers (T − step, T], T a
 //! multiple of step, and a row is unknown when more than half of it is.
 
+mod spec;
+
+pub use spec::{
+    host_ids, run, series_of, QueryError, QueryResult, QuerySpec, Rows, SeriesPoints, Target,
+    BASE_STEP,
+};
+
 use crate::store::PointRow;
 
 /// The default archive ladder: (step seconds, rows).

@@ -1,0 +1,265 @@
+//! What a caller asks for (`/api/v1/query`, `/api/v1/graph.*`, the dashboard)
+//! and how it is answered. Handlers parse parameters into a [`QuerySpec`] and
+//! call [`run`]; where the rows come from is this module's business.
+
+use super::{aggregate, choose_step, consolidate, parse_time, Agg, Cf, MAX_ROWS};
+use crate::store::{HostFilter, SeriesRow, Store, StoreError};
+use metrolog_protocol::Labels;
+use serde::Serialize;
+
+/// Agents ship 10 s buckets.
+pub const BASE_STEP: i64 = 10;
+
+/// Whose series.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// Host id or hostname.
+    Host(String),
+    /// Every member of a group, combined row by row.
+    Group { group: String, agg: Agg },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuerySpec {
+    pub target: Target,
+    /// Series names; each may hold `*` globs. Several overlay in graphs.
+    pub names: Vec<String>,
+    pub from: i64,
+    pub to: i64,
+    pub cf: Cf,
+    /// Row width; chosen from the range when `None`.
+    pub step: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Consolidated rows of one series: (row label, value or unknown).
+pub type Rows = Vec<(i64, Option<f64>)>;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SeriesPoints {
+    /// Hostname, or `group:<name>` for an aggregate.
+    pub host: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<i64>,
+    pub name: String,
+    pub labels: Labels,
+    /// Members that fed an aggregate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<usize>,
+    pub points: Rows,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryResult {
+    pub step: i64,
+    pub from: i64,
+    pub to: i64,
+    pub series: Vec<SeriesPoints>,
+}
+
+impl QuerySpec {
+    /// Parses URL query pairs. Keys in `extra` are left for the caller (e.g.
+    /// `width` for graphs); any other unknown key is an error.
+    pub fn parse(pairs: &[(String, String)], now: i64, extra: &[&str]) -> Result<Self, QueryError> {
+        let bad = QueryError::BadRequest;
+        let mut host = None;
+        let mut group = None;
+        let mut agg = None;
+        let mut names = Vec::new();
+        let (mut from, mut to, mut cf, mut step) = (None, None, None, None);
+        for (k, v) in pairs {
+            match k.as_str() {
+                "host" => host = Some(v.clone()),
+                "group" => group = Some(v.clone()),
+                "agg" => agg = Some(v.clone()),
+                "name" => names.push(v.clone()),
+                "from" => from = Some(v.clone()),
+                "to" => to = Some(v.clone()),
+                "cf" => cf = Some(v.clone()),
+                "step" => step = Some(v.clone()),
+                k if extra.contains(&k) => {}
+                k => return Err(bad(format!("unknown parameter {k:?}"))),
+            }
+        }
+        if names.is_empty() {
+            return Err(bad("give at least one `name`".into()));
+        }
+        let to = parse_time(to.as_deref().unwrap_or("now"), now).map_err(bad)?;
+        let from = parse_time(from.as_deref().unwrap_or("-1h"), now).map_err(bad)?;
+        if to <= from {
+            return Err(bad(format!("`to` ({to}) must be after `from` ({from})")));
+        }
+        let cf = Cf::parse(cf.as_deref().unwrap_or("avg")).map_err(bad)?;
+        let step = match step.as_deref() {
+            None | Some("") => None,
+            Some(s) => {
+                let secs = match s.parse::<i64>() {
+                    Ok(n) => n,
+                    Err(_) => metrolog_protocol::parse_duration(s)
+                        .map_err(|e| bad(e.to_string()))?
+                        .as_secs() as i64,
+                };
+                if secs < BASE_STEP || secs % BASE_STEP != 0 {
+                    return Err(bad(format!(
+                        "step {s:?} must be a multiple of {BASE_STEP} seconds"
+                    )));
+                }
+                Some(secs)
+            }
+        };
+        let target = match (host, group) {
+            (Some(_), Some(_)) => {
+                return Err(bad("give either `host` or `group`, not both".into()))
+            }
+            (None, None) => {
+                return Err(bad(
+                    "give `host` (id or hostname) or `group` with `agg`".into()
+                ))
+            }
+            (Some(h), None) => {
+                if agg.is_some() {
+                    return Err(bad("`agg` applies to `group` queries".into()));
+                }
+                Target::Host(h)
+            }
+            (None, Some(g)) => Target::Group {
+                group: g,
+                agg: Agg::parse(agg.as_deref().unwrap_or("avg")).map_err(bad)?,
+            },
+        };
+        Ok(QuerySpec {
+            target,
+            names,
+            from,
+            to,
+            cf,
+            step,
+        })
+    }
+
+    /// The row width this query is answered at.
+    pub fn effective_step(&self, now: i64) -> i64 {
+        self.step.unwrap_or_else(|| choose_step(self.from, now))
+    }
+}
+
+/// Resolves a host (id or hostname) to host ids.
+pub async fn host_ids(store: &Store, host: &str) -> Result<Vec<i64>, QueryError> {
+    if let Ok(id) = host.parse::<i64>() {
+        if store.host(id).await?.is_some() {
+            return Ok(vec![id]);
+        }
+    }
+    let hosts = store.hosts_named(host).await?;
+    if hosts.is_empty() {
+        return Err(QueryError::NotFound(format!("no host {host:?}")));
+    }
+    Ok(hosts.into_iter().map(|h| h.id).collect())
+}
+
+/// Series of a host (id or hostname) or of every host, by name glob.
+pub async fn series_of(
+    store: &Store,
+    host: Option<&str>,
+    name: Option<&str>,
+) -> Result<Vec<SeriesRow>, QueryError> {
+    match host {
+        None => Ok(store.series(None, name).await?),
+        Some(h) => {
+            let mut out = Vec::new();
+            for id in host_ids(store, h).await? {
+                out.extend(store.series(Some(id), name).await?);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Rows of one stored series over (from, to] at `step`.
+async fn rows_of(
+    store: &Store,
+    s: &SeriesRow,
+    spec: &QuerySpec,
+    step: i64,
+) -> Result<Rows, QueryError> {
+    let pts = store.points(s.id, spec.from - step, spec.to).await?;
+    Ok(consolidate(
+        &pts, BASE_STEP, spec.from, spec.to, step, spec.cf,
+    ))
+}
+
+/// Answers a query.
+pub async fn run(store: &Store, spec: &QuerySpec, now: i64) -> Result<QueryResult, QueryError> {
+    let step = spec.effective_step(now);
+    if (spec.to - spec.from) / step > MAX_ROWS {
+        return Err(QueryError::BadRequest(format!(
+            "{} rows of {step} s requested; at most {MAX_ROWS} per series: narrow the range or raise step",
+            (spec.to - spec.from) / step
+        )));
+    }
+    let mut out = Vec::new();
+    match &spec.target {
+        Target::Host(host) => {
+            for name in &spec.names {
+                for s in series_of(store, Some(host), Some(name)).await? {
+                    let points = rows_of(store, &s, spec, step).await?;
+                    out.push(SeriesPoints {
+                        host: s.hostname,
+                        host_id: Some(s.host_id),
+                        name: s.name,
+                        labels: s.labels,
+                        members: None,
+                        points,
+                    });
+                }
+            }
+        }
+        Target::Group { group, agg } => {
+            let members = store
+                .hosts(&HostFilter {
+                    group: Some(group.clone()),
+                    state: None,
+                })
+                .await?;
+            for name in &spec.names {
+                // One aggregate per (name, labels) across the members.
+                let mut by_key: Vec<((String, Labels), Vec<Rows>)> = Vec::new();
+                for m in &members {
+                    for s in store.series(Some(m.id), Some(name)).await? {
+                        let rows = rows_of(store, &s, spec, step).await?;
+                        let key = (s.name, s.labels);
+                        match by_key.iter_mut().find(|(k, _)| *k == key) {
+                            Some((_, v)) => v.push(rows),
+                            None => by_key.push((key, vec![rows])),
+                        }
+                    }
+                }
+                for ((name, labels), rows) in by_key {
+                    out.push(SeriesPoints {
+                        host: format!("group:{group}"),
+                        host_id: None,
+                        name,
+                        labels,
+                        members: Some(rows.len()),
+                        points: aggregate(&rows, *agg),
+                    });
+                }
+            }
+        }
+    }
+    Ok(QueryResult {
+        step,
+        from: spec.from,
+        to: spec.to,
+        series: out,
+    })
+}
