@@ -34,6 +34,7 @@ pub struct ServerMetrics {
     pub batches: Counter,
     pub batches_duplicate: Counter,
     pub buckets_stored: Counter,
+    pub log_records: Counter,
     pub buckets_rejected_non_finite: Counter,
     pub buckets_rejected_time: Counter,
     pub buckets_rejected_step: Counter,

@@ -89,7 +89,10 @@ impl Ingestor {
                 series.push((s.key, keep));
             }
         }
-        let outcome = self.store.commit_batch(host_id, &batch.id, &series).await?;
+        let outcome = self
+            .store
+            .commit_batch(host_id, &batch.id, &series, &batch.logs)
+            .await?;
         self.metrics.batches.inc();
         if outcome.duplicate {
             self.metrics.batches_duplicate.inc();
@@ -100,6 +103,7 @@ impl Ingestor {
             });
         }
         self.metrics.buckets_stored.add(outcome.stored);
+        self.metrics.log_records.add(outcome.logs);
         let touched = series
             .into_iter()
             .map(|(k, b)| {

@@ -1,6 +1,7 @@
 //! Series and their points, and the batch commit that writes them.
 
 use super::{hosts::touch, now, Result, Store, SERIES_CACHE_MAX};
+use metrolog_protocol::syslog::{LogRecord, LogSource};
 use metrolog_protocol::{BatchId, Bucket, Labels, SeriesKey};
 use serde::Serialize;
 use sqlx::{QueryBuilder, Row, Sqlite};
@@ -12,6 +13,8 @@ pub struct CommitOutcome {
     pub duplicate: bool,
     /// Buckets written.
     pub stored: u64,
+    /// Log records written.
+    pub logs: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -45,6 +48,7 @@ impl Store {
         host_id: i64,
         batch: &BatchId,
         series: &[(SeriesKey, Vec<Bucket>)],
+        logs: &[LogRecord],
     ) -> Result<CommitOutcome> {
         let _w = self.write.lock().await;
         let t = now();
@@ -61,6 +65,7 @@ impl Store {
                 return Ok(CommitOutcome {
                     duplicate: true,
                     stored: 0,
+                    logs: 0,
                 });
             }
         }
@@ -114,6 +119,9 @@ impl Store {
             });
             q.build().execute(&mut *tx).await?;
         }
+        if !logs.is_empty() {
+            super::logs::insert_tx(&mut tx, Some(host_id), logs, LogSource::Agent).await?;
+        }
         sqlx::query("UPDATE hosts SET batch_stream = ?, batch_seq = ? WHERE id = ?")
             .bind(&batch.stream)
             .bind(batch.seq as i64)
@@ -131,6 +139,7 @@ impl Store {
         Ok(CommitOutcome {
             duplicate: false,
             stored: rows.len() as u64,
+            logs: logs.len() as u64,
         })
     }
 
@@ -287,15 +296,16 @@ mod tests {
             seq: 1,
         };
         let data = vec![(key.clone(), vec![bucket(10, 1.0), bucket(20, 2.0)])];
-        let first = store.commit_batch(host, &id, &data).await.unwrap();
+        let first = store.commit_batch(host, &id, &data, &[]).await.unwrap();
         assert_eq!(
             first,
             CommitOutcome {
                 duplicate: false,
-                stored: 2
+                stored: 2,
+                logs: 0
             }
         );
-        let again = store.commit_batch(host, &id, &data).await.unwrap();
+        let again = store.commit_batch(host, &id, &data, &[]).await.unwrap();
         assert!(again.duplicate);
         let series = store.series(Some(host), Some("cpu.*")).await.unwrap();
         assert_eq!(series.len(), 1);
@@ -309,7 +319,7 @@ mod tests {
         let next = vec![(key, vec![bucket(30, 3.0)])];
         assert!(
             !store
-                .commit_batch(host, &id2, &next)
+                .commit_batch(host, &id2, &next, &[])
                 .await
                 .unwrap()
                 .duplicate

@@ -8,6 +8,7 @@
 
 mod auth;
 mod hosts;
+pub mod logs;
 mod metrics;
 
 pub use auth::{SessionRow, TokenRow, UserRow};
