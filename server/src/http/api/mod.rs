@@ -1,6 +1,7 @@
 //! The JSON API under `/api/v1`: operator endpoints and the agent protocol.
 
 mod agent;
+mod graph;
 pub mod hosts;
 mod metrics;
 
@@ -17,6 +18,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .merge(hosts::router())
         .merge(metrics::router())
+        .merge(graph::router())
         .merge(agent::router())
         // The limit applies to the decompressed body, so a small zstd bomb
         // cannot expand past it.

@@ -1,0 +1,62 @@
+//! Threshold lines: the finite bounds of a rule's Nagios ranges (`10`,
+//! `10:`, `~:10`, `10:20`, `@10:20`), drawn where an alarm would change state.
+
+/// How serious crossing a line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Warning,
+    Critical,
+}
+
+/// One horizontal line on a graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Threshold {
+    pub value: f64,
+    pub level: Level,
+}
+
+/// The bounds of a Nagios range worth drawing: the explicit finite ones. The
+/// implicit start of `10` (which means `0:10`) is left out, so a plain upper
+/// limit draws one line. `None` when the text is not a range.
+pub fn range_bounds(text: &str) -> Option<Vec<f64>> {
+    let t = text.trim();
+    let t = t.strip_prefix('@').unwrap_or(t);
+    let num = |s: &str| -> Option<Option<f64>> {
+        let s = s.trim();
+        if s.is_empty() || s == "~" {
+            return Some(None);
+        }
+        let v: f64 = s.parse().ok()?;
+        v.is_finite().then_some(Some(v))
+    };
+    let (lo, hi) = match t.split_once(':') {
+        Some((lo, hi)) => (num(lo)?, num(hi)?),
+        None if t.is_empty() => return None,
+        None => (None, num(t)?),
+    };
+    if let (Some(a), Some(b)) = (lo, hi) {
+        if a > b {
+            return None;
+        }
+    }
+    Some(lo.into_iter().chain(hi).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nagios_ranges() {
+        assert_eq!(range_bounds("80"), Some(vec![80.0]));
+        assert_eq!(range_bounds("~:80"), Some(vec![80.0]));
+        assert_eq!(range_bounds("10:"), Some(vec![10.0]));
+        assert_eq!(range_bounds("10:20"), Some(vec![10.0, 20.0]));
+        assert_eq!(range_bounds("@10:20"), Some(vec![10.0, 20.0]));
+        assert_eq!(range_bounds("-5.5:~"), Some(vec![-5.5]));
+        assert_eq!(range_bounds("20:10"), None);
+        assert_eq!(range_bounds("abc"), None);
+        assert_eq!(range_bounds(""), None);
+        assert_eq!(range_bounds("inf"), None);
+    }
+}

@@ -1,0 +1,366 @@
+//! `GET /api/v1/graph.png` and `GET /api/v1/graph.svg`: the selectors of
+//! `/api/v1/query` drawn as a picture, with min–max bands for coarse archives
+//! and the threshold lines of matching rules. Rendering runs on the blocking
+//! pool.
+//!
+//! Extra parameters: `width`, `height`, `title`, `utc_offset` (minutes east
+//! of UTC for the time labels, default 0) and, with `group`, `per_host=1` for
+//! one line per member instead of the aggregate.
+
+use super::metrics::query_pairs;
+use crate::graph::{self, Graph, Level, Line, Threshold, Unit};
+use crate::http::auth::Operator;
+use crate::http::error::{ApiResult, AppError};
+use crate::http::AppState;
+use crate::query::{self, Cf, QueryResult, QuerySpec, SeriesPoints, Target, BASE_STEP};
+use crate::store::{now, HostFilter};
+use axum::extract::{RawQuery, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use std::collections::BTreeSet;
+
+pub const WIDTHS: std::ops::RangeInclusive<u32> = 50..=4000;
+pub const HEIGHTS: std::ops::RangeInclusive<u32> = 20..=2000;
+/// Most member lines drawn with `per_host=1`.
+const MAX_MEMBER_LINES: usize = 50;
+const EXTRA: &[&str] = &["width", "height", "title", "utc_offset", "per_host"];
+
+pub fn router() -> Router<AppState> {
+    graph::init();
+    Router::new()
+        .route("/api/v1/graph.png", get(png))
+        .route("/api/v1/graph.svg", get(svg))
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    Png,
+    Svg,
+}
+
+async fn png(op: Operator, state: State<AppState>, raw: RawQuery) -> ApiResult<Response> {
+    respond(op, state, raw, Format::Png).await
+}
+
+async fn svg(op: Operator, state: State<AppState>, raw: RawQuery) -> ApiResult<Response> {
+    respond(op, state, raw, Format::Svg).await
+}
+
+/// The picture's own parameters, next to the query's.
+#[derive(Debug)]
+struct Look {
+    width: u32,
+    height: u32,
+    title: Option<String>,
+    utc_offset: i32,
+    per_host: bool,
+}
+
+fn parse_look(pairs: &[(String, String)]) -> ApiResult<Look> {
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .rev()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let size = |k: &str, default: u32, range: &std::ops::RangeInclusive<u32>| -> ApiResult<u32> {
+        match get(k) {
+            None | Some("") => Ok(default),
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| range.contains(n))
+                .ok_or_else(|| {
+                    AppError::BadRequest(format!(
+                        "{k} {v:?} must be a whole number of pixels from {} to {}",
+                        range.start(),
+                        range.end()
+                    ))
+                }),
+        }
+    };
+    let utc_offset = match get("utc_offset") {
+        None | Some("") => 0,
+        Some(v) => v
+            .parse::<i32>()
+            .ok()
+            .filter(|m| (-1440..=1440).contains(m))
+            .ok_or_else(|| {
+                AppError::BadRequest(format!(
+                    "utc_offset {v:?} must be minutes east of UTC, from -1440 to 1440"
+                ))
+            })?,
+    };
+    let per_host = match get("per_host") {
+        None | Some("" | "0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(v) => return Err(AppError::BadRequest(format!("per_host {v:?}: use 1 or 0"))),
+    };
+    Ok(Look {
+        width: size("width", 800, &WIDTHS)?,
+        height: size("height", 300, &HEIGHTS)?,
+        title: get("title")
+            .map(str::to_string)
+            .filter(|t| !t.trim().is_empty()),
+        utc_offset: utc_offset * 60,
+        per_host,
+    })
+}
+
+async fn respond(
+    _op: Operator,
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    format: Format,
+) -> ApiResult<Response> {
+    let now = now();
+    let pairs = query_pairs(raw.as_deref())?;
+    let spec = QuerySpec::parse(&pairs, now, EXTRA)?;
+    let look = parse_look(&pairs)?;
+    if look.per_host && !matches!(spec.target, Target::Group { .. }) {
+        return Err(AppError::BadRequest(
+            "per_host applies to `group` graphs".into(),
+        ));
+    }
+    let g = build(&state, &spec, &look, now).await?;
+    let (body, mime) = tokio::task::spawn_blocking(move || match format {
+        Format::Png => graph::render_png(&g).map(|b| (b, "image/png")),
+        Format::Svg => graph::render_svg(&g).map(|s| (s.into_bytes(), "image/svg+xml")),
+    })
+    .await
+    .map_err(|e| AppError::Internal(format!("graph task: {e}")))?
+    .map_err(|e| AppError::Internal(e.to_string()))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, mime),
+            (header::CACHE_CONTROL, "private, max-age=10"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            // An SVG opened on its own is a document: let it run nothing.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'",
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// Queries the data and assembles what the picture shows.
+async fn build(state: &AppState, spec: &QuerySpec, look: &Look, now: i64) -> ApiResult<Graph> {
+    let mut result = if look.per_host {
+        per_member(state, spec, now).await?
+    } else {
+        query::run(&state.store, spec, now).await?
+    };
+    // Coarse rows hide peaks: draw the range each row spanned.
+    let bands = result.step > BASE_STEP && spec.cf == Cf::Avg && !look.per_host;
+    let (mins, maxs) = if bands && !result.series.is_empty() {
+        let at = |cf| QuerySpec {
+            cf,
+            step: Some(result.step),
+            ..spec.clone()
+        };
+        (
+            Some(query::run(&state.store, &at(Cf::Min), now).await?),
+            Some(query::run(&state.store, &at(Cf::Max), now).await?),
+        )
+    } else {
+        (None, None)
+    };
+    let names: Vec<&str> = if result.series.is_empty() {
+        spec.names.iter().map(String::as_str).collect()
+    } else {
+        result.series.iter().map(|s| s.name.as_str()).collect()
+    };
+    let unit = Unit::common(names.iter().copied());
+    let thresholds = thresholds(state, spec, &result, &names).await?;
+    let hosts: BTreeSet<&str> = result.series.iter().map(|s| s.host.as_str()).collect();
+    let show_host = hosts.len() > 1;
+    let lines = std::mem::take(&mut result.series)
+        .into_iter()
+        .map(|s| {
+            let band = match (&mins, &maxs) {
+                (Some(lo), Some(hi)) => match (find(lo, &s), find(hi, &s)) {
+                    (Some(lo), Some(hi)) => Some(
+                        s.points
+                            .iter()
+                            .map(|&(t, _)| (t, value_at(lo, t), value_at(hi, t)))
+                            .collect(),
+                    ),
+                    _ => None,
+                },
+                _ => None,
+            };
+            Line {
+                label: label(spec, &s, show_host),
+                points: s.points,
+                band,
+            }
+        })
+        .collect();
+    Ok(Graph {
+        title: look.title.clone(),
+        width: look.width,
+        height: look.height,
+        from: result.from,
+        to: result.to,
+        step: result.step,
+        unit,
+        lines,
+        thresholds,
+        utc_offset: look.utc_offset,
+    })
+}
+
+/// One query per member of the group, each line labelled with its host.
+async fn per_member(state: &AppState, spec: &QuerySpec, now: i64) -> ApiResult<QueryResult> {
+    let Target::Group { group, .. } = &spec.target else {
+        unreachable!("checked by the caller");
+    };
+    let members = state
+        .store
+        .hosts(&HostFilter {
+            group: Some(group.clone()),
+            state: None,
+        })
+        .await?;
+    let mut out: Option<QueryResult> = None;
+    for m in members {
+        let one = QuerySpec {
+            target: Target::Host(m.id.to_string()),
+            ..spec.clone()
+        };
+        let r = query::run(&state.store, &one, now).await?;
+        match &mut out {
+            None => out = Some(r),
+            Some(o) => o.series.extend(r.series),
+        }
+        if out
+            .as_ref()
+            .is_some_and(|o| o.series.len() >= MAX_MEMBER_LINES)
+        {
+            break;
+        }
+    }
+    Ok(match out {
+        Some(mut o) => {
+            o.series.truncate(MAX_MEMBER_LINES);
+            o
+        }
+        None => QueryResult {
+            step: spec.effective_step(now),
+            from: spec.from,
+            to: spec.to,
+            series: Vec::new(),
+        },
+    })
+}
+
+fn find<'a>(r: &'a QueryResult, s: &SeriesPoints) -> Option<&'a SeriesPoints> {
+    r.series
+        .iter()
+        .find(|o| o.host == s.host && o.name == s.name && o.labels == s.labels)
+}
+
+fn value_at(s: &SeriesPoints, t: i64) -> Option<f64> {
+    s.points
+        .binary_search_by_key(&t, |p| p.0)
+        .ok()
+        .and_then(|i| s.points[i].1)
+}
+
+/// `name{k="v"}`, with the host in front when several are shown and the
+/// aggregation for a group.
+fn label(spec: &QuerySpec, s: &SeriesPoints, show_host: bool) -> String {
+    let mut out = String::new();
+    if let Target::Group { agg, .. } = &spec.target {
+        if s.members.is_some() {
+            out.push_str(&format!("{agg:?} ").to_lowercase());
+        }
+    }
+    if show_host {
+        out.push_str(&s.host);
+        out.push(' ');
+    }
+    out.push_str(&s.name);
+    if !s.labels.is_empty() {
+        let inner: Vec<String> = s
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{v}\""))
+            .collect();
+        out.push_str(&format!("{{{}}}", inner.join(",")));
+    }
+    if let Some(n) = s.members {
+        out.push_str(&format!(" ({n} hosts)"));
+    }
+    out
+}
+
+/// Threshold lines of the `[[rules]]` of kind threshold whose metric is one
+/// of the series shown and whose scope (host or group) covers them.
+async fn thresholds(
+    state: &AppState,
+    spec: &QuerySpec,
+    result: &QueryResult,
+    names: &[&str],
+) -> ApiResult<Vec<Threshold>> {
+    let rules: Vec<_> = state
+        .config
+        .file
+        .rules
+        .iter()
+        // `RuleKind` is not exported by `config`; its Debug name is stable.
+        .filter(|r| format!("{:?}", r.kind) == "Threshold")
+        .filter(|r| r.metric.as_deref().is_some_and(|m| names.contains(&m)))
+        .collect();
+    if rules.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Hostnames and groups of what is drawn, for scoped rules.
+    let mut hostnames = BTreeSet::new();
+    let mut groups = BTreeSet::new();
+    match &spec.target {
+        Target::Group { group, .. } => {
+            groups.insert(group.clone());
+        }
+        Target::Host(_) => {
+            let ids: BTreeSet<i64> = result.series.iter().filter_map(|s| s.host_id).collect();
+            for id in ids {
+                if let Some(h) = state.store.host(id).await? {
+                    hostnames.insert(h.hostname);
+                    groups.extend(h.group);
+                }
+            }
+        }
+    }
+    let mut out: Vec<Threshold> = Vec::new();
+    for r in rules {
+        if let Some(h) = &r.host {
+            if !hostnames.contains(h) {
+                continue;
+            }
+        }
+        if let Some(g) = &r.group {
+            if !groups.contains(g) {
+                continue;
+            }
+        }
+        for (text, level) in [(&r.warning, Level::Warning), (&r.critical, Level::Critical)] {
+            let Some(bounds) = text.as_deref().and_then(graph::range_bounds) else {
+                continue;
+            };
+            for value in bounds {
+                let t = Threshold { value, level };
+                if !out.contains(&t) {
+                    out.push(t);
+                }
+            }
+        }
+    }
+    Ok(out)
+}

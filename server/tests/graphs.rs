@@ -1,0 +1,322 @@
+//! Router tests for the graphs (`/api/v1/graph.png`, `/api/v1/graph.svg`) and
+//! the host and group dashboard pages, on a fresh SQLite database, no socket.
+
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use metrolog_protocol::{Batch, BatchId, Bucket, EnrollRequest, Labels, SeriesBuckets, SeriesKey};
+use metrolog_server::auth::{new_token, token_hash};
+use metrolog_server::config::{FileConfig, Overrides, ServerConfig};
+use metrolog_server::graph::png::dimensions;
+use metrolog_server::http::{app, AppState};
+use metrolog_server::store::Store;
+use metrolog_server::telemetry::ServerMetrics;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+struct TestApp {
+    router: Router,
+    viewer: String,
+    enroll: String,
+    _dir: tempfile::TempDir,
+}
+
+const RULES: &str = r#"
+[[rules]]
+name = "cpu-high"
+kind = "threshold"
+metric = "cpu.busy_pct"
+warning = "~:80"
+critical = "~:95"
+"#;
+
+async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let over = Overrides {
+        data_dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    };
+    let config = ServerConfig::merge(&over, FileConfig::parse(RULES).unwrap()).unwrap();
+    let store = Arc::new(Store::open(&config.database_url).await.unwrap());
+    metrolog_server::bootstrap::run(&store, Some("s3cret-pass".into()), None)
+        .await
+        .unwrap();
+    let mut tokens = Vec::new();
+    for role in ["viewer", "enroll"] {
+        let t = new_token();
+        store
+            .insert_token(role, role, &token_hash(t.expose()), None)
+            .await
+            .unwrap();
+        tokens.push(t.expose().to_string());
+    }
+    let state = AppState::new(store, Arc::new(config), Arc::new(ServerMetrics::default()));
+    let router = app(state).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 4000))));
+    TestApp {
+        router,
+        viewer: tokens[0].clone(),
+        enroll: tokens[1].clone(),
+        _dir: dir,
+    }
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    fn header(&self, name: header::HeaderName) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+impl TestApp {
+    async fn send(&self, req: Request<Body>) -> Resp {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> Resp {
+        let mut b = Request::get(path);
+        if let Some(t) = token {
+            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        self.send(b.body(Body::empty()).unwrap()).await
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Vec<u8>, zstd: bool) -> Resp {
+        let mut b = Request::post(path)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json");
+        if zstd {
+            b = b.header(header::CONTENT_ENCODING, "zstd");
+        }
+        self.send(b.body(Body::from(body)).unwrap()).await
+    }
+
+    /// Enrolls an agent and returns (host id, agent token).
+    async fn enroll(&self, hostname: &str, group: &str) -> (i64, String) {
+        let req = EnrollRequest {
+            hostname: hostname.into(),
+            instance_id: None,
+            group: Some(group.into()),
+            labels: Labels::new(),
+            agent_version: "test".into(),
+        };
+        let r = self
+            .post(
+                "/api/v1/agent/enroll",
+                &self.enroll,
+                serde_json::to_vec(&req).unwrap(),
+                false,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        (
+            v["host_id"].as_i64().unwrap(),
+            v["agent_token"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Ships an hour of 10 s buckets of `name`, with a gap in the middle.
+    async fn feed(&self, token: &str, name: &str, base: f64) {
+        let t0 = (now() / 10) * 10 - 3600;
+        let buckets = (0..360)
+            .filter(|i| !(150..180).contains(i))
+            .map(|i| {
+                let v = base + (f64::from(i) / 10.0).sin() * 10.0;
+                Bucket {
+                    ts: t0 + i64::from(i) * 10,
+                    avg: v,
+                    min: v - 2.0,
+                    max: v + 2.0,
+                    last: v,
+                    count: 10,
+                }
+            })
+            .collect();
+        let batch = Batch {
+            id: BatchId {
+                stream: format!("graphs-{name}-{base}"),
+                seq: 1,
+            },
+            sent_at: now(),
+            logs: Vec::new(),
+            metrics: vec![SeriesBuckets {
+                key: SeriesKey::new(name, Labels::new()).unwrap(),
+                step: 10,
+                buckets,
+            }],
+        };
+        let raw = serde_json::to_vec(&batch).unwrap();
+        let body = zstd::encode_all(&raw[..], 3).unwrap();
+        let r = self.post("/api/v1/agent/batch", token, body, true).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+#[tokio::test]
+async fn png_has_the_asked_size_and_cache_headers() {
+    let app = spawn_app().await;
+    let (_, token) = app.enroll("web-1", "web").await;
+    app.feed(&token, "cpu.busy_pct", 40.0).await;
+    for (w, h) in [(800, 300), (160, 40)] {
+        let r = app
+            .get(
+                &format!("/api/v1/graph.png?host=web-1&name=cpu.busy_pct&width={w}&height={h}"),
+                Some(&app.viewer),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(r.header(header::CONTENT_TYPE), "image/png");
+        assert_eq!(r.header(header::CACHE_CONTROL), "private, max-age=10");
+        assert_eq!(dimensions(&r.body), Some((w, h)));
+    }
+}
+
+#[tokio::test]
+async fn svg_overlays_names_with_legend_thresholds_and_bands() {
+    let app = spawn_app().await;
+    let (_, token) = app.enroll("web-1", "web").await;
+    app.feed(&token, "cpu.busy_pct", 40.0).await;
+    app.feed(&token, "cpu.user_pct", 20.0).await;
+    // One day: 1 min rows, so the min–max band is drawn.
+    let r = app
+        .get(
+            "/api/v1/graph.svg?host=web-1&name=cpu.busy_pct&name=cpu.user_pct&from=-1d&title=CPU",
+            Some(&app.viewer),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.header(header::CONTENT_TYPE), "image/svg+xml");
+    let svg = r.text();
+    assert!(svg.contains("cpu.busy_pct") && svg.contains("cpu.user_pct"));
+    assert!(svg.contains("<polygon"), "band missing");
+    // The rule's threshold is near the data (max 50 %): 80 % is drawn.
+    assert!(svg.contains("warning 80 %"), "{svg}");
+    assert!(svg.contains(">\nCPU\n</text>"));
+}
+
+#[tokio::test]
+async fn group_graphs_aggregate_or_split_per_member() {
+    let app = spawn_app().await;
+    for (i, name) in ["web-1", "web-2"].iter().enumerate() {
+        let (_, token) = app.enroll(name, "web").await;
+        app.feed(&token, "cpu.busy_pct", 20.0 * (i + 1) as f64)
+            .await;
+    }
+    let r = app
+        .get(
+            "/api/v1/graph.svg?group=web&agg=max&name=cpu.busy_pct",
+            Some(&app.viewer),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(
+        r.text().contains("max cpu.busy_pct (2 hosts)"),
+        "{}",
+        r.text()
+    );
+    let r = app
+        .get(
+            "/api/v1/graph.svg?group=web&name=cpu.busy_pct&per_host=1",
+            Some(&app.viewer),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let svg = r.text();
+    assert!(svg.contains("web-1 cpu.busy_pct") && svg.contains("web-2 cpu.busy_pct"));
+}
+
+#[tokio::test]
+async fn bad_parameters_are_400_and_no_auth_is_401() {
+    let app = spawn_app().await;
+    let (_, token) = app.enroll("web-1", "web").await;
+    app.feed(&token, "cpu.busy_pct", 40.0).await;
+    let base = "/api/v1/graph.png?host=web-1&name=cpu.busy_pct";
+    for bad in [
+        "&width=10",
+        "&width=100000",
+        "&height=0",
+        "&height=abc",
+        "&cf=median",
+        "&utc_offset=5000",
+        "&per_host=1",
+        "&from=-1h&to=-2h",
+        "&colour=red",
+    ] {
+        let r = app.get(&format!("{base}{bad}"), Some(&app.viewer)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text());
+        assert!(r.text().contains("\"bad_request\""), "{bad}: {}", r.text());
+    }
+    let r = app.get(base, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = app
+        .get("/api/v1/graph.svg?host=nope&name=x", Some(&app.viewer))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // A series that does not exist (yet) is an empty graph, not an error.
+    let r = app
+        .get(
+            "/api/v1/graph.svg?host=web-1&name=disk.used_pct",
+            Some(&app.viewer),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text().contains("no data in this range"));
+}
+
+#[tokio::test]
+async fn hostile_titles_and_hostnames_are_escaped_in_svg() {
+    let app = spawn_app().await;
+    let evil = "<script>alert(1)</script>";
+    let (id, token) = app.enroll(evil, "web").await;
+    app.feed(&token, "cpu.busy_pct", 40.0).await;
+    let title = "%3Csvg%20onload%3Dalert(1)%3E%22%26%01";
+    let r = app
+        .get(
+            &format!("/api/v1/graph.svg?host={id}&group=&name=cpu.busy_pct&title={title}")
+                .replace("&group=", ""),
+            Some(&app.viewer),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let svg = r.text();
+    assert!(
+        svg.contains("&lt;svg onload=alert(1)&gt;&quot;&amp;"),
+        "{svg}"
+    );
+    assert!(!svg.contains("<svg onload") && !svg.contains('\u{1}'));
+    assert!(r
+        .header(header::CONTENT_SECURITY_POLICY)
+        .contains("default-src 'none'"));
+}
