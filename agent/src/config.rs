@@ -190,9 +190,9 @@ impl MetricsConfig {
     }
 }
 
-/// `[logs]` (tailing and the local receiver land in a later release; the keys are
-/// parsed and validated already).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+/// `[logs]`: files tailed, the local syslog receiver and the filters at the
+/// source (see `docs/agent-logs.md`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogsConfig {
     /// `[[logs.files]]`
@@ -201,21 +201,87 @@ pub struct LogsConfig {
     pub syslog: SyslogConfig,
     /// `[logs.filter]`
     pub filter: LogFilterConfig,
+    /// Longer lines are split into pieces of at most this size, each marked
+    /// truncated (default 64KiB, as the server's receivers).
+    #[serde(with = "serde_size")]
+    pub max_line_bytes: u64,
+    /// How often tailed files are checked for new lines, new files and
+    /// rotation (default 250ms).
+    #[serde(with = "serde_duration")]
+    pub poll_interval: Duration,
+    /// Log records read but not yet acknowledged by the server, at most
+    /// (default 32MiB). When full, files are not read further (they wait on
+    /// disk) and the local receiver drops and counts.
+    #[serde(with = "serde_size")]
+    pub max_backlog_bytes: u64,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        Self {
+            files: Vec::new(),
+            syslog: SyslogConfig::default(),
+            filter: LogFilterConfig::default(),
+            max_line_bytes: 64 << 10,
+            poll_interval: Duration::from_millis(250),
+            max_backlog_bytes: 32 << 20,
+        }
+    }
 }
 
 impl LogsConfig {
+    /// Whether anything reads logs at all.
+    pub fn enabled(&self) -> bool {
+        !self.files.is_empty() || self.syslog.unix.is_some() || self.syslog.udp.is_some()
+    }
+
     fn validate(&self, errs: &mut ConfigErrors) {
         for (i, f) in self.files.iter().enumerate() {
+            let at = format!("logs.files[{i}]");
             if f.path.trim().is_empty() {
-                errs.push(format!("logs.files[{i}].path"), "is missing or empty");
+                errs.push(format!("{at}.path"), "is missing or empty");
+            } else if !f.path.starts_with('/') {
+                errs.push(
+                    format!("{at}.path"),
+                    format!("{:?} must be an absolute path or glob", f.path),
+                );
+            } else if let Err(e) = glob::Pattern::new(&f.path) {
+                errs.push(
+                    format!("{at}.path"),
+                    format!("{:?} is not a glob: {e}", f.path),
+                );
+            }
+            if let Some(app) = &f.app {
+                if app.trim().is_empty() || app.len() > 48 || app.chars().any(char::is_whitespace) {
+                    errs.push(
+                        format!("{at}.app"),
+                        format!(
+                            "{app:?} must be 1 to 48 bytes without spaces (an RFC 5424 APP-NAME)"
+                        ),
+                    );
+                }
+            }
+            if let Some(tz) = &f.timezone {
+                if let Err(e) = parse_utc_offset(tz) {
+                    errs.push(format!("{at}.timezone"), e);
+                }
             }
         }
         if let Some(udp) = &self.syslog.udp {
-            if udp.parse::<std::net::SocketAddr>().is_err() {
-                errs.push(
+            match udp.parse::<std::net::SocketAddr>() {
+                Err(_) => errs.push(
                     "logs.syslog.udp",
                     format!("{udp:?} is not an address such as \"127.0.0.1:5140\""),
-                );
+                ),
+                Ok(a) if !a.ip().is_loopback() => errs.push(
+                    "logs.syslog.udp",
+                    format!(
+                        "{udp:?} is not a loopback address: the agent's receiver is for local \
+                         applications only (use 127.0.0.1 or [::1]; remote senders log to the \
+                         server's syslog receiver)"
+                    ),
+                ),
+                Ok(_) => {}
             }
         }
         if let Some(unix) = &self.syslog.unix {
@@ -236,27 +302,77 @@ impl LogsConfig {
                         format!("logs.filter.{key}[{i}]"),
                         "empty pattern matches every line",
                     );
+                } else if let Err(e) = regex::Regex::new(re) {
+                    errs.push(
+                        format!("logs.filter.{key}[{i}]"),
+                        format!("{re:?} is not a valid regex: {}", one_line(&e)),
+                    );
                 }
             }
         }
+        for (i, app) in self.filter.apps.iter().enumerate() {
+            if app.trim().is_empty() {
+                errs.push(format!("logs.filter.apps[{i}]"), "is empty");
+            }
+        }
+        if !(1024..=(1 << 20)).contains(&self.max_line_bytes) {
+            errs.push("logs.max_line_bytes", "must be between 1KiB and 1MiB");
+        }
+        if self.poll_interval < Duration::from_millis(10)
+            || self.poll_interval > Duration::from_secs(10)
+        {
+            errs.push("logs.poll_interval", "must be between 10ms and 10s");
+        }
+        if self.max_backlog_bytes < (1 << 20) {
+            errs.push("logs.max_backlog_bytes", "must be at least 1MiB");
+        }
     }
+}
+
+/// Reads a fixed UTC offset: `UTC`, `Z`, `+02:00`, `-0530`.
+pub fn parse_utc_offset(text: &str) -> Result<chrono::FixedOffset, String> {
+    let bad = || format!("{text:?} is not a UTC offset such as \"UTC\", \"+02:00\" or \"-05:30\"");
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("utc") || t == "Z" {
+        return chrono::FixedOffset::east_opt(0).ok_or_else(bad);
+    }
+    let (sign, rest) = match t.as_bytes().first() {
+        Some(b'+') => (1, &t[1..]),
+        Some(b'-') => (-1, &t[1..]),
+        _ => return Err(bad()),
+    };
+    let digits: String = rest.chars().filter(|c| *c != ':').collect();
+    if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let hours: i32 = digits[..2].parse().map_err(|_| bad())?;
+    let minutes: i32 = digits[2..].parse().map_err(|_| bad())?;
+    if hours > 23 || minutes > 59 {
+        return Err(bad());
+    }
+    chrono::FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60)).ok_or_else(bad)
 }
 
 /// One `[[logs.files]]` entry.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogFileConfig {
-    /// A path or glob (`/var/log/nginx/*.log`).
+    /// An absolute path or glob (`/var/log/nginx/*.log`).
     pub path: String,
     /// app_name for lines that carry none.
     pub app: Option<String>,
+    /// UTC offset of timestamps written without one (`"+02:00"`); UTC when
+    /// absent. A fixed offset, not a zone: see `docs/agent-logs.md`.
+    pub timezone: Option<String>,
 }
 
 /// `[logs.syslog]`: the local receiver applications log to.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SyslogConfig {
+    /// Unix datagram socket (as `/dev/log`), created mode 0666.
     pub unix: Option<PathBuf>,
+    /// UDP address; loopback only.
     pub udp: Option<String>,
 }
 
@@ -265,10 +381,11 @@ pub struct SyslogConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct LogFilterConfig {
     /// Least severe level kept (`emerg` … `debug`); everything when absent.
+    /// Lines without a priority count as `notice`.
     pub min_severity: Option<Severity>,
-    /// Keep only lines matching one of these regexes (all when empty).
+    /// Keep only lines whose message matches one of these regexes (all when empty).
     pub include: Vec<String>,
-    /// Drop lines matching one of these regexes.
+    /// Drop lines whose message matches one of these regexes.
     pub exclude: Vec<String>,
     /// Keep only these app names (all when empty).
     pub apps: Vec<String>,
@@ -290,6 +407,14 @@ pub enum Severity {
     Notice,
     Info,
     Debug,
+}
+
+impl Severity {
+    /// The same level as the syslog layer's type.
+    pub fn level(self) -> metrolog_protocol::syslog::Severity {
+        metrolog_protocol::syslog::Severity::from_u8(self as u8)
+            .unwrap_or(metrolog_protocol::syslog::Severity::Debug)
+    }
 }
 
 /// One `[[checks]]` entry: a Nagios plugin run on an interval (a later release runs them).
@@ -529,11 +654,40 @@ fn parse_logs(value: toml::Value, errs: &mut ConfigErrors) -> LogsConfig {
             "files" => logs.files = array(&path, value, errs).unwrap_or_default(),
             "syslog" => logs.syslog = section(&path, value, errs).unwrap_or_default(),
             "filter" => logs.filter = section(&path, value, errs).unwrap_or_default(),
-            _ => errs.push(path, "unknown key (expected files, syslog or filter)"),
+            "max_line_bytes" => {
+                if let Some(Size(v)) = field(&path, value, errs) {
+                    logs.max_line_bytes = v;
+                }
+            }
+            "max_backlog_bytes" => {
+                if let Some(Size(v)) = field(&path, value, errs) {
+                    logs.max_backlog_bytes = v;
+                }
+            }
+            "poll_interval" => {
+                if let Some(Dur(v)) = field(&path, value, errs) {
+                    logs.poll_interval = v;
+                }
+            }
+            _ => errs.push(
+                path,
+                "unknown key (expected files, syslog, filter, max_line_bytes, \
+                 max_backlog_bytes or poll_interval)",
+            ),
         }
     }
     logs
 }
+
+/// A size key read alone (`"64KiB"` or bytes).
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct Size(#[serde(with = "serde_size")] u64);
+
+/// A duration key read alone (`"250ms"`).
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct Dur(#[serde(with = "serde_duration")] Duration);
 
 /// Reads one value, recording an error under `key` when it does not fit.
 fn field<T: DeserializeOwned>(key: &str, value: toml::Value, errs: &mut ConfigErrors) -> Option<T> {
@@ -969,6 +1123,62 @@ ship_interval = "30s"
         let errs = load(flags, Overrides::default()).unwrap_err();
         let keys: Vec<&str> = errs.0.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(keys, ["labels", "metrics.ship_interval"]);
+    }
+
+    #[test]
+    fn logs_keys_are_checked() {
+        let text = r#"
+server = "http://a:1"
+[logs]
+max_line_bytes = "128KiB"
+poll_interval = "100ms"
+[[logs.files]]
+path = "relative/*.log"
+[[logs.files]]
+path = "/var/log/app.log"
+timezone = "+25:00"
+[logs.syslog]
+udp = "0.0.0.0:5140"
+unix = "/run/x.sock"
+[logs.filter]
+include = ["(unclosed"]
+"#;
+        let cfg = merge(Overrides::default(), FileConfig::parse(text).unwrap()).unwrap();
+        assert_eq!(cfg.logs.max_line_bytes, 128 << 10);
+        assert_eq!(cfg.logs.poll_interval, Duration::from_millis(100));
+        let errs = cfg.validate().unwrap_err();
+        let keys: Vec<&str> = errs.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "logs.files[0].path",
+                "logs.files[1].timezone",
+                "logs.syslog.udp",
+                "logs.filter.include[0]"
+            ],
+            "{errs}"
+        );
+        assert!(
+            errs.to_string().contains("not a loopback address"),
+            "{errs}"
+        );
+        for ok in ["127.0.0.1:5140", "[::1]:5140"] {
+            let mut logs = LogsConfig::default();
+            logs.syslog.udp = Some(ok.into());
+            let mut errs = ConfigErrors::default();
+            logs.validate(&mut errs);
+            assert!(errs.is_empty(), "{ok}: {errs}");
+        }
+    }
+
+    #[test]
+    fn utc_offsets() {
+        assert_eq!(parse_utc_offset("UTC").unwrap().local_minus_utc(), 0);
+        assert_eq!(parse_utc_offset("+02:00").unwrap().local_minus_utc(), 7200);
+        assert_eq!(parse_utc_offset("-0530").unwrap().local_minus_utc(), -19800);
+        for bad in ["CET", "+2", "+24:00", "0200"] {
+            assert!(parse_utc_offset(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

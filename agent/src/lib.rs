@@ -15,6 +15,7 @@
 pub mod collect;
 pub mod config;
 pub mod downsample;
+pub mod logs;
 pub mod random;
 pub mod sampler;
 pub mod ship;
@@ -45,6 +46,8 @@ pub enum RunError {
     Random(std::io::Error),
     #[error("{0}")]
     Client(ship::ShipError),
+    #[error(transparent)]
+    Logs(#[from] logs::LogsError),
     #[error("agent task failed: {0}")]
     Task(String),
 }
@@ -104,7 +107,11 @@ pub async fn run(
         ship: config.metrics.ship_interval,
     };
     let (intervals_tx, intervals_rx) = watch::channel(intervals);
-    let outbox = Outbox::new(ship::queue::DEFAULT_CAPACITY);
+    let log_pipeline = logs::LogPipeline::start(&config.logs, &state).await?;
+    let outbox = match &log_pipeline {
+        Some(p) => Outbox::with_listener(ship::queue::DEFAULT_CAPACITY, p.book.clone()),
+        None => Outbox::new(ship::queue::DEFAULT_CAPACITY),
+    };
     let client = Client::new(&config.servers).map_err(RunError::Client)?;
     let shipper = Shipper::new(
         client,
@@ -122,7 +129,11 @@ pub async fn run(
         intervals_tx,
         Backoff::new(backoff::BASE, backoff::MAX, random::Jitter::from_entropy()),
     );
-    let sampler = sampler::Sampler::new(config.procfs.clone(), stream, outbox, intervals_rx);
+    let mut sampler = sampler::Sampler::new(config.procfs.clone(), stream, outbox, intervals_rx);
+    if let Some(p) = &log_pipeline {
+        sampler = sampler.with_logs(p.book.clone());
+    }
+    let mut log_pipeline = log_pipeline;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = watch::channel(false);
@@ -135,11 +146,20 @@ pub async fn run(
         r = &mut shipping => return Err(RunError::Task(format!("shipper stopped: {r:?}"))),
     }
     tracing::info!("shutting down");
-    // The sampler seals its last batch before the shipper is told to drain.
+    // Nothing more is read; the sampler seals its last batch (with every log
+    // record read) before the shipper is told to drain; the offsets the
+    // server acknowledged are saved last.
+    if let Some(p) = &mut log_pipeline {
+        p.pause().await;
+    }
     let _ = stop_tx.send(true);
     let _ = sampling.await;
     let _ = drain_tx.send(true);
-    shipping
+    let shipped = shipping
         .await
-        .map_err(|e| RunError::Task(format!("shipper: {e}")))
+        .map_err(|e| RunError::Task(format!("shipper: {e}")));
+    if let Some(p) = log_pipeline {
+        p.finish().await;
+    }
+    shipped
 }

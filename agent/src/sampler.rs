@@ -2,12 +2,19 @@
 //! into 10 s buckets and, every ship interval, seals the closed buckets into one
 //! batch for the shipper. The first batch is sealed as soon as the first bucket
 //! closes, so a new host shows data within seconds.
+//!
+//! Log records read since the last batch ride in the next one; when more wait
+//! than one batch may carry, they fill several, and a full batch of them is
+//! sealed without waiting for the ship interval.
 
 use crate::collect::Collectors;
 use crate::downsample::Consolidator;
+use crate::logs::LogBook;
 use crate::ship::{Intervals, Outbox};
-use metrolog_protocol::{Batch, BatchId};
+use metrolog_protocol::{Batch, BatchId, Labels, SeriesKey};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -21,6 +28,7 @@ pub struct Sampler {
     last_seal: Option<Instant>,
     outbox: Outbox,
     intervals: watch::Receiver<Intervals>,
+    logs: Option<Arc<LogBook>>,
 }
 
 fn unix_now() -> f64 {
@@ -53,7 +61,14 @@ impl Sampler {
             last_seal: None,
             outbox,
             intervals,
+            logs: None,
         }
+    }
+
+    /// Ships the log records of `book` in this sampler's batches.
+    pub fn with_logs(mut self, book: Arc<LogBook>) -> Self {
+        self.logs = Some(book);
+        self
     }
 
     /// Samples until `stop` turns true, then seals what is closed. The bucket
@@ -77,7 +92,7 @@ impl Sampler {
                 }
             }
         }
-        self.seal(unix_now());
+        self.seal(unix_now(), false);
     }
 
     async fn round(&mut self) {
@@ -112,6 +127,7 @@ impl Sampler {
         for s in &samples.samples {
             self.consolidator.add(&s.key, wall, s.value);
         }
+        self.sample_log_stats(wall);
         let now = unix_now();
         let Intervals { sample, ship } = *self.intervals.borrow();
         // Half a sample interval of slack, so tick jitter does not push a seal
@@ -119,37 +135,67 @@ impl Sampler {
         let due = self
             .last_seal
             .is_none_or(|t| t.elapsed() + sample / 2 >= ship);
-        if due && self.consolidator.has_closed(now) {
-            self.seal(now);
+        let logs_pending = self.logs.as_ref().is_some_and(|b| b.has_pending());
+        if due && (self.consolidator.has_closed(now) || logs_pending) {
+            self.seal(now, false);
+        } else if self.logs.as_ref().is_some_and(|b| b.batch_full()) {
+            self.seal(now, true);
         }
     }
 
-    /// Puts the closed buckets in a batch on the queue.
-    fn seal(&mut self, now: f64) {
-        let metrics = self.consolidator.take_closed(now);
-        if metrics.is_empty() {
-            return;
+    /// The log pipeline's counters, as series of this host (cumulative since
+    /// start, so a rate is one subtraction away).
+    fn sample_log_stats(&mut self, wall: f64) {
+        let Some(book) = &self.logs else { return };
+        let s = &book.stats;
+        let (_, pending, in_flight) = book.sizes();
+        for (name, value) in [
+            ("agent.logs.accepted", s.accepted.load(Ordering::Relaxed)),
+            ("agent.logs.shipped", s.shipped.load(Ordering::Relaxed)),
+            ("agent.logs.filtered", s.filtered.load(Ordering::Relaxed)),
+            ("agent.logs.dropped", s.dropped_full.load(Ordering::Relaxed)),
+            ("agent.logs.lost", s.lost.load(Ordering::Relaxed)),
+            ("agent.logs.backlog_bytes", (pending + in_flight) as u64),
+        ] {
+            if let Ok(key) = SeriesKey::new(name, Labels::new()) {
+                self.consolidator.add(&key, wall, value as f64);
+            }
         }
-        let batch = Batch {
-            id: BatchId {
-                stream: self.stream.clone(),
-                seq: self.next_seq,
-            },
-            sent_at: now as i64,
-            logs: Vec::new(),
-            metrics,
+    }
+
+    /// Puts the closed buckets and the pending log records in batches on the
+    /// queue: one batch, or several when the records do not fit in one. With
+    /// `only_full_logs`, seals only batches the records fill, and no metrics.
+    fn seal(&mut self, now: f64, only_full_logs: bool) {
+        let mut metrics = if only_full_logs {
+            Vec::new()
+        } else {
+            self.consolidator.take_closed(now)
         };
-        self.next_seq += 1;
-        self.last_seal = Some(Instant::now());
-        let (dropped, total) = {
-            let mut q = self.outbox.lock();
-            (q.push(batch), q.dropped())
-        };
-        if let Some(id) = dropped {
-            tracing::warn!(
-                "queue full: dropped the oldest batch {id} ({total} dropped since start)"
-            );
+        loop {
+            let logs = match &self.logs {
+                Some(book) if !only_full_logs || book.batch_full() => {
+                    book.take_batch(self.next_seq)
+                }
+                _ => Vec::new(),
+            };
+            if metrics.is_empty() && logs.is_empty() {
+                return;
+            }
+            let batch = Batch {
+                id: BatchId {
+                    stream: self.stream.clone(),
+                    seq: self.next_seq,
+                },
+                sent_at: now as i64,
+                logs,
+                metrics: std::mem::take(&mut metrics),
+            };
+            self.next_seq += 1;
+            if !only_full_logs {
+                self.last_seal = Some(Instant::now());
+            }
+            self.outbox.push(batch);
         }
-        self.outbox.wake.notify_one();
     }
 }

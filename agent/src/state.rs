@@ -1,5 +1,6 @@
 //! The agent's state directory and what it keeps there: the credential obtained at
-//! enrollment (`credential.json`, mode 0600, replaced atomically).
+//! enrollment (`credential.json`, mode 0600, replaced atomically) and the offsets
+//! of tailed log files (`log-offsets.json`, see `logs::tail`).
 
 use crate::config::Secret;
 use serde::{Deserialize, Serialize};
@@ -112,19 +113,25 @@ impl StateDir {
         }
     }
 
-    /// Stores `cred` so that a crash at any point leaves either the old file or
-    /// the new one: write a temp file (0600), fsync it, rename it over, fsync the dir.
+    /// Stores `cred` (mode 0600) so that a crash at any point leaves either the
+    /// old file or the new one.
     pub fn store_credential(&self, cred: &Credential) -> Result<(), StateError> {
-        let path = self.credential_path();
-        let tmp = self.dir.join(format!("{CREDENTIAL_FILE}.tmp"));
+        let body = serde_json::to_vec_pretty(cred).map_err(|e| StateError::Write {
+            path: self.credential_path(),
+            source: std::io::Error::other(e),
+        })?;
+        self.write_atomic(CREDENTIAL_FILE, &body)
+    }
+
+    /// Replaces `name` in the state directory with `body` (mode 0600), atomically
+    /// and durably: write a temp file, fsync it, rename it over, fsync the dir.
+    pub fn write_atomic(&self, name: &str, body: &[u8]) -> Result<(), StateError> {
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!("{name}.tmp"));
         let werr = |p: &Path| {
             let p = p.to_path_buf();
             move |source| StateError::Write { path: p, source }
         };
-        let body = serde_json::to_vec_pretty(cred).map_err(|e| StateError::Write {
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })?;
         let _ = std::fs::remove_file(&tmp);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -132,7 +139,7 @@ impl StateDir {
             .mode(0o600)
             .open(&tmp)
             .map_err(werr(&tmp))?;
-        f.write_all(&body).map_err(werr(&tmp))?;
+        f.write_all(body).map_err(werr(&tmp))?;
         f.sync_all().map_err(werr(&tmp))?;
         drop(f);
         std::fs::rename(&tmp, &path).map_err(werr(&path))?;
@@ -140,6 +147,16 @@ impl StateDir {
             .and_then(|d| d.sync_all())
             .map_err(werr(&self.dir))?;
         Ok(())
+    }
+
+    /// The content of `name` in the state directory, `None` when absent.
+    pub fn read(&self, name: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let path = self.dir.join(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StateError::Read { path, source }),
+        }
     }
 
     /// Forgets the credential (the server no longer knows it).

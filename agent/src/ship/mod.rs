@@ -16,7 +16,7 @@ pub use queue::BatchQueue;
 use crate::config::Secret;
 use crate::state::{Credential, StateDir};
 use backoff::Backoff;
-use metrolog_protocol::{AgentSettings, EnrollRequest};
+use metrolog_protocol::{AgentSettings, Batch, BatchId, EnrollRequest};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -54,12 +54,31 @@ impl Intervals {
     }
 }
 
+/// Told when a batch leaves the queue for good, so what rode in it (file
+/// offsets of log lines) can be committed.
+pub trait SettleListener: Send + Sync {
+    /// Batch `id` and every earlier one are settled: `delivered` when the
+    /// server acknowledged it, `false` when it was dropped for space or
+    /// refused for good.
+    fn settled(&self, id: &BatchId, delivered: bool);
+}
+
 /// What the sampler and the shipper share.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Outbox {
     pub queue: Arc<Mutex<BatchQueue>>,
     /// Signalled when a batch is queued.
     pub wake: Arc<Notify>,
+    listener: Option<Arc<dyn SettleListener>>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("queue", &self.queue)
+            .field("listener", &self.listener.is_some())
+            .finish()
+    }
 }
 
 impl Outbox {
@@ -67,6 +86,42 @@ impl Outbox {
         Self {
             queue: Arc::new(Mutex::new(BatchQueue::new(capacity))),
             wake: Arc::new(Notify::new()),
+            listener: None,
+        }
+    }
+
+    /// The same, telling `listener` each batch's fate.
+    pub fn with_listener(capacity: usize, listener: Arc<dyn SettleListener>) -> Self {
+        Self {
+            listener: Some(listener),
+            ..Self::new(capacity)
+        }
+    }
+
+    /// Queues a batch and wakes the shipper. When the queue is full its
+    /// oldest batch is dropped: the drop is logged, counted and reported.
+    pub fn push(&self, batch: Batch) {
+        let (dropped, total) = {
+            let mut q = self.lock();
+            (q.push(batch), q.dropped())
+        };
+        if let Some(id) = dropped {
+            tracing::warn!(
+                "queue full: dropped the oldest batch {id} ({total} dropped since start)"
+            );
+            if let Some(l) = &self.listener {
+                l.settled(&id, false);
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    /// Removes the batch `id` that was sent (see [`BatchQueue::ack`]) and
+    /// reports its fate.
+    pub fn settle(&self, id: &BatchId, delivered: bool) {
+        self.lock().ack(id);
+        if let Some(l) = &self.listener {
+            l.settled(id, delivered);
         }
     }
 
@@ -157,7 +212,7 @@ impl Shipper {
             match front {
                 Some(batch) => match self.client.send_batch(&token, &batch).await {
                     Ok(ack) => {
-                        self.outbox.lock().ack(&batch.id);
+                        self.outbox.settle(&batch.id, true);
                         self.contact();
                         if ack.rejected > 0 {
                             tracing::warn!(
@@ -173,7 +228,7 @@ impl Shipper {
                     }
                     Err(ShipError::Refused { status, message }) => {
                         // Resending would fail the same way and block every later batch.
-                        self.outbox.lock().ack(&batch.id);
+                        self.outbox.settle(&batch.id, false);
                         tracing::error!(
                             "server refused batch {} ({status}): {message}; dropped it",
                             batch.id
