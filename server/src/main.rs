@@ -129,6 +129,13 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     if let Some(t) = &app.bootstrapped.enroll_token {
         println!("  Enrollment token for agents:  {}\n  (shown only this once; `metrolog-server token create --role enroll` makes more)\n", t.expose());
     }
+    // Tests started with port 0 read the bound syslog addresses from here.
+    let (udp, tcp) = app.syslog_addrs();
+    for (name, a) in [("UDP", udp), ("TCP", tcp)] {
+        if let Some(a) = a {
+            println!("  Syslog {name}: {a}");
+        }
+    }
     println!("  Dashboard: http://{addr}/");
     app.run_until(startup::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)

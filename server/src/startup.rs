@@ -6,7 +6,7 @@ use crate::config::ServerConfig;
 use crate::http::{app, AppState};
 use crate::store::{Store, StoreError};
 use crate::telemetry::ServerMetrics;
-use crate::{bootstrap, fleet, local_agent};
+use crate::{bootstrap, fleet, local_agent, logs, syslog};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -38,6 +38,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     config: Arc<ServerConfig>,
+    syslog: syslog::Listeners,
     pub bootstrapped: bootstrap::Bootstrapped,
 }
 
@@ -79,12 +80,16 @@ impl Application {
                     addr: config.listen,
                     source,
                 })?;
+        let syslog = syslog::Listeners::bind(&config)
+            .await
+            .map_err(|(addr, source)| StartupError::Bind { addr, source })?;
         let config = Arc::new(config);
         let state = AppState::new(store, config.clone(), Arc::new(ServerMetrics::default()));
         Ok(Self {
             listener,
             state,
             config,
+            syslog,
             bootstrapped,
         })
     }
@@ -93,6 +98,11 @@ impl Application {
         self.listener
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    /// Bound syslog receiver addresses (UDP, TCP), `None` when off.
+    pub fn syslog_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        (self.syslog.udp_addr(), self.syslog.tcp_addr())
     }
 
     pub fn state(&self) -> &AppState {
@@ -114,6 +124,14 @@ impl Application {
             self.state.metrics.clone(),
             stop_rx.clone(),
         ));
+        let log_pipeline = logs::Pipeline::start(
+            self.syslog,
+            store.clone(),
+            self.state.ingest.log_feed().clone(),
+            &self.config,
+            self.state.metrics.clone(),
+            stop_rx.clone(),
+        );
         let agent = if self.config.local_agent {
             Some(local_agent::start(&self.state, addr, stop_rx.clone()).await?)
         } else {
@@ -148,6 +166,8 @@ impl Application {
         .await
         .map_err(StartupError::Serve)?;
         let _ = housekeeping.await;
+        // Receivers stopped with `stop`; commit what they had read.
+        log_pipeline.finish().await;
         store.close().await;
         tracing::info!("stopped");
         Ok(())

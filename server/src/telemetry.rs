@@ -46,9 +46,98 @@ pub struct ServerMetrics {
     pub hosts_marked_down: Counter,
     pub hosts_expired: Counter,
     pub points_pruned: Counter,
+    // Central logs (server/src/logs, server/src/syslog).
+    pub syslog_received_udp: Counter,
+    pub syslog_received_tcp: Counter,
+    pub syslog_stored: Counter,
+    pub syslog_dropped_queue_full: Counter,
+    pub syslog_dropped_write_error: Counter,
+    pub syslog_dropped_shutdown: Counter,
+    pub syslog_truncated: Counter,
+    pub syslog_invalid_utf8: Counter,
+    pub syslog_unparsed: Counter,
+    pub syslog_connections_accepted: Counter,
+    pub syslog_connections_closed: Counter,
+    pub syslog_connections_evicted: Counter,
+    pub syslog_connections_idle_closed: Counter,
+    pub syslog_accept_errors: Counter,
+    pub log_tail_streams: Counter,
+    pub log_tail_lagged: Counter,
+    pub logs_pruned_age: Counter,
+    pub logs_pruned_size: Counter,
 }
 
 impl ServerMetrics {
+    /// The central-logs counters.
+    fn render_logs(&self, counter: &mut impl FnMut(&str, &str, &[(&str, u64)])) {
+        counter(
+            "metrolog_syslog_received_total",
+            "Syslog messages received and parsed, by transport.",
+            &[
+                ("{transport=\"udp\"}", self.syslog_received_udp.get()),
+                ("{transport=\"tcp\"}", self.syslog_received_tcp.get()),
+            ],
+        );
+        counter(
+            "metrolog_syslog_stored_total",
+            "Syslog messages committed to the database.",
+            &[("", self.syslog_stored.get())],
+        );
+        counter(
+            "metrolog_syslog_dropped_total",
+            "Syslog messages lost, by reason (queue_full: UDP arrived faster than the writer stores).",
+            &[
+                ("{reason=\"queue_full\"}", self.syslog_dropped_queue_full.get()),
+                ("{reason=\"write_error\"}", self.syslog_dropped_write_error.get()),
+                ("{reason=\"shutdown\"}", self.syslog_dropped_shutdown.get()),
+            ],
+        );
+        counter(
+            "metrolog_syslog_marked_total",
+            "Syslog messages stored with a mark, by mark.",
+            &[
+                ("{mark=\"truncated\"}", self.syslog_truncated.get()),
+                ("{mark=\"invalid_utf8\"}", self.syslog_invalid_utf8.get()),
+                ("{mark=\"unparsed\"}", self.syslog_unparsed.get()),
+            ],
+        );
+        counter(
+            "metrolog_syslog_connections_total",
+            "Syslog TCP connections, by event (open = accepted - closed).",
+            &[
+                (
+                    "{event=\"accepted\"}",
+                    self.syslog_connections_accepted.get(),
+                ),
+                ("{event=\"closed\"}", self.syslog_connections_closed.get()),
+                ("{event=\"evicted\"}", self.syslog_connections_evicted.get()),
+                (
+                    "{event=\"idle_timeout\"}",
+                    self.syslog_connections_idle_closed.get(),
+                ),
+                ("{event=\"accept_error\"}", self.syslog_accept_errors.get()),
+            ],
+        );
+        counter(
+            "metrolog_log_tail_streams_total",
+            "Live-tail streams opened.",
+            &[("", self.log_tail_streams.get())],
+        );
+        counter(
+            "metrolog_log_tail_lagged_records_total",
+            "Records live-tail clients missed because they read too slowly.",
+            &[("", self.log_tail_lagged.get())],
+        );
+        counter(
+            "metrolog_logs_pruned_total",
+            "Log records deleted by retention, by reason.",
+            &[
+                ("{reason=\"age\"}", self.logs_pruned_age.get()),
+                ("{reason=\"size\"}", self.logs_pruned_size.get()),
+            ],
+        );
+    }
+
     /// Prometheus text exposition; `hosts` is (state, count) read at scrape time.
     pub fn render(&self, hosts: &[(&str, u64)]) -> String {
         let mut out = String::new();
@@ -123,6 +212,7 @@ impl ServerMetrics {
             "Raw points deleted by retention.",
             &[("", self.points_pruned.get())],
         );
+        self.render_logs(&mut counter);
         let _ = writeln!(
             out,
             "# HELP metrolog_hosts Hosts by state.\n# TYPE metrolog_hosts gauge"

@@ -55,6 +55,12 @@ pub struct SyslogSection {
     pub tcp: Option<String>,
     #[serde(with = "serde_size")]
     pub max_line_bytes: u64,
+    /// Open TCP connections at most; at the limit a new connection replaces
+    /// the one idle longest.
+    pub max_connections: usize,
+    /// A TCP connection that sends nothing for this long is closed.
+    #[serde(with = "serde_duration")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for SyslogSection {
@@ -63,6 +69,8 @@ impl Default for SyslogSection {
             udp: None,
             tcp: None,
             max_line_bytes: 64 * 1024,
+            max_connections: 512,
+            idle_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -389,6 +397,12 @@ impl FileConfig {
             errors.push(
                 "syslog.max_line_bytes: must be at least 480 bytes (RFC 5424 minimum)".into(),
             );
+        }
+        if self.syslog.max_connections == 0 {
+            errors.push("syslog.max_connections: must be at least 1".into());
+        }
+        if self.syslog.idle_timeout.is_zero() {
+            errors.push("syslog.idle_timeout: must be more than 0".into());
         }
         if self.hosts.liveness_timeout.is_zero() {
             errors.push("hosts.liveness_timeout: must be more than 0".into());

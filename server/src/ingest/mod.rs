@@ -2,6 +2,7 @@
 //! component that reacts to new data (one in-process path: later the alarm and
 //! scaling evaluators subscribe here).
 
+use crate::logs::feed::LogFeed;
 use crate::store::{Store, StoreError};
 use crate::telemetry::ServerMetrics;
 use metrolog_protocol::{Batch, BatchId, Bucket, SeriesKey};
@@ -35,6 +36,8 @@ pub struct Ingestor {
     store: Arc<Store>,
     metrics: Arc<ServerMetrics>,
     events: broadcast::Sender<Arc<CommittedBatch>>,
+    /// Live log tail: committed agent logs are published here too.
+    log_feed: LogFeed,
 }
 
 impl Ingestor {
@@ -46,7 +49,13 @@ impl Ingestor {
             store,
             metrics,
             events,
+            log_feed: LogFeed::new(),
         }
+    }
+
+    /// The live feed of committed log records (agent batches and syslog).
+    pub fn log_feed(&self) -> &LogFeed {
+        &self.log_feed
     }
 
     /// Subscribe to committed batches.
@@ -104,6 +113,7 @@ impl Ingestor {
         }
         self.metrics.buckets_stored.add(outcome.stored);
         self.metrics.log_records.add(outcome.logs);
+        self.log_feed.publish_agent(host_id, &batch.logs);
         let touched = series
             .into_iter()
             .map(|(k, b)| {

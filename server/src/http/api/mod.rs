@@ -3,6 +3,7 @@
 mod agent;
 mod graph;
 pub mod hosts;
+mod logs;
 mod metrics;
 
 use super::error::AppError;
@@ -17,6 +18,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
     let limit = usize::try_from(state.config.http.max_body_bytes).unwrap_or(usize::MAX);
     Router::new()
         .merge(hosts::router())
+        .merge(logs::router())
         .merge(metrics::router())
         .merge(graph::router())
         .merge(agent::router())
