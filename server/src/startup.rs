@@ -66,7 +66,14 @@ pub fn ensure_writable_dir(dir: &Path) -> Result<(), StartupError> {
 impl Application {
     pub async fn build(config: ServerConfig) -> Result<Self, StartupError> {
         ensure_writable_dir(&config.data_dir)?;
-        let store = Arc::new(Store::open(&config.database_url).await?);
+        // The file's checks already refused a bad ladder; this only guards callers
+        // that build a configuration by hand.
+        let spec = config
+            .file
+            .archives
+            .spec()
+            .map_err(|p| StartupError::Store(StoreError::Invalid(p.join("; "))))?;
+        let store = Arc::new(Store::open_with(&config.database_url, spec).await?);
         let bootstrapped = bootstrap::run(
             &store,
             std::env::var("METROLOG_ADMIN_PASSWORD").ok(),
@@ -124,6 +131,12 @@ impl Application {
             self.state.metrics.clone(),
             stop_rx.clone(),
         ));
+        let flusher = tokio::spawn(fleet::flush_archives(
+            store.clone(),
+            self.config.file.archives.flush_interval,
+            self.state.metrics.clone(),
+            stop_rx.clone(),
+        ));
         let log_pipeline = logs::Pipeline::start(
             self.syslog,
             store.clone(),
@@ -166,6 +179,10 @@ impl Application {
         .await
         .map_err(StartupError::Serve)?;
         let _ = housekeeping.await;
+        let _ = flusher.await;
+        // Every request has been answered: write what the archives hold in memory, so
+        // the next start has no journal to replay.
+        fleet::flush_once(&store, &self.state.metrics).await;
         // Receivers stopped with `stop`; commit what they had read.
         log_pipeline.finish().await;
         store.close().await;

@@ -28,6 +28,19 @@ impl Counter {
     }
 }
 
+/// A value that goes up and down, set by whoever measures it.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// Counters of everything the server accepts, refuses or drops.
 #[derive(Debug, Default)]
 pub struct ServerMetrics {
@@ -38,6 +51,18 @@ pub struct ServerMetrics {
     pub buckets_rejected_non_finite: Counter,
     pub buckets_rejected_time: Counter,
     pub buckets_rejected_step: Counter,
+    /// Buckets not after their series' last one (the archives take time in order).
+    pub buckets_rejected_order: Counter,
+    pub import_requests: Counter,
+    pub import_samples: Counter,
+    pub import_rejected_order: Counter,
+    pub import_rejected_future: Counter,
+    pub archive_flushes: Counter,
+    pub archive_flush_failures: Counter,
+    pub archive_flushed_rows: Counter,
+    pub archive_corrupt_chunks: Counter,
+    pub archive_series: Gauge,
+    pub archive_pending_rows: Gauge,
     pub enrollments: Counter,
     pub auth_failures: Counter,
     pub login_failures: Counter,
@@ -45,7 +70,6 @@ pub struct ServerMetrics {
     pub http_internal_errors: Counter,
     pub hosts_marked_down: Counter,
     pub hosts_expired: Counter,
-    pub points_pruned: Counter,
     // Central logs (server/src/logs, server/src/syslog).
     pub syslog_received_udp: Counter,
     pub syslog_received_tcp: Counter,
@@ -68,6 +92,139 @@ pub struct ServerMetrics {
 }
 
 impl ServerMetrics {
+    /// Prometheus text exposition; `hosts` is (state, count) read at scrape time.
+    pub fn render(&self, hosts: &[(&str, u64)]) -> String {
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, samples: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (labels, v) in samples {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        counter(
+            "metrolog_ingest_batches_total",
+            "Agent batches committed.",
+            &[("", self.batches.get())],
+        );
+        counter(
+            "metrolog_ingest_duplicate_batches_total",
+            "Replayed batches acknowledged without storing again.",
+            &[("", self.batches_duplicate.get())],
+        );
+        counter(
+            "metrolog_ingest_buckets_total",
+            "Metric buckets stored.",
+            &[("", self.buckets_stored.get())],
+        );
+        counter(
+            "metrolog_ingest_rejected_buckets_total",
+            "Metric buckets refused, by reason.",
+            &[
+                (
+                    "{reason=\"non_finite\"}",
+                    self.buckets_rejected_non_finite.get(),
+                ),
+                ("{reason=\"time\"}", self.buckets_rejected_time.get()),
+                ("{reason=\"step\"}", self.buckets_rejected_step.get()),
+                (
+                    "{reason=\"out_of_order\"}",
+                    self.buckets_rejected_order.get(),
+                ),
+            ],
+        );
+        counter(
+            "metrolog_import_requests_total",
+            "POST /api/v1/import requests committed.",
+            &[("", self.import_requests.get())],
+        );
+        counter(
+            "metrolog_import_samples_total",
+            "Imported samples journaled for the archives.",
+            &[("", self.import_samples.get())],
+        );
+        counter(
+            "metrolog_import_rejected_samples_total",
+            "Imported samples refused, by reason.",
+            &[
+                (
+                    "{reason=\"out_of_order\"}",
+                    self.import_rejected_order.get(),
+                ),
+                ("{reason=\"future\"}", self.import_rejected_future.get()),
+            ],
+        );
+        counter(
+            "metrolog_archive_flushes_total",
+            "Flushes of completed archive rows from memory to the database, by result.",
+            &[
+                ("{result=\"ok\"}", self.archive_flushes.get()),
+                ("{result=\"error\"}", self.archive_flush_failures.get()),
+            ],
+        );
+        counter(
+            "metrolog_archive_flushed_rows_total",
+            "Archive rows written by flushes.",
+            &[("", self.archive_flushed_rows.get())],
+        );
+        counter(
+            "metrolog_archive_corrupt_chunks_total",
+            "Stored archive chunks that could not be decoded (their rows restart unknown).",
+            &[("", self.archive_corrupt_chunks.get())],
+        );
+        counter(
+            "metrolog_enrollments_total",
+            "Agent enrollments.",
+            &[("", self.enrollments.get())],
+        );
+        counter(
+            "metrolog_auth_failures_total",
+            "Requests refused for a missing, unknown or revoked token.",
+            &[("", self.auth_failures.get())],
+        );
+        counter(
+            "metrolog_login_failures_total",
+            "Failed dashboard logins, by reason.",
+            &[
+                ("{reason=\"credentials\"}", self.login_failures.get()),
+                ("{reason=\"rate_limited\"}", self.login_rate_limited.get()),
+            ],
+        );
+        counter(
+            "metrolog_http_internal_errors_total",
+            "HTTP requests that ended in a 5xx.",
+            &[("", self.http_internal_errors.get())],
+        );
+        counter(
+            "metrolog_hosts_marked_down_total",
+            "Hosts found silent.",
+            &[("", self.hosts_marked_down.get())],
+        );
+        counter(
+            "metrolog_hosts_expired_total",
+            "Hosts removed after hosts.expire_after.",
+            &[("", self.hosts_expired.get())],
+        );
+        self.render_logs(&mut counter);
+        let _ = writeln!(
+            out,
+            "# HELP metrolog_archive_series Series whose archive state is in memory.\n# TYPE metrolog_archive_series gauge\nmetrolog_archive_series {}",
+            self.archive_series.get()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP metrolog_archive_pending_rows Completed archive rows waiting for the flusher.\n# TYPE metrolog_archive_pending_rows gauge\nmetrolog_archive_pending_rows {}",
+            self.archive_pending_rows.get()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP metrolog_hosts Hosts by state.\n# TYPE metrolog_hosts gauge"
+        );
+        for (state, n) in hosts {
+            let _ = writeln!(out, "metrolog_hosts{{state=\"{state}\"}} {n}");
+        }
+        out
+    }
+
     /// The central-logs counters.
     fn render_logs(&self, counter: &mut impl FnMut(&str, &str, &[(&str, u64)])) {
         counter(
@@ -136,90 +293,5 @@ impl ServerMetrics {
                 ("{reason=\"size\"}", self.logs_pruned_size.get()),
             ],
         );
-    }
-
-    /// Prometheus text exposition; `hosts` is (state, count) read at scrape time.
-    pub fn render(&self, hosts: &[(&str, u64)]) -> String {
-        let mut out = String::new();
-        let mut counter = |name: &str, help: &str, samples: &[(&str, u64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (labels, v) in samples {
-                let _ = writeln!(out, "{name}{labels} {v}");
-            }
-        };
-        counter(
-            "metrolog_ingest_batches_total",
-            "Agent batches committed.",
-            &[("", self.batches.get())],
-        );
-        counter(
-            "metrolog_ingest_duplicate_batches_total",
-            "Replayed batches acknowledged without storing again.",
-            &[("", self.batches_duplicate.get())],
-        );
-        counter(
-            "metrolog_ingest_buckets_total",
-            "Metric buckets stored.",
-            &[("", self.buckets_stored.get())],
-        );
-        counter(
-            "metrolog_ingest_rejected_buckets_total",
-            "Metric buckets refused, by reason.",
-            &[
-                (
-                    "{reason=\"non_finite\"}",
-                    self.buckets_rejected_non_finite.get(),
-                ),
-                ("{reason=\"time\"}", self.buckets_rejected_time.get()),
-                ("{reason=\"step\"}", self.buckets_rejected_step.get()),
-            ],
-        );
-        counter(
-            "metrolog_enrollments_total",
-            "Agent enrollments.",
-            &[("", self.enrollments.get())],
-        );
-        counter(
-            "metrolog_auth_failures_total",
-            "Requests refused for a missing, unknown or revoked token.",
-            &[("", self.auth_failures.get())],
-        );
-        counter(
-            "metrolog_login_failures_total",
-            "Failed dashboard logins, by reason.",
-            &[
-                ("{reason=\"credentials\"}", self.login_failures.get()),
-                ("{reason=\"rate_limited\"}", self.login_rate_limited.get()),
-            ],
-        );
-        counter(
-            "metrolog_http_internal_errors_total",
-            "HTTP requests that ended in a 5xx.",
-            &[("", self.http_internal_errors.get())],
-        );
-        counter(
-            "metrolog_hosts_marked_down_total",
-            "Hosts found silent.",
-            &[("", self.hosts_marked_down.get())],
-        );
-        counter(
-            "metrolog_hosts_expired_total",
-            "Hosts removed after hosts.expire_after.",
-            &[("", self.hosts_expired.get())],
-        );
-        counter(
-            "metrolog_points_pruned_total",
-            "Raw points deleted by retention.",
-            &[("", self.points_pruned.get())],
-        );
-        self.render_logs(&mut counter);
-        let _ = writeln!(
-            out,
-            "# HELP metrolog_hosts Hosts by state.\n# TYPE metrolog_hosts gauge"
-        );
-        for (state, n) in hosts {
-            let _ = writeln!(out, "metrolog_hosts{{state=\"{state}\"}} {n}");
-        }
-        out
     }
 }

@@ -613,3 +613,188 @@ async fn login_session_and_escaped_overview() {
         .contains("max-age"));
     let _ = &app.state;
 }
+
+#[tokio::test]
+async fn import_consolidates_like_rrdtool_update_and_counts_what_it_refuses() {
+    let app = spawn_app().await;
+    let t0 = (now() / 60) * 60 - 1200;
+    let body = json!({
+        "host": "backfill-1",
+        "group": "batch",
+        "series": [
+            {"name": "cpu.busy_pct", "points": [[t0 + 10, 10.0], [t0 + 20, null], [t0 + 30, 30.0],
+                                                  [t0 + 30, 99.0], [t0 + 25, 99.0], [t0 + 40, 40.0]]},
+            {"name": "disk.used_pct", "labels": {"mount": "/"}, "points": [[t0 + 10, 1.0], [now() + 3600, 2.0]]}
+        ]
+    });
+    // Viewers cannot import.
+    let r = app.post_json("/api/v1/import", &app.viewer, &body).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = app.post_json("/api/v1/import", &app.admin, &body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["accepted"], 5);
+    assert_eq!(v["rejected"], json!({"out_of_order": 2, "future": 1}));
+    assert_eq!(v["series"][0]["rejected"]["out_of_order"], 2);
+    assert_eq!(v["series"][1]["rejected"]["future"], 1);
+    let host_id = v["host_id"].as_i64().unwrap();
+    let h = app
+        .get(&format!("/api/v1/hosts/{host_id}"), Some(&app.viewer))
+        .await
+        .json();
+    assert_eq!(
+        (h["source"].as_str(), h["passive"].as_bool()),
+        (Some("import"), Some(true))
+    );
+    assert_eq!(h["group"], "batch");
+    let q = app
+        .get(
+            &format!(
+                "/api/v1/query?host=backfill-1&name=cpu.busy_pct&from={t0}&to={}",
+                t0 + 40
+            ),
+            Some(&app.viewer),
+        )
+        .await;
+    assert_eq!(q.status, StatusCode::OK, "{}", q.text());
+    // null is unknown: (t0+10, t0+20] is unknown, the rest as sent.
+    assert_eq!(
+        q.json()["series"][0]["points"],
+        json!([
+            [t0 + 10, 10.0],
+            [t0 + 20, null],
+            [t0 + 30, 30.0],
+            [t0 + 40, 40.0]
+        ])
+    );
+    // Importing more continues the series; going back in time is refused again.
+    let more = json!({"host": "backfill-1", "series": [{"name": "cpu.busy_pct", "points": [[t0 + 40, 1.0], [t0 + 50, 50.0]]}]});
+    let r = app.post_json("/api/v1/import", &app.admin, &more).await;
+    assert_eq!(
+        (
+            r.json()["accepted"].as_u64(),
+            r.json()["rejected"]["out_of_order"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    let m = app.get("/metrics", None).await.text();
+    for line in [
+        "metrolog_import_samples_total 6",
+        "metrolog_import_rejected_samples_total{reason=\"out_of_order\"} 3",
+        "metrolog_import_rejected_samples_total{reason=\"future\"} 1",
+    ] {
+        assert!(m.contains(line), "{line} missing in:\n{m}");
+    }
+    assert_eq!(app.state.store.archive_stats().series, 2);
+    // Removing the host takes its archives with it, in memory too.
+    let r = app
+        .send(
+            Request::delete(format!("/api/v1/hosts/{host_id}"))
+                .header(header::AUTHORIZATION, format!("Bearer {}", app.admin))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.state.store.archive_stats().series, 0);
+    assert_eq!(app.series_count().await, 0);
+}
+
+#[tokio::test]
+async fn bad_imports_get_400_and_store_nothing() {
+    let app = spawn_app().await;
+    let t = now() - 60;
+    for (body, needle) in [
+        (
+            json!({"host": "h", "series": [{"name": "CPU Busy!", "points": [[t, 1.0]]}]}),
+            "CPU Busy!",
+        ),
+        (
+            json!({"host": "h", "series": [{"name": "a.b", "points": [[t, "x"]]}]}),
+            "",
+        ),
+        (
+            json!({"host": "h", "series": [{"name": "a.b", "points": [[t, 1.0]]}, {"name": "a.b", "points": []}]}),
+            "listed twice",
+        ),
+        (json!({"host": "two words", "series": []}), "host"),
+        (
+            json!({"host": "h", "group": "no/slash", "series": []}),
+            "group",
+        ),
+        (
+            json!({"host": "h", "series": [], "colour": "blue"}),
+            "colour",
+        ),
+    ] {
+        let r = app.post_json("/api/v1/import", &app.admin, &body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.text());
+        assert!(
+            r.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(needle),
+            "{}",
+            r.text()
+        );
+    }
+    assert_eq!(app.series_count().await, 0);
+    assert_eq!(
+        app.get("/api/v1/hosts", Some(&app.viewer))
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn group_aggregates_align_on_archive_rows_and_coarse_ranges_use_coarse_archives() {
+    let app = spawn_app().await;
+    let t0 = (now() / 3600) * 3600 - 2 * 86400;
+    for (host, base) in [("a", 10.0), ("b", 30.0)] {
+        // Two days of samples every 10 s.
+        let points: Vec<Value> = (1..=2 * 8640).map(|i| json!([t0 + i * 10, base])).collect();
+        let r = app
+            .post_json(
+                "/api/v1/import",
+                &app.admin,
+                &json!({"host": host, "group": "g", "series": [{"name": "load.1m", "points": points}]}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    let q = app
+        .get(
+            &format!(
+                "/api/v1/query?group=g&agg=avg&name=load.1m&from={}&to={}",
+                t0,
+                t0 + 2 * 86400
+            ),
+            Some(&app.viewer),
+        )
+        .await
+        .json();
+    // Two days: the 5 min archive (the 1 min one keeps one day).
+    assert_eq!(q["step"], 300);
+    let pts = q["series"][0]["points"].as_array().unwrap();
+    assert_eq!(pts.len(), 576);
+    assert!(pts.iter().all(|p| p[1] == json!(20.0)), "{pts:?}");
+    assert_eq!(q["series"][0]["members"], 2);
+    // An hourly step asked for: the hourly archive.
+    let q = app
+        .get(
+            &format!(
+                "/api/v1/query?host=b&name=load.1m&from={}&to={}&step=1h&cf=max",
+                t0,
+                t0 + 2 * 86400
+            ),
+            Some(&app.viewer),
+        )
+        .await
+        .json();
+    assert_eq!(q["step"], 3600);
+    assert_eq!(q["series"][0]["points"][47], json!([t0 + 48 * 3600, 30.0]));
+}

@@ -1,5 +1,5 @@
-//! One archive: its ring of rows, kept in memory in exactly the byte layout it is stored
-//! in, and the consolidated data point (CDP) in progress.
+//! One archive: the consolidated data point (CDP) in progress and how completed rows are
+//! emitted, and the ring of rows in exactly the byte layout it is stored in.
 
 use super::Row;
 
@@ -143,40 +143,28 @@ pub(crate) fn known_or_nan(x: f64) -> f64 {
     }
 }
 
+/// The stored rows of one archive, in exactly the byte layout they are persisted in.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Archive {
-    /// Seconds per row.
-    pub step: u32,
-    pub rows: u32,
-    pub pdp_per_row: u32,
+pub(crate) struct Ring {
     pub layout: RowLayout,
-    pub cdp: Cdp,
     /// Rows in the ring layout; the row labelled `T` lives in slot `(T / step) % rows`.
     pub data: Vec<u8>,
     /// Rows written since the last [`super::Rrd::mark_clean`], ending at the newest row.
     pub dirty: u32,
 }
 
-impl Archive {
-    pub fn new(step: u32, rows: u32, pdp_per_row: u32, cdp: Cdp) -> Self {
+impl Ring {
+    pub fn new(rows: u32, pdp_per_row: u32) -> Self {
         let layout = RowLayout::for_pdp_per_row(pdp_per_row);
         let mut data = vec![0u8; layout.row_len() * rows as usize];
         for chunk in data.chunks_exact_mut(layout.row_len()) {
             layout.encode(&Row::UNKNOWN, chunk);
         }
         Self {
-            step,
-            rows,
-            pdp_per_row,
             layout,
-            cdp,
             data,
             dirty: 0,
         }
-    }
-
-    pub fn slot(&self, label: i64) -> usize {
-        (label.div_euclid(i64::from(self.step))).rem_euclid(i64::from(self.rows)) as usize
     }
 
     pub fn row_at_slot(&self, slot: usize) -> Row {
@@ -184,18 +172,35 @@ impl Archive {
         self.layout.decode(&self.data[slot * len..(slot + 1) * len])
     }
 
-    fn write(&mut self, label: i64, row: &Row) {
+    pub fn write(&mut self, slot: usize, row: &Row) {
         let len = self.layout.row_len();
-        let slot = self.slot(label);
         self.layout
             .encode(row, &mut self.data[slot * len..(slot + 1) * len]);
     }
+}
 
-    /// Folds `elapsed` PDPs into the archive, writing the rows they complete: first the
-    /// step that was in progress (`first`), then `elapsed − 1` steps that one sample
-    /// covered entirely (`fill`). Mirrors rrdtool's `update_cdp`: rows that hold only
-    /// `fill` PDPs are written with `fill` itself, since the average, minimum, maximum
-    /// and last of identical values are that value.
+/// Slot of the row labelled `label` in an archive of `rows` rows of `step` seconds.
+pub(crate) fn slot(step: u32, rows: u32, label: i64) -> usize {
+    (label.div_euclid(i64::from(step))).rem_euclid(i64::from(rows)) as usize
+}
+
+/// What one archive needs to consolidate: its shape and the row in progress.
+pub(crate) struct Consolidation<'a> {
+    pub index: usize,
+    pub step: u32,
+    pub rows: u32,
+    pub pdp_per_row: u32,
+    pub cdp: &'a mut Cdp,
+}
+
+impl Consolidation<'_> {
+    /// Folds `elapsed` PDPs into the archive, emitting the rows they complete (oldest
+    /// first, as `(archive, label, row)`): first the step that was in progress
+    /// (`first`), then `elapsed − 1` steps that one sample covered entirely (`fill`).
+    /// Mirrors rrdtool's `update_cdp`: rows that hold only `fill` PDPs are written
+    /// with `fill` itself, since the average, minimum, maximum and last of identical
+    /// values are that value.
+    #[allow(clippy::too_many_arguments)]
     pub fn advance(
         &mut self,
         first: Pdp,
@@ -204,6 +209,7 @@ impl Archive {
         proc_pdp_count: u64,
         base_step: u32,
         xff: f64,
+        out: &mut Vec<super::RowWrite>,
     ) {
         let pdp_cnt = u64::from(self.pdp_per_row);
         // PDPs that complete the row in progress.
@@ -246,16 +252,24 @@ impl Archive {
         let completed = (elapsed - start_offset) / pdp_cnt + 1;
 
         // PDPs past the last completed row start the next one.
-        self.cdp = Cdp::empty(0);
+        *self.cdp = Cdp::empty(0);
         self.fold(fill, (elapsed - start_offset) % pdp_cnt);
 
         let astep = i64::from(self.step);
         let first_label = (proc_pdp_count + start_offset) as i64 * i64::from(base_step);
         let rows = u64::from(self.rows);
+        let archive = self.index;
+        let mut emit = |label: i64, row: Row| {
+            out.push(super::RowWrite {
+                archive,
+                label,
+                row,
+            })
+        };
         if completed <= rows {
             for k in 0..completed {
                 let label = first_label + k as i64 * astep;
-                self.write(label, if k == 0 { &primary } else { &fill_row });
+                emit(label, if k == 0 { primary } else { fill_row });
             }
         } else {
             // Only the newest `rows` rows survive, so write just those. rrdtool 1.7 caps
@@ -264,14 +278,13 @@ impl Archive {
             // stays in the oldest slot, labelled as the oldest row of the new window.
             // Kept for parity; it leaves the window with the next row written.
             let newest = first_label + (completed - 1) as i64 * astep;
-            for k in 0..rows as i64 {
-                self.write(newest - k * astep, &fill_row);
+            for k in (0..rows as i64).rev() {
+                emit(newest - k * astep, fill_row);
             }
             if start_offset > 1 {
-                self.write(newest - (rows as i64 - 1) * astep, &primary);
+                emit(newest - (rows as i64 - 1) * astep, primary);
             }
         }
-        self.dirty = (u64::from(self.dirty) + completed).min(u64::from(self.rows)) as u32;
     }
 
     /// Adds `n` PDPs of value `pdp` to the row in progress.

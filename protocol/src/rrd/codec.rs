@@ -24,7 +24,7 @@ use std::ops::Range;
 
 use super::archive::Cdp;
 use super::spec::{ArchiveSpec, RrdSpec};
-use super::{CreateError, PdpPrep, Row, Rrd};
+use super::{CreateError, PdpPrep, Row, Rrd, RrdState};
 
 const MAGIC: &[u8; 4] = b"MRRD";
 const VERSION: u16 = 1;
@@ -71,20 +71,109 @@ impl Rrd {
 
     /// Size of [`Rrd::header_bytes`]: everything but the rows.
     pub fn header_len(&self) -> usize {
-        header_len(self.archives.len())
+        header_len(self.spec().archives.len())
     }
 
     /// The spec and the consolidation in progress: changes with every update, and is
     /// the first [`Rrd::header_len`] bytes of [`Rrd::to_bytes`].
     pub fn header_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.header_len());
+        self.state.to_bytes()
+    }
+
+    /// The whole series: [`Rrd::header_bytes`] followed by every archive's rows.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = self.header_bytes();
+        out.reserve(Self::encoded_len(self.spec()) - out.len());
+        for r in &self.rings {
+            out.extend_from_slice(&r.data);
+        }
+        out
+    }
+
+    /// Reads what [`Rrd::to_bytes`] wrote. The result has no dirty rows.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Rrd, DecodeError> {
+        let (state, at) = RrdState::decode(bytes, true)?;
+        let mut rrd = Rrd::with_state(state);
+        let mut r = Reader { bytes, at };
+        for (i, ring) in rrd.rings.iter_mut().enumerate() {
+            let len = ring.data.len();
+            ring.data.copy_from_slice(r.take(len)?);
+            let pdp_per_row = rrd.state.spec.pdp_per_row(i);
+            let rows = rrd.state.spec.archives[i].rows as usize;
+            let too_big = (0..rows).any(|s| ring.row_at_slot(s).count > pdp_per_row);
+            if too_big {
+                return Err(DecodeError::Corrupt(
+                    "row count larger than the row's steps",
+                ));
+            }
+        }
+        Ok(rrd)
+    }
+
+    /// Rows changed since the last [`Rrd::mark_clean`], as at most two contiguous
+    /// segments per archive (the ring may wrap). The header changes with every update
+    /// too: write [`Rrd::header_bytes`] along with them.
+    pub fn dirty_segments(&self) -> Vec<DirtySegment<'_>> {
+        let mut out = Vec::new();
+        let mut offset = self.header_len();
+        for (i, a) in self.rings.iter().enumerate() {
+            if a.dirty > 0 {
+                let rows = self.spec().archives[i].rows;
+                let newest = self.newest_label(i).unwrap_or(0);
+                let end = self.state.slot(i, newest).unwrap_or(0) as u32 + 1;
+                let mut runs = Vec::with_capacity(2);
+                if a.dirty <= end {
+                    runs.push(end - a.dirty..end);
+                } else {
+                    runs.push(rows - (a.dirty - end)..rows);
+                    runs.push(0..end);
+                }
+                let len = a.layout.row_len();
+                for slots in runs {
+                    let bytes = slots.start as usize * len..slots.end as usize * len;
+                    out.push(DirtySegment {
+                        archive: i,
+                        byte_range: offset + bytes.start..offset + bytes.end,
+                        bytes: &a.data[bytes],
+                        slots,
+                    });
+                }
+            }
+            offset += a.data.len();
+        }
+        out
+    }
+
+    /// Changed rows one by one: `(archive, slot, row)`, for stores that keep rows apart.
+    pub fn dirty_rows(&self) -> impl Iterator<Item = (usize, u32, Row)> + '_ {
+        self.dirty_segments().into_iter().flat_map(move |seg| {
+            let a = &self.rings[seg.archive];
+            seg.slots
+                .map(move |s| (seg.archive, s, a.row_at_slot(s as usize)))
+        })
+    }
+
+    /// Forgets the dirty rows, once they are durably stored.
+    pub fn mark_clean(&mut self) {
+        for a in &mut self.rings {
+            a.dirty = 0;
+        }
+    }
+}
+
+impl RrdState {
+    /// The spec and the consolidation in progress (the header of [`Rrd::to_bytes`]):
+    /// a few hundred bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let n = self.spec.archives.len();
+        let mut out = Vec::with_capacity(header_len(n));
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(&0u16.to_le_bytes());
         out.extend_from_slice(&self.spec.base_step.to_le_bytes());
         out.extend_from_slice(&self.spec.heartbeat.to_le_bytes());
         out.extend_from_slice(&self.spec.xff.to_le_bytes());
-        out.extend_from_slice(&(self.archives.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(n as u32).to_le_bytes());
         for a in &self.spec.archives {
             out.extend_from_slice(&a.step.to_le_bytes());
             out.extend_from_slice(&a.rows.to_le_bytes());
@@ -94,28 +183,31 @@ impl Rrd {
         out.extend_from_slice(&self.pdp.unknown_secs.to_le_bytes());
         out.extend_from_slice(&self.pdp.ext_min.to_le_bytes());
         out.extend_from_slice(&self.pdp.ext_max.to_le_bytes());
-        for a in &self.archives {
-            out.extend_from_slice(&a.cdp.sum.to_le_bytes());
-            out.extend_from_slice(&a.cdp.min.to_le_bytes());
-            out.extend_from_slice(&a.cdp.max.to_le_bytes());
-            out.extend_from_slice(&a.cdp.unknown_pdps.to_le_bytes());
+        for c in &self.cdps {
+            out.extend_from_slice(&c.sum.to_le_bytes());
+            out.extend_from_slice(&c.min.to_le_bytes());
+            out.extend_from_slice(&c.max.to_le_bytes());
+            out.extend_from_slice(&c.unknown_pdps.to_le_bytes());
         }
-        debug_assert_eq!(out.len(), self.header_len());
+        debug_assert_eq!(out.len(), header_len(n));
         out
     }
 
-    /// The whole series: [`Rrd::header_bytes`] followed by every archive's rows.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = self.header_bytes();
-        out.reserve(Self::encoded_len(&self.spec) - out.len());
-        for a in &self.archives {
-            out.extend_from_slice(&a.data);
+    /// Reads what [`RrdState::to_bytes`] wrote (exactly those bytes).
+    pub fn from_bytes(bytes: &[u8]) -> Result<RrdState, DecodeError> {
+        let (state, at) = Self::decode(bytes, false)?;
+        if at != bytes.len() {
+            return Err(DecodeError::LengthMismatch {
+                len: bytes.len(),
+                expected: at,
+            });
         }
-        out
+        Ok(state)
     }
 
-    /// Reads what [`Rrd::to_bytes`] wrote. The result has no dirty rows.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Rrd, DecodeError> {
+    /// Decodes the header; with `with_rows`, `bytes` must also hold every row. Returns
+    /// the state and where the rows start.
+    fn decode(bytes: &[u8], with_rows: bool) -> Result<(RrdState, usize), DecodeError> {
         let mut r = Reader { bytes, at: 0 };
         if bytes.len() < FIXED_HEAD {
             return Err(DecodeError::Truncated { len: bytes.len() });
@@ -147,99 +239,42 @@ impl Rrd {
         };
         spec.validate()
             .map_err(|e| DecodeError::Spec(e.to_string()))?;
-        let expected = Rrd::encoded_len(&spec);
-        if bytes.len() != expected {
-            return Err(DecodeError::LengthMismatch {
-                len: bytes.len(),
-                expected,
-            });
+        if with_rows {
+            let expected = Rrd::encoded_len(&spec);
+            if bytes.len() != expected {
+                return Err(DecodeError::LengthMismatch {
+                    len: bytes.len(),
+                    expected,
+                });
+            }
         }
         let last_update = r.i64()?;
-        let mut rrd = Rrd::new(spec, last_update).map_err(|e| match e {
+        let mut state = RrdState::new(spec, last_update).map_err(|e| match e {
             CreateError::Spec(e) => DecodeError::Spec(e.to_string()),
             CreateError::TimeOutOfRange { .. } => DecodeError::Corrupt("last update out of range"),
         })?;
-        rrd.pdp = PdpPrep {
+        state.pdp = PdpPrep {
             val: r.f64()?,
             unknown_secs: r.u64()?,
             ext_min: r.f64()?,
             ext_max: r.f64()?,
         };
-        if rrd.pdp.unknown_secs > u64::from(rrd.spec.base_step) || rrd.pdp.val.is_infinite() {
+        if state.pdp.unknown_secs > u64::from(state.spec.base_step) || state.pdp.val.is_infinite() {
             return Err(DecodeError::Corrupt("primary data point state"));
         }
-        for a in &mut rrd.archives {
-            a.cdp = Cdp {
+        for i in 0..state.cdps.len() {
+            let cdp = Cdp {
                 sum: r.f64()?,
                 min: r.f64()?,
                 max: r.f64()?,
                 unknown_pdps: r.u32()?,
             };
-            if a.cdp.unknown_pdps > a.pdp_per_row {
+            if cdp.unknown_pdps > state.spec.pdp_per_row(i) {
                 return Err(DecodeError::Corrupt("consolidation state"));
             }
+            state.cdps[i] = cdp;
         }
-        for a in &mut rrd.archives {
-            let len = a.data.len();
-            a.data.copy_from_slice(r.take(len)?);
-            let too_big = (0..a.rows as usize).any(|s| a.row_at_slot(s).count > a.pdp_per_row);
-            if too_big {
-                return Err(DecodeError::Corrupt(
-                    "row count larger than the row's steps",
-                ));
-            }
-        }
-        Ok(rrd)
-    }
-
-    /// Rows changed since the last [`Rrd::mark_clean`], as at most two contiguous
-    /// segments per archive (the ring may wrap). The header changes with every update
-    /// too: write [`Rrd::header_bytes`] along with them.
-    pub fn dirty_segments(&self) -> Vec<DirtySegment<'_>> {
-        let mut out = Vec::new();
-        let mut offset = self.header_len();
-        for (i, a) in self.archives.iter().enumerate() {
-            if a.dirty > 0 {
-                let rows = a.rows;
-                let newest = self.newest_label(i).unwrap_or(0);
-                let end = a.slot(newest) as u32 + 1;
-                let mut runs = Vec::with_capacity(2);
-                if a.dirty <= end {
-                    runs.push(end - a.dirty..end);
-                } else {
-                    runs.push(rows - (a.dirty - end)..rows);
-                    runs.push(0..end);
-                }
-                let len = a.layout.row_len();
-                for slots in runs {
-                    let bytes = slots.start as usize * len..slots.end as usize * len;
-                    out.push(DirtySegment {
-                        archive: i,
-                        byte_range: offset + bytes.start..offset + bytes.end,
-                        bytes: &a.data[bytes],
-                        slots,
-                    });
-                }
-            }
-            offset += a.data.len();
-        }
-        out
-    }
-
-    /// Changed rows one by one: `(archive, slot, row)`, for stores that keep rows apart.
-    pub fn dirty_rows(&self) -> impl Iterator<Item = (usize, u32, Row)> + '_ {
-        self.dirty_segments().into_iter().flat_map(move |seg| {
-            let a = &self.archives[seg.archive];
-            seg.slots
-                .map(move |s| (seg.archive, s, a.row_at_slot(s as usize)))
-        })
-    }
-
-    /// Forgets the dirty rows, once they are durably stored.
-    pub fn mark_clean(&mut self) {
-        for a in &mut self.archives {
-            a.dirty = 0;
-        }
+        Ok((state, r.at))
     }
 }
 

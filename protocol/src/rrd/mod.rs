@@ -32,7 +32,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use archive::{Archive, Cdp, Pdp};
+use std::sync::Arc;
+
+use archive::{Cdp, Consolidation, Pdp, Ring};
 
 pub use codec::{DecodeError, DirtySegment};
 pub use spec::{ArchiveSpec, RrdSpec, SpecError, MAX_ARCHIVES, MAX_ROWS};
@@ -228,21 +230,41 @@ struct PdpPrep {
     ext_max: f64,
 }
 
-/// The round-robin archives of one series. Fixed size once created.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rrd {
-    spec: RrdSpec,
-    last_update: i64,
-    pdp: PdpPrep,
-    archives: Vec<Archive>,
+/// Slot (row index in the ring) of the row labelled `label` in an archive of `rows`
+/// rows of `step` seconds: `(label / step) % rows`.
+pub fn archive_slot(step: u32, rows: u32, label: i64) -> u32 {
+    archive::slot(step, rows, label) as u32
 }
 
-impl Rrd {
-    /// A series with every row unknown whose last update is `start`, as
-    /// `rrdtool create --start START`. The first sample counts from `start` on, so create
-    /// the series a little before its first sample (e.g. `first_ts − base_step`): a
-    /// first sample more than a heartbeat after `start` only marks that time unknown.
-    pub fn new(spec: RrdSpec, start: i64) -> Result<Self, CreateError> {
+/// One row an update completed: write `row` at the slot of `label` in `archive`.
+/// Applying an update's writes in order to stored rows gives exactly the rows
+/// [`Rrd`] holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowWrite {
+    pub archive: usize,
+    pub label: i64,
+    pub row: Row,
+}
+
+/// The consolidation in progress of one series, without its rows: the last update,
+/// the primary data point and each archive's row in progress. A few hundred bytes,
+/// so a server can hold it for every series and keep the rows elsewhere: every
+/// update emits the rows it completes as [`RowWrite`]s.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RrdState {
+    spec: Arc<RrdSpec>,
+    last_update: i64,
+    pdp: PdpPrep,
+    cdps: Vec<Cdp>,
+}
+
+impl RrdState {
+    /// A series whose last update is `start`, as `rrdtool create --start START`. The
+    /// first sample counts from `start` on, so create the series a little before its
+    /// first sample (e.g. `first_ts − base_step`): a first sample more than a heartbeat
+    /// after `start` only marks that time unknown.
+    pub fn new(spec: impl Into<Arc<RrdSpec>>, start: i64) -> Result<Self, CreateError> {
+        let spec = spec.into();
         spec.validate()?;
         if !(0..=MAX_TIMESTAMP).contains(&start) {
             return Err(CreateError::TimeOutOfRange { ts: start });
@@ -250,17 +272,12 @@ impl Rrd {
         let base = i64::from(spec.base_step);
         let unknown_secs = start.rem_euclid(base) as u64;
         let proc_pdp_st = start - start.rem_euclid(base);
-        let archives = spec
+        // PDPs of the current row that lie before `start` are unknown, as in
+        // rrdtool's rrd_create.
+        let cdps = spec
             .archives
             .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                let pdp_per_row = spec.pdp_per_row(i);
-                // PDPs of the current row that lie before `start` are unknown, as in
-                // rrdtool's rrd_create.
-                let before = proc_pdp_st.rem_euclid(i64::from(a.step)) / base;
-                Archive::new(a.step, a.rows, pdp_per_row, Cdp::empty(before as u32))
-            })
+            .map(|a| Cdp::empty((proc_pdp_st.rem_euclid(i64::from(a.step)) / base) as u32))
             .collect();
         Ok(Self {
             spec,
@@ -271,11 +288,16 @@ impl Rrd {
                 ext_min: f64::NAN,
                 ext_max: f64::NAN,
             },
-            archives,
+            cdps,
         })
     }
 
     pub fn spec(&self) -> &RrdSpec {
+        &self.spec
+    }
+
+    /// The spec, shared.
+    pub fn spec_arc(&self) -> &Arc<RrdSpec> {
         &self.spec
     }
 
@@ -284,23 +306,34 @@ impl Rrd {
         self.last_update
     }
 
-    /// Adds one GAUGE sample, as `rrdtool update F ts:value`. NaN and infinite values are
-    /// unknown (rrdtool's `U`). `ts` must be after the last update.
-    pub fn update(&mut self, ts: i64, value: f64) -> Result<(), UpdateError> {
-        self.apply(ts, value, None)
+    /// Adds one GAUGE sample, as `rrdtool update F ts:value`, and appends the rows it
+    /// completes to `out`. NaN and infinite values are unknown (rrdtool's `U`). `ts`
+    /// must be after the last update; when it is not, nothing changes.
+    pub fn update(
+        &mut self,
+        ts: i64,
+        value: f64,
+        out: &mut Vec<RowWrite>,
+    ) -> Result<(), UpdateError> {
+        self.apply(ts, value, None, out)
     }
 
     /// Adds an agent bucket ending at `ts`: `bucket.avg` is the GAUGE sample, exactly as
-    /// [`Rrd::update`] would take it, so AVERAGE and LAST keep rrdtool parity. The
-    /// bucket's `min` and `max` additionally widen the MIN and MAX of the steps the bucket
-    /// covers, which rrdtool (that sees only averages) cannot know. Extremes that are not
-    /// finite or do not bracket `avg` are ignored.
-    pub fn update_bucket(&mut self, ts: i64, bucket: Bucket) -> Result<(), UpdateError> {
+    /// [`RrdState::update`] would take it, so AVERAGE and LAST keep rrdtool parity. The
+    /// bucket's `min` and `max` additionally widen the MIN and MAX of the steps the
+    /// bucket covers, which rrdtool (that sees only averages) cannot know. Extremes that
+    /// are not finite or do not bracket `avg` are ignored.
+    pub fn update_bucket(
+        &mut self,
+        ts: i64,
+        bucket: Bucket,
+        out: &mut Vec<RowWrite>,
+    ) -> Result<(), UpdateError> {
         let ok = bucket.min.is_finite()
             && bucket.max.is_finite()
             && bucket.min <= bucket.avg
             && bucket.avg <= bucket.max;
-        self.apply(ts, bucket.avg, ok.then_some((bucket.min, bucket.max)))
+        self.apply(ts, bucket.avg, ok.then_some((bucket.min, bucket.max)), out)
     }
 
     fn apply(
@@ -308,6 +341,7 @@ impl Rrd {
         ts: i64,
         value: f64,
         extremes: Option<(f64, f64)>,
+        out: &mut Vec<RowWrite>,
     ) -> Result<(), UpdateError> {
         if !(0..=MAX_TIMESTAMP).contains(&ts) {
             return Err(UpdateError::TimeOutOfRange { ts });
@@ -401,14 +435,23 @@ impl Rrd {
         };
 
         let proc_pdp_count = (proc_pdp_st / step) as u64;
-        for a in &mut self.archives {
-            a.advance(
+        let spec = &self.spec;
+        for (i, (a, cdp)) in spec.archives.iter().zip(&mut self.cdps).enumerate() {
+            Consolidation {
+                index: i,
+                step: a.step,
+                rows: a.rows,
+                pdp_per_row: spec.pdp_per_row(i),
+                cdp,
+            }
+            .advance(
                 first,
                 fill,
                 elapsed,
                 proc_pdp_count,
-                self.spec.base_step,
-                self.spec.xff,
+                spec.base_step,
+                spec.xff,
+                out,
             );
         }
         self.last_update = ts;
@@ -422,8 +465,21 @@ impl Rrd {
 
     /// Label (end time) of the newest complete row of `archive`.
     pub fn newest_label(&self, archive: usize) -> Option<i64> {
-        let step = i64::from(self.archives.get(archive)?.step);
+        let step = i64::from(self.spec.archives.get(archive)?.step);
         Some(self.last_update - self.last_update.rem_euclid(step))
+    }
+
+    /// Labels of the oldest and newest rows `archive` holds now.
+    pub fn window(&self, archive: usize) -> Option<(i64, i64)> {
+        let a = self.spec.archives.get(archive)?;
+        let newest = self.newest_label(archive)?;
+        Some((newest - i64::from(a.step) * (i64::from(a.rows) - 1), newest))
+    }
+
+    /// Slot (row index in the ring) of the row labelled `label` in `archive`.
+    pub fn slot(&self, archive: usize, label: i64) -> Option<usize> {
+        let a = self.spec.archives.get(archive)?;
+        Some(archive::slot(a.step, a.rows, label))
     }
 
     /// The archive `rrdtool fetch -r RESOLUTION -s FROM -e TO` would read: among the
@@ -431,31 +487,96 @@ impl Rrd {
     /// when none reaches back that far, the one covering most of the range. Pass
     /// `resolution = 1` for the finest archive that covers the range.
     pub fn choose_archive(&self, from: i64, to: i64, resolution: u32) -> usize {
-        let mut best_full: Option<(u64, usize)> = None;
-        let mut best_part: Option<(i64, u64, usize)> = None;
-        for (i, a) in self.archives.iter().enumerate() {
-            let astep = i64::from(a.step);
-            let cal_end = self.last_update - self.last_update.rem_euclid(astep);
-            let cal_start = cal_end - astep * i64::from(a.rows);
-            let step_diff = u64::from(resolution.abs_diff(a.step));
-            if cal_start <= from {
-                if best_full.is_none_or(|(d, _)| step_diff < d) {
-                    best_full = Some((step_diff, i));
-                }
-            } else {
-                let covered = to
-                    .saturating_sub(from)
-                    .saturating_sub(cal_start.saturating_sub(from));
-                if best_part.is_none_or(|(m, d, _)| covered > m || (covered == m && step_diff < d))
-                {
-                    best_part = Some((covered, step_diff, i));
-                }
-            }
+        self.spec
+            .choose_archive(self.last_update, from, to, resolution)
+    }
+}
+
+/// The round-robin archives of one series: [`RrdState`] plus every row, in memory.
+/// Fixed size once created.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rrd {
+    state: RrdState,
+    rings: Vec<Ring>,
+}
+
+impl Rrd {
+    /// A series with every row unknown whose last update is `start`, as
+    /// `rrdtool create --start START`; see [`RrdState::new`].
+    pub fn new(spec: RrdSpec, start: i64) -> Result<Self, CreateError> {
+        let state = RrdState::new(spec, start)?;
+        Ok(Self::with_state(state))
+    }
+
+    /// A series whose consolidation is `state` and whose rows are all unknown.
+    pub fn with_state(state: RrdState) -> Self {
+        let rings = state
+            .spec
+            .archives
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Ring::new(a.rows, state.spec.pdp_per_row(i)))
+            .collect();
+        Self { state, rings }
+    }
+
+    pub fn spec(&self) -> &RrdSpec {
+        &self.state.spec
+    }
+
+    /// The consolidation in progress.
+    pub fn state(&self) -> &RrdState {
+        &self.state
+    }
+
+    /// Time of the last accepted sample (or the creation time).
+    pub fn last_update(&self) -> i64 {
+        self.state.last_update
+    }
+
+    /// Adds one GAUGE sample, as `rrdtool update F ts:value`. NaN and infinite values are
+    /// unknown (rrdtool's `U`). `ts` must be after the last update.
+    pub fn update(&mut self, ts: i64, value: f64) -> Result<(), UpdateError> {
+        let mut out = Vec::new();
+        self.state.update(ts, value, &mut out)?;
+        self.write_rows(&out);
+        Ok(())
+    }
+
+    /// Adds an agent bucket ending at `ts`; see [`RrdState::update_bucket`].
+    pub fn update_bucket(&mut self, ts: i64, bucket: Bucket) -> Result<(), UpdateError> {
+        let mut out = Vec::new();
+        self.state.update_bucket(ts, bucket, &mut out)?;
+        self.write_rows(&out);
+        Ok(())
+    }
+
+    /// Applies rows emitted by an [`RrdState`] (this one's, or a copy's).
+    pub fn write_rows(&mut self, writes: &[RowWrite]) {
+        for w in writes {
+            let Some(a) = self.state.spec.archives.get(w.archive) else {
+                continue;
+            };
+            let slot = archive::slot(a.step, a.rows, w.label);
+            let ring = &mut self.rings[w.archive];
+            ring.write(slot, &w.row);
+            ring.dirty = (ring.dirty + 1).min(a.rows);
         }
-        best_full
-            .map(|(_, i)| i)
-            .or(best_part.map(|(_, _, i)| i))
-            .unwrap_or(0)
+    }
+
+    /// Index of the archive whose rows are `step` seconds.
+    pub fn archive_index(&self, step: u32) -> Option<usize> {
+        self.state.archive_index(step)
+    }
+
+    /// Label (end time) of the newest complete row of `archive`.
+    pub fn newest_label(&self, archive: usize) -> Option<i64> {
+        self.state.newest_label(archive)
+    }
+
+    /// See [`RrdState::choose_archive`].
+    pub fn choose_archive(&self, from: i64, to: i64, resolution: u32) -> usize {
+        self.state.choose_archive(from, to, resolution)
     }
 
     /// Rows of `archive` labelled in `(floor(from), ceil(to)]` (aligned to the archive's
@@ -467,43 +588,9 @@ impl Rrd {
         from: i64,
         to: i64,
     ) -> Result<FetchedRows, FetchError> {
-        let a = self
-            .archives
-            .get(archive)
-            .ok_or(FetchError::NoSuchArchive {
-                index: archive,
-                count: self.archives.len(),
-            })?;
-        if from >= to {
-            return Err(FetchError::EmptyRange { from, to });
-        }
-        let step = i64::from(a.step);
-        // Clamping keeps the arithmetic in range; such ranges are refused below anyway.
-        let bound = 2 * MAX_TIMESTAMP;
-        let (from, to) = (from.clamp(-bound, bound), to.clamp(-bound, bound));
-        let start = from - from.rem_euclid(step);
-        let end = to + (step - to.rem_euclid(step)) % step;
-        let n = ((end - start) / step) as u64;
-        if n > MAX_FETCH_ROWS as u64 {
-            return Err(FetchError::TooManyRows { rows: n });
-        }
-        let newest = self.last_update - self.last_update.rem_euclid(step);
-        let oldest = newest - step * (i64::from(a.rows) - 1);
-        let rows = (1..=n as i64)
-            .map(|k| {
-                let label = start + k * step;
-                if label < oldest || label > newest {
-                    Row::UNKNOWN
-                } else {
-                    a.row_at_slot(a.slot(label))
-                }
-            })
-            .collect();
-        Ok(FetchedRows {
-            start,
-            step: a.step,
-            rows,
-        })
+        let ring = &self.rings;
+        self.state
+            .fetch_rows_with(archive, from, to, |slot| ring[archive].row_at_slot(slot))
     }
 
     /// One consolidation function of [`Rrd::fetch_rows`], as `rrdtool fetch F CF -r STEP`
@@ -516,6 +603,65 @@ impl Rrd {
             values: rows.rows.iter().map(|r| r.value(cf)).collect(),
         })
     }
+}
+
+impl RrdState {
+    /// Rows of `archive` labelled in `(floor(from), ceil(to)]`, as [`Rrd::fetch_rows`],
+    /// reading each row in the window with `row_at(slot)`.
+    pub fn fetch_rows_with(
+        &self,
+        archive: usize,
+        from: i64,
+        to: i64,
+        mut row_at: impl FnMut(usize) -> Row,
+    ) -> Result<FetchedRows, FetchError> {
+        let a = self
+            .spec
+            .archives
+            .get(archive)
+            .ok_or(FetchError::NoSuchArchive {
+                index: archive,
+                count: self.spec.archives.len(),
+            })?;
+        let (start, n) = aligned_range(a.step, from, to)?;
+        let step = i64::from(a.step);
+        let newest = self.last_update - self.last_update.rem_euclid(step);
+        let oldest = newest - step * (i64::from(a.rows) - 1);
+        let rows = (1..=n as i64)
+            .map(|k| {
+                let label = start + k * step;
+                if label < oldest || label > newest {
+                    Row::UNKNOWN
+                } else {
+                    row_at(archive::slot(a.step, a.rows, label))
+                }
+            })
+            .collect();
+        Ok(FetchedRows {
+            start,
+            step: a.step,
+            rows,
+        })
+    }
+}
+
+/// The aligned start and the number of rows of `step` labelled in
+/// `(floor(from), ceil(to)]`.
+pub fn aligned_range(step: u32, from: i64, to: i64) -> Result<(i64, u64), FetchError> {
+    if from >= to {
+        return Err(FetchError::EmptyRange { from, to });
+    }
+    let step = i64::from(step);
+    // Clamping keeps the arithmetic in range; such ranges are refused below anyway.
+    let bound = 2 * MAX_TIMESTAMP;
+    let (from, to) = (from.clamp(-bound, bound), to.clamp(-bound, bound));
+    let start = from - from.rem_euclid(step);
+    let end = to + (step - to.rem_euclid(step)) % step;
+    let n = ((end - start) / step) as u64;
+    if n > MAX_FETCH_ROWS as u64 {
+        return Err(FetchError::TooManyRows { rows: n });
+    }
+    Ok((start, n))
 }
 
 /// Minimum ignoring NaN (NaN only when both are).

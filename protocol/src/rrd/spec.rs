@@ -134,8 +134,40 @@ impl RrdSpec {
     }
 
     /// Primary data points per row of archive `index`.
-    pub(crate) fn pdp_per_row(&self, index: usize) -> u32 {
+    pub fn pdp_per_row(&self, index: usize) -> u32 {
         self.archives[index].step / self.base_step
+    }
+
+    /// The archive `rrdtool fetch -r RESOLUTION -s FROM -e TO` would read from a series
+    /// last updated at `last_update`: among the archives that still hold `from`, the
+    /// one whose step is nearest to `resolution`; when none reaches back that far, the
+    /// one covering most of the range.
+    pub fn choose_archive(&self, last_update: i64, from: i64, to: i64, resolution: u32) -> usize {
+        let mut best_full: Option<(u64, usize)> = None;
+        let mut best_part: Option<(i64, u64, usize)> = None;
+        for (i, a) in self.archives.iter().enumerate() {
+            let astep = i64::from(a.step);
+            let cal_end = last_update - last_update.rem_euclid(astep);
+            let cal_start = cal_end - astep * i64::from(a.rows);
+            let step_diff = u64::from(resolution.abs_diff(a.step));
+            if cal_start <= from {
+                if best_full.is_none_or(|(d, _)| step_diff < d) {
+                    best_full = Some((step_diff, i));
+                }
+            } else {
+                let covered = to
+                    .saturating_sub(from)
+                    .saturating_sub(cal_start.saturating_sub(from));
+                if best_part.is_none_or(|(m, d, _)| covered > m || (covered == m && step_diff < d))
+                {
+                    best_part = Some((covered, step_diff, i));
+                }
+            }
+        }
+        best_full
+            .map(|(_, i)| i)
+            .or(best_part.map(|(_, _, i)| i))
+            .unwrap_or(0)
     }
 }
 

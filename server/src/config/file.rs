@@ -2,6 +2,7 @@
 //! reported at once with the key it concerns. See `docs/server.example.toml`.
 
 use super::ConfigErrors;
+use metrolog_protocol::rrd::{ArchiveSpec, RrdSpec};
 use metrolog_protocol::units::{serde_duration, serde_size};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -19,6 +20,7 @@ pub struct FileConfig {
     pub syslog: SyslogSection,
     pub graphite: GraphiteSection,
     pub retention: RetentionSection,
+    pub archives: ArchivesSection,
     pub http: HttpSection,
     pub rules: Vec<RuleSection>,
     pub notify: Vec<NotifySection>,
@@ -82,12 +84,11 @@ pub struct GraphiteSection {
     pub tcp: Option<String>,
 }
 
-/// `[retention]`.
+/// `[retention]`. Metrics need none: their archives are bounded by construction.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionSection {
     pub logs: LogRetention,
-    pub raw_points: RawPointsRetention,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -108,18 +109,100 @@ impl Default for LogRetention {
     }
 }
 
-/// Raw 10 s buckets as agents shipped them; older ones are deleted in chunks.
+/// `[archives]`: the round-robin archives of new series (docs/rrd.md). A series
+/// keeps the archives it was created with.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawPointsRetention {
+pub struct ArchivesSection {
+    /// Seconds per primary data point (rrdtool's `--step`). Default: the finest
+    /// archive's step.
+    #[serde(with = "opt_duration")]
+    pub base_step: Option<Duration>,
+    /// Longest gap between two samples that still counts as known. Default:
+    /// 3 × base_step.
+    #[serde(with = "opt_duration")]
+    pub heartbeat: Option<Duration>,
+    /// Largest unknown fraction of a consolidated row that leaves it known, in [0, 1).
+    pub xff: f64,
+    /// The archives, finest first.
+    pub ladder: Vec<ArchiveEntry>,
+    /// How often completed rows move from memory (and the journal) to their chunks.
     #[serde(with = "serde_duration")]
-    pub max_age: Duration,
+    pub flush_interval: Duration,
 }
 
-impl Default for RawPointsRetention {
+/// One archive of `[archives] ladder`: `rows` rows of `step` each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveEntry {
+    #[serde(with = "serde_duration")]
+    pub step: Duration,
+    pub rows: u32,
+}
+
+impl Default for ArchivesSection {
     fn default() -> Self {
+        let ladder = RrdSpec::default_ladder()
+            .archives
+            .iter()
+            .map(|a| ArchiveEntry {
+                step: Duration::from_secs(u64::from(a.step)),
+                rows: a.rows,
+            })
+            .collect();
         Self {
-            max_age: Duration::from_secs(2 * 86400),
+            base_step: None,
+            heartbeat: None,
+            xff: 0.5,
+            ladder,
+            flush_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ArchivesSection {
+    /// The engine's specification, or every problem with it.
+    pub fn spec(&self) -> Result<RrdSpec, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut secs = |what: String, d: Duration| -> u32 {
+            if d.subsec_nanos() != 0 || d.is_zero() || d.as_secs() > u64::from(u32::MAX) {
+                problems.push(format!(
+                    "archives.{what}: {d:?} must be a whole, positive number of seconds"
+                ));
+                0
+            } else {
+                d.as_secs() as u32
+            }
+        };
+        let archives: Vec<ArchiveSpec> = self
+            .ladder
+            .iter()
+            .enumerate()
+            .map(|(i, a)| ArchiveSpec::new(secs(format!("ladder[{i}].step"), a.step), a.rows))
+            .collect();
+        let base_step = match self.base_step {
+            Some(d) => secs("base_step".into(), d),
+            None => archives.first().map_or(0, |a| a.step),
+        };
+        let heartbeat = match self.heartbeat {
+            Some(d) => secs("heartbeat".into(), d),
+            None => base_step.saturating_mul(3),
+        };
+        let spec = RrdSpec {
+            base_step,
+            heartbeat,
+            xff: self.xff,
+            archives,
+        };
+        if problems.is_empty() {
+            if let Err(e) = spec.validate() {
+                problems.extend(e.problems.into_iter().map(|p| format!("archives: {p}")));
+            }
+        }
+        if problems.is_empty() {
+            Ok(spec)
+        } else {
+            Err(problems)
         }
     }
 }
@@ -297,6 +380,7 @@ const TOP_KEYS: &[&str] = &[
     "syslog",
     "graphite",
     "retention",
+    "archives",
     "http",
     "rules",
     "notify",
@@ -359,6 +443,7 @@ impl FileConfig {
             syslog: take(&table, "syslog", &mut errors).unwrap_or_default(),
             graphite: take(&table, "graphite", &mut errors).unwrap_or_default(),
             retention: take(&table, "retention", &mut errors).unwrap_or_default(),
+            archives: take(&table, "archives", &mut errors).unwrap_or_default(),
             http: take(&table, "http", &mut errors).unwrap_or_default(),
             rules: take_list(&table, "rules", &mut errors),
             notify: take_list(&table, "notify", &mut errors),
@@ -403,6 +488,12 @@ impl FileConfig {
         }
         if self.syslog.idle_timeout.is_zero() {
             errors.push("syslog.idle_timeout: must be more than 0".into());
+        }
+        if let Err(problems) = self.archives.spec() {
+            errors.extend(problems);
+        }
+        if self.archives.flush_interval.is_zero() {
+            errors.push("archives.flush_interval: must be more than 0".into());
         }
         if self.hosts.liveness_timeout.is_zero() {
             errors.push("hosts.liveness_timeout: must be more than 0".into());
@@ -491,6 +582,48 @@ mod tests {
         let cfg = FileConfig::parse(text).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.rules.len(), 4);
         assert_eq!(cfg.scaling.policies.len(), 1);
+        assert_eq!(cfg.archives.spec().unwrap(), RrdSpec::default_ladder());
+    }
+
+    #[test]
+    fn archives_are_configurable_and_every_problem_is_reported() {
+        let cfg = FileConfig::parse(
+            r#"
+            [archives]
+            xff = 0.3
+            flush_interval = "2s"
+            ladder = [{ step = "5s", rows = 720 }, { step = "1m", rows = 60 }]
+            "#,
+        )
+        .unwrap();
+        let spec = cfg.archives.spec().unwrap();
+        assert_eq!((spec.base_step, spec.heartbeat, spec.xff), (5, 15, 0.3));
+        assert_eq!(cfg.archives.flush_interval, Duration::from_secs(2));
+        let errs = FileConfig::parse(
+            r#"
+            [archives]
+            xff = 1.5
+            ladder = [{ step = "1m", rows = 0 }, { step = "90s", rows = 10 }, { step = "1500ms", rows = 3 }]
+            "#,
+        )
+        .unwrap_err()
+        .0
+        .join("\n");
+        assert!(errs.contains("archives.ladder[2].step"), "{errs}");
+        let errs =
+            FileConfig::parse("[archives]\nxff = 1.5\nladder = [{ step = \"1m\", rows = 0 }]")
+                .unwrap_err()
+                .0
+                .join("\n");
+        assert!(
+            errs.contains("xff is 1.5") && errs.contains("rows is 0"),
+            "{errs}"
+        );
+        let errs = FileConfig::parse("[archives]\nsteps = 3")
+            .unwrap_err()
+            .0
+            .join("\n");
+        assert!(errs.contains("unknown field `steps`"), "{errs}");
     }
 
     #[test]

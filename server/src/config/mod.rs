@@ -7,8 +7,8 @@
 mod file;
 
 pub use file::{
-    AgentsSection, FileConfig, GraphiteSection, HostsSection, HttpSection, NotifySection,
-    RetentionSection, RuleSection, ScalingSection, SyslogSection,
+    AgentsSection, ArchiveEntry, ArchivesSection, FileConfig, GraphiteSection, HostsSection,
+    HttpSection, NotifySection, RetentionSection, RuleSection, ScalingSection, SyslogSection,
 };
 
 use std::net::SocketAddr;

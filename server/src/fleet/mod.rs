@@ -1,6 +1,7 @@
 //! Fleet housekeeping: hosts that fall silent go `down`, hosts gone longer than
-//! `hosts.expire_after` are removed with their series, and raw points older than
-//! their retention are deleted in small chunks so ingest never stalls.
+//! `hosts.expire_after` are removed with their series (archives included), and the
+//! archive flusher moves completed rows from memory to the database. Archives are
+//! bounded by construction, so metrics need no retention sweep.
 
 use crate::config::ServerConfig;
 use crate::store::{now, Store};
@@ -8,9 +9,6 @@ use crate::telemetry::ServerMetrics;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-
-/// Points deleted per statement by retention.
-const PRUNE_CHUNK: i64 = 5_000;
 
 pub async fn run(
     store: Arc<Store>,
@@ -50,22 +48,54 @@ pub async fn run(
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "host expiry failed"),
         }
-        let cutoff = now() - config.retention.raw_points.max_age.as_secs() as i64;
-        loop {
-            match store.prune_points(cutoff, PRUNE_CHUNK).await {
-                Ok(n) => {
-                    metrics.points_pruned.add(n);
-                    if n < PRUNE_CHUNK as u64 {
-                        break;
-                    }
-                    // Let ingest take the write lock between chunks.
-                    tokio::task::yield_now().await;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "point retention failed");
-                    break;
-                }
+    }
+}
+
+/// Every `interval`, writes the archive rows completed since the last flush and
+/// trims the journal; returns on `stop` (the caller flushes once more after the
+/// last request). A failed flush is logged, counted and retried at the next tick:
+/// the journal still holds everything.
+pub async fn flush_archives(
+    store: Arc<Store>,
+    interval: Duration,
+    metrics: Arc<ServerMetrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        flush_once(&store, &metrics).await;
+    }
+}
+
+/// One flush, counted in `/metrics`.
+pub async fn flush_once(store: &Store, metrics: &ServerMetrics) {
+    match store.flush_archives().await {
+        Ok(out) => {
+            metrics.archive_flushes.inc();
+            metrics.archive_flushed_rows.add(out.rows);
+            metrics.archive_corrupt_chunks.add(out.corrupt_chunks);
+            if out.series > 0 {
+                tracing::debug!(
+                    series = out.series,
+                    rows = out.rows,
+                    chunks = out.chunks,
+                    journal_rows = out.journal_rows,
+                    "archives flushed"
+                );
             }
         }
+        Err(e) => {
+            metrics.archive_flush_failures.inc();
+            tracing::error!(error = %e, "archive flush failed; the journal keeps the samples, retrying at the next tick");
+        }
     }
+    let stats = store.archive_stats();
+    metrics.archive_series.set(stats.series);
+    metrics.archive_pending_rows.set(stats.pending_rows);
 }

@@ -64,8 +64,9 @@ impl Ingestor {
     }
 
     /// Validates and commits a batch for `host_id`. Buckets that cannot be stored
-    /// (non-finite values, timestamps out of range, a bad step) are counted and
-    /// left out; the rest of the batch is stored.
+    /// (non-finite values, timestamps out of range, a bad step, not after the
+    /// series' last bucket) are counted and left out; the rest of the batch is
+    /// journaled for the archives before this returns.
     pub async fn ingest(
         &self,
         host_id: i64,
@@ -112,6 +113,9 @@ impl Ingestor {
             });
         }
         self.metrics.buckets_stored.add(outcome.stored);
+        self.metrics
+            .buckets_rejected_order
+            .add(outcome.out_of_order);
         self.metrics.log_records.add(outcome.logs);
         self.log_feed.publish_agent(host_id, &batch.logs);
         let touched = series
@@ -130,7 +134,7 @@ impl Ingestor {
         Ok(IngestOutcome {
             duplicate: false,
             accepted: outcome.stored,
-            rejected,
+            rejected: rejected + outcome.out_of_order,
         })
     }
 }

@@ -1,8 +1,8 @@
-//! Reading metrics back: time expressions, the choice of resolution from the
-//! range, and consolidation of stored buckets into rows of that resolution.
+//! Reading metrics back: time expressions, the choice of archive from the range
+//! (or the asked-for step), and rows read from the round-robin archives.
 //!
 //! Rows follow `rrdtool fetch`: a row labelled T covers (T − step, T], T a
-//! multiple of step, and a row is unknown when more than half of it is.
+//! multiple of step, and a row is unknown when more than xff of it is.
 
 mod spec;
 
@@ -11,7 +11,7 @@ pub use spec::{
     BASE_STEP,
 };
 
-use crate::store::PointRow;
+use metrolog_protocol::rrd::{self, FetchedRows, RrdSpec};
 
 /// The default archive ladder: (step seconds, rows).
 pub const LADDER: [(i64, i64); 5] = [
@@ -37,6 +37,16 @@ pub enum Cf {
 }
 
 impl Cf {
+    /// The engine's consolidation function.
+    pub fn rrd(self) -> rrd::Cf {
+        match self {
+            Cf::Avg => rrd::Cf::Avg,
+            Cf::Min => rrd::Cf::Min,
+            Cf::Max => rrd::Cf::Max,
+            Cf::Last => rrd::Cf::Last,
+        }
+    }
+
     pub fn parse(text: &str) -> Result<Cf, String> {
         match text.to_ascii_lowercase().as_str() {
             "avg" | "average" => Ok(Cf::Avg),
@@ -111,51 +121,76 @@ pub fn row_times(from: i64, to: i64, step: i64) -> impl Iterator<Item = i64> {
     (first..=to).step_by(step as usize)
 }
 
-/// Consolidates stored buckets (each `base_step` wide, oldest first) into rows of
-/// `step` over (from, to]. Unknown rows are `None`.
-pub fn consolidate(
-    points: &[PointRow],
-    base_step: i64,
+/// The archive a query reads and the row width it answers with, from the archive
+/// specification `spec` at time `now`: as `rrdtool fetch -r STEP` picks, among the
+/// archives that still hold `from`, the one whose step is nearest to the asked-for
+/// step (the finest when none was asked for); when none reaches back that far, the
+/// one covering most of the range. When the asked-for step is a multiple of the
+/// archive's, rows are consolidated further to that step. Returns
+/// `(archive step, row width)`.
+pub fn choose_archive(
+    spec: &RrdSpec,
     from: i64,
     to: i64,
-    step: i64,
-    cf: Cf,
-) -> Vec<(i64, Option<f64>)> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    for t in row_times(from, to, step) {
-        while i < points.len() && points[i].ts <= t - step {
-            i += 1;
-        }
-        let mut known = 0i64;
-        let (mut sum, mut lo, mut hi, mut last) = (0.0, f64::INFINITY, f64::NEG_INFINITY, None);
-        let mut j = i;
-        while j < points.len() && points[j].ts <= t {
-            let p = &points[j];
-            if let (Some(a), Some(mn), Some(mx), Some(l)) = (p.avg, p.min, p.max, p.last) {
-                known += base_step.min(step);
-                sum += a;
-                lo = lo.min(mn);
-                hi = hi.max(mx);
-                last = Some(l);
-            }
-            j += 1;
-        }
-        let n = known / base_step.min(step).max(1);
-        let value = if known == 0 || (known as f64) < (1.0 - XFF) * step as f64 {
-            None
-        } else {
-            match cf {
-                Cf::Avg => Some(sum / n as f64),
-                Cf::Min => Some(lo),
-                Cf::Max => Some(hi),
-                Cf::Last => last,
-            }
-        };
-        out.push((t, value));
-        i = j;
+    step: Option<i64>,
+    now: i64,
+) -> (i64, i64) {
+    let resolution = step.map_or(1, |s| u32::try_from(s.max(1)).unwrap_or(u32::MAX));
+    let i = spec.choose_archive(now, from, to, resolution);
+    let archive = i64::from(spec.archives[i].step);
+    match step {
+        Some(s) if s > archive && s % archive == 0 => (archive, s),
+        _ => (archive, archive),
     }
-    out
+}
+
+/// Rows of width `step` from rows read from an archive (whose `start` is aligned on
+/// `step`): with equal widths the rows themselves, else every `step / rows.step`
+/// rows consolidated as rrdtool consolidates steps: the average of the known rows
+/// weighted by their known steps, the extremes of their extremes, the last row's
+/// last; unknown when more than `xff` of the base steps are unknown.
+pub fn coarsen(rows: &FetchedRows, step: i64, base_step: u32, xff: f64, cf: Cf) -> Rows {
+    let cf = cf.rrd();
+    let width = i64::from(rows.step);
+    if step <= width {
+        return rows
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(k, r)| (rows.start + (k as i64 + 1) * width, r.value(cf)))
+            .collect();
+    }
+    let per = (step / width).max(1) as usize;
+    let total_pdps = (step / i64::from(base_step.max(1))) as f64;
+    rows.rows
+        .chunks(per)
+        .enumerate()
+        .map(|(k, group)| {
+            let label = rows.start + (k as i64 + 1) * step;
+            let known: Vec<&rrd::Row> = group.iter().filter(|r| r.is_known()).collect();
+            let pdps: u64 = known.iter().map(|r| u64::from(r.count)).sum();
+            if known.is_empty() || total_pdps - pdps as f64 > xff * total_pdps || group.len() < per
+            {
+                return (label, None);
+            }
+            let v = match cf {
+                rrd::Cf::Avg => {
+                    known
+                        .iter()
+                        .map(|r| r.avg * f64::from(r.count))
+                        .sum::<f64>()
+                        / pdps as f64
+                }
+                rrd::Cf::Min => known.iter().map(|r| r.min).fold(f64::INFINITY, f64::min),
+                rrd::Cf::Max => known
+                    .iter()
+                    .map(|r| r.max)
+                    .fold(f64::NEG_INFINITY, f64::max),
+                rrd::Cf::Last => group[group.len() - 1].last,
+            };
+            (label, v.is_finite().then_some(v))
+        })
+        .collect()
 }
 
 /// Combines aligned rows of several series into one, ignoring unknown members;
@@ -189,17 +224,6 @@ pub fn aggregate(members: &[Vec<(i64, Option<f64>)>], agg: Agg) -> Vec<(i64, Opt
 mod tests {
     use super::*;
 
-    fn p(ts: i64, v: f64) -> PointRow {
-        PointRow {
-            ts,
-            avg: Some(v),
-            min: Some(v - 1.0),
-            max: Some(v + 1.0),
-            last: Some(v),
-            count: 10,
-        }
-    }
-
     #[test]
     fn times() {
         assert_eq!(parse_time("-1h", 10_000).unwrap(), 6400);
@@ -214,7 +238,7 @@ mod tests {
     }
 
     #[test]
-    fn step_follows_range() {
+    fn default_step_follows_range() {
         let now = 1_000_000;
         assert_eq!(choose_step(now - 3600, now), 10);
         assert_eq!(choose_step(now - 6 * 3600, now), 60);
@@ -223,36 +247,92 @@ mod tests {
         assert_eq!(choose_step(now - 365 * 86400, now), 86400);
     }
 
+    fn row(v: f64, count: u32) -> rrd::Row {
+        rrd::Row {
+            avg: v,
+            min: v - 1.0,
+            max: v + 1.0,
+            last: v,
+            count,
+        }
+    }
+
     #[test]
-    fn rows_cover_step_ending_at_label() {
-        let pts = [p(10, 1.0), p(20, 3.0), p(30, 5.0), p(40, 7.0), p(60, 9.0)];
-        let rows = consolidate(&pts, 10, 0, 60, 10, Cf::Avg);
+    fn archive_follows_range_or_asked_step() {
+        let spec = RrdSpec::default_ladder();
+        let now = 1_000_000 * 60;
+        assert_eq!(choose_archive(&spec, now - 3600, now, None, now), (10, 10));
         assert_eq!(
-            rows,
-            vec![
-                (10, Some(1.0)),
-                (20, Some(3.0)),
-                (30, Some(5.0)),
-                (40, Some(7.0)),
-                (50, None),
-                (60, Some(9.0))
-            ]
-        );
-        // 30 s rows: (0,30] has 3 buckets, (30,60] has 2 of 3 (> half known).
-        let rows = consolidate(&pts, 10, 0, 60, 30, Cf::Avg);
-        assert_eq!(rows, vec![(30, Some(3.0)), (60, Some(8.0))]);
-        assert_eq!(
-            consolidate(&pts, 10, 0, 60, 30, Cf::Max),
-            vec![(30, Some(6.0)), (60, Some(10.0))]
+            choose_archive(&spec, now - 6 * 3600, now, None, now),
+            (60, 60)
         );
         assert_eq!(
-            consolidate(&pts, 10, 0, 60, 30, Cf::Last),
-            vec![(30, Some(5.0)), (60, Some(9.0))]
+            choose_archive(&spec, now - 86400, now, Some(120), now),
+            (60, 120)
         );
-        // 60 s rows from one bucket only: mostly unknown.
         assert_eq!(
-            consolidate(&[p(60, 1.0)], 10, 0, 60, 60, Cf::Avg),
-            vec![(60, None)]
+            choose_archive(&spec, now - 3600, now, Some(30), now),
+            (10, 30)
+        );
+        assert_eq!(
+            choose_archive(&spec, now - 3600, now, Some(250), now),
+            (300, 300)
+        );
+        assert_eq!(
+            choose_archive(&spec, now - 7 * 86400, now, None, now),
+            (300, 300)
+        );
+        assert_eq!(
+            choose_archive(&spec, now - 400 * 86400, now, None, now),
+            (86400, 86400)
+        );
+    }
+
+    #[test]
+    fn coarser_rows_weigh_known_steps_and_respect_xff() {
+        let unknown = rrd::Row::UNKNOWN;
+        let rows = FetchedRows {
+            start: 0,
+            step: 10,
+            rows: vec![
+                row(1.0, 1),
+                row(3.0, 1),
+                row(5.0, 1),
+                row(7.0, 1),
+                unknown,
+                unknown,
+            ],
+        };
+        assert_eq!(
+            coarsen(&rows, 10, 10, 0.5, Cf::Avg)[..2],
+            [(10, Some(1.0)), (20, Some(3.0))]
+        );
+        // (0,30]: 3 of 3 known; (30,60]: 1 of 3 known, more than half unknown.
+        assert_eq!(
+            coarsen(&rows, 30, 10, 0.5, Cf::Avg),
+            vec![(30, Some(3.0)), (60, None)]
+        );
+        assert_eq!(
+            coarsen(&rows, 30, 10, 0.5, Cf::Max),
+            vec![(30, Some(6.0)), (60, None)]
+        );
+        assert_eq!(
+            coarsen(&rows, 30, 10, 0.5, Cf::Last),
+            vec![(30, Some(5.0)), (60, None)]
+        );
+        assert_eq!(
+            coarsen(&rows, 30, 10, 0.9, Cf::Min),
+            vec![(30, Some(0.0)), (60, Some(6.0))]
+        );
+        // Rows of 1 min weigh by their known steps.
+        let rows = FetchedRows {
+            start: 0,
+            step: 60,
+            rows: vec![row(10.0, 6), row(40.0, 3)],
+        };
+        assert_eq!(
+            coarsen(&rows, 120, 10, 0.5, Cf::Avg),
+            vec![(120, Some(20.0))]
         );
     }
 

@@ -2,7 +2,9 @@
 //! and how it is answered. Handlers parse parameters into a [`QuerySpec`] and
 //! call [`run`]; where the rows come from is this module's business.
 
-use super::{aggregate, choose_step, consolidate, parse_time, Agg, Cf, MAX_ROWS};
+use super::{
+    aggregate, choose_archive, choose_step, coarsen, parse_time, row_times, Agg, Cf, MAX_ROWS,
+};
 use crate::store::{HostFilter, SeriesRow, Store, StoreError};
 use metrolog_protocol::Labels;
 use serde::Serialize;
@@ -146,7 +148,8 @@ impl QuerySpec {
         })
     }
 
-    /// The row width this query is answered at.
+    /// The row width this query is answered at with the default archive ladder
+    /// ([`run`] uses the server's configured archives).
     pub fn effective_step(&self, now: i64) -> i64 {
         self.step.unwrap_or_else(|| choose_step(self.from, now))
     }
@@ -184,22 +187,63 @@ pub async fn series_of(
     }
 }
 
-/// Rows of one stored series over (from, to] at `step`.
+/// How a query reads the archives: the archive step, the row width, and the
+/// aligned range (rows labelled in `(from, to]`).
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    archive: i64,
+    step: i64,
+    from: i64,
+    to: i64,
+    base_step: u32,
+    xff: f64,
+}
+
+/// Rows of one stored series at the plan's width; unknown where it has no data.
 async fn rows_of(
     store: &Store,
     s: &SeriesRow,
     spec: &QuerySpec,
-    step: i64,
+    plan: &Plan,
 ) -> Result<Rows, QueryError> {
-    let pts = store.points(s.id, spec.from - step, spec.to).await?;
-    Ok(consolidate(
-        &pts, BASE_STEP, spec.from, spec.to, step, spec.cf,
-    ))
+    let unknown = || {
+        row_times(plan.from, plan.to, plan.step)
+            .map(|t| (t, None))
+            .collect()
+    };
+    if plan.to <= plan.from {
+        return Ok(Vec::new());
+    }
+    let archive = u32::try_from(plan.archive).unwrap_or(u32::MAX);
+    match store
+        .archive_rows(s.id, archive, plan.from, plan.to)
+        .await?
+    {
+        Some(rows) => Ok(coarsen(&rows, plan.step, plan.base_step, plan.xff, spec.cf)),
+        None => Ok(unknown()),
+    }
 }
 
 /// Answers a query.
 pub async fn run(store: &Store, spec: &QuerySpec, now: i64) -> Result<QueryResult, QueryError> {
-    let step = spec.effective_step(now);
+    let archives = store.archive_spec();
+    if let Some(s) = spec.step {
+        if s < i64::from(archives.base_step) || s % i64::from(archives.base_step) != 0 {
+            return Err(QueryError::BadRequest(format!(
+                "step {s} must be a multiple of the archives' base step, {} seconds",
+                archives.base_step
+            )));
+        }
+    }
+    let (archive, step) = choose_archive(&archives, spec.from, spec.to, spec.step, now);
+    let plan = Plan {
+        archive,
+        step,
+        from: spec.from.div_euclid(step) * step,
+        to: spec.to.div_euclid(step) * step,
+        base_step: archives.base_step,
+        xff: archives.xff,
+    };
     if (spec.to - spec.from) / step > MAX_ROWS {
         return Err(QueryError::BadRequest(format!(
             "{} rows of {step} s requested; at most {MAX_ROWS} per series: narrow the range or raise step",
@@ -211,7 +255,7 @@ pub async fn run(store: &Store, spec: &QuerySpec, now: i64) -> Result<QueryResul
         Target::Host(host) => {
             for name in &spec.names {
                 for s in series_of(store, Some(host), Some(name)).await? {
-                    let points = rows_of(store, &s, spec, step).await?;
+                    let points = rows_of(store, &s, spec, &plan).await?;
                     out.push(SeriesPoints {
                         host: s.hostname,
                         host_id: Some(s.host_id),
@@ -235,7 +279,7 @@ pub async fn run(store: &Store, spec: &QuerySpec, now: i64) -> Result<QueryResul
                 let mut by_key: Vec<((String, Labels), Vec<Rows>)> = Vec::new();
                 for m in &members {
                     for s in store.series(Some(m.id), Some(name)).await? {
-                        let rows = rows_of(store, &s, spec, step).await?;
+                        let rows = rows_of(store, &s, spec, &plan).await?;
                         let key = (s.name, s.labels);
                         match by_key.iter_mut().find(|(k, _)| *k == key) {
                             Some((_, v)) => v.push(rows),

@@ -1,20 +1,34 @@
-//! Series and their points, and the batch commit that writes them.
+//! Series, and the commits that journal their samples for the archives: agent
+//! batches and imports.
 
+use super::archive::journal::Sample;
 use super::{hosts::touch, now, Result, Store, SERIES_CACHE_MAX};
 use metrolog_protocol::syslog::{LogRecord, LogSource};
 use metrolog_protocol::{BatchId, Bucket, Labels, SeriesKey};
 use serde::Serialize;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 /// Outcome of committing one batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommitOutcome {
     /// The batch had been committed before; nothing was written again.
     pub duplicate: bool,
-    /// Buckets written.
+    /// Buckets journaled for the archives.
     pub stored: u64,
+    /// Buckets refused because they were not after the series' last sample.
+    pub out_of_order: u64,
     /// Log records written.
     pub logs: u64,
+}
+
+/// Outcome of one import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportOutcome {
+    pub accepted: u64,
+    /// Samples at or before the series' previous sample, per rrdtool update.
+    pub out_of_order: u64,
+    /// The same, per series in the order given.
+    pub per_series: Vec<super::Accepted>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -25,19 +39,6 @@ pub struct SeriesRow {
     pub name: String,
     pub labels: Labels,
 }
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PointRow {
-    pub ts: i64,
-    pub avg: Option<f64>,
-    pub min: Option<f64>,
-    pub max: Option<f64>,
-    pub last: Option<f64>,
-    pub count: i64,
-}
-
-/// Rows per multi-row INSERT: 7 parameters each, well under SQLite's 32766.
-const INSERT_CHUNK: usize = 1000;
 
 impl Store {
     /// Writes one agent batch in a single transaction: series are created as
@@ -65,13 +66,101 @@ impl Store {
                 return Ok(CommitOutcome {
                     duplicate: true,
                     stored: 0,
+                    out_of_order: 0,
                     logs: 0,
                 });
             }
         }
+        let keys: Vec<&SeriesKey> = series.iter().map(|(k, _)| k).collect();
+        let (ids, new_ids) = self.series_ids_tx(&mut tx, host_id, &keys).await?;
+        let per_series = ids
+            .iter()
+            .zip(series)
+            .map(|(id, (_, buckets))| {
+                let samples = buckets
+                    .iter()
+                    .map(|b| Sample {
+                        ts: b.ts,
+                        value: b.avg,
+                        ext: Some((b.min, b.max)),
+                    })
+                    .collect();
+                (*id, true, samples)
+            })
+            .collect();
+        let (journaled, accepted) = self.journal_tx(&mut tx, per_series).await?;
+        if !logs.is_empty() {
+            super::logs::insert_tx(&mut tx, Some(host_id), logs, LogSource::Agent).await?;
+        }
+        sqlx::query("UPDATE hosts SET batch_stream = ?, batch_seq = ? WHERE id = ?")
+            .bind(&batch.stream)
+            .bind(batch.seq as i64)
+            .bind(host_id)
+            .execute(&mut *tx)
+            .await?;
+        touch(&mut *tx, host_id, t).await?;
+        tx.commit().await?;
+        self.apply_committed(host_id, journaled);
+        self.remember_series(new_ids);
+        Ok(CommitOutcome {
+            duplicate: false,
+            stored: accepted.iter().map(|a| a.accepted).sum(),
+            out_of_order: accepted.iter().map(|a| a.out_of_order).sum(),
+            logs: logs.len() as u64,
+        })
+    }
+
+    /// Journals imported samples of `host_id` (in time order per series; a NaN value
+    /// is unknown) in one transaction. Samples not after their series' last one are
+    /// refused and counted, as `rrdtool update` refuses them.
+    pub async fn import_samples(
+        &self,
+        host_id: i64,
+        series: &[(SeriesKey, Vec<(i64, f64)>)],
+    ) -> Result<ImportOutcome> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let keys: Vec<&SeriesKey> = series.iter().map(|(k, _)| k).collect();
+        let (ids, new_ids) = self.series_ids_tx(&mut tx, host_id, &keys).await?;
+        let per_series = ids
+            .iter()
+            .zip(series)
+            .map(|(id, (_, points))| {
+                let samples = points
+                    .iter()
+                    .map(|&(ts, value)| Sample {
+                        ts,
+                        value,
+                        ext: None,
+                    })
+                    .collect();
+                (*id, false, samples)
+            })
+            .collect();
+        let (journaled, accepted) = self.journal_tx(&mut tx, per_series).await?;
+        touch(&mut *tx, host_id, now()).await?;
+        tx.commit().await?;
+        self.apply_committed(host_id, journaled);
+        self.remember_series(new_ids);
+        Ok(ImportOutcome {
+            accepted: accepted.iter().map(|a| a.accepted).sum(),
+            out_of_order: accepted.iter().map(|a| a.out_of_order).sum(),
+            per_series: accepted,
+        })
+    }
+
+    /// Ids of the series `keys` of `host_id`, created as needed inside `tx`; also
+    /// the ids created, to cache once `tx` commits.
+    #[allow(clippy::type_complexity)]
+    async fn series_ids_tx(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+        host_id: i64,
+        keys: &[&SeriesKey],
+    ) -> Result<(Vec<i64>, Vec<((i64, String, String), i64)>)> {
         let mut new_ids = Vec::new();
-        let mut ids = Vec::with_capacity(series.len());
-        for (key, _) in series {
+        let mut ids = Vec::with_capacity(keys.len());
+        for key in keys {
             let labels = key.labels_text();
             let cached = self
                 .series_ids
@@ -91,7 +180,7 @@ impl Store {
                     .bind(key.name.as_str())
                     .bind(&labels)
                     .bind(serde_json::to_string(&key.labels).unwrap_or_else(|_| "{}".into()))
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&mut **tx)
                     .await?;
                     new_ids.push(((host_id, key.name.as_str().to_string(), labels), id));
                     id
@@ -99,48 +188,16 @@ impl Store {
             };
             ids.push(id);
         }
-        let rows: Vec<(i64, &Bucket)> = ids
-            .iter()
-            .zip(series)
-            .flat_map(|(id, (_, buckets))| buckets.iter().map(move |b| (*id, b)))
-            .collect();
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT OR REPLACE INTO points (series_id, ts, avg, min, max, last, count) ",
-            );
-            q.push_values(chunk, |mut b, (id, p)| {
-                b.push_bind(*id)
-                    .push_bind(p.ts)
-                    .push_bind(p.avg)
-                    .push_bind(p.min)
-                    .push_bind(p.max)
-                    .push_bind(p.last)
-                    .push_bind(p.count as i64);
-            });
-            q.build().execute(&mut *tx).await?;
-        }
-        if !logs.is_empty() {
-            super::logs::insert_tx(&mut tx, Some(host_id), logs, LogSource::Agent).await?;
-        }
-        sqlx::query("UPDATE hosts SET batch_stream = ?, batch_seq = ? WHERE id = ?")
-            .bind(&batch.stream)
-            .bind(batch.seq as i64)
-            .bind(host_id)
-            .execute(&mut *tx)
-            .await?;
-        touch(&mut *tx, host_id, t).await?;
-        tx.commit().await?;
-        // Only committed ids enter the cache.
+        Ok((ids, new_ids))
+    }
+
+    /// Only committed ids enter the cache.
+    fn remember_series(&self, new_ids: Vec<((i64, String, String), i64)>) {
         let mut cache = self.series_ids.lock().expect("series cache poisoned");
         if cache.len() + new_ids.len() > SERIES_CACHE_MAX {
             cache.clear();
         }
         cache.extend(new_ids);
-        Ok(CommitOutcome {
-            duplicate: false,
-            stored: rows.len() as u64,
-            logs: logs.len() as u64,
-        })
     }
 
     /// Drops cached series ids of removed hosts.
@@ -150,6 +207,10 @@ impl Store {
         }
         let mut cache = self.series_ids.lock().expect("series cache poisoned");
         cache.retain(|(h, _, _), _| !host_ids.contains(h));
+        drop(cache);
+        // Their archives, states and chunks went with the series (FK cascade); the
+        // journal rows that still name them are skipped at replay.
+        self.cache().forget_hosts(host_ids);
     }
 
     /// Series filtered by host and by a name pattern where `*` matches any run of
@@ -184,62 +245,28 @@ impl Store {
             .collect())
     }
 
-    /// Stored buckets of a series with `from < ts <= to`, oldest first.
-    pub async fn points(&self, series_id: i64, from: i64, to: i64) -> Result<Vec<PointRow>> {
-        let rows = sqlx::query(
-            "SELECT ts, avg, min, max, last, count FROM points WHERE series_id = ? AND ts > ? AND ts <= ? ORDER BY ts",
-        )
-        .bind(series_id)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| PointRow {
-                ts: r.get(0),
-                avg: r.get(1),
-                min: r.get(2),
-                max: r.get(3),
-                last: r.get(4),
-                count: r.get(5),
-            })
-            .collect())
-    }
-
-    /// Latest average of each unlabelled series named in `names`, per host:
+    /// Latest known value of each unlabelled series named in `names`, per host:
     /// `(host_id, name, ts, value)`. Feeds the overview page.
     pub async fn latest_values(&self, names: &[&str]) -> Result<Vec<(i64, String, i64, f64)>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT s.host_id, s.name, p.ts, p.avg FROM series s
-             JOIN points p ON p.series_id = s.id AND p.ts = (SELECT max(ts) FROM points WHERE series_id = s.id)
-             WHERE s.labels = '' AND p.avg IS NOT NULL AND s.name IN (",
+            "SELECT id, host_id, name FROM series WHERE labels = '' AND name IN (",
         );
         let mut sep = q.separated(", ");
         for n in names {
             sep.push_bind(*n);
         }
-        q.push(")");
+        q.push(") ORDER BY host_id, name");
         let rows = q.build().fetch_all(&self.pool).await?;
         Ok(rows
             .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .filter_map(|r| {
+                let (ts, v) = self.last_sample(r.get(0))?;
+                Some((r.get(1), r.get(2), ts, v))
+            })
             .collect())
-    }
-
-    /// Deletes at most `limit` points older than `cutoff`; returns how many went.
-    /// Called in a loop with short pauses so retention never stalls ingest.
-    pub async fn prune_points(&self, cutoff: i64, limit: i64) -> Result<u64> {
-        let _w = self.write.lock().await;
-        let r = sqlx::query(
-            "DELETE FROM points WHERE (series_id, ts) IN
-               (SELECT series_id, ts FROM points WHERE ts < ? LIMIT ?)",
-        )
-        .bind(cutoff)
-        .bind(limit)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected())
     }
 }
 
@@ -274,10 +301,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn replayed_batch_is_not_stored_twice() {
-        let (store, _dir) = temp_store().await;
-        let host = store
+    async fn host(store: &Store) -> i64 {
+        store
             .upsert_host(
                 &HostFacts {
                     hostname: "h".into(),
@@ -289,7 +314,25 @@ mod tests {
                 HostSource::Agent,
             )
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    async fn rows(store: &Store, id: i64, from: i64, to: i64) -> Vec<(i64, Option<f64>)> {
+        let f = store.archive_rows(id, 10, from, to).await.unwrap().unwrap();
+        (1..=f.rows.len() as i64)
+            .map(|k| {
+                (
+                    f.start + k * 10,
+                    f.rows[k as usize - 1].value(metrolog_protocol::rrd::Cf::Avg),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn replayed_batch_is_not_stored_twice() {
+        let (store, _dir) = temp_store().await;
+        let host = host(&store).await;
         let key = SeriesKey::new("cpu.busy_pct", Labels::new()).unwrap();
         let id = BatchId {
             stream: "s1".into(),
@@ -302,6 +345,7 @@ mod tests {
             CommitOutcome {
                 duplicate: false,
                 stored: 2,
+                out_of_order: 0,
                 logs: 0
             }
         );
@@ -309,26 +353,82 @@ mod tests {
         assert!(again.duplicate);
         let series = store.series(Some(host), Some("cpu.*")).await.unwrap();
         assert_eq!(series.len(), 1);
-        let pts = store.points(series[0].id, 0, 100).await.unwrap();
-        assert_eq!(pts.iter().map(|p| p.ts).collect::<Vec<_>>(), vec![10, 20]);
-        // A new stream (agent restarted) starts over at seq 1.
+        assert_eq!(
+            rows(&store, series[0].id, 0, 30).await,
+            vec![(10, Some(1.0)), (20, Some(2.0)), (30, None)]
+        );
+        // A new stream (agent restarted) starts over at seq 1; a bucket it resends
+        // is out of order for the archives and counted.
         let id2 = BatchId {
             stream: "s2".into(),
             seq: 1,
         };
-        let next = vec![(key, vec![bucket(30, 3.0)])];
-        assert!(
-            !store
-                .commit_batch(host, &id2, &next, &[])
-                .await
-                .unwrap()
-                .duplicate
-        );
+        let next = vec![(key, vec![bucket(20, 9.0), bucket(30, 3.0)])];
+        let out = store.commit_batch(host, &id2, &next, &[]).await.unwrap();
+        assert_eq!((out.duplicate, out.stored, out.out_of_order), (false, 1, 1));
         assert_eq!(
             store.latest_values(&["cpu.busy_pct"]).await.unwrap(),
             vec![(host, "cpu.busy_pct".to_string(), 30, 3.0)]
         );
-        assert_eq!(store.prune_points(25, 1000).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn flushed_and_journaled_rows_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let t0 = 1_700_000_000;
+        let key = SeriesKey::new("load.1m", Labels::new()).unwrap();
+        let (host_id, sid) = {
+            let store = Store::open(&url).await.unwrap();
+            let host_id = host(&store).await;
+            let first: Vec<(i64, f64)> = (1..=100).map(|i| (t0 + i * 10, i as f64)).collect();
+            let out = store
+                .import_samples(host_id, &[(key.clone(), first)])
+                .await
+                .unwrap();
+            assert_eq!(out.accepted, 100);
+            let flushed = store.flush_archives().await.unwrap();
+            assert_eq!((flushed.series, flushed.journal_rows), (1, 1));
+            // 100 rows of 10 s, and the 1 min and 5 min rows they complete.
+            assert!(flushed.rows > 100, "{flushed:?}");
+            // Not flushed: only in the journal when the store goes away.
+            let more: Vec<(i64, f64)> = (101..=130).map(|i| (t0 + i * 10, i as f64)).collect();
+            store
+                .import_samples(host_id, &[(key.clone(), more)])
+                .await
+                .unwrap();
+            let sid = store.series(Some(host_id), None).await.unwrap()[0].id;
+            (host_id, sid)
+        };
+        let store = Store::open(&url).await.unwrap();
+        assert_eq!(store.loaded().journal_rows, 1);
+        assert_eq!(store.loaded().replayed_samples, 30);
+        let got = rows(&store, sid, t0, t0 + 1300).await;
+        assert_eq!(got.len(), 130);
+        assert!(
+            got.iter()
+                .enumerate()
+                .all(|(i, r)| *r == (t0 + (i as i64 + 1) * 10, Some(i as f64 + 1.0))),
+            "{got:?}"
+        );
+        // Out of order against the replayed state.
+        let out = store
+            .import_samples(
+                host_id,
+                &[(key, vec![(t0 + 1300, 1.0), (t0 + 1310, 131.0)])],
+            )
+            .await
+            .unwrap();
+        assert_eq!((out.accepted, out.out_of_order), (1, 1));
+        // Removing the host drops the series from memory and disk.
+        assert!(store.delete_host(host_id).await.unwrap());
+        assert_eq!(store.archive_stats().series, 0);
+        store.flush_archives().await.unwrap();
+        let left: i64 = sqlx::query_scalar("SELECT (SELECT count(*) FROM archive_chunks) + (SELECT count(*) FROM archive_state) + (SELECT count(*) FROM archive_journal)")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
     }
 
     #[test]

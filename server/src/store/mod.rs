@@ -6,15 +6,19 @@
 //! transaction that must upgrade fails with SQLITE_BUSY instead of waiting);
 //! reads use the pool concurrently.
 
+pub mod archive;
 mod auth;
 mod hosts;
 pub mod logs;
 mod metrics;
 
+pub use archive::journal::Sample;
+pub use archive::{Accepted, ArchiveStats, FlushOutcome, LoadOutcome};
 pub use auth::{SessionRow, TokenRow, UserRow};
 pub use hosts::{HostFacts, HostFilter, HostRow, HostSource, HostState};
-pub use metrics::{CommitOutcome, PointRow, SeriesRow};
+pub use metrics::{CommitOutcome, ImportOutcome, SeriesRow};
 
+use metrolog_protocol::rrd::RrdSpec;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 use std::collections::HashMap;
@@ -52,6 +56,12 @@ pub struct Store {
     /// (host id, name, canonical labels) → series id, so a steady stream of
     /// batches does not look series up again. Bounded by `SERIES_CACHE_MAX`.
     series_ids: Mutex<HashMap<(i64, String, String), i64>>,
+    /// Hot state of the round-robin archives (see [`archive`]).
+    archives: Mutex<archive::ArchiveCache>,
+    /// Held shared by archive reads, exclusively by a flush commit.
+    flush_gate: tokio::sync::RwLock<()>,
+    /// What loading the archives found at open.
+    loaded: LoadOutcome,
 }
 
 const SERIES_CACHE_MAX: usize = 1_000_000;
@@ -59,8 +69,18 @@ const SERIES_CACHE_MAX: usize = 1_000_000;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 impl Store {
-    /// Opens (creating if needed) the database at `url` and applies migrations.
+    /// Opens (creating if needed) the database at `url` and applies migrations; new
+    /// series get the default archive ladder.
     pub async fn open(url: &str) -> Result<Self> {
+        Self::open_with(url, RrdSpec::default_ladder()).await
+    }
+
+    /// As [`Store::open`], new series getting the archives of `spec`. Loads every
+    /// series' archive state and replays the journal, so what was acknowledged
+    /// before a crash is there.
+    pub async fn open_with(url: &str, spec: RrdSpec) -> Result<Self> {
+        spec.validate()
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
         if let Some(path) = sqlite_path(url) {
             if let Some(dir) = Path::new(&path)
                 .parent()
@@ -95,11 +115,39 @@ impl Store {
                 source,
             })?;
         MIGRATOR.run(&pool).await?;
+        let mut cache = archive::ArchiveCache::new(spec);
+        let loaded = Self::load_archives(&pool, &mut cache).await?;
+        if loaded.journal_rows > 0 {
+            tracing::info!(
+                series = loaded.series,
+                journal_rows = loaded.journal_rows,
+                samples = loaded.replayed_samples,
+                "archives: replayed the journal"
+            );
+        }
         Ok(Self {
             pool,
             write: tokio::sync::Mutex::new(()),
             series_ids: Mutex::new(HashMap::new()),
+            archives: Mutex::new(cache),
+            flush_gate: tokio::sync::RwLock::new(()),
+            loaded,
         })
+    }
+
+    /// What loading the archives found at open.
+    pub fn loaded(&self) -> LoadOutcome {
+        self.loaded
+    }
+
+    /// Size of the database file(s) on disk in bytes: pages in use × page size.
+    pub async fn database_bytes(&self) -> Result<u64> {
+        let (count, size): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count()), (SELECT page_size FROM pragma_page_size())",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((count.max(0) as u64) * (size.max(0) as u64))
     }
 
     /// `SELECT 1`: used by `/readyz`.

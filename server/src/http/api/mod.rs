@@ -3,6 +3,7 @@
 mod agent;
 mod graph;
 pub mod hosts;
+mod import;
 mod logs;
 mod metrics;
 
@@ -20,6 +21,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(hosts::router())
         .merge(logs::router())
         .merge(metrics::router())
+        .merge(import::router())
         .merge(graph::router())
         .merge(agent::router())
         // The limit applies to the decompressed body, so a small zstd bomb

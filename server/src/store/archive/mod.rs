@@ -1,0 +1,610 @@
+//! Round-robin archives behind a durable journal, as rrdcached keeps rrdtool files.
+//!
+//! * Hot state in memory, per series: the engine's consolidation in progress
+//!   ([`RrdState`], a few hundred bytes) and the rows completed since the last flush.
+//!   Whole rings are never held in memory.
+//! * Durability: a batch (or an import) is committed as ONE `archive_journal` row
+//!   holding all its accepted samples, in the same transaction as its batch id and
+//!   log records; the caller answers 2xx only after that commit, and applies the
+//!   samples to the hot state right after it.
+//! * The flusher ([`Store::flush_archives`], every `archives.flush_interval` and at
+//!   shutdown) writes the completed rows into `archive_chunks` (read-modify-write of
+//!   small blobs, in bulk), each touched series' state with the journal seq it
+//!   covers, and deletes the journal rows every series has applied, in one
+//!   transaction.
+//! * At start, states are loaded and the journal replayed on top of them, so every
+//!   acknowledged sample survives a kill -9.
+//! * Reads combine the stored chunks with the rows not flushed yet.
+
+pub mod chunk;
+pub mod journal;
+
+use super::{Result, Store, StoreError};
+use journal::{Entry, Sample};
+use metrolog_protocol::rrd::{Bucket, FetchedRows, Row, RowWrite, RrdSpec, RrdState};
+use sqlx::{QueryBuilder, Row as _, Sqlite, SqlitePool, Transaction};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+/// Chunk keys per bulk SELECT (3 parameters each).
+const READ_BATCH: usize = 300;
+/// Rows per bulk INSERT (4–5 parameters each).
+const WRITE_BATCH: usize = 200;
+
+#[derive(Debug)]
+struct SeriesHot {
+    host_id: i64,
+    state: RrdState,
+    /// Rows completed since the last flush, in the order they were written.
+    pending: Vec<RowWrite>,
+    /// Newest journal row applied.
+    applied_seq: i64,
+    /// Changed since the last flush.
+    dirty: bool,
+    /// The last sample with a known value: `(ts, value)`.
+    last: Option<(i64, f64)>,
+}
+
+/// The hot state of every series, and the journal sequence.
+pub(crate) struct ArchiveCache {
+    spec: Arc<RrdSpec>,
+    series: HashMap<i64, SeriesHot>,
+    /// Last journal seq committed (and applied).
+    seq: i64,
+    /// Journal rows exist that no flush has removed yet.
+    journal_dirty: bool,
+}
+
+impl std::fmt::Debug for ArchiveCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveCache")
+            .field("series", &self.series.len())
+            .field("seq", &self.seq)
+            .finish()
+    }
+}
+
+/// What a commit did to one batch's samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Accepted {
+    pub accepted: u64,
+    /// At or before the series' last sample (or before an earlier one in the request).
+    pub out_of_order: u64,
+}
+
+/// What one flush wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushOutcome {
+    pub series: u64,
+    pub rows: u64,
+    pub chunks: u64,
+    pub journal_rows: u64,
+    /// Stored chunks that could not be decoded and were rewritten from unknown rows.
+    pub corrupt_chunks: u64,
+}
+
+/// What start-up found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOutcome {
+    pub series: u64,
+    pub journal_rows: u64,
+    pub replayed_samples: u64,
+    /// Stored states or journal rows that could not be decoded (logged, skipped).
+    pub corrupt: u64,
+}
+
+/// Occupancy of the hot state, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArchiveStats {
+    pub series: u64,
+    pub pending_rows: u64,
+}
+
+impl ArchiveCache {
+    pub(super) fn new(spec: RrdSpec) -> Self {
+        Self {
+            spec: Arc::new(spec),
+            series: HashMap::new(),
+            seq: 0,
+            journal_dirty: false,
+        }
+    }
+
+    /// The time a new series starts from: one base step before its first sample, so
+    /// that the first sample covers one step, as an agent bucket does.
+    fn start_for(&self, first_ts: i64) -> i64 {
+        (first_ts - i64::from(self.spec.base_step)).max(0)
+    }
+
+    /// Keeps the samples the series can take, in order: each must come after the
+    /// series' last update and after the previous kept one.
+    pub(super) fn accept(&self, series_id: i64, samples: &[Sample]) -> (Vec<Sample>, u64) {
+        let mut last = match self.series.get(&series_id) {
+            Some(h) => h.state.last_update(),
+            None => match samples.first() {
+                Some(s) => self.start_for(s.ts),
+                None => return (Vec::new(), 0),
+            },
+        };
+        let mut keep = Vec::with_capacity(samples.len());
+        let mut rejected = 0;
+        for s in samples {
+            if s.ts > last && s.ts <= metrolog_protocol::rrd::MAX_TIMESTAMP {
+                keep.push(*s);
+                last = s.ts;
+            } else {
+                rejected += 1;
+            }
+        }
+        (keep, rejected)
+    }
+
+    /// Applies a committed (or replayed) journal entry. Returns samples applied.
+    pub(super) fn apply(&mut self, seq: i64, host_id: i64, e: &Entry) -> u64 {
+        let Some(first) = e.samples.first() else {
+            return 0;
+        };
+        let start = self.start_for(first.ts);
+        let spec = self.spec.clone();
+        let h = match self.series.entry(e.series_id) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let Ok(state) = RrdState::new(spec, start) else {
+                    return 0;
+                };
+                v.insert(SeriesHot {
+                    host_id,
+                    state,
+                    pending: Vec::new(),
+                    applied_seq: 0,
+                    dirty: false,
+                    last: None,
+                })
+            }
+        };
+        let mut applied = 0;
+        for s in &e.samples {
+            let r = match s.ext {
+                Some((min, max)) if e.buckets => h.state.update_bucket(
+                    s.ts,
+                    Bucket {
+                        avg: s.value,
+                        min,
+                        max,
+                    },
+                    &mut h.pending,
+                ),
+                _ => h.state.update(s.ts, s.value, &mut h.pending),
+            };
+            if r.is_ok() {
+                applied += 1;
+                if s.value.is_finite() {
+                    h.last = Some((s.ts, s.value));
+                }
+            }
+        }
+        h.applied_seq = h.applied_seq.max(seq);
+        h.dirty = true;
+        self.journal_dirty = true;
+        applied
+    }
+
+    pub(super) fn forget_hosts(&mut self, host_ids: &[i64]) {
+        self.series.retain(|_, h| !host_ids.contains(&h.host_id));
+    }
+}
+
+impl Store {
+    pub(super) fn cache(&self) -> std::sync::MutexGuard<'_, ArchiveCache> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way
+        // that matters more than losing the process: keep serving.
+        self.archives
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The archive specification new series get.
+    pub fn archive_spec(&self) -> Arc<RrdSpec> {
+        self.cache().spec.clone()
+    }
+
+    /// Series in memory and rows waiting for the flusher.
+    pub fn archive_stats(&self) -> ArchiveStats {
+        let c = self.cache();
+        ArchiveStats {
+            series: c.series.len() as u64,
+            pending_rows: c.series.values().map(|h| h.pending.len() as u64).sum(),
+        }
+    }
+
+    /// The last known sample of a series: `(ts, value)`.
+    pub fn last_sample(&self, series_id: i64) -> Option<(i64, f64)> {
+        self.cache().series.get(&series_id).and_then(|h| h.last)
+    }
+
+    /// Filters `per_series` as the archives would take it, writes one journal row
+    /// with what is kept, and returns the entries to apply once `tx` commits (with
+    /// the journal seq), or `None` when nothing was kept.
+    pub(super) async fn journal_tx(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+        per_series: Vec<(i64, bool, Vec<Sample>)>,
+    ) -> Result<(Option<(i64, Vec<Entry>)>, Vec<Accepted>)> {
+        let mut out = Vec::with_capacity(per_series.len());
+        let (entries, seq) = {
+            let cache = self.cache();
+            let mut entries = Vec::with_capacity(per_series.len());
+            for (series_id, buckets, samples) in per_series {
+                let (keep, rejected) = cache.accept(series_id, &samples);
+                out.push(Accepted {
+                    accepted: keep.len() as u64,
+                    out_of_order: rejected,
+                });
+                if !keep.is_empty() {
+                    entries.push(Entry {
+                        series_id,
+                        buckets,
+                        samples: keep,
+                    });
+                }
+            }
+            (entries, cache.seq + 1)
+        };
+        if entries.is_empty() {
+            return Ok((None, out));
+        }
+        sqlx::query("INSERT INTO archive_journal (seq, data) VALUES (?, ?)")
+            .bind(seq)
+            .bind(journal::encode(&entries))
+            .execute(&mut **tx)
+            .await?;
+        Ok((Some((seq, entries)), out))
+    }
+
+    /// Applies what [`Store::journal_tx`] wrote, once its transaction committed.
+    /// Call with the write lock still held so that samples apply in journal order.
+    pub(super) fn apply_committed(&self, host_id: i64, journaled: Option<(i64, Vec<Entry>)>) {
+        let Some((seq, entries)) = journaled else {
+            return;
+        };
+        let mut cache = self.cache();
+        cache.seq = cache.seq.max(seq);
+        for e in &entries {
+            cache.apply(seq, host_id, e);
+        }
+    }
+
+    /// Loads every series' state and replays the journal on top.
+    pub(super) async fn load_archives(
+        pool: &SqlitePool,
+        cache: &mut ArchiveCache,
+    ) -> Result<LoadOutcome> {
+        let mut out = LoadOutcome::default();
+        let rows = sqlx::query(
+            "SELECT st.series_id, s.host_id, st.state, st.applied_seq, st.last_ts, st.last_value
+             FROM archive_state st JOIN series s ON s.id = st.series_id",
+        )
+        .fetch_all(pool)
+        .await?;
+        for r in &rows {
+            let series_id: i64 = r.get(0);
+            let bytes: Vec<u8> = r.get(2);
+            match RrdState::from_bytes(&bytes) {
+                Ok(state) => {
+                    let applied_seq: i64 = r.get(3);
+                    let last = match (r.get::<Option<i64>, _>(4), r.get::<Option<f64>, _>(5)) {
+                        (Some(t), Some(v)) => Some((t, v)),
+                        _ => None,
+                    };
+                    cache.seq = cache.seq.max(applied_seq);
+                    cache.series.insert(
+                        series_id,
+                        SeriesHot {
+                            host_id: r.get(1),
+                            state,
+                            pending: Vec::new(),
+                            applied_seq,
+                            dirty: false,
+                            last,
+                        },
+                    );
+                    out.series += 1;
+                }
+                Err(e) => {
+                    out.corrupt += 1;
+                    tracing::error!(series = series_id, error = %e, "stored archive state unreadable; the series starts over");
+                }
+            }
+        }
+        let hosts: HashMap<i64, i64> =
+            sqlx::query_as::<_, (i64, i64)>("SELECT id, host_id FROM series")
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .collect();
+        let journal = sqlx::query_as::<_, (i64, Vec<u8>)>(
+            "SELECT seq, data FROM archive_journal ORDER BY seq",
+        )
+        .fetch_all(pool)
+        .await?;
+        for (seq, data) in journal {
+            out.journal_rows += 1;
+            cache.seq = cache.seq.max(seq);
+            let entries = match journal::decode(&data) {
+                Ok(e) => e,
+                Err(e) => {
+                    out.corrupt += 1;
+                    tracing::error!(seq, error = %e, "journal row unreadable; its samples are lost");
+                    continue;
+                }
+            };
+            for e in entries {
+                // Removed series (their host was deleted) are skipped.
+                let Some(&host_id) = hosts.get(&e.series_id) else {
+                    continue;
+                };
+                if cache
+                    .series
+                    .get(&e.series_id)
+                    .is_some_and(|h| h.applied_seq >= seq)
+                {
+                    continue;
+                }
+                out.replayed_samples += cache.apply(seq, host_id, &e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes the rows completed since the last flush into `archive_chunks`, the
+    /// states of the series they belong to, and deletes the journal rows that are
+    /// now covered, in one transaction.
+    pub async fn flush_archives(&self) -> Result<FlushOutcome> {
+        let _w = self.write.lock().await;
+        let mut out = FlushOutcome::default();
+        struct Snap {
+            id: i64,
+            spec: Arc<RrdSpec>,
+            writes: Vec<RowWrite>,
+            state: Vec<u8>,
+            applied_seq: i64,
+            last: Option<(i64, f64)>,
+        }
+        let (snaps, through, journal_dirty) = {
+            let cache = self.cache();
+            let snaps: Vec<Snap> = cache
+                .series
+                .iter()
+                .filter(|(_, h)| h.dirty)
+                .map(|(&id, h)| Snap {
+                    id,
+                    spec: h.state.spec_arc().clone(),
+                    writes: h.pending.clone(),
+                    state: h.state.to_bytes(),
+                    applied_seq: h.applied_seq,
+                    last: h.last,
+                })
+                .collect();
+            (snaps, cache.seq, cache.journal_dirty)
+        };
+        if snaps.is_empty() && !journal_dirty {
+            return Ok(out);
+        }
+        // Readers must not combine chunks from after this commit with rows they took
+        // from memory before it.
+        let _gate = self.flush_gate.write().await;
+        let mut tx = self.pool.begin().await?;
+
+        // Chunks to rewrite, with the rows they will hold.
+        let mut chunks: BTreeMap<(i64, u32, u32), Option<Vec<Row>>> = BTreeMap::new();
+        for s in &snaps {
+            for w in &s.writes {
+                let a = s.spec.archives[w.archive];
+                let slot = metrolog_protocol::rrd::archive_slot(a.step, a.rows, w.label);
+                chunks.insert((s.id, w.archive as u32, slot / chunk::CHUNK_ROWS), None);
+            }
+        }
+        let keys: Vec<(i64, u32, u32)> = chunks.keys().copied().collect();
+        let specs: HashMap<i64, &Arc<RrdSpec>> = snaps.iter().map(|s| (s.id, &s.spec)).collect();
+        for batch in keys.chunks(READ_BATCH) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT series_id, archive, chunk, data FROM archive_chunks WHERE (series_id, archive, chunk) IN (VALUES ",
+            );
+            let mut sep = q.separated(", ");
+            for (id, a, c) in batch {
+                sep.push("(")
+                    .push_bind_unseparated(*id)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(i64::from(*a))
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(i64::from(*c))
+                    .push_unseparated(")");
+            }
+            q.push(")");
+            for r in q.build().fetch_all(&mut *tx).await? {
+                let key: (i64, u32, u32) = (
+                    r.get(0),
+                    r.get::<i64, _>(1) as u32,
+                    r.get::<i64, _>(2) as u32,
+                );
+                let data: Vec<u8> = r.get(3);
+                let Some(spec) = specs.get(&key.0) else {
+                    continue;
+                };
+                let a = key.1 as usize;
+                let n = chunk::rows_in_chunk(spec.archives[a].rows, key.2);
+                match chunk::decode(&data, n, spec.pdp_per_row(a)) {
+                    Ok(rows) => {
+                        chunks.insert(key, Some(rows));
+                    }
+                    Err(e) => {
+                        out.corrupt_chunks += 1;
+                        tracing::error!(series = key.0, archive = key.1, chunk = key.2, error = %e, "archive chunk unreadable; its rows restart unknown");
+                    }
+                }
+            }
+        }
+        for s in &snaps {
+            for w in &s.writes {
+                let a = s.spec.archives[w.archive];
+                let slot = metrolog_protocol::rrd::archive_slot(a.step, a.rows, w.label);
+                let c = slot / chunk::CHUNK_ROWS;
+                let rows = chunks
+                    .get_mut(&(s.id, w.archive as u32, c))
+                    .expect("every written chunk was listed above")
+                    .get_or_insert_with(|| vec![Row::UNKNOWN; chunk::rows_in_chunk(a.rows, c)]);
+                rows[(slot % chunk::CHUNK_ROWS) as usize] = w.row;
+                out.rows += 1;
+            }
+        }
+        let mut buf = Vec::new();
+        let encoded: Vec<(i64, u32, u32, Vec<u8>)> = chunks
+            .into_iter()
+            .filter_map(|((id, a, c), rows)| {
+                let rows = rows?;
+                let spec = specs.get(&id)?;
+                chunk::encode(&rows, spec.pdp_per_row(a as usize), &mut buf);
+                Some((id, a, c, buf.clone()))
+            })
+            .collect();
+        out.chunks = encoded.len() as u64;
+        for batch in encoded.chunks(WRITE_BATCH) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT OR REPLACE INTO archive_chunks (series_id, archive, chunk, data) ",
+            );
+            q.push_values(batch, |mut b, (id, a, c, data)| {
+                b.push_bind(*id)
+                    .push_bind(i64::from(*a))
+                    .push_bind(i64::from(*c))
+                    .push_bind(data.as_slice());
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        for batch in snaps.chunks(WRITE_BATCH) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT OR REPLACE INTO archive_state (series_id, state, applied_seq, last_ts, last_value) ",
+            );
+            q.push_values(batch, |mut b, s| {
+                b.push_bind(s.id)
+                    .push_bind(s.state.as_slice())
+                    .push_bind(s.applied_seq)
+                    .push_bind(s.last.map(|l| l.0))
+                    .push_bind(s.last.map(|l| l.1));
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        out.journal_rows = sqlx::query("DELETE FROM archive_journal WHERE seq <= ?")
+            .bind(through)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        out.series = snaps.len() as u64;
+        let mut cache = self.cache();
+        for s in &snaps {
+            if let Some(h) = cache.series.get_mut(&s.id) {
+                let n = s.writes.len().min(h.pending.len());
+                h.pending.drain(..n);
+                h.dirty = !h.pending.is_empty() || h.applied_seq > s.applied_seq;
+            }
+        }
+        cache.journal_dirty = cache.seq > through;
+        Ok(out)
+    }
+
+    /// Rows of series `series_id` for the query step `step` over `(from, to]`: read
+    /// from the archive with the largest step that divides `step`, labelled as
+    /// [`RrdState::fetch_rows_with`] does. `None` when the series holds no data or
+    /// no archive divides `step`.
+    pub async fn archive_rows(
+        &self,
+        series_id: i64,
+        step: u32,
+        from: i64,
+        to: i64,
+    ) -> Result<Option<FetchedRows>> {
+        let _gate = self.flush_gate.read().await;
+        let snapshot = {
+            let cache = self.cache();
+            cache.series.get(&series_id).and_then(|h| {
+                let archive = h
+                    .state
+                    .spec()
+                    .archives
+                    .iter()
+                    .rposition(|a| step.is_multiple_of(a.step))?;
+                let pending: Vec<RowWrite> = h
+                    .pending
+                    .iter()
+                    .filter(|w| w.archive == archive)
+                    .copied()
+                    .collect();
+                Some((h.state.clone(), archive, pending))
+            })
+        };
+        let Some((state, archive, pending)) = snapshot else {
+            return Ok(None);
+        };
+        let spec = state.spec();
+        let a = spec.archives[archive];
+        let pdp_per_row = spec.pdp_per_row(archive);
+        // Chunks that hold rows of the window inside (from, to].
+        let (oldest, newest) = state.window(archive).unwrap_or((0, -1));
+        let astep = i64::from(a.step);
+        let lo = (from - from.rem_euclid(astep) + astep).max(oldest);
+        let hi = (to + (astep - to.rem_euclid(astep)) % astep).min(newest);
+        let mut wanted = HashSet::new();
+        let mut label = lo;
+        while label <= hi && wanted.len() < a.rows as usize {
+            wanted.insert(
+                metrolog_protocol::rrd::archive_slot(a.step, a.rows, label) / chunk::CHUNK_ROWS,
+            );
+            label += astep;
+        }
+        let mut chunks: HashMap<u32, Vec<Row>> = HashMap::new();
+        if !wanted.is_empty() {
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("SELECT chunk, data FROM archive_chunks WHERE series_id = ");
+            q.push_bind(series_id)
+                .push(" AND archive = ")
+                .push_bind(archive as i64)
+                .push(" AND chunk IN (");
+            let mut sep = q.separated(", ");
+            for c in &wanted {
+                sep.push_bind(i64::from(*c));
+            }
+            q.push(")");
+            for r in q.build().fetch_all(&self.pool).await? {
+                let c = r.get::<i64, _>(0) as u32;
+                let data: Vec<u8> = r.get(1);
+                match chunk::decode(&data, chunk::rows_in_chunk(a.rows, c), pdp_per_row) {
+                    Ok(rows) => {
+                        chunks.insert(c, rows);
+                    }
+                    Err(e) => {
+                        tracing::error!(series = series_id, archive, chunk = c, error = %e, "archive chunk unreadable; its rows read as unknown");
+                    }
+                }
+            }
+        }
+        for w in &pending {
+            let slot = metrolog_protocol::rrd::archive_slot(a.step, a.rows, w.label);
+            let c = slot / chunk::CHUNK_ROWS;
+            let rows = chunks
+                .entry(c)
+                .or_insert_with(|| vec![Row::UNKNOWN; chunk::rows_in_chunk(a.rows, c)]);
+            rows[(slot % chunk::CHUNK_ROWS) as usize] = w.row;
+        }
+        let rows = state
+            .fetch_rows_with(archive, from, to, |slot| {
+                let slot = slot as u32;
+                chunks
+                    .get(&(slot / chunk::CHUNK_ROWS))
+                    .and_then(|rows| rows.get((slot % chunk::CHUNK_ROWS) as usize))
+                    .copied()
+                    .unwrap_or(Row::UNKNOWN)
+            })
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        Ok(Some(rows))
+    }
+}
