@@ -24,7 +24,7 @@ function render(groups) {
   for (const g of groups) {
     const tbody = el("tbody");
     for (const h of g.hosts) {
-      const name = el("td", {}, h.hostname);
+      const name = el("td", {}, el("a", { href: `/hosts/${encodeURIComponent(h.id)}` }, h.hostname));
       if (h.instance_id) name.append(" ", el("small", { class: "muted" }, h.instance_id));
       tbody.append(el("tr", {},
         name,
@@ -39,7 +39,8 @@ function render(groups) {
       el("th", {}, "Host"), el("th", {}, "State"), el("th", {}, "Last seen"),
       el("th", { class: "num" }, "CPU"), el("th", { class: "num" }, "Memory"), el("th", { class: "num" }, "Load")));
     out.push(el("section", { class: "group" },
-      el("h2", {}, g.group, " ", el("small", { class: "muted" }, `${g.hosts.length} hosts`)),
+      el("h2", {}, g.group === "(no group)" ? g.group
+        : el("a", { href: `/groups/${encodeURIComponent(g.group)}` }, g.group), " ", el("small", { class: "muted" }, `${g.hosts.length} hosts`)),
       el("table", { class: "hosts" }, head, tbody)));
   }
   root.replaceChildren(...out);

@@ -320,3 +320,48 @@ async fn hostile_titles_and_hostnames_are_escaped_in_svg() {
         .header(header::CONTENT_SECURITY_POLICY)
         .contains("default-src 'none'"));
 }
+
+#[tokio::test]
+async fn host_and_group_pages_escape_names_and_link_graphs() {
+    let app = spawn_app().await;
+    let evil = "<img/src=x/onerror=alert(1)>";
+    let (id, token) = app.enroll(evil, "web.eu_1").await;
+    app.feed(&token, "cpu.busy_pct", 40.0).await;
+
+    let r = app.get(&format!("/hosts/{id}"), Some(&app.viewer)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let html = r.text();
+    assert!(
+        html.contains("&#60;img/src=x/onerror=alert(1)&#62;")
+            || html.contains("&lt;img/src=x/onerror=alert(1)&gt;"),
+        "{html}"
+    );
+    assert!(!html.contains(evil));
+    assert!(
+        html.contains(&format!("data-query=\"host={id}&#38;name=cpu.busy_pct"))
+            || html.contains(&format!("data-query=\"host={id}&amp;name=cpu.busy_pct")),
+        "{html}"
+    );
+    assert!(html.contains("/static/graphs.js"));
+    assert!(html.contains("href=\"/groups/web.eu_1\""), "{html}");
+
+    let r = app.get("/groups/web.eu_1", Some(&app.viewer)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let html = r.text();
+    assert!(!html.contains(evil));
+    assert!(html.contains(&format!("href=\"/hosts/{id}\"")));
+    assert!(html.contains("agg=avg") && html.contains("per_host=1"));
+
+    // The overview links both.
+    let html = app.get("/", Some(&app.viewer)).await.text();
+    assert!(html.contains(&format!("href=\"/hosts/{id}\"")));
+    assert!(html.contains("href=\"/groups/web.eu_1\""));
+
+    for path in ["/hosts/999", "/hosts/abc", "/groups/nope"] {
+        let r = app.get(path, Some(&app.viewer)).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+    }
+    // Without a session, pages send to the login page.
+    let r = app.get(&format!("/hosts/{id}"), None).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+}

@@ -37,6 +37,11 @@ pub fn init() {
     });
 }
 
+/// Plot gutters: the dashboard maps a drag across a graph to times with
+/// these (static/graphs.js); y labels wider than the left one push it.
+pub const PLOT_LEFT: i32 = 72;
+pub const PLOT_RIGHT: i32 = 14;
+
 /// Most characters of a title or legend label; longer ones end with "…".
 const MAX_TEXT: usize = 120;
 
@@ -360,8 +365,8 @@ fn draw<DB: DrawingBackend>(root: &Area<DB>, g: &Graph) -> Result<(), GraphError
         .map(|l| text_width(root, l, &small))
         .max()
         .unwrap_or(20);
-    let x0 = label_w + 12;
-    let x1 = w - 14;
+    let x0 = (label_w + 12).max(PLOT_LEFT);
+    let x1 = w - PLOT_RIGHT;
     let f = Frame {
         x0,
         x1,
@@ -456,9 +461,9 @@ fn draw<DB: DrawingBackend>(root: &Area<DB>, g: &Graph) -> Result<(), GraphError
     // Legend.
     let ly = y1 + 27;
     if table {
-        draw_legend_table(root, g, &legend_font, &small, x0, w - 14, ly, line_h)?;
+        draw_legend_table(root, g, &legend_font, &small, x0, x1, ly, line_h)?;
     } else if legend_rows > 0 {
-        draw_legend_flow(root, g, &legend_font, x0, w - 14, ly, line_h, legend_rows)?;
+        draw_legend_flow(root, g, &legend_font, x0, x1, ly, line_h, legend_rows)?;
     }
     Ok(())
 }
@@ -634,7 +639,7 @@ fn draw_band<DB: DrawingBackend>(
             poly.extend(seg.iter().map(|&(t, _, hi)| (f.x(t), f.y(hi))));
             poly.extend(seg.iter().rev().map(|&(t, lo, _)| (f.x(t), f.y(lo))));
         }
-        root.draw(&Polygon::new(poly, c.mix(0.22).filled()))
+        root.draw(&Polygon::new(poly, c.mix(0.16).filled()))
             .map_err(err)?;
     }
     Ok(())

@@ -150,11 +150,13 @@ impl Unit {
         let step = nice_step(raw, self.binary() && div == 1.0);
         let first = (slo / step).floor() * step;
         let last = (shi / step).ceil() * step;
-        let decimals = if step >= 1.0 {
-            0
+        // Enough decimals to tell ticks apart: 2.5 needs one, 0.25 two.
+        let k = step.log10().floor() as i32;
+        let decimals = if step_has_half(step) {
+            (1 - k).max(0)
         } else {
-            (-step.log10().floor()) as usize + usize::from(step_has_half(step))
-        };
+            (-k).max(0)
+        } as usize;
         let mut values = Vec::new();
         let mut labels = Vec::new();
         let n = ((last - first) / step).round() as i64;
@@ -163,7 +165,12 @@ impl Unit {
             // -0.0 prints as "-0".
             let v = if v.abs() < step * 1e-9 { 0.0 } else { v };
             values.push(v * div);
-            labels.push(self.join(format!("{v:.decimals$}"), prefix));
+            let text = if v == 0.0 {
+                "0".to_string()
+            } else {
+                format!("{v:.decimals$}")
+            };
+            labels.push(self.join(text, prefix));
         }
         Ticks {
             lo: first * div,
@@ -255,8 +262,15 @@ mod tests {
         assert_eq!((t.lo, t.hi), (0.0, 100.0));
         let t = Unit::Bytes.ticks(0.0, 7.3 * 1024f64.powi(3), 4);
         assert_eq!(t.labels.last().unwrap(), "8 GiB");
+        let t = Unit::Bytes.ticks(0.0, 9.6 * 1024f64.powi(3), 4);
+        assert_eq!(
+            t.labels,
+            ["0 GiB", "2.5 GiB", "5.0 GiB", "7.5 GiB", "10.0 GiB"]
+        );
+        let t = Unit::Plain.ticks(0.0, 90.0, 4);
+        assert_eq!(t.labels, ["0", "25", "50", "75", "100"]);
         let t = Unit::Plain.ticks(0.0, 0.9, 4);
-        assert_eq!(t.labels, ["0.00", "0.25", "0.50", "0.75", "1.00"]);
+        assert_eq!(t.labels, ["0", "0.25", "0.50", "0.75", "1.00"]);
         // A flat series still gets an axis.
         let t = Unit::Plain.ticks(3.0, 3.0, 4);
         assert!(t.values.len() >= 2 && t.lo <= 3.0 && t.hi >= 4.0);

@@ -28,6 +28,11 @@ const ASSETS: &[Asset] = &[
         mime: "text/javascript; charset=utf-8",
         body: include_str!("../../../static/overview.js"),
     },
+    Asset {
+        name: "graphs.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_str!("../../../static/graphs.js"),
+    },
 ];
 
 /// Short content hash of all assets, appended to asset URLs for cache busting.

@@ -1,8 +1,9 @@
-//! Dashboard pages: login, logout, overview. Server-rendered with askama
+//! Dashboard pages: login, logout, overview, host and group pages.
+//! Server-rendered with askama
 //! (which escapes every value: hostnames and log lines are attacker-controlled),
 //! refreshed by plain JavaScript from the JSON API.
 
-use super::api::hosts::{overview_data, OverviewGroup};
+use super::api::hosts::{overview_data, OverviewGroup, OverviewHost};
 use super::assets;
 use super::auth::{cookie, Operator, SESSION_COOKIE};
 use super::error::AppError;
@@ -10,7 +11,7 @@ use super::AppState;
 use crate::auth::{random_string, token_hash, verify_password_async};
 use crate::store::now;
 use askama::Template;
-use axum::extract::{ConnectInfo, Form, FromRequestParts, State};
+use axum::extract::{ConnectInfo, Form, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -26,6 +27,8 @@ pub fn router() -> Router<AppState> {
         .route("/", get(overview))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
+        .route("/hosts/{id}", get(host_page))
+        .route("/groups/{name}", get(group_page))
 }
 
 /// An operator for a page: redirects to the login page instead of a 401.
@@ -208,12 +211,35 @@ struct OverviewPage<'a> {
 
 impl OverviewPage<'_> {
     fn fmt_value(v: Option<&f64>, unit: &str) -> String {
-        match v {
-            Some(v) => format!("{v:.1}{unit}"),
-            None => "–".into(),
-        }
+        fmt_value(v, unit)
+    }
+    fn group_href(name: &str) -> String {
+        group_href(name)
     }
 }
+
+fn fmt_value(v: Option<&f64>, unit: &str) -> String {
+    match v {
+        Some(v) => format!("{v:.1}{unit}"),
+        None => "–".into(),
+    }
+}
+
+/// The group page's URL, the name percent-encoded.
+fn group_href(name: &str) -> String {
+    let mut out = String::from("/groups/");
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// What the overview calls hosts without a group.
+const NO_GROUP: &str = "(no group)";
 
 async fn overview(State(state): State<AppState>, PageUser(op): PageUser) -> Response {
     let groups = match overview_data(&state).await {
@@ -226,5 +252,201 @@ async fn overview(State(state): State<AppState>, PageUser(op): PageUser) -> Resp
         csrf: op.csrf.as_deref().unwrap_or(""),
         groups: &groups,
         asset_version: assets::version(),
+    })
+}
+
+/// One graph panel: its caption and the query string it draws
+/// (`/api/v1/graph.svg?{query}&from=…`; the page's script adds the range and
+/// the size).
+pub struct Panel {
+    pub title: &'static str,
+    pub query: String,
+    /// With `group`: the same graph with one line per member.
+    pub per_member: Option<String>,
+}
+
+/// The query string of a panel: `sel` selects the host or group (already
+/// encoded), then one `name` per series.
+fn panel_query(sel: &str, names: &[&str]) -> String {
+    let mut q = sel.to_string();
+    for n in names {
+        q.push_str("&name=");
+        q.push_str(n);
+    }
+    q
+}
+
+/// The host page's panels (series names of the agent's collectors).
+fn host_panels(id: i64) -> Vec<Panel> {
+    let sel = format!("host={id}");
+    let p = |title, names: &[&str]| Panel {
+        title,
+        query: panel_query(&sel, names),
+        per_member: None,
+    };
+    vec![
+        p(
+            "CPU",
+            &[
+                "cpu.busy_pct",
+                "cpu.user_pct",
+                "cpu.system_pct",
+                "cpu.iowait_pct",
+                "cpu.steal_pct",
+            ],
+        ),
+        p(
+            "Memory",
+            &["mem.used_bytes", "mem.total_bytes", "swap.used_bytes"],
+        ),
+        p("Load", &["load.1m", "load.5m", "load.15m"]),
+        p("Disk usage", &["disk.used_pct"]),
+        p(
+            "Disk I/O",
+            &["disk.read_bytes_per_s", "disk.write_bytes_per_s"],
+        ),
+        p("Network", &["net.rx_bytes_per_s", "net.tx_bytes_per_s"]),
+    ]
+}
+
+/// The group page's panels: aggregates across the members.
+fn group_panels(name: &str) -> Vec<Panel> {
+    let g = group_href(name);
+    let g = g.trim_start_matches("/groups/");
+    let p = |title, agg: &str, names: &[&str]| {
+        let query = panel_query(&format!("group={g}&agg={agg}"), names);
+        Panel {
+            title,
+            per_member: Some(panel_query(&format!("group={g}&per_host=1"), names)),
+            query,
+        }
+    };
+    vec![
+        p("CPU busy, average of members", "avg", &["cpu.busy_pct"]),
+        p("CPU busy, busiest member", "max", &["cpu.busy_pct"]),
+        p("Memory used, average", "avg", &["mem.used_pct"]),
+        p("Load (1 min), average", "avg", &["load.1m"]),
+        p("Network received, sum", "sum", &["net.rx_bytes_per_s"]),
+        p("Network sent, sum", "sum", &["net.tx_bytes_per_s"]),
+    ]
+}
+
+#[derive(Template)]
+#[template(path = "host.html")]
+struct HostPage<'a> {
+    user: &'a str,
+    role: &'a str,
+    csrf: &'a str,
+    asset_version: &'a str,
+    h: &'a OverviewHost,
+    group: Option<(&'a str, String)>,
+    panels: Vec<Panel>,
+}
+
+impl HostPage<'_> {
+    fn fmt_value(v: Option<&f64>, unit: &str) -> String {
+        fmt_value(v, unit)
+    }
+}
+
+#[derive(Template)]
+#[template(path = "group.html")]
+struct GroupPage<'a> {
+    user: &'a str,
+    role: &'a str,
+    csrf: &'a str,
+    asset_version: &'a str,
+    name: &'a str,
+    hosts: &'a [OverviewHost],
+    up: usize,
+    down: usize,
+    left: usize,
+    panels: Vec<Panel>,
+}
+
+impl GroupPage<'_> {
+    fn fmt_value(v: Option<&f64>, unit: &str) -> String {
+        fmt_value(v, unit)
+    }
+}
+
+#[derive(Template)]
+#[template(path = "not_found.html")]
+struct NotFoundPage<'a> {
+    user: &'a str,
+    role: &'a str,
+    csrf: &'a str,
+    asset_version: &'a str,
+    what: &'a str,
+}
+
+fn not_found_page(op: &Operator, what: &str) -> Response {
+    let mut resp = render(&NotFoundPage {
+        user: &op.name,
+        role: op.role.as_str(),
+        csrf: op.csrf.as_deref().unwrap_or(""),
+        asset_version: assets::version(),
+        what,
+    });
+    *resp.status_mut() = StatusCode::NOT_FOUND;
+    resp
+}
+
+async fn host_page(
+    State(state): State<AppState>,
+    PageUser(op): PageUser,
+    Path(id): Path<String>,
+) -> Response {
+    let groups = match overview_data(&state).await {
+        Ok(g) => g,
+        Err(e) => return e.into_response(),
+    };
+    let Some(h) = id.parse::<i64>().ok().and_then(|id| {
+        groups
+            .iter()
+            .flat_map(|g| &g.hosts)
+            .find(|h| h.host.id == id)
+    }) else {
+        return not_found_page(
+            &op,
+            "This host does not exist, or it expired from the fleet.",
+        );
+    };
+    let group = h.host.group.as_deref().map(|g| (g, group_href(g)));
+    render(&HostPage {
+        user: &op.name,
+        role: op.role.as_str(),
+        csrf: op.csrf.as_deref().unwrap_or(""),
+        asset_version: assets::version(),
+        h,
+        group,
+        panels: host_panels(h.host.id),
+    })
+}
+
+async fn group_page(
+    State(state): State<AppState>,
+    PageUser(op): PageUser,
+    Path(name): Path<String>,
+) -> Response {
+    let groups = match overview_data(&state).await {
+        Ok(g) => g,
+        Err(e) => return e.into_response(),
+    };
+    let Some(g) = groups.iter().find(|g| g.group == name && name != NO_GROUP) else {
+        return not_found_page(&op, "No host of this group is known.");
+    };
+    let count = |s: crate::store::HostState| g.hosts.iter().filter(|h| h.host.state == s).count();
+    render(&GroupPage {
+        user: &op.name,
+        role: op.role.as_str(),
+        csrf: op.csrf.as_deref().unwrap_or(""),
+        asset_version: assets::version(),
+        name: &g.group,
+        hosts: &g.hosts,
+        up: count(crate::store::HostState::Up),
+        down: count(crate::store::HostState::Down),
+        left: count(crate::store::HostState::Left),
+        panels: group_panels(&g.group),
     })
 }
