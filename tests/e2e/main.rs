@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `metrolog-server` and `metrolog-agent` binaries,
 //! real sockets, real processes and signals.
 
+mod archives;
 mod fleet;
 mod startup;

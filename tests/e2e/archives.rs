@@ -1,0 +1,301 @@
+//! Round-robin archives through the real server: every imported sample that got a
+//! 2xx survives kill -9 of the server (journal replay), and query results match
+//! Debian's `rrdtool` fed the same samples.
+
+use anyhow::{bail, ensure, Context, Result};
+use metrolog_e2e::{eventually, Api, Server};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
+
+fn start(dir: &Path, flush_interval: &str) -> Result<(Server, Api)> {
+    let config = dir.join("server.toml");
+    std::fs::write(
+        &config,
+        format!("[archives]\nflush_interval = \"{flush_interval}\"\n"),
+    )?;
+    let db = dir.join("data");
+    let server = Server::start_in(
+        &db,
+        &[
+            "--no-local-agent",
+            "--config",
+            &config.display().to_string(),
+        ],
+    )?;
+    let api = Api::new(&server.url, &server.token("admin")?);
+    Ok((server, api))
+}
+
+/// SIGKILL: no shutdown flush, no goodbye.
+fn kill9(server: &mut Server) -> Result<()> {
+    server.proc.child.kill()?;
+    server.proc.child.wait()?;
+    Ok(())
+}
+
+fn import(api: &Api, host: &str, series: &[(&str, Vec<(i64, Option<f64>)>)]) -> Result<()> {
+    let body = json!({
+        "host": host,
+        "series": series.iter().map(|(name, pts)| json!({
+            "name": name,
+            "points": pts.iter().map(|(t, v)| json!([t, v])).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    });
+    let (status, v) = api.post_json("/api/v1/import", Some(&api.token), &body)?;
+    ensure!(status == 200, "import: {status} {v}");
+    let expected: usize = series.iter().map(|(_, p)| p.len()).sum();
+    ensure!(v["accepted"] == json!(expected), "not all accepted: {v}");
+    Ok(())
+}
+
+/// `(label, value)` of a query's first series.
+fn query(api: &Api, params: &str) -> Result<(i64, Vec<(i64, Option<f64>)>)> {
+    let (status, v) = api.get(&format!("/api/v1/query?{params}"))?;
+    ensure!(status == 200, "query {params}: {status} {v}");
+    let step = v["step"].as_i64().context("step")?;
+    let points = v["series"][0]["points"]
+        .as_array()
+        .with_context(|| format!("no series in {v}"))?
+        .iter()
+        .map(|p| (p[0].as_i64().unwrap_or_default(), p[1].as_f64()))
+        .collect();
+    Ok((step, points))
+}
+
+/// Ten-second samples `(t, v)` ending in the past, for `n` steps.
+fn samples(t0: i64, n: i64, k: f64) -> Vec<(i64, Option<f64>)> {
+    (1..=n).map(|i| (t0 + i * 10, Some(k + i as f64))).collect()
+}
+
+fn assert_all_there(api: &Api, t0: i64, n: i64, names: &[(&str, f64)]) -> Result<()> {
+    for (name, k) in names {
+        let (step, pts) = query(
+            api,
+            &format!("host=batch-1&name={name}&from={t0}&to={}", t0 + n * 10),
+        )?;
+        ensure!(step == 10, "step {step}");
+        ensure!(pts.len() == n as usize, "{name}: {} rows", pts.len());
+        for (i, (t, v)) in pts.iter().enumerate() {
+            let want = (t0 + (i as i64 + 1) * 10, Some(k + i as f64 + 1.0));
+            ensure!(
+                (*t, *v) == want,
+                "{name}: row {i} is {:?}, want {want:?}",
+                (t, v)
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn acknowledged_imports_survive_kill_9() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    // No flush before the kill: everything comes back from the journal.
+    let (mut server, api) = start(dir.path(), "1h")?;
+    let t0 = (now() - 3000) / 10 * 10;
+    let names = [
+        ("cpu.busy_pct", 0.0),
+        ("mem.used_pct", 1000.0),
+        ("load.1m", 0.5),
+    ];
+    for part in 0..4 {
+        let batch: Vec<_> = names
+            .iter()
+            .map(|(n, k)| (*n, samples(t0 + part * 500, 50, k + part as f64 * 50.0)))
+            .collect();
+        import(&api, "batch-1", &batch)?;
+    }
+    kill9(&mut server)?;
+    let (mut server, api) = start(dir.path(), "200ms")?;
+    assert_all_there(&api, t0, 200, &names)
+        .with_context(|| format!("after the first restart:\n{}", server.proc.log()))?;
+
+    // Now with flushes going on: some rows in chunks, some only in the journal.
+    let more: Vec<_> = names
+        .iter()
+        .map(|(n, k)| (*n, samples(t0 + 2000, 20, k + 200.0)))
+        .collect();
+    import(&api, "batch-1", &more)?;
+    eventually(Duration::from_secs(20), || {
+        let text = reqwest::blocking::get(format!("{}/metrics", server.url))?.text()?;
+        Ok(text
+            .lines()
+            .any(|l| l.starts_with("metrolog_archive_flushed_rows_total") && !l.ends_with(" 0"))
+            .then_some(()))
+    })?;
+    let last: Vec<_> = names
+        .iter()
+        .map(|(n, k)| (*n, samples(t0 + 2200, 20, k + 220.0)))
+        .collect();
+    import(&api, "batch-1", &last)?;
+    kill9(&mut server)?;
+    let (mut server, api) = start(dir.path(), "1h")?;
+    assert_all_there(&api, t0, 240, &names)
+        .with_context(|| format!("after the second restart:\n{}", server.proc.log()))?;
+    Ok(())
+}
+
+/// Seeded xorshift, so a failure reproduces.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn rrdtool(args: &[String]) -> Result<String> {
+    let out = Command::new("rrdtool")
+        .args(args)
+        .output()
+        .context("running rrdtool (apt-get install rrdtool)")?;
+    if !out.status.success() {
+        bail!(
+            "rrdtool {}: {}",
+            args.first().map(String::as_str).unwrap_or(""),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// `rrdtool fetch` output as label → value (None when unknown).
+fn parse_fetch(text: &str) -> HashMap<i64, Option<f64>> {
+    text.lines()
+        .filter_map(|l| {
+            let (t, v) = l.split_once(':')?;
+            let t = t.trim().parse::<i64>().ok()?;
+            let v = v.trim().parse::<f64>().ok().filter(|v| v.is_finite());
+            Some((t, v))
+        })
+        .collect()
+}
+
+#[test]
+fn query_results_match_rrdtool_fed_the_same_samples() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (_server, api) = start(dir.path(), "1s")?;
+    // Three hours of irregular samples: several per step, gaps past the heartbeat,
+    // an outage, unknown values.
+    let end = now() - 5;
+    let first = end - 3 * 3600;
+    let mut rng = Rng(0x5eed);
+    let mut pts = Vec::new();
+    let mut t = first;
+    while t < end {
+        let r = rng.next();
+        t += match r % 100 {
+            0 => 400,
+            1..=5 => 31 + (r >> 8) as i64 % 30,
+            _ => 1 + (r >> 8) as i64 % 14,
+        };
+        if t > end {
+            break;
+        }
+        let v = if (r >> 20) % 25 == 0 {
+            None
+        } else {
+            Some(((r >> 24) % 100_000) as f64 / 97.0)
+        };
+        pts.push((t, v));
+    }
+    for part in pts.chunks(1000) {
+        import(&api, "batch-1", &[("disk.io_bytes", part.to_vec())])?;
+    }
+
+    let file = dir.path().join("s.rrd");
+    let file_s = file.display().to_string();
+    let mut create = vec![
+        "create".to_string(),
+        file_s.clone(),
+        "--start".into(),
+        (pts[0].0 - 10).to_string(),
+        "--step".into(),
+        "10".into(),
+        "DS:v:GAUGE:30:U:U".into(),
+    ];
+    for (pdp, rows) in [(1, 360), (6, 1440), (30, 2016), (360, 744), (8640, 730)] {
+        for cf in ["AVERAGE", "MIN", "MAX", "LAST"] {
+            create.push(format!("RRA:{cf}:0.5:{pdp}:{rows}"));
+        }
+    }
+    rrdtool(&create)?;
+    for part in pts.chunks(500) {
+        let mut args = vec!["update".to_string(), file_s.clone()];
+        args.extend(part.iter().map(|(t, v)| match v {
+            Some(v) => format!("{t}:{v}"),
+            None => format!("{t}:U"),
+        }));
+        rrdtool(&args)?;
+    }
+
+    let mut compared = 0;
+    let mut known = 0;
+    for (step, from) in [
+        (10i64, end - 3500),
+        (60, first),
+        (300, first),
+        (3600, first),
+    ] {
+        let from = from / step * step;
+        let to = end / step * step;
+        for (cf, rrd_cf) in [
+            ("avg", "AVERAGE"),
+            ("min", "MIN"),
+            ("max", "MAX"),
+            ("last", "LAST"),
+        ] {
+            let (got_step, ours) = query(
+                &api,
+                &format!("host=batch-1&name=disk.io_bytes&from={from}&to={to}&step={step}&cf={cf}"),
+            )?;
+            ensure!(got_step == step, "asked for step {step}, got {got_step}");
+            let theirs = parse_fetch(&rrdtool(&[
+                "fetch".into(),
+                file_s.clone(),
+                rrd_cf.into(),
+                "-r".into(),
+                step.to_string(),
+                "-s".into(),
+                from.to_string(),
+                "-e".into(),
+                to.to_string(),
+            ])?);
+            for (label, v) in &ours {
+                let Some(want) = theirs.get(label) else {
+                    bail!("rrdtool printed no row {label} for step {step} {rrd_cf}");
+                };
+                let same = match (v, want) {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1e-300),
+                    _ => false,
+                };
+                ensure!(
+                    same,
+                    "step {step} {rrd_cf} row {label}: metrolog {v:?}, rrdtool {want:?}"
+                );
+                compared += 1;
+                known += usize::from(v.is_some());
+            }
+        }
+    }
+    // Most rows carry data, so the comparison means something.
+    ensure!(
+        compared > 2000 && known * 2 > compared,
+        "{known} known of {compared}"
+    );
+    Ok(())
+}
