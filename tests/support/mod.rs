@@ -313,3 +313,89 @@ pub fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Result<Option
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Severity names by number, as the logs API shows them.
+const SEVERITY_NAMES: [&str; 8] = [
+    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+];
+
+/// The log records stored for host `hostname` (and app `app`, when given),
+/// newest first, as JSON objects with at least `message`, `app_name`,
+/// `severity` (a name or null) and `truncated`.
+///
+/// Reads every page of `GET /api/v1/logs`; a server without that API yet is
+/// read from its database with the `sqlite3` CLI (read-only).
+pub fn stored_logs(
+    server: &Server,
+    api: &Api,
+    hostname: &str,
+    app: Option<&str>,
+) -> Result<Vec<Value>> {
+    let mut out = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let mut path = format!("/api/v1/logs?host={hostname}&limit=1000");
+        if let Some(a) = app {
+            path.push_str(&format!("&app={a}"));
+        }
+        if let Some(b) = &before {
+            path.push_str(&format!("&before={b}"));
+        }
+        let (status, page) = api.get(&path)?;
+        if status == 404 && out.is_empty() && before.is_none() {
+            return stored_logs_sqlite(server, hostname, app);
+        }
+        anyhow::ensure!(status == 200, "GET {path}: {status} {page}");
+        let records = page["records"]
+            .as_array()
+            .ok_or_else(|| anyhow!("no records in {page}"))?;
+        out.extend(records.iter().cloned());
+        match page["next"].as_str() {
+            Some(n) => before = Some(n.to_string()),
+            None => return Ok(out),
+        }
+    }
+}
+
+fn stored_logs_sqlite(server: &Server, hostname: &str, app: Option<&str>) -> Result<Vec<Value>> {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let mut sql = format!(
+        "SELECT l.message, l.app_name, l.severity, l.flags FROM logs l \
+         JOIN hosts h ON h.id = l.host_id WHERE h.hostname = {}",
+        quote(hostname)
+    );
+    if let Some(a) = app {
+        sql.push_str(&format!(" AND l.app_name = {}", quote(a)));
+    }
+    sql.push_str(" ORDER BY l.ts DESC, l.id DESC");
+    let db = server.data_dir.join("metrolog.db");
+    let out = Command::new("sqlite3")
+        .args(["-readonly", "-json", "-cmd", ".timeout 5000"])
+        .arg(&db)
+        .arg(&sql)
+        .output()
+        .context("running sqlite3 (Debian package sqlite3)")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "sqlite3 {}: {}",
+        db.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout)?;
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<Value> = serde_json::from_str(&text)?;
+    Ok(rows
+        .into_iter()
+        .map(|mut r| {
+            let sev = r["severity"]
+                .as_u64()
+                .and_then(|n| SEVERITY_NAMES.get(n as usize))
+                .map_or(Value::Null, |s| Value::String((*s).into()));
+            r["severity"] = sev;
+            r["truncated"] = Value::Bool(r["flags"].as_i64().is_some_and(|f| f & 1 != 0));
+            r
+        })
+        .collect())
+}
