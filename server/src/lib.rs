@@ -11,6 +11,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod fleet;
+pub mod graphite;
 pub mod graph;
 pub mod http;
 pub mod ingest;

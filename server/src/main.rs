@@ -136,6 +136,9 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
             println!("  Syslog {name}: {a}");
         }
     }
+    if let Some(g) = app.graphite_addr() {
+        println!("  Graphite TCP: {g}");
+    }
     println!("  Dashboard: http://{addr}/");
     app.run_until(startup::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)

@@ -2,11 +2,12 @@
 //! listener (port 0 in tests), start the background tasks and the local agent,
 //! serve until SIGTERM/Ctrl-C, then stop in order.
 
+use crate::config::Listen;
 use crate::config::ServerConfig;
 use crate::http::{app, AppState};
 use crate::store::{Store, StoreError};
 use crate::telemetry::ServerMetrics;
-use crate::{bootstrap, fleet, local_agent, logs, syslog};
+use crate::{bootstrap, fleet, graphite, local_agent, logs, syslog};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -39,6 +40,7 @@ pub struct Application {
     state: AppState,
     config: Arc<ServerConfig>,
     syslog: syslog::Listeners,
+    graphite: Option<TcpListener>,
     pub bootstrapped: bootstrap::Bootstrapped,
 }
 
@@ -90,6 +92,14 @@ impl Application {
         let syslog = syslog::Listeners::bind(&config)
             .await
             .map_err(|(addr, source)| StartupError::Bind { addr, source })?;
+        let graphite = match config.graphite {
+            Listen::Off => None,
+            Listen::On(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartupError::Bind { addr, source })?,
+            ),
+        };
         let config = Arc::new(config);
         let state = AppState::new(store, config.clone(), Arc::new(ServerMetrics::default()));
         Ok(Self {
@@ -97,6 +107,7 @@ impl Application {
             state,
             config,
             syslog,
+            graphite,
             bootstrapped,
         })
     }
@@ -110,6 +121,11 @@ impl Application {
     /// Bound syslog receiver addresses (UDP, TCP), `None` when off.
     pub fn syslog_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
         (self.syslog.udp_addr(), self.syslog.tcp_addr())
+    }
+
+    /// Bound Graphite listener address, `None` when off.
+    pub fn graphite_addr(&self) -> Option<SocketAddr> {
+        self.graphite.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn state(&self) -> &AppState {
@@ -145,6 +161,12 @@ impl Application {
             self.state.metrics.clone(),
             stop_rx.clone(),
         );
+        let graphite = self.graphite.map(|listener| {
+            let mapping = graphite::PathMapping {
+                host_segment: self.config.file.graphite.host_segment,
+            };
+            graphite::start(self.state.clone(), listener, mapping, stop_rx.clone())
+        });
         let agent = if self.config.local_agent {
             Some(local_agent::start(&self.state, addr, stop_rx.clone()).await?)
         } else {
@@ -179,6 +201,10 @@ impl Application {
         .await
         .map_err(StartupError::Serve)?;
         let _ = housekeeping.await;
+        if let Some(g) = graphite {
+            // Connections stopped with `stop`; their samples are imported first.
+            let _ = g.await;
+        }
         let _ = flusher.await;
         // Every request has been answered: write what the archives hold in memory, so
         // the next start has no journal to replay.

@@ -64,6 +64,11 @@ pub struct ServerMetrics {
     pub archive_series: Gauge,
     pub archive_pending_rows: Gauge,
     pub enrollments: Counter,
+    pub graphite_lines: Counter,
+    pub graphite_dropped_long: Counter,
+    pub graphite_dropped_malformed: Counter,
+    pub graphite_dropped_order: Counter,
+    pub graphite_dropped_store: Counter,
     pub auth_failures: Counter,
     pub login_failures: Counter,
     pub login_rate_limited: Counter,
@@ -170,6 +175,27 @@ impl ServerMetrics {
             "metrolog_archive_corrupt_chunks_total",
             "Stored archive chunks that could not be decoded (their rows restart unknown).",
             &[("", self.archive_corrupt_chunks.get())],
+        );
+        counter(
+            "metrolog_graphite_lines_total",
+            "Graphite plaintext lines accepted.",
+            &[("", self.graphite_lines.get())],
+        );
+        counter(
+            "metrolog_graphite_dropped_total",
+            "Graphite samples dropped, by reason.",
+            &[
+                ("{reason=\"too_long\"}", self.graphite_dropped_long.get()),
+                (
+                    "{reason=\"malformed\"}",
+                    self.graphite_dropped_malformed.get(),
+                ),
+                (
+                    "{reason=\"out_of_order\"}",
+                    self.graphite_dropped_order.get(),
+                ),
+                ("{reason=\"store\"}", self.graphite_dropped_store.get()),
+            ],
         );
         counter(
             "metrolog_enrollments_total",

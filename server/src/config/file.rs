@@ -78,10 +78,22 @@ impl Default for SyslogSection {
 }
 
 /// `[graphite]`: Graphite plaintext listener.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GraphiteSection {
     pub tcp: Option<String>,
+    /// Index of the dot-separated path segment that names the host
+    /// (`collectd.<host>.cpu-0.percent-idle` → 1).
+    pub host_segment: usize,
+}
+
+impl Default for GraphiteSection {
+    fn default() -> Self {
+        Self {
+            tcp: None,
+            host_segment: 1,
+        }
+    }
 }
 
 /// `[retention]`. Metrics need none: their archives are bounded by construction.
