@@ -140,6 +140,16 @@ impl Store {
         self.loaded
     }
 
+    /// Moves the WAL into the database file and truncates it (benchmarks and tools
+    /// that measure the files).
+    pub async fn checkpoint(&self) -> Result<()> {
+        let _w = self.write.lock().await;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Size of the database file(s) on disk in bytes: pages in use × page size.
     pub async fn database_bytes(&self) -> Result<u64> {
         let (count, size): (i64, i64) = sqlx::query_as(

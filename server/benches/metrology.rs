@@ -1,0 +1,503 @@
+//! Metrology benchmarks, each side by side with Debian's `rrdtool` in the same run
+//! on the same data (results and discussion in docs/benchmarks.md):
+//!
+//! a. ingest of agent buckets across 10 000 series through the real ingest path
+//!    (validation, one journal row per batch, committed with fsync before the
+//!    answer), plus the flushes that move the rows into the archives, against
+//!    `rrdtool update` with one file per series;
+//! b. bytes on disk per series with the default ladder, for a series that lived one
+//!    hour and for archives full, against the rrdtool file;
+//! c. a one-week query of a 50-member group aggregate, against `rrdtool xport`
+//!    averaging the 50 files.
+//!
+//! Run: `cargo bench -p metrolog-server --bench metrology` (needs `rrdtool`).
+//! `METROLOG_BENCH_QUICK=1` shrinks every size for a smoke run.
+
+use metrolog_protocol::{Batch, BatchId, Bucket, Labels, SeriesBuckets, SeriesKey};
+use metrolog_server::ingest::Ingestor;
+use metrolog_server::query::{self, Agg, Cf, QuerySpec, Target};
+use metrolog_server::store::{HostFacts, HostSource, Store};
+use metrolog_server::telemetry::ServerMetrics;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn quick() -> bool {
+    std::env::var_os("METROLOG_BENCH_QUICK").is_some()
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Seeded xorshift: the same data every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// A plausible gauge value with decimals (no easy compression).
+    fn value(&mut self) -> f64 {
+        (self.next() % 10_000_000) as f64 / 99_991.0
+    }
+}
+
+fn bucket(ts: i64, rng: &mut Rng) -> Bucket {
+    let avg = rng.value();
+    let spread = (rng.next() % 1000) as f64 / 997.0;
+    Bucket {
+        ts,
+        avg,
+        min: avg - spread,
+        max: avg + spread * 1.5,
+        last: avg,
+        count: 10,
+    }
+}
+
+async fn open(dir: &Path) -> Res<Arc<Store>> {
+    let url = format!("sqlite://{}", dir.join("bench.db").display());
+    Ok(Arc::new(Store::open(&url).await?))
+}
+
+async fn hosts(store: &Store, n: usize, group: &str) -> Res<Vec<i64>> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        ids.push(
+            store
+                .upsert_host(
+                    &HostFacts {
+                        hostname: format!("{group}-{i}"),
+                        instance_id: None,
+                        group: Some(group.into()),
+                        labels: Labels::new(),
+                        agent_version: None,
+                    },
+                    HostSource::Agent,
+                )
+                .await?,
+        );
+    }
+    Ok(ids)
+}
+
+fn keys(n: usize) -> Vec<SeriesKey> {
+    (0..n)
+        .map(|i| {
+            let mut l = Labels::new();
+            l.insert("n".into(), i.to_string());
+            SeriesKey::new("bench.value", l).expect("valid series name")
+        })
+        .collect()
+}
+
+/// One agent batch: `per` buckets of step 10 for every key, ending at `t_end`.
+fn batch(seq: u64, keys: &[SeriesKey], t_end: i64, per: i64, rng: &mut Rng) -> Batch {
+    Batch {
+        id: BatchId {
+            stream: "bench0000000000000".into(),
+            seq,
+        },
+        sent_at: t_end,
+        logs: Vec::new(),
+        metrics: keys
+            .iter()
+            .map(|k| SeriesBuckets {
+                key: k.clone(),
+                step: 10,
+                buckets: (0..per)
+                    .map(|j| bucket(t_end - (per - 1 - j) * 10, rng))
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// `rrdtool -` (pipe mode) running `commands`; returns the wall time.
+fn rrdtool_pipe(commands: impl Iterator<Item = String>) -> Res<Duration> {
+    let mut child = Command::new("rrdtool")
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run rrdtool (apt-get install rrdtool): {e}"))?;
+    let stdout = child.stdout.take().ok_or("no rrdtool stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut errors = 0usize;
+        let mut first = None;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("ERROR") {
+                errors += 1;
+                first.get_or_insert(line);
+            }
+        }
+        (errors, first)
+    });
+    let start = Instant::now();
+    {
+        let mut stdin = std::io::BufWriter::new(child.stdin.take().ok_or("no rrdtool stdin")?);
+        for c in commands {
+            stdin.write_all(c.as_bytes())?;
+            stdin.write_all(b"\n")?;
+        }
+    }
+    child.wait()?;
+    let took = start.elapsed();
+    let (errors, first) = reader.join().map_err(|_| "rrdtool reader panicked")?;
+    if errors > 0 {
+        return Err(format!("rrdtool reported {errors} errors, first: {first:?}").into());
+    }
+    Ok(took)
+}
+
+fn create_args(path: &Path, start: i64) -> String {
+    let mut s = format!(
+        "create {} --start {start} --step 10 DS:v:GAUGE:30:U:U",
+        path.display()
+    );
+    for (pdp, rows) in [(1, 360), (6, 1440), (30, 2016), (360, 744), (8640, 730)] {
+        for cf in ["AVERAGE", "MIN", "MAX", "LAST"] {
+            s.push_str(&format!(" RRA:{cf}:0.5:{pdp}:{rows}"));
+        }
+    }
+    s
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Metrolog's side of (a): agents of 100 series each ship `per` buckets per series
+/// every `per` × 10 s; `rounds` ship intervals, one archive flush per interval.
+/// Returns (samples, time to acknowledge, time flushing).
+async fn ingest_metrolog(n_series: usize, rounds: i64, per: i64) -> Res<(u64, Duration, Duration)> {
+    let per_host = 100;
+    let n_hosts = n_series / per_host;
+    let dir = tempfile::tempdir()?;
+    let store = open(dir.path()).await?;
+    let metrics = Arc::new(ServerMetrics::default());
+    let ingestor = Ingestor::new(store.clone(), metrics.clone());
+    let host_ids = hosts(&store, n_hosts, "ingest").await?;
+    let keys = keys(per_host);
+    let mut rng = Rng(42);
+    let t0 = (now() - rounds * per * 10 - 60) / 10 * 10;
+    // Warm-up round: creates the series (not timed).
+    for id in &host_ids {
+        ingestor
+            .ingest(*id, batch(1, &keys, t0, 1, &mut rng), now())
+            .await?;
+    }
+    store.flush_archives().await?;
+    let mut ack = Duration::ZERO;
+    let mut flush = Duration::ZERO;
+    let mut samples = 0u64;
+    for r in 1..=rounds {
+        let batches: Vec<Batch> = host_ids
+            .iter()
+            .map(|_| batch(1 + r as u64, &keys, t0 + r * per * 10, per, &mut rng))
+            .collect();
+        let start = Instant::now();
+        for (id, b) in host_ids.iter().zip(batches) {
+            let out = ingestor.ingest(*id, b, now()).await?;
+            samples += out.accepted;
+        }
+        ack += start.elapsed();
+        let start = Instant::now();
+        store.flush_archives().await?;
+        flush += start.elapsed();
+    }
+    Ok((samples, ack, flush))
+}
+
+/// rrdtool's side of (a): one file per series, one `update` per series per 10 s.
+/// Returns updates per second.
+fn ingest_rrdtool(n_series: usize, rounds: i64) -> Res<f64> {
+    let t0 = (now() - rounds * 10 - 60) / 10 * 10;
+    let rdir = tempfile::tempdir()?;
+    let files: Vec<_> = (0..n_series)
+        .map(|i| rdir.path().join(format!("s{i}.rrd")))
+        .collect();
+    let create = rrdtool_pipe(files.iter().map(|f| create_args(f, t0 - 10)))?;
+    let mut rng = Rng(42);
+    let commands: Vec<String> = (1..=rounds)
+        .flat_map(|r| (0..n_series).map(move |i| (r, i)))
+        .map(|(r, i)| {
+            format!(
+                "update {} {}:{:.6}",
+                files[i].display(),
+                t0 + r * 10,
+                rng.value()
+            )
+        })
+        .collect();
+    let k = commands.len();
+    let update = rrdtool_pipe(commands.into_iter())?;
+    let rate = k as f64 / update.as_secs_f64();
+    println!(
+        "rrdtool:  {k} updates (one file per series, one update per series per 10 s, through `rrdtool -`) in {:.2} s = {rate:.0} updates/s (creating the {n_series} files: {:.1} s, not counted)",
+        update.as_secs_f64(),
+        create.as_secs_f64()
+    );
+    Ok(rate)
+}
+
+/// (a) Ingest across `n_series` series.
+async fn ingest(n_series: usize, rounds: i64) -> Res<()> {
+    println!("## (a) ingest across {n_series} series");
+    let rrd_rate = ingest_rrdtool(n_series, rounds)?;
+    for per in [1, 6] {
+        let (samples, ack, flush) = ingest_metrolog(n_series, rounds, per).await?;
+        let acked = samples as f64 / ack.as_secs_f64();
+        let total = samples as f64 / (ack + flush).as_secs_f64();
+        println!(
+            "metrolog: agent batches of 100 series x {per} bucket(s): {samples} buckets acknowledged (journal committed with fsync) in {:.2} s = {acked:.0} samples/s ({:.1}x rrdtool); with the {rounds} flushes into the archives ({:.2} s) {total:.0} samples/s ({:.1}x rrdtool)",
+            ack.as_secs_f64(),
+            acked / rrd_rate,
+            flush.as_secs_f64(),
+            total / rrd_rate
+        );
+    }
+    println!();
+    Ok(())
+}
+
+/// Feeds `hours` of 30 s buckets ending near now to `host_ids` × `keys` in batches
+/// of `chunk_hours`, flushing after each batch round.
+#[allow(clippy::too_many_arguments)]
+async fn feed(
+    store: &Arc<Store>,
+    ingestor: &Ingestor,
+    host_ids: &[i64],
+    keys: &[SeriesKey],
+    t_end: i64,
+    hours: i64,
+    chunk_hours: i64,
+    rng: &mut Rng,
+) -> Res<u64> {
+    let per = chunk_hours * 120;
+    let mut seq = 1;
+    let mut n = 0;
+    let start = t_end - hours * 3600;
+    let mut t = start + chunk_hours * 3600;
+    while t <= t_end {
+        for id in host_ids {
+            let mut b = batch(seq, keys, t, per, rng);
+            // 30 s apart: at the heartbeat, so every step is known.
+            for s in &mut b.metrics {
+                for (j, bk) in s.buckets.iter_mut().enumerate() {
+                    bk.ts = t - (per - 1 - j as i64) * 30;
+                }
+            }
+            n += ingestor.ingest(*id, b, now()).await?.accepted;
+        }
+        seq += 1;
+        store.flush_archives().await?;
+        t += chunk_hours * 3600;
+    }
+    Ok(n)
+}
+
+/// (b) Bytes per series.
+async fn size() -> Res<()> {
+    let rdir = tempfile::tempdir()?;
+    let rfile = rdir.path().join("one.rrd");
+    rrdtool_pipe(std::iter::once(create_args(&rfile, now() - 86400)))?;
+    let rrd_bytes = std::fs::metadata(&rfile)?.len();
+    println!("## (b) bytes on disk per series, default ladder (10s x360, 1m x1440, 5m x2016, 1h x744, 1d x730)");
+    println!("rrdtool:  {rrd_bytes} bytes per file (AVERAGE, MIN, MAX, LAST for the 5 archives), whatever it holds");
+
+    for (label, n_series, hours, chunk_hours) in [
+        (
+            "a series that lived 1 hour",
+            if quick() { 100 } else { 1000 },
+            1,
+            1,
+        ),
+        (
+            "archives full (2 years + 31 days of 30 s buckets)",
+            if quick() { 2 } else { 10 },
+            if quick() { 24 * 40 } else { 24 * 761 },
+            24,
+        ),
+    ] {
+        let dir = tempfile::tempdir()?;
+        let store = open(dir.path()).await?;
+        let metrics = Arc::new(ServerMetrics::default());
+        let ingestor = Ingestor::new(store.clone(), metrics);
+        let per_host = n_series.min(100);
+        let host_ids = hosts(&store, n_series / per_host, "size").await?;
+        let before = store.database_bytes().await?;
+        let mut rng = Rng(7);
+        let t_end = now() / 10 * 10;
+        let start = Instant::now();
+        let n = feed(
+            &store,
+            &ingestor,
+            &host_ids,
+            &keys(per_host),
+            t_end,
+            hours,
+            chunk_hours,
+            &mut rng,
+        )
+        .await?;
+        let after = store.database_bytes().await?;
+        let per_series = (after - before) as f64 / n_series as f64;
+        store.checkpoint().await?;
+        store.close().await;
+        let files = dir_bytes(dir.path());
+        println!(
+            "metrolog, {label}: {n_series} series, {n} buckets in {:.1} s; database pages in use grew by {:.0} bytes per series ({:.2}x rrdtool); database file after checkpoint {:.0} bytes per series (hosts and schema included)",
+            start.elapsed().as_secs_f64(),
+            per_series,
+            per_series / rrd_bytes as f64,
+            files as f64 / n_series as f64
+        );
+    }
+    println!();
+    Ok(())
+}
+
+/// (c) One week of a 50-member group aggregate.
+async fn group_query() -> Res<()> {
+    let members = 50;
+    let dir = tempfile::tempdir()?;
+    let store = open(dir.path()).await?;
+    let ingestor = Ingestor::new(store.clone(), Arc::new(ServerMetrics::default()));
+    let host_ids = hosts(&store, members, "web").await?;
+    let key = vec![SeriesKey::new("cpu.busy_pct", Labels::new())?];
+    let t_end = now() / 10 * 10;
+    let hours = if quick() { 24 } else { 7 * 24 + 1 };
+    let mut rng = Rng(9);
+    feed(
+        &store, &ingestor, &host_ids, &key, t_end, hours, 24, &mut rng,
+    )
+    .await?;
+    let spec = QuerySpec {
+        target: Target::Group {
+            group: "web".into(),
+            agg: Agg::Avg,
+        },
+        names: vec!["cpu.busy_pct".into()],
+        from: t_end - 7 * 86400,
+        to: t_end,
+        cf: Cf::Avg,
+        step: None,
+    };
+    let mut times = Vec::new();
+    let mut rows = 0;
+    for _ in 0..21 {
+        let start = Instant::now();
+        let r = query::run(&store, &spec, now()).await?;
+        times.push(start.elapsed());
+        rows = r.series.first().map_or(0, |s| s.points.len());
+    }
+    times.sort();
+    let ours = times[times.len() / 2];
+
+    // rrdtool: the same 50 series in 50 files, averaged by `rrdtool xport`.
+    let rdir = tempfile::tempdir()?;
+    let files: Vec<_> = (0..members)
+        .map(|i| rdir.path().join(format!("m{i}.rrd")))
+        .collect();
+    let start_ts = t_end - hours * 3600;
+    rrdtool_pipe(files.iter().map(|f| create_args(f, start_ts - 30)))?;
+    let mut rng = Rng(9);
+    let mut cmds = Vec::new();
+    for f in &files {
+        let mut t = start_ts + 30;
+        while t <= t_end {
+            let mut c = format!("update {}", f.display());
+            for _ in 0..500 {
+                if t > t_end {
+                    break;
+                }
+                c.push_str(&format!(" {t}:{:.6}", rng.value()));
+                t += 30;
+            }
+            cmds.push(c);
+        }
+    }
+    rrdtool_pipe(cmds.into_iter())?;
+    let mut xport = vec![
+        "xport".to_string(),
+        "--start".into(),
+        (t_end - 7 * 86400).to_string(),
+        "--end".into(),
+        t_end.to_string(),
+    ];
+    for (i, f) in files.iter().enumerate() {
+        xport.push(format!("DEF:a{i}={}:v:AVERAGE", f.display()));
+    }
+    let names: Vec<String> = (0..members).map(|i| format!("a{i}")).collect();
+    xport.push(format!("CDEF:avg={},{members},AVG", names.join(",")));
+    xport.push("XPORT:avg:avg".into());
+    let mut rtimes = Vec::new();
+    for _ in 0..11 {
+        let start = Instant::now();
+        let out = Command::new("rrdtool").args(&xport).output()?;
+        if !out.status.success() {
+            return Err(format!("rrdtool xport: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        rtimes.push(start.elapsed());
+    }
+    rtimes.sort();
+    let theirs = rtimes[rtimes.len() / 2];
+    println!("## (c) one-week query of a {members}-member group aggregate (avg), default ladder");
+    println!(
+        "metrolog: query::run median {:.1} ms over 21 runs ({rows} rows of 5 min)",
+        ours.as_secs_f64() * 1000.0
+    );
+    println!(
+        "rrdtool:  xport of {members} DEFs + CDEF AVG median {:.1} ms over 11 runs (process start included)",
+        theirs.as_secs_f64() * 1000.0
+    );
+    println!(
+        "ratio: metrolog takes {:.2}x rrdtool's time (target: under 50 ms)",
+        ours.as_secs_f64() / theirs.as_secs_f64()
+    );
+    println!();
+    Ok(())
+}
+
+fn main() -> Res<()> {
+    // `cargo bench` passes `--bench`; any other argument selects parts (a, b, c).
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let want = |p: &str| args.is_empty() || args.iter().any(|a| a == p);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        if want("a") {
+            let (n, rounds) = if quick() { (1_000, 3) } else { (10_000, 6) };
+            ingest(n, rounds).await?;
+        }
+        if want("b") {
+            size().await?;
+        }
+        if want("c") {
+            group_query().await?;
+        }
+        Ok(())
+    })
+}
