@@ -4,4 +4,5 @@
 mod agent_logs;
 mod archives;
 mod fleet;
+mod logs;
 mod startup;

@@ -399,3 +399,58 @@ fn stored_logs_sqlite(server: &Server, hostname: &str, app: Option<&str>) -> Res
         })
         .collect())
 }
+
+/// Bound syslog receiver addresses of a server started with syslog on.
+#[derive(Debug, Clone, Copy)]
+pub struct SyslogAddrs {
+    pub udp: std::net::SocketAddr,
+    pub tcp: std::net::SocketAddr,
+}
+
+impl Server {
+    /// Starts `metrolog-server` with its syslog receivers on random loopback
+    /// ports (read back from the `Syslog UDP:` / `Syslog TCP:` lines it prints).
+    pub fn start_with_syslog(extra: &[&str]) -> Result<(Self, SyslogAddrs)> {
+        let dir = tempfile::tempdir()?;
+        let mut cmd = Command::new(binary("metrolog-server"));
+        cmd.arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--syslog-udp", "127.0.0.1:0", "--syslog-tcp", "127.0.0.1:0"])
+            .args(extra)
+            .env("METROLOG_ADMIN_PASSWORD", "e2e-admin-password")
+            .env("METROLOG_ENROLL_TOKEN", ENROLL_TOKEN);
+        let mut proc = Proc::spawn("metrolog-server", cmd)?;
+        let line = proc.wait_for_line("Dashboard: http://", Duration::from_secs(30))?;
+        let url = line
+            .split("Dashboard: ")
+            .nth(1)
+            .ok_or_else(|| anyhow!("no URL in {line:?}"))?
+            .trim()
+            .trim_end_matches('/')
+            .to_string();
+        let addr = |name: &str| -> Result<std::net::SocketAddr> {
+            let needle = format!("Syslog {name}: ");
+            let line = proc
+                .output
+                .iter()
+                .find(|l| l.contains(&needle))
+                .ok_or_else(|| anyhow!("the server printed no {needle:?} line"))?;
+            Ok(line.split(&needle).nth(1).unwrap_or("").trim().parse()?)
+        };
+        let addrs = SyslogAddrs {
+            udp: addr("UDP")?,
+            tcp: addr("TCP")?,
+        };
+        let server = Self {
+            proc,
+            url,
+            data_dir: dir.path().to_path_buf(),
+            enroll_token: ENROLL_TOKEN.into(),
+            admin_password: "e2e-admin-password".into(),
+            _dir: Some(dir),
+        };
+        Ok((server, addrs))
+    }
+}
