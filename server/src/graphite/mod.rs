@@ -133,10 +133,10 @@ async fn serve_connection(
             }
         }
         // Hand over what is buffered when no more input is already waiting.
-        if pending.len() >= 1024 || (reader.buffer().is_empty() && !pending.is_empty()) {
-            if tx.send(std::mem::take(&mut pending)).await.is_err() {
-                return;
-            }
+        let hand_over =
+            pending.len() >= 1024 || (reader.buffer().is_empty() && !pending.is_empty());
+        if hand_over && tx.send(std::mem::take(&mut pending)).await.is_err() {
+            return;
         }
     }
     if !pending.is_empty() {
@@ -198,10 +198,13 @@ async fn write_loop(state: AppState, mut rx: mpsc::Receiver<Vec<GraphiteSample>>
     }
 }
 
+/// One series' samples in arrival order: `(ts, value)`, NaN for unknown.
+type SeriesSamples = (SeriesKey, Vec<(i64, f64)>);
+
 async fn flush(state: &AppState, hosts: &mut HashMap<String, i64>, buf: &mut Vec<GraphiteSample>) {
     let m = &state.metrics;
     // host → series key → points, in arrival order (time order per series).
-    let mut by_host: HashMap<String, Vec<(SeriesKey, Vec<(i64, f64)>)>> = HashMap::new();
+    let mut by_host: HashMap<String, Vec<SeriesSamples>> = HashMap::new();
     for s in buf.drain(..) {
         let series = by_host.entry(s.host).or_default();
         let value = s.value.unwrap_or(f64::NAN);

@@ -69,7 +69,7 @@ pub fn parse_line(line: &str, mapping: &PathMapping) -> Result<GraphiteSample, L
     };
     let value: f64 = value.parse().map_err(|_| LineError::Value)?;
     let ts: f64 = ts.parse().map_err(|_| LineError::Timestamp)?;
-    if !ts.is_finite() || ts < 0.0 || ts > 32_503_680_000.0 {
+    if !(0.0..=32_503_680_000.0).contains(&ts) {
         return Err(LineError::Timestamp);
     }
     let segments: Vec<&str> = path.split('.').filter(|s| !s.is_empty()).collect();
