@@ -3,6 +3,7 @@
 
 mod agent_logs;
 mod archives;
+mod dashboard;
 mod fleet;
 mod logs;
 mod startup;
