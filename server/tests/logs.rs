@@ -394,3 +394,56 @@ async fn live_tail_streams_matching_records_and_reports_what_a_slow_client_misse
         .unwrap();
     assert!(lagged >= 20, "{metrics}");
 }
+
+#[tokio::test]
+async fn the_logs_page_and_its_script_are_served() {
+    let app = spawn_app().await;
+    let resp = app
+        .router
+        .clone()
+        .oneshot(
+            Request::get("/logs")
+                .header(header::AUTHORIZATION, format!("Bearer {}", app.token))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let html = resp.into_body().collect().await.unwrap().to_bytes();
+    let html = String::from_utf8_lossy(&html);
+    assert!(html.contains("id=\"logs-filter\""), "{html}");
+    assert!(
+        html.contains("href=\"/logs\" aria-current=\"page\""),
+        "nav link"
+    );
+    let src = html
+        .split("src=\"")
+        .find_map(|s| s.strip_prefix("/static/logs.js"))
+        .and_then(|s| s.split('"').next())
+        .expect("the page loads logs.js");
+    let js = app
+        .router
+        .clone()
+        .oneshot(
+            Request::get(format!("/static/logs.js{src}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(js.status(), StatusCode::OK);
+    let js = js.into_body().collect().await.unwrap().to_bytes();
+    let js = String::from_utf8_lossy(&js);
+    // Log lines are hostile: the script never parses them as HTML.
+    assert!(js.contains("EventSource"));
+    assert!(!js.contains(".innerHTML") && !js.contains("insertAdjacentHTML("));
+    // Unauthenticated: to the login page.
+    let resp = app
+        .router
+        .clone()
+        .oneshot(Request::get("/logs").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+}

@@ -24,6 +24,11 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../../../static/app.css"),
     },
     Asset {
+        name: "logs.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_str!("../../../static/logs.js"),
+    },
+    Asset {
         name: "overview.js",
         mime: "text/javascript; charset=utf-8",
         body: include_str!("../../../static/overview.js"),

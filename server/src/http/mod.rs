@@ -6,6 +6,7 @@ mod assets;
 pub mod auth;
 pub mod dashboard;
 pub mod error;
+mod logs_page;
 
 use crate::auth::LoginLimiter;
 use crate::config::ServerConfig;
@@ -64,6 +65,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(prometheus))
         .merge(api::router(&state))
         .merge(dashboard::router())
+        .merge(logs_page::router())
         .merge(assets::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
