@@ -5,5 +5,6 @@ mod agent_logs;
 mod archives;
 mod dashboard;
 mod fleet;
+mod graphite;
 mod logs;
 mod startup;
