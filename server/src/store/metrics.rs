@@ -2,7 +2,7 @@
 //! batches and imports.
 
 use super::archive::journal::Sample;
-use super::{hosts::touch, now, Result, Store, SERIES_CACHE_MAX};
+use super::{hosts::touch, now, Result, Store, StoreError, SERIES_CACHE_MAX};
 use metrolog_protocol::syslog::{LogRecord, LogSource};
 use metrolog_protocol::{BatchId, Bucket, Labels, SeriesKey};
 use serde::Serialize;
@@ -19,6 +19,16 @@ pub struct CommitOutcome {
     pub out_of_order: u64,
     /// Log records written.
     pub logs: u64,
+}
+
+/// An agent batch waiting for the next group commit.
+#[derive(Debug)]
+pub(super) struct PendingBatch {
+    host_id: i64,
+    batch: BatchId,
+    series: Vec<(SeriesKey, Vec<Bucket>)>,
+    logs: Vec<LogRecord>,
+    reply: tokio::sync::oneshot::Sender<Result<CommitOutcome>>,
 }
 
 /// Outcome of one import.
@@ -41,9 +51,14 @@ pub struct SeriesRow {
 }
 
 impl Store {
-    /// Writes one agent batch in a single transaction: series are created as
-    /// needed, buckets stored, and the batch id recorded on the host so a replay
-    /// is recognised. A replayed batch only refreshes the host's liveness.
+    /// Commits one agent batch: series are created as needed, buckets journaled
+    /// for the archives, logs stored, and the batch id recorded on the host so a
+    /// replay is recognised (a replayed batch only refreshes the host's liveness).
+    ///
+    /// Group commit: the batch joins a queue; whoever takes the write lock next
+    /// commits everything queued in ONE transaction (one fsync), each batch
+    /// inside its own savepoint so a failing batch fails alone. Many agents
+    /// shipping at once thus cost one fsync per group, not one per batch.
     pub async fn commit_batch(
         &self,
         host_id: i64,
@@ -51,18 +66,94 @@ impl Store {
         series: &[(SeriesKey, Vec<Bucket>)],
         logs: &[LogRecord],
     ) -> Result<CommitOutcome> {
-        let _w = self.write.lock().await;
+        let (reply, done) = tokio::sync::oneshot::channel();
+        self.pending
+            .lock()
+            .expect("pending batches poisoned")
+            .push(PendingBatch {
+                host_id,
+                batch: batch.clone(),
+                series: series.to_vec(),
+                logs: logs.to_vec(),
+                reply,
+            });
+        {
+            let _w = self.write.lock().await;
+            let group =
+                std::mem::take(&mut *self.pending.lock().expect("pending batches poisoned"));
+            if !group.is_empty() {
+                self.commit_group(group).await;
+            }
+        }
+        // Our batch was in the group just committed, by us or by a caller before us.
+        done.await.unwrap_or_else(|_| {
+            Err(StoreError::Invalid(
+                "the commit of this batch was interrupted; send it again".into(),
+            ))
+        })
+    }
+
+    /// Commits queued batches in one transaction. Called with the write lock held.
+    async fn commit_group(&self, group: Vec<PendingBatch>) {
         let t = now();
-        let mut tx = self.pool.begin().await?;
+        let mut results: Vec<Result<CommitOutcome>> = Vec::with_capacity(group.len());
+        let outcome: Result<()> = async {
+            let mut tx = self.pool.begin().await?;
+            for req in &group {
+                sqlx::query("SAVEPOINT batch").execute(&mut *tx).await?;
+                match self.commit_one(&mut tx, req, t).await {
+                    Ok(done) => {
+                        sqlx::query("RELEASE batch").execute(&mut *tx).await?;
+                        results.push(Ok(done));
+                    }
+                    Err(e) => {
+                        sqlx::query("ROLLBACK TO batch").execute(&mut *tx).await?;
+                        sqlx::query("RELEASE batch").execute(&mut *tx).await?;
+                        results.push(Err(e));
+                    }
+                }
+            }
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        match outcome {
+            Ok(()) => {
+                for (req, r) in group.into_iter().zip(results) {
+                    let _ = req.reply.send(r);
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for req in group {
+                    let _ = req
+                        .reply
+                        .send(Err(StoreError::Invalid(format!("batch not stored: {msg}"))));
+                }
+            }
+        }
+    }
+
+    /// One batch of a group, inside the group's transaction. Its journal entries
+    /// go to the archives' memory at once, so the next batch of the group sees
+    /// them (journal seq and sample order stay consistent); should the group's
+    /// COMMIT itself fail (disk gone), memory is ahead of the database until the
+    /// next start replays the journal.
+    async fn commit_one(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+        req: &PendingBatch,
+        t: i64,
+    ) -> Result<CommitOutcome> {
+        let host_id = req.host_id;
         let last: Option<(Option<String>, Option<i64>)> =
             sqlx::query_as("SELECT batch_stream, batch_seq FROM hosts WHERE id = ?")
                 .bind(host_id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await?;
         if let Some((Some(stream), Some(seq))) = &last {
-            if *stream == batch.stream && batch.seq <= *seq as u64 {
-                touch(&mut *tx, host_id, t).await?;
-                tx.commit().await?;
+            if *stream == req.batch.stream && req.batch.seq <= *seq as u64 {
+                touch(&mut **tx, host_id, t).await?;
                 return Ok(CommitOutcome {
                     duplicate: true,
                     stored: 0,
@@ -71,11 +162,11 @@ impl Store {
                 });
             }
         }
-        let keys: Vec<&SeriesKey> = series.iter().map(|(k, _)| k).collect();
-        let (ids, new_ids) = self.series_ids_tx(&mut tx, host_id, &keys).await?;
+        let keys: Vec<&SeriesKey> = req.series.iter().map(|(k, _)| k).collect();
+        let (ids, new_ids) = self.series_ids_tx(tx, host_id, &keys).await?;
         let per_series = ids
             .iter()
-            .zip(series)
+            .zip(&req.series)
             .map(|(id, (_, buckets))| {
                 let samples = buckets
                     .iter()
@@ -88,25 +179,24 @@ impl Store {
                 (*id, true, samples)
             })
             .collect();
-        let (journaled, accepted) = self.journal_tx(&mut tx, per_series).await?;
-        if !logs.is_empty() {
-            super::logs::insert_tx(&mut tx, Some(host_id), logs, LogSource::Agent).await?;
+        let (journaled, accepted) = self.journal_tx(tx, per_series).await?;
+        if !req.logs.is_empty() {
+            super::logs::insert_tx(tx, Some(host_id), &req.logs, LogSource::Agent).await?;
         }
         sqlx::query("UPDATE hosts SET batch_stream = ?, batch_seq = ? WHERE id = ?")
-            .bind(&batch.stream)
-            .bind(batch.seq as i64)
+            .bind(&req.batch.stream)
+            .bind(req.batch.seq as i64)
             .bind(host_id)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-        touch(&mut *tx, host_id, t).await?;
-        tx.commit().await?;
+        touch(&mut **tx, host_id, t).await?;
         self.apply_committed(host_id, journaled);
         self.remember_series(new_ids);
         Ok(CommitOutcome {
             duplicate: false,
             stored: accepted.iter().map(|a| a.accepted).sum(),
             out_of_order: accepted.iter().map(|a| a.out_of_order).sum(),
-            logs: logs.len() as u64,
+            logs: req.logs.len() as u64,
         })
     }
 
@@ -435,5 +525,69 @@ mod tests {
     fn globs() {
         assert_eq!(glob_to_like("cpu.*"), "cpu.%");
         assert_eq!(glob_to_like("a_b%"), "a\\_b\\%");
+    }
+}
+
+#[cfg(test)]
+mod group_commit_tests {
+    use crate::store::{temp_store, HostFacts, HostSource};
+    use metrolog_protocol::{BatchId, Bucket, Labels, SeriesKey};
+    use std::sync::Arc;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_batches_commit_together_and_a_bad_one_fails_alone() {
+        let (store, _dir) = temp_store().await;
+        let store = Arc::new(store);
+        let mut hosts = Vec::new();
+        for i in 0..20 {
+            let facts = HostFacts {
+                hostname: format!("h{i}"),
+                instance_id: None,
+                group: Some("g".into()),
+                labels: Labels::new(),
+                agent_version: None,
+            };
+            hosts.push(store.upsert_host(&facts, HostSource::Agent).await.unwrap());
+        }
+        // A host id that does not exist: its series insert violates the foreign key.
+        hosts.push(999_999);
+        let key = SeriesKey::new("cpu.busy_pct", Labels::new()).unwrap();
+        let bucket = Bucket {
+            ts: 1_700_000_010,
+            avg: 1.0,
+            min: 1.0,
+            max: 1.0,
+            last: 1.0,
+            count: 10,
+        };
+        let tasks: Vec<_> = hosts
+            .iter()
+            .map(|&h| {
+                let (store, key) = (store.clone(), key.clone());
+                tokio::spawn(async move {
+                    let id = BatchId {
+                        stream: format!("s{h}"),
+                        seq: 1,
+                    };
+                    store
+                        .commit_batch(h, &id, &[(key, vec![bucket])], &[])
+                        .await
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        let mut failed = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(o) => {
+                    assert!(!o.duplicate);
+                    assert_eq!(o.stored, 1);
+                    ok += 1;
+                }
+                Err(_) => failed += 1,
+            }
+        }
+        assert_eq!((ok, failed), (20, 1));
+        assert_eq!(store.series(None, Some("cpu.*")).await.unwrap().len(), 20);
     }
 }

@@ -62,6 +62,8 @@ pub struct Store {
     flush_gate: tokio::sync::RwLock<()>,
     /// What loading the archives found at open.
     loaded: LoadOutcome,
+    /// Agent batches waiting for the next group commit (see `commit_batch`).
+    pending: Mutex<Vec<metrics::PendingBatch>>,
 }
 
 const SERIES_CACHE_MAX: usize = 1_000_000;
@@ -132,6 +134,7 @@ impl Store {
             archives: Mutex::new(cache),
             flush_gate: tokio::sync::RwLock::new(()),
             loaded,
+            pending: Mutex::new(Vec::new()),
         })
     }
 
