@@ -40,7 +40,7 @@ function render(groups) {
       el("th", { class: "num" }, "CPU"), el("th", { class: "num" }, "Memory"), el("th", { class: "num" }, "Load")));
     out.push(el("section", { class: "group" },
       el("h2", {}, g.group === "(no group)" ? g.group
-        : el("a", { href: `/groups/${encodeURIComponent(g.group)}` }, g.group), " ", el("small", { class: "muted" }, `${g.hosts.length} hosts`)),
+        : el("a", { href: `/groups/${encodeURIComponent(g.group)}` }, g.group), " ", el("small", { class: "muted" }, `${g.hosts.length} host${g.hosts.length === 1 ? "" : "s"}`)),
       el("table", { class: "hosts" }, head, tbody)));
   }
   root.replaceChildren(...out);
