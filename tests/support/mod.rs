@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 /// Path of a binary of this workspace (`target/<profile>/<name>`), built first.
 ///
 /// `cargo test -p metrolog-e2e` does not build other packages' binaries, so the
-/// first call runs `cargo build --bins` for the server and the agent (a no-op
-/// when they are fresh) to never test a stale binary.
+/// first call runs `cargo build --workspace --tests` (a no-op when they are
+/// fresh) to never test a stale binary.
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     let exe = std::env::current_exe().expect("test executable path");
@@ -27,16 +27,12 @@ pub fn binary(name: &str) -> PathBuf {
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--bins",
-            "-p",
-            "metrolog-server",
-            "-p",
-            "metrolog-agent",
-        ])
-        .arg("--manifest-path")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"));
+        // `--workspace --tests` resolves features exactly as `cargo test
+        // --workspace` and `cargo nextest run --workspace` do, so after those
+        // this is a no-op instead of a rebuild with other features.
+        cmd.args(["build", "--workspace", "--tests"])
+            .arg("--manifest-path")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"));
         if dir.file_name().is_some_and(|p| p == "release") {
             cmd.arg("--release");
         }
