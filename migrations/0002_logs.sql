@@ -39,11 +39,11 @@ CREATE VIRTUAL TABLE logs_fts USING fts5(
     detail = none
 );
 
--- Kept in step by triggers, so every writer (agent batches, syslog) indexes
--- what it stores, in the same transaction. Records are never updated.
-CREATE TRIGGER logs_fts_insert AFTER INSERT ON logs BEGIN
-    INSERT INTO logs_fts (rowid, message) VALUES (new.id, new.message);
-END;
+-- Writers (server/src/store/logs.rs) index the rows they insert with one
+-- `INSERT INTO logs_fts ... SELECT` per batch, in the same transaction: a
+-- per-row trigger costs a sub-program run per record. Deletes (retention,
+-- hosts removed) go through this trigger, so the index never holds a row
+-- its table lost. Records are never updated.
 CREATE TRIGGER logs_fts_delete AFTER DELETE ON logs BEGIN
     INSERT INTO logs_fts (logs_fts, rowid, message) VALUES ('delete', old.id, old.message);
 END;

@@ -95,6 +95,16 @@ async fn insert_rows(conn: &mut SqliteConnection, rows: &[NewLog<'_>]) -> Result
         let n = chunk.len() as i64;
         ids.extend(last - n + 1..=last);
     }
+    if let (Some(first), Some(last)) = (ids.first(), ids.last()) {
+        // One statement indexes the whole batch (see migrations/0002_logs.sql).
+        sqlx::query(
+            "INSERT INTO logs_fts (rowid, message) SELECT id, message FROM logs WHERE id BETWEEN ? AND ?",
+        )
+        .bind(first)
+        .bind(last)
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(ids)
 }
 
