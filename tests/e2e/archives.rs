@@ -4,7 +4,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use metrolog_e2e::{eventually, Api, Server};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
@@ -43,7 +43,10 @@ fn kill9(server: &mut Server) -> Result<()> {
     Ok(())
 }
 
-fn import(api: &Api, host: &str, series: &[(&str, Vec<(i64, Option<f64>)>)]) -> Result<()> {
+/// `(ts, value or unknown)` rows, as imported and as queried.
+type Points = Vec<(i64, Option<f64>)>;
+
+fn import(api: &Api, host: &str, series: &[(&str, Points)]) -> Result<()> {
     let body = json!({
         "host": host,
         "series": series.iter().map(|(name, pts)| json!({
@@ -59,7 +62,7 @@ fn import(api: &Api, host: &str, series: &[(&str, Vec<(i64, Option<f64>)>)]) -> 
 }
 
 /// `(label, value)` of a query's first series.
-fn query(api: &Api, params: &str) -> Result<(i64, Vec<(i64, Option<f64>)>)> {
+fn query(api: &Api, params: &str) -> Result<(i64, Points)> {
     let (status, v) = api.get(&format!("/api/v1/query?{params}"))?;
     ensure!(status == 200, "query {params}: {status} {v}");
     let step = v["step"].as_i64().context("step")?;
@@ -205,7 +208,7 @@ fn query_results_match_rrdtool_fed_the_same_samples() -> Result<()> {
         if t > end {
             break;
         }
-        let v = if (r >> 20) % 25 == 0 {
+        let v = if (r >> 20).is_multiple_of(25) {
             None
         } else {
             Some(((r >> 24) % 100_000) as f64 / 97.0)
