@@ -1,7 +1,7 @@
 //! The agent protocol (see docs/protocol.md): enroll, batch, heartbeat, leave,
 //! configuration. Every write is tied to the host of the agent's own token.
 
-use super::JsonBody;
+use super::{check_group, check_name, JsonBody};
 use crate::auth::{new_token, token_hash};
 use crate::http::auth::{AgentHost, Enroller};
 use crate::http::error::{ApiResult, AppError};
@@ -25,18 +25,6 @@ pub fn router() -> Router<AppState> {
         .route(paths::CONFIG, get(config))
 }
 
-fn check_name(what: &str, value: &str, max: usize) -> ApiResult<()> {
-    if value.is_empty()
-        || value.len() > max
-        || value.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
-        return Err(AppError::BadRequest(format!(
-            "{what} {value:?} must be 1 to {max} bytes without spaces or control characters"
-        )));
-    }
-    Ok(())
-}
-
 async fn enroll(
     _e: Enroller,
     State(state): State<AppState>,
@@ -47,16 +35,7 @@ async fn enroll(
         check_name("instance_id", iid, 128)?;
     }
     if let Some(g) = &req.group {
-        if g.is_empty()
-            || g.len() > 64
-            || !g
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        {
-            return Err(AppError::BadRequest(format!(
-                "group {g:?} must be 1 to 64 characters among A-Z a-z 0-9 _ - ."
-            )));
-        }
+        check_group(g)?;
     }
     validate_labels(&req.labels).map_err(|e| AppError::BadRequest(e.to_string()))?;
     check_name("agent_version", &req.agent_version, 64)?;

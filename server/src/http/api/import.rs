@@ -9,7 +9,7 @@
 //! The host is created if needed, passive (no liveness alarm). Everything accepted
 //! is journaled in one transaction before the answer.
 
-use super::JsonBody;
+use super::{check_group, check_name, JsonBody};
 use crate::http::auth::Admin;
 use crate::http::error::{ApiResult, AppError};
 use crate::http::AppState;
@@ -69,38 +69,12 @@ struct SeriesAnswer {
     rejected: Rejected,
 }
 
-fn check_host(host: &str) -> ApiResult<()> {
-    if host.is_empty()
-        || host.len() > 253
-        || host.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
-        return Err(AppError::BadRequest(format!(
-            "host {host:?} must be 1 to 253 bytes without spaces or control characters"
-        )));
-    }
-    Ok(())
-}
-
-fn check_group(g: &str) -> ApiResult<()> {
-    if g.is_empty()
-        || g.len() > 64
-        || !g
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-    {
-        return Err(AppError::BadRequest(format!(
-            "group {g:?} must be 1 to 64 characters among A-Z a-z 0-9 _ - ."
-        )));
-    }
-    Ok(())
-}
-
 async fn import(
     _admin: Admin,
     State(state): State<AppState>,
     JsonBody(body): JsonBody<ImportBody>,
 ) -> ApiResult<Json<ImportAnswer>> {
-    check_host(&body.host)?;
+    check_name("host", &body.host, 253)?;
     if let Some(g) = &body.group {
         check_group(g)?;
     }

@@ -44,6 +44,35 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// Checks a name an outsider gives (hostname, instance id, agent version):
+/// 1 to `max` bytes, no spaces or control characters.
+pub fn check_name(what: &str, value: &str, max: usize) -> Result<(), AppError> {
+    if value.is_empty()
+        || value.len() > max
+        || value.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(AppError::BadRequest(format!(
+            "{what} {value:?} must be 1 to {max} bytes without spaces or control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a group name: 1 to 64 characters among A-Z a-z 0-9 _ - .
+pub fn check_group(g: &str) -> Result<(), AppError> {
+    if g.is_empty()
+        || g.len() > 64
+        || !g
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        return Err(AppError::BadRequest(format!(
+            "group {g:?} must be 1 to 64 characters among A-Z a-z 0-9 _ - ."
+        )));
+    }
+    Ok(())
+}
+
 /// RFC 3339 form of a unix time, for JSON answers.
 pub fn rfc3339(ts: i64) -> String {
     chrono::DateTime::from_timestamp(ts, 0)
