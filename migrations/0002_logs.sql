@@ -36,8 +36,11 @@ CREATE VIRTUAL TABLE logs_fts USING fts5(
     message,
     content = 'logs',
     content_rowid = 'id',
-    detail = none
+    detail = none,
+    columnsize = 0
 );
+-- columnsize = 0: no per-document size table. It only serves bm25 ranking, and
+-- results are ordered by id; one b-tree insert less per record.
 
 -- Writers (server/src/store/logs.rs) index the rows they insert with one
 -- `INSERT INTO logs_fts ... SELECT` per batch, in the same transaction: a
