@@ -1,28 +1,12 @@
 //! Router tests for the graphs (`/api/v1/graph.png`, `/api/v1/graph.svg`) and
 //! the host and group dashboard pages, on a fresh SQLite database, no socket.
 
-use axum::body::Body;
-use axum::extract::connect_info::MockConnectInfo;
-use axum::http::{header, Request, StatusCode};
-use axum::Router;
-use http_body_util::BodyExt;
-use metrolog_protocol::{Batch, BatchId, Bucket, EnrollRequest, Labels, SeriesBuckets, SeriesKey};
-use metrolog_server::auth::{new_token, token_hash};
-use metrolog_server::config::{FileConfig, Overrides, ServerConfig};
-use metrolog_server::graph::png::dimensions;
-use metrolog_server::http::{app, AppState};
-use metrolog_server::store::Store;
-use metrolog_server::telemetry::ServerMetrics;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use tower::ServiceExt;
+mod common;
 
-struct TestApp {
-    router: Router,
-    viewer: String,
-    enroll: String,
-    _dir: tempfile::TempDir,
-}
+use axum::http::{header, StatusCode};
+use common::{now, spawn_app_with, TestApp};
+use metrolog_protocol::{Batch, BatchId, Bucket, Labels, SeriesBuckets, SeriesKey};
+use metrolog_server::graph::png::dimensions;
 
 const RULES: &str = r#"
 [[rules]]
@@ -34,115 +18,10 @@ critical = "~:95"
 "#;
 
 async fn spawn_app() -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let over = Overrides {
-        data_dir: Some(dir.path().to_path_buf()),
-        ..Default::default()
-    };
-    let config = ServerConfig::merge(&over, FileConfig::parse(RULES).unwrap()).unwrap();
-    let store = Arc::new(Store::open(&config.database_url).await.unwrap());
-    metrolog_server::bootstrap::run(&store, Some("s3cret-pass".into()), None)
-        .await
-        .unwrap();
-    let mut tokens = Vec::new();
-    for role in ["viewer", "enroll"] {
-        let t = new_token();
-        store
-            .insert_token(role, role, &token_hash(t.expose()), None)
-            .await
-            .unwrap();
-        tokens.push(t.expose().to_string());
-    }
-    let state = AppState::new(store, Arc::new(config), Arc::new(ServerMetrics::default()));
-    let router = app(state).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 4000))));
-    TestApp {
-        router,
-        viewer: tokens[0].clone(),
-        enroll: tokens[1].clone(),
-        _dir: dir,
-    }
-}
-
-struct Resp {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-    fn header(&self, name: header::HeaderName) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
+    spawn_app_with(RULES).await
 }
 
 impl TestApp {
-    async fn send(&self, req: Request<Body>) -> Resp {
-        let resp = self.router.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec();
-        Resp {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    async fn get(&self, path: &str, token: Option<&str>) -> Resp {
-        let mut b = Request::get(path);
-        if let Some(t) = token {
-            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        self.send(b.body(Body::empty()).unwrap()).await
-    }
-
-    async fn post(&self, path: &str, token: &str, body: Vec<u8>, zstd: bool) -> Resp {
-        let mut b = Request::post(path)
-            .header(header::AUTHORIZATION, format!("Bearer {token}"))
-            .header(header::CONTENT_TYPE, "application/json");
-        if zstd {
-            b = b.header(header::CONTENT_ENCODING, "zstd");
-        }
-        self.send(b.body(Body::from(body)).unwrap()).await
-    }
-
-    /// Enrolls an agent and returns (host id, agent token).
-    async fn enroll(&self, hostname: &str, group: &str) -> (i64, String) {
-        let req = EnrollRequest {
-            hostname: hostname.into(),
-            instance_id: None,
-            group: Some(group.into()),
-            labels: Labels::new(),
-            agent_version: "test".into(),
-        };
-        let r = self
-            .post(
-                "/api/v1/agent/enroll",
-                &self.enroll,
-                serde_json::to_vec(&req).unwrap(),
-                false,
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        (
-            v["host_id"].as_i64().unwrap(),
-            v["agent_token"].as_str().unwrap().to_string(),
-        )
-    }
-
     /// Ships an hour of 10 s buckets of `name`, with a gap in the middle.
     async fn feed(&self, token: &str, name: &str, base: f64) {
         let t0 = (now() / 10) * 10 - 3600;
@@ -173,15 +52,9 @@ impl TestApp {
                 buckets,
             }],
         };
-        let raw = serde_json::to_vec(&batch).unwrap();
-        let body = zstd::encode_all(&raw[..], 3).unwrap();
-        let r = self.post("/api/v1/agent/batch", token, body, true).await;
+        let r = self.post_batch(token, &batch).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     }
-}
-
-fn now() -> i64 {
-    chrono::Utc::now().timestamp()
 }
 
 #[tokio::test]

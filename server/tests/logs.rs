@@ -2,77 +2,34 @@
 //! fresh SQLite database, driven with `oneshot`, no socket.
 
 use axum::body::Body;
-use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{header, Request, StatusCode};
-use axum::Router;
 use chrono::Utc;
 use http_body_util::BodyExt;
 use metrolog_protocol::syslog::{parse, LogRecord, LogSource};
 use metrolog_protocol::{Batch, BatchId, Labels};
-use metrolog_server::auth::{new_token, token_hash};
-use metrolog_server::config::{FileConfig, Overrides, ServerConfig};
-use metrolog_server::http::{app, AppState};
 use metrolog_server::logs::feed::{LogEvent, FEED_CAPACITY};
 use metrolog_server::store::logs::NewLog;
-use metrolog_server::store::{HostFacts, HostSource, Store};
-use metrolog_server::telemetry::ServerMetrics;
+use metrolog_server::store::{HostFacts, HostSource};
 use serde_json::Value;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
 
-struct TestApp {
-    router: Router,
-    state: AppState,
-    token: String,
-    _dir: tempfile::TempDir,
-}
+mod common;
 
-async fn spawn_app() -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let over = Overrides {
-        data_dir: Some(dir.path().to_path_buf()),
-        ..Default::default()
-    };
-    let config = ServerConfig::merge(&over, FileConfig::default()).unwrap();
-    let store = Arc::new(Store::open(&config.database_url).await.unwrap());
-    let t = new_token();
-    store
-        .insert_token("viewer", "viewer", &token_hash(t.expose()), None)
-        .await
-        .unwrap();
-    let state = AppState::new(store, Arc::new(config), Arc::new(ServerMetrics::default()));
-    let router =
-        app(state.clone()).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 4000))));
-    TestApp {
-        router,
-        state,
-        token: t.expose().to_string(),
-        _dir: dir,
-    }
-}
+use common::{spawn_app, TestApp};
 
 fn rec(line: &str) -> LogRecord {
     parse(line.as_bytes(), Utc::now(), 65536)
 }
 
 impl TestApp {
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let resp = self
-            .router
-            .clone()
-            .oneshot(
-                Request::get(path)
-                    .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        let status = resp.status();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    /// GET as a viewer: (status, JSON body or Null).
+    async fn get_json(&self, path: &str) -> (StatusCode, Value) {
+        let r = self.get(path, Some(&self.viewer)).await;
+        (
+            r.status,
+            serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+        )
     }
 
     /// Stores syslog lines as if `sender` had sent them; returns their ids.
@@ -96,7 +53,7 @@ impl TestApp {
     }
 
     async fn messages(&self, query: &str) -> Vec<String> {
-        let (status, body) = self.get(&format!("/api/v1/logs?{query}")).await;
+        let (status, body) = self.get_json(&format!("/api/v1/logs?{query}")).await;
         assert_eq!(status, StatusCode::OK, "{query}: {body}");
         body["records"]
             .as_array()
@@ -131,7 +88,7 @@ async fn sample(app: &TestApp) {
 async fn newest_first_with_a_cursor_to_the_next_page() {
     let app = spawn_app().await;
     sample(&app).await;
-    let (status, first) = app.get("/api/v1/logs?limit=2").await;
+    let (status, first) = app.get_json("/api/v1/logs?limit=2").await;
     assert_eq!(status, StatusCode::OK);
     let recs = first["records"].as_array().unwrap();
     assert_eq!(recs.len(), 2);
@@ -148,10 +105,10 @@ async fn newest_first_with_a_cursor_to_the_next_page() {
     assert!(recs[0]["ts"].as_str().unwrap().contains("-02-22T16:45:24"));
     let next = first["next"].as_str().unwrap();
     let (_, second) = app
-        .get(&format!("/api/v1/logs?limit=2&before={next}"))
+        .get_json(&format!("/api/v1/logs?limit=2&before={next}"))
         .await;
     let (_, third) = app
-        .get(&format!(
+        .get_json(&format!(
             "/api/v1/logs?limit=2&before={}",
             second["next"].as_str().unwrap()
         ))
@@ -250,7 +207,7 @@ async fn hostile_or_wrong_parameters_are_400_never_500() {
         "q=-",
         "q=%00",
     ] {
-        let (status, body) = app.get(&format!("/api/v1/logs?{q}")).await;
+        let (status, body) = app.get_json(&format!("/api/v1/logs?{q}")).await;
         assert_eq!(status, StatusCode::OK, "{q}: {body}");
     }
     for q in [
@@ -263,12 +220,12 @@ async fn hostile_or_wrong_parameters_are_400_never_500() {
         "from=-1h&to=-2h",
         "colour=blue",
     ] {
-        let (status, body) = app.get(&format!("/api/v1/logs?{q}")).await;
+        let (status, body) = app.get_json(&format!("/api/v1/logs?{q}")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{q}: {body}");
         assert_eq!(body["error"]["code"], "bad_request");
     }
     let long = "x".repeat(2000);
-    let (status, _) = app.get(&format!("/api/v1/logs?q={long}")).await;
+    let (status, _) = app.get_json(&format!("/api/v1/logs?q={long}")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let resp = app
         .router
@@ -333,7 +290,7 @@ async fn live_tail_streams_matching_records_and_reports_what_a_slow_client_misse
     let open = |query: &str| {
         app.router.clone().oneshot(
             Request::get(format!("/api/v1/logs/stream?{query}"))
-                .header(header::AUTHORIZATION, format!("Bearer {}", app.token))
+                .header(header::AUTHORIZATION, format!("Bearer {}", app.viewer))
                 .body(Body::empty())
                 .unwrap(),
         )
@@ -403,7 +360,7 @@ async fn the_logs_page_and_its_script_are_served() {
         .clone()
         .oneshot(
             Request::get("/logs")
-                .header(header::AUTHORIZATION, format!("Bearer {}", app.token))
+                .header(header::AUTHORIZATION, format!("Bearer {}", app.viewer))
                 .body(Body::empty())
                 .unwrap(),
         )
