@@ -99,9 +99,15 @@ impl Ingestor {
                 series.push((s.key, keep));
             }
         }
+        // What subscribers hear about, taken before the series move into the commit.
+        let touched: Vec<(SeriesKey, i64)> = series
+            .iter()
+            .map(|(k, b)| (k.clone(), b.iter().map(|b| b.ts).max().unwrap_or(0)))
+            .collect();
+        let logs = Arc::new(batch.logs);
         let outcome = self
             .store
-            .commit_batch(host_id, &batch.id, &series, &batch.logs)
+            .commit_batch(host_id, &batch.id, series, logs.clone())
             .await?;
         self.metrics.batches.inc();
         if outcome.duplicate {
@@ -117,14 +123,7 @@ impl Ingestor {
             .buckets_rejected_order
             .add(outcome.out_of_order);
         self.metrics.log_records.add(outcome.logs);
-        self.log_feed.publish_agent(host_id, &batch.logs);
-        let touched = series
-            .into_iter()
-            .map(|(k, b)| {
-                let newest = b.iter().map(|b| b.ts).max().unwrap_or(0);
-                (k, newest)
-            })
-            .collect();
+        self.log_feed.publish_agent(host_id, &logs);
         // No subscriber is not an error.
         let _ = self.events.send(Arc::new(CommittedBatch {
             host_id,

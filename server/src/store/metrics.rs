@@ -7,6 +7,7 @@ use metrolog_protocol::syslog::{LogRecord, LogSource};
 use metrolog_protocol::{BatchId, Bucket, Labels, SeriesKey};
 use serde::Serialize;
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use std::sync::Arc;
 
 /// Outcome of committing one batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +28,8 @@ pub(super) struct PendingBatch {
     host_id: i64,
     batch: BatchId,
     series: Vec<(SeriesKey, Vec<Bucket>)>,
-    logs: Vec<LogRecord>,
+    /// Shared with the caller, which publishes them once committed.
+    logs: Arc<Vec<LogRecord>>,
     reply: tokio::sync::oneshot::Sender<Result<CommitOutcome>>,
 }
 
@@ -63,8 +65,8 @@ impl Store {
         &self,
         host_id: i64,
         batch: &BatchId,
-        series: &[(SeriesKey, Vec<Bucket>)],
-        logs: &[LogRecord],
+        series: Vec<(SeriesKey, Vec<Bucket>)>,
+        logs: Arc<Vec<LogRecord>>,
     ) -> Result<CommitOutcome> {
         let (reply, done) = tokio::sync::oneshot::channel();
         self.pending
@@ -73,8 +75,8 @@ impl Store {
             .push(PendingBatch {
                 host_id,
                 batch: batch.clone(),
-                series: series.to_vec(),
-                logs: logs.to_vec(),
+                series,
+                logs,
                 reply,
             });
         {
@@ -429,7 +431,10 @@ mod tests {
             seq: 1,
         };
         let data = vec![(key.clone(), vec![bucket(10, 1.0), bucket(20, 2.0)])];
-        let first = store.commit_batch(host, &id, &data, &[]).await.unwrap();
+        let first = store
+            .commit_batch(host, &id, data.clone(), Default::default())
+            .await
+            .unwrap();
         assert_eq!(
             first,
             CommitOutcome {
@@ -439,7 +444,10 @@ mod tests {
                 logs: 0
             }
         );
-        let again = store.commit_batch(host, &id, &data, &[]).await.unwrap();
+        let again = store
+            .commit_batch(host, &id, data.clone(), Default::default())
+            .await
+            .unwrap();
         assert!(again.duplicate);
         let series = store.series(Some(host), Some("cpu.*")).await.unwrap();
         assert_eq!(series.len(), 1);
@@ -454,7 +462,10 @@ mod tests {
             seq: 1,
         };
         let next = vec![(key, vec![bucket(20, 9.0), bucket(30, 3.0)])];
-        let out = store.commit_batch(host, &id2, &next, &[]).await.unwrap();
+        let out = store
+            .commit_batch(host, &id2, next, Default::default())
+            .await
+            .unwrap();
         assert_eq!((out.duplicate, out.stored, out.out_of_order), (false, 1, 1));
         assert_eq!(
             store.latest_values(&["cpu.busy_pct"]).await.unwrap(),
@@ -570,7 +581,7 @@ mod group_commit_tests {
                         seq: 1,
                     };
                     store
-                        .commit_batch(h, &id, &[(key, vec![bucket])], &[])
+                        .commit_batch(h, &id, vec![(key, vec![bucket])], Default::default())
                         .await
                 })
             })
