@@ -87,16 +87,16 @@ LoadPlugin write_graphite
         .filter_map(|s| s["name"].as_str())
         .collect();
     assert!(names.contains(&"memory.memory-used"), "{names:?}");
-    // Memory in use is a real, positive number of bytes.
-    let (_, q) =
-        api.get("/api/v1/query?host=collectd-web&name=memory.memory-used&from=-10m&step=10")?;
-    let used = q["series"][0]["points"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p[1].as_f64())
-        .next_back();
-    assert!(used.is_some_and(|v| v > 1e6), "{q}");
+    // Memory in use is a real, positive number of bytes (its first known row
+    // may come a flush after load's).
+    let used = eventually(Duration::from_secs(30), || {
+        let (_, q) =
+            api.get("/api/v1/query?host=collectd-web&name=memory.memory-used&from=-10m&step=10")?;
+        Ok(q["series"][0]["points"]
+            .as_array()
+            .and_then(|p| p.iter().filter_map(|p| p[1].as_f64()).next_back()))
+    })?;
+    assert!(used > 1e6, "{used}");
     collectd.terminate();
     let metrics = reqwest::blocking::get(format!("{}/metrics", server.url))?.text()?;
     let lines: u64 = metrics
