@@ -13,6 +13,7 @@ pub mod config;
 pub mod fleet;
 pub mod graph;
 pub mod graphite;
+pub mod groups;
 pub mod http;
 pub mod ingest;
 pub mod local_agent;

@@ -7,7 +7,7 @@ use crate::config::ServerConfig;
 use crate::http::{app, AppState};
 use crate::store::{Store, StoreError};
 use crate::telemetry::ServerMetrics;
-use crate::{bootstrap, fleet, graphite, local_agent, logs, syslog};
+use crate::{bootstrap, fleet, graphite, groups, local_agent, logs, syslog};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -153,6 +153,15 @@ impl Application {
             self.state.metrics.clone(),
             stop_rx.clone(),
         ));
+        let group_recorder = tokio::spawn(groups::run(
+            store.clone(),
+            i64::from(store.archive_spec().base_step),
+            // A member value as old as the liveness timeout is one of a host about
+            // to be `down`: it no longer counts.
+            self.config.liveness_timeout().as_secs().max(1) as i64,
+            self.state.metrics.clone(),
+            stop_rx.clone(),
+        ));
         let log_pipeline = logs::Pipeline::start(
             self.syslog,
             store.clone(),
@@ -201,6 +210,7 @@ impl Application {
         .await
         .map_err(StartupError::Serve)?;
         let _ = housekeeping.await;
+        let _ = group_recorder.await;
         if let Some(g) = graphite {
             // Connections stopped with `stop`; their samples are imported first.
             let _ = g.await;

@@ -77,6 +77,11 @@ pub struct ServerMetrics {
     pub http_internal_errors: Counter,
     pub hosts_marked_down: Counter,
     pub hosts_expired: Counter,
+    /// Group aggregate samples recorded (server/src/groups).
+    pub group_samples: Counter,
+    pub group_samples_rejected_order: Counter,
+    pub group_record_failures: Counter,
+    pub groups_expired: Counter,
     // Central logs (server/src/logs, server/src/syslog).
     pub syslog_received_udp: Counter,
     pub syslog_received_tcp: Counter,
@@ -231,6 +236,26 @@ impl ServerMetrics {
             "metrolog_hosts_expired_total",
             "Hosts removed after hosts.expire_after.",
             &[("", self.hosts_expired.get())],
+        );
+        counter(
+            "metrolog_group_samples_total",
+            "Samples recorded into groups' own aggregate series.",
+            &[("", self.group_samples.get())],
+        );
+        counter(
+            "metrolog_group_samples_rejected_total",
+            "Group aggregate samples refused: the group already held one that recent.",
+            &[("", self.group_samples_rejected_order.get())],
+        );
+        counter(
+            "metrolog_group_record_failures_total",
+            "Rounds of group aggregates that could not be recorded.",
+            &[("", self.group_record_failures.get())],
+        );
+        counter(
+            "metrolog_groups_expired_total",
+            "Groups removed with their series after their last member.",
+            &[("", self.groups_expired.get())],
         );
         self.render_logs(&mut counter);
         let _ = writeln!(

@@ -48,6 +48,14 @@ pub async fn run(
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "host expiry failed"),
         }
+        match store.expire_groups(now() - expire).await {
+            Ok(names) if !names.is_empty() => {
+                metrics.groups_expired.add(names.len() as u64);
+                tracing::info!(groups = ?names, "groups without members removed with their series");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "group expiry failed"),
+        }
     }
 }
 

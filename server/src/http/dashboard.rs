@@ -9,6 +9,7 @@ use super::auth::{cookie, Operator, SESSION_COOKIE};
 use super::error::AppError;
 use super::AppState;
 use crate::auth::{random_string, token_hash, verify_password_async};
+use crate::groups;
 use crate::store::now;
 use askama::Template;
 use axum::extract::{ConnectInfo, Form, FromRequestParts, Path, State};
@@ -321,7 +322,13 @@ fn group_panels(name: &str) -> Vec<Panel> {
             query,
         }
     };
+    let members = Panel {
+        title: "Members up",
+        query: panel_query(&format!("group={g}"), &[groups::MEMBERS_SERIES]),
+        per_member: None,
+    };
     vec![
+        members,
         p("CPU busy, average of members", "avg", &["cpu.busy_pct"]),
         p("CPU busy, busiest member", "max", &["cpu.busy_pct"]),
         p("Memory used, average", "avg", &["mem.used_pct"]),
@@ -433,8 +440,21 @@ async fn group_page(
         Ok(g) => g,
         Err(e) => return e.into_response(),
     };
-    let Some(g) = groups.iter().find(|g| g.group == name && name != NO_GROUP) else {
-        return not_found_page(&op, "No host of this group is known.");
+    let recorded_only;
+    let g = match groups.iter().find(|g| g.group == name && name != NO_GROUP) {
+        Some(g) => g,
+        // Every member is gone, but the group's own series outlive them.
+        None => match state.store.group_owner(&name).await {
+            Ok(Some(_)) => {
+                recorded_only = OverviewGroup {
+                    group: name.clone(),
+                    hosts: Vec::new(),
+                };
+                &recorded_only
+            }
+            Ok(None) => return not_found_page(&op, "No host of this group is known."),
+            Err(e) => return AppError::from(e).into_response(),
+        },
     };
     let count = |s: crate::store::HostState| g.hosts.iter().filter(|h| h.host.state == s).count();
     render(&GroupPage {

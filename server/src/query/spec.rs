@@ -5,9 +5,11 @@
 use super::{
     aggregate, choose_archive, choose_step, coarsen, parse_time, row_times, Agg, Cf, MAX_ROWS,
 };
-use crate::store::{HostFilter, SeriesRow, Store, StoreError};
+use crate::groups;
+use crate::store::{SeriesRow, Store, StoreError};
 use metrolog_protocol::Labels;
 use serde::Serialize;
+use std::collections::HashMap;
 
 /// Agents ship 10 s buckets.
 pub const BASE_STEP: i64 = 10;
@@ -268,35 +270,8 @@ pub async fn run(store: &Store, spec: &QuerySpec, now: i64) -> Result<QueryResul
             }
         }
         Target::Group { group, agg } => {
-            let members = store
-                .hosts(&HostFilter {
-                    group: Some(group.clone()),
-                    state: None,
-                })
-                .await?;
             for name in &spec.names {
-                // One aggregate per (name, labels) across the members.
-                let mut by_key: Vec<((String, Labels), Vec<Rows>)> = Vec::new();
-                for m in &members {
-                    for s in store.series(Some(m.id), Some(name)).await? {
-                        let rows = rows_of(store, &s, spec, &plan).await?;
-                        let key = (s.name, s.labels);
-                        match by_key.iter_mut().find(|(k, _)| *k == key) {
-                            Some((_, v)) => v.push(rows),
-                            None => by_key.push((key, vec![rows])),
-                        }
-                    }
-                }
-                for ((name, labels), rows) in by_key {
-                    out.push(SeriesPoints {
-                        host: format!("group:{group}"),
-                        host_id: None,
-                        name,
-                        labels,
-                        members: Some(rows.len()),
-                        points: aggregate(&rows, *agg),
-                    });
-                }
+                out.extend(group_rows(store, spec, &plan, group, *agg, name).await?);
             }
         }
     }
@@ -306,4 +281,91 @@ pub async fn run(store: &Store, spec: &QuerySpec, now: i64) -> Result<QueryResul
         to: spec.to,
         series: out,
     })
+}
+
+/// A group's aggregates of the series named `name` (a glob): the group's own
+/// recorded series (server/src/groups), and for the rows it did not record the
+/// current members' archives aggregated row by row.
+async fn group_rows(
+    store: &Store,
+    spec: &QuerySpec,
+    plan: &Plan,
+    group: &str,
+    agg: Agg,
+    name: &str,
+) -> Result<Vec<SeriesPoints>, QueryError> {
+    type Key = (String, Labels);
+    let mut keys: Vec<Key> = Vec::new();
+    let mut recorded: HashMap<Key, SeriesRow> = HashMap::new();
+    if let Some(owner) = store.group_owner(group).await? {
+        for s in store.series(Some(owner), Some(name)).await? {
+            if groups::is_answer(&s.labels, agg_name(agg), &s.name) {
+                let key = (s.name.clone(), groups::member_labels(&s.labels));
+                keys.push(key.clone());
+                recorded.insert(key, s);
+            }
+        }
+    }
+    let mut members: HashMap<Key, Vec<SeriesRow>> = HashMap::new();
+    for s in store.group_member_series(group, name).await? {
+        let key = (s.name.clone(), s.labels.clone());
+        if !recorded.contains_key(&key) && !members.contains_key(&key) {
+            keys.push(key.clone());
+        }
+        members.entry(key).or_default().push(s);
+    }
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        let mut points = match recorded.get(&key) {
+            Some(s) => rows_of(store, s, spec, plan).await?,
+            None => row_times(plan.from, plan.to, plan.step)
+                .map(|t| (t, None))
+                .collect(),
+        };
+        let feeders = members.get(&key).map_or(&[][..], Vec::as_slice);
+        let unknown: Vec<i64> = points
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(t, _)| *t)
+            .collect();
+        if let (Some(&lo), Some(&hi)) = (unknown.first(), unknown.last()) {
+            if !feeders.is_empty() {
+                // Only the span the group did not record is read from the members.
+                let sub = Plan {
+                    from: lo - plan.step,
+                    to: hi,
+                    ..*plan
+                };
+                let mut rows = Vec::with_capacity(feeders.len());
+                for s in feeders {
+                    rows.push(rows_of(store, s, spec, &sub).await?);
+                }
+                let filled: HashMap<i64, Option<f64>> = aggregate(&rows, agg).into_iter().collect();
+                for (t, v) in points.iter_mut() {
+                    if v.is_none() {
+                        *v = filled.get(t).copied().flatten();
+                    }
+                }
+            }
+        }
+        let (name, labels) = key;
+        out.push(SeriesPoints {
+            host: format!("group:{group}"),
+            host_id: None,
+            name,
+            labels,
+            members: (!feeders.is_empty()).then_some(feeders.len()),
+            points,
+        });
+    }
+    Ok(out)
+}
+
+fn agg_name(agg: Agg) -> &'static str {
+    match agg {
+        Agg::Avg => "avg",
+        Agg::Sum => "sum",
+        Agg::Min => "min",
+        Agg::Max => "max",
+    }
 }

@@ -114,19 +114,17 @@ impl Store {
         let labels = serde_json::to_string(&facts.labels).unwrap_or_else(|_| "{}".into());
         let existing: Option<i64> = match &facts.instance_id {
             Some(iid) => {
-                sqlx::query_scalar("SELECT id FROM hosts WHERE instance_id = ?")
+                sqlx::query_scalar("SELECT id FROM hosts WHERE instance_id = ? AND kind = 'host'")
                     .bind(iid)
                     .fetch_optional(&self.pool)
                     .await?
             }
-            None => {
-                sqlx::query_scalar(
-                    "SELECT id FROM hosts WHERE hostname = ? AND instance_id IS NULL",
-                )
-                .bind(&facts.hostname)
-                .fetch_optional(&self.pool)
-                .await?
-            }
+            None => sqlx::query_scalar(
+                "SELECT id FROM hosts WHERE hostname = ? AND instance_id IS NULL AND kind = 'host'",
+            )
+            .bind(&facts.hostname)
+            .fetch_optional(&self.pool)
+            .await?,
         };
         let passive = source != HostSource::Agent;
         if let Some(id) = existing {
@@ -196,17 +194,19 @@ impl Store {
     }
 
     pub async fn host(&self, id: i64) -> Result<Option<HostRow>> {
-        let row = sqlx::query(&format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {HOST_COLUMNS} FROM hosts WHERE id = ? AND kind = 'host'"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.as_ref().map(host_from_row))
     }
 
     /// Hosts whose hostname is `name` (several when instance ids differ).
     pub async fn hosts_named(&self, name: &str) -> Result<Vec<HostRow>> {
         let rows = sqlx::query(&format!(
-            "SELECT {HOST_COLUMNS} FROM hosts WHERE hostname = ? ORDER BY id"
+            "SELECT {HOST_COLUMNS} FROM hosts WHERE hostname = ? AND kind = 'host' ORDER BY id"
         ))
         .bind(name)
         .fetch_all(&self.pool)
@@ -217,7 +217,7 @@ impl Store {
     pub async fn hosts(&self, filter: &HostFilter) -> Result<Vec<HostRow>> {
         let rows = sqlx::query(&format!(
             "SELECT {HOST_COLUMNS} FROM hosts
-             WHERE (?1 IS NULL OR group_name = ?1) AND (?2 IS NULL OR state = ?2)
+             WHERE kind = 'host' AND (?1 IS NULL OR group_name = ?1) AND (?2 IS NULL OR state = ?2)
              ORDER BY coalesce(group_name, ''), hostname, id"
         ))
         .bind(&filter.group)
@@ -251,7 +251,7 @@ impl Store {
         let _w = self.write.lock().await;
         let ids = sqlx::query_scalar(
             "UPDATE hosts SET state = 'down', state_since = ?
-             WHERE state = 'up' AND passive = 0 AND last_seen < ? RETURNING id",
+             WHERE state = 'up' AND passive = 0 AND kind = 'host' AND last_seen < ? RETURNING id",
         )
         .bind(now())
         .bind(cutoff)
@@ -265,7 +265,7 @@ impl Store {
     pub async fn expire_hosts(&self, cutoff: i64) -> Result<Vec<i64>> {
         let _w = self.write.lock().await;
         let ids: Vec<i64> = sqlx::query_scalar(
-            "DELETE FROM hosts WHERE state IN ('left', 'down') AND state_since < ? RETURNING id",
+            "DELETE FROM hosts WHERE kind = 'host' AND state IN ('left', 'down') AND state_since < ? RETURNING id",
         )
         .bind(cutoff)
         .fetch_all(&self.pool)
@@ -277,7 +277,7 @@ impl Store {
     /// Removes one host with everything it owns. Returns whether it existed.
     pub async fn delete_host(&self, id: i64) -> Result<bool> {
         let _w = self.write.lock().await;
-        let r = sqlx::query("DELETE FROM hosts WHERE id = ?")
+        let r = sqlx::query("DELETE FROM hosts WHERE id = ? AND kind = 'host'")
             .bind(id)
             .execute(&self.pool)
             .await?;

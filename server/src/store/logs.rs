@@ -203,7 +203,7 @@ impl Store {
         let mut syslog_count: Option<i64> = None;
         for name in names {
             let found: Option<i64> = sqlx::query_scalar(
-                "SELECT id FROM hosts WHERE hostname = ? ORDER BY source = 'agent' DESC, id LIMIT 1",
+                "SELECT id FROM hosts WHERE hostname = ? AND kind = 'host' ORDER BY source = 'agent' DESC, id LIMIT 1",
             )
             .bind(name)
             .fetch_optional(&mut *tx)

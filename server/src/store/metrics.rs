@@ -315,7 +315,7 @@ impl Store {
         let like = name_glob.map(glob_to_like);
         let rows = sqlx::query(
             "SELECT s.id, s.host_id, h.hostname, s.name, s.labels_json FROM series s JOIN hosts h ON h.id = s.host_id
-             WHERE (?1 IS NULL OR s.host_id = ?1) AND (?2 IS NULL OR s.name LIKE ?2 ESCAPE '\\')
+             WHERE (?1 IS NULL AND h.kind = 'host' OR s.host_id = ?1) AND (?2 IS NULL OR s.name LIKE ?2 ESCAPE '\\')
              ORDER BY h.hostname, s.name, s.labels LIMIT 10000",
         )
         .bind(host_id)
@@ -362,7 +362,7 @@ impl Store {
     }
 }
 
-fn glob_to_like(glob: &str) -> String {
+pub(super) fn glob_to_like(glob: &str) -> String {
     let mut out = String::with_capacity(glob.len());
     for c in glob.chars() {
         match c {

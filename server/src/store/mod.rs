@@ -8,6 +8,7 @@
 
 pub mod archive;
 mod auth;
+mod groups;
 mod hosts;
 pub mod logs;
 mod metrics;
@@ -15,6 +16,7 @@ mod metrics;
 pub use archive::journal::Sample;
 pub use archive::{Accepted, ArchiveStats, FlushOutcome, LoadOutcome};
 pub use auth::{SessionRow, TokenRow, UserRow};
+pub use groups::{GroupMembers, MemberSeries};
 pub use hosts::{HostFacts, HostFilter, HostRow, HostSource, HostState};
 pub use metrics::{CommitOutcome, ImportOutcome, SeriesRow};
 

@@ -1,0 +1,168 @@
+//! Groups as the store sees them: the members' series that feed a group's
+//! aggregates, and the row of `hosts` (kind = 'group') that owns the group's own
+//! series so that they outlive the members (migrations/0005_group_series.sql).
+
+use super::metrics::glob_to_like;
+use super::{now, Result, SeriesRow, Store};
+use metrolog_protocol::Labels;
+use sqlx::Row;
+
+/// One series of a group member, with what the aggregator needs to know.
+#[derive(Debug, Clone)]
+pub struct MemberSeries {
+    pub group: String,
+    pub host_id: i64,
+    pub series_id: i64,
+    pub name: String,
+    pub labels: Labels,
+}
+
+/// A group and its members' states.
+#[derive(Debug, Clone, Default)]
+pub struct GroupMembers {
+    pub group: String,
+    /// Members `up` now.
+    pub up: Vec<i64>,
+    /// Members known (any state).
+    pub known: usize,
+}
+
+impl Store {
+    /// Every group with at least one member host, and who is up in it.
+    pub async fn group_members(&self) -> Result<Vec<GroupMembers>> {
+        let rows = sqlx::query(
+            "SELECT group_name, id, state FROM hosts
+             WHERE kind = 'host' AND group_name IS NOT NULL ORDER BY group_name, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<GroupMembers> = Vec::new();
+        for r in &rows {
+            let group: String = r.get(0);
+            if out.last().is_none_or(|g| g.group != group) {
+                out.push(GroupMembers {
+                    group: group.clone(),
+                    ..Default::default()
+                });
+            }
+            let g = out.last_mut().expect("pushed above");
+            g.known += 1;
+            if r.get::<String, _>(2) == "up" {
+                g.up.push(r.get(1));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Series of the members `up` in any group, unlabelled or labelled.
+    pub async fn member_series(&self) -> Result<Vec<MemberSeries>> {
+        let rows = sqlx::query(
+            "SELECT h.group_name, s.host_id, s.id, s.name, s.labels_json
+             FROM hosts h JOIN series s ON s.host_id = h.id
+             WHERE h.kind = 'host' AND h.group_name IS NOT NULL AND h.state = 'up'
+             ORDER BY h.group_name, s.name, s.labels",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let labels: String = r.get(4);
+                MemberSeries {
+                    group: r.get(0),
+                    host_id: r.get(1),
+                    series_id: r.get(2),
+                    name: r.get(3),
+                    labels: serde_json::from_str(&labels).unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+
+    /// The id of the row that owns group `group`'s own series, if it has any.
+    pub async fn group_owner(&self, group: &str) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM hosts WHERE kind = 'group' AND hostname = ?")
+                .bind(group)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// The id of the row that owns group `group`'s own series, created if needed.
+    pub async fn group_owner_or_create(&self, group: &str) -> Result<i64> {
+        if let Some(id) = self.group_owner(group).await? {
+            return Ok(id);
+        }
+        let _w = self.write.lock().await;
+        let t = now();
+        let id = sqlx::query_scalar(
+            "INSERT INTO hosts (hostname, kind, source, passive, state, state_since, first_seen, last_seen)
+             VALUES (?1, 'group', 'import', 1, 'up', ?2, ?2, ?2)
+             ON CONFLICT (hostname) WHERE kind = 'group' DO UPDATE SET last_seen = excluded.last_seen
+             RETURNING id",
+        )
+        .bind(group)
+        .bind(t)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// Groups that have recorded something, by name.
+    pub async fn groups_recorded(&self) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT hostname FROM hosts WHERE kind = 'group' ORDER BY hostname")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Removes groups that have no member any more and recorded nothing since
+    /// before `cutoff`, with their series. Returns their names.
+    pub async fn expire_groups(&self, cutoff: i64) -> Result<Vec<String>> {
+        let _w = self.write.lock().await;
+        let rows = sqlx::query(
+            "DELETE FROM hosts WHERE kind = 'group' AND last_seen < ?
+                AND NOT EXISTS (SELECT 1 FROM hosts m WHERE m.kind = 'host' AND m.group_name = hosts.hostname)
+             RETURNING id, hostname",
+        )
+        .bind(cutoff)
+        .fetch_all(&self.pool)
+        .await?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        self.forget_hosts(&ids);
+        Ok(rows.iter().map(|r| r.get(1)).collect())
+    }
+
+    /// Series of the members of `group` (any state) whose name matches the glob.
+    pub async fn group_member_series(
+        &self,
+        group: &str,
+        name_glob: &str,
+    ) -> Result<Vec<SeriesRow>> {
+        let rows = sqlx::query(
+            "SELECT s.id, s.host_id, h.hostname, s.name, s.labels_json
+             FROM hosts h JOIN series s ON s.host_id = h.id
+             WHERE h.kind = 'host' AND h.group_name = ? AND s.name LIKE ? ESCAPE '\\'
+             ORDER BY s.name, s.labels, h.hostname LIMIT 10000",
+        )
+        .bind(group)
+        .bind(glob_to_like(name_glob))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let labels: String = r.get(4);
+                SeriesRow {
+                    id: r.get(0),
+                    host_id: r.get(1),
+                    hostname: r.get(2),
+                    name: r.get(3),
+                    labels: serde_json::from_str(&labels).unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+}
