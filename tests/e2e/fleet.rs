@@ -22,6 +22,15 @@ fn has_points(api: &Api, host_id: i64, name: &str) -> anyhow::Result<bool> {
         .is_some_and(|p| p.iter().any(|pt| pt[1].is_number())))
 }
 
+/// The newest recorded `group.members` of group `web`.
+fn newest_member_count(api: &Api) -> anyhow::Result<Option<f64>> {
+    let (status, v) = api.get("/api/v1/query?group=web&name=group.members&from=-2m")?;
+    anyhow::ensure!(status == 200, "members: {status} {v}");
+    Ok(v["series"][0]["points"]
+        .as_array()
+        .and_then(|p| p.iter().rev().find_map(|pt| pt[1].as_f64())))
+}
+
 #[test]
 fn two_agents_report_then_one_leaves() -> anyhow::Result<()> {
     let mut server = Server::start(&["--no-local-agent"])?;
@@ -62,9 +71,13 @@ fn two_agents_report_then_one_leaves() -> anyhow::Result<()> {
         )
     })?;
 
-    // The group aggregate spans both members.
+    // The group aggregate spans both members, and the group records its own
+    // member count every 10 s.
     let (_, agg) = api.get("/api/v1/query?group=web&agg=avg&name=cpu.busy_pct&from=-5m")?;
     assert_eq!(agg["series"][0]["members"], 2, "{agg}");
+    eventually(Duration::from_secs(30), || {
+        Ok((newest_member_count(&api)? == Some(2.0)).then_some(()))
+    })?;
 
     // SIGTERM: web-1 ships what it has, leaves, and exits cleanly.
     web1.terminate();
@@ -78,6 +91,9 @@ fn two_agents_report_then_one_leaves() -> anyhow::Result<()> {
     assert_eq!(h1["state"], "left", "{h1}");
     let (_, h2) = api.get(&format!("/api/v1/hosts/{}", ids[1]))?;
     assert_eq!(h2["state"], "up", "{h2}");
+    eventually(Duration::from_secs(30), || {
+        Ok((newest_member_count(&api)? == Some(1.0)).then_some(()))
+    })?;
 
     // Restarted with the same state dir, web-1 reuses its credential: same host, up again.
     let mut again = start_agent(&server, "web-1", "web", &dir.path().join("a1"), &fast)?;
@@ -95,6 +111,26 @@ fn two_agents_report_then_one_leaves() -> anyhow::Result<()> {
     again.wait_exit(Duration::from_secs(20))?;
     web2.terminate();
     web2.wait_exit(Duration::from_secs(20))?;
+
+    // The members are removed (as expiry does after hosts.expire_after); the
+    // group's own series outlive them.
+    let admin = server.token("admin")?;
+    for id in &ids {
+        assert_eq!(api.delete(&format!("/api/v1/hosts/{id}"), &admin)?, 204);
+    }
+    let (_, hosts) = api.get("/api/v1/hosts?group=web")?;
+    assert_eq!(hosts, json!([]), "members gone");
+    let (status, agg) = api.get("/api/v1/query?group=web&agg=max&name=cpu.busy_pct&from=-5m")?;
+    assert_eq!(status, 200, "{agg}");
+    let points = agg["series"][0]["points"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        points.iter().any(|p| p[1].is_number()),
+        "recorded aggregate outlives the members: {agg}"
+    );
+    assert!(agg["series"][0].get("members").is_none(), "{agg}");
 
     // SIGTERM on the server: clean exit.
     server.proc.terminate();

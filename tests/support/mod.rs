@@ -281,6 +281,16 @@ impl Api {
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
+    /// DELETE with `token`; returns the status.
+    pub fn delete(&self, path: &str, token: &str) -> Result<u16> {
+        let resp = self
+            .http
+            .delete(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()?;
+        Ok(resp.status().as_u16())
+    }
+
     pub fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> Result<(u16, Value)> {
         let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
         if let Some(t) = token {
