@@ -48,6 +48,8 @@ impl Gauge {
 pub struct ServerMetrics {
     pub batches: Counter,
     pub batches_duplicate: Counter,
+    /// Batches refused with 503: `http.max_concurrent_batches` in flight.
+    pub batches_rejected_busy: Counter,
     pub buckets_stored: Counter,
     pub log_records: Counter,
     pub buckets_rejected_non_finite: Counter,
@@ -122,6 +124,11 @@ impl ServerMetrics {
             "metrolog_ingest_duplicate_batches_total",
             "Replayed batches acknowledged without storing again.",
             &[("", self.batches_duplicate.get())],
+        );
+        counter(
+            "metrolog_ingest_batches_busy_total",
+            "Agent batches refused with 503 because http.max_concurrent_batches were in flight.",
+            &[("", self.batches_rejected_busy.get())],
         );
         counter(
             "metrolog_ingest_buckets_total",

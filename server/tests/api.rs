@@ -631,3 +631,59 @@ async fn group_aggregates_align_on_archive_rows_and_coarse_ranges_use_coarse_arc
     assert_eq!(q["step"], 3600);
     assert_eq!(q["series"][0]["points"][47], json!([t0 + 48 * 3600, 30.0]));
 }
+
+#[tokio::test]
+async fn batches_beyond_the_concurrency_limit_get_503_with_retry_after() {
+    let app = spawn_app_with("[http]\nmax_concurrent_batches = 1\n").await;
+    let (_, token) = app.enroll("web-1", "web").await;
+    // A batch whose body is still on its way holds the only place.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let slow = Request::post("/api/v1/agent/batch")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(tokio_stream_of(rx)))
+        .unwrap();
+    let first = {
+        let router = app.router.clone();
+        tokio::spawn(async move { tower::ServiceExt::oneshot(router, slow).await })
+    };
+    while app.state.batch_slots.available_permits() > 0 {
+        tokio::task::yield_now().await;
+    }
+    let r = app
+        .post_batch(&token, &batch("s", 2, "cpu.busy_pct", &[(now() - 10, 1.0)]))
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert_eq!(r.error_code(), "busy");
+    assert_eq!(r.headers[header::RETRY_AFTER], "1");
+    // Bad tokens are refused before taking a place.
+    let r = app
+        .post_batch(
+            "wrong",
+            &batch("s", 2, "cpu.busy_pct", &[(now() - 10, 1.0)]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // The first batch completes and is stored; its place is free again.
+    let body = serde_json::to_vec(&batch("s", 1, "cpu.busy_pct", &[(now() - 20, 3.0)])).unwrap();
+    tx.send(Ok(body)).await.unwrap();
+    drop(tx);
+    let resp = first.await.unwrap().unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let r = app
+        .post_batch(&token, &batch("s", 2, "cpu.busy_pct", &[(now() - 10, 1.0)]))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let m = app.get("/metrics", None).await.text();
+    assert!(
+        m.contains("metrolog_ingest_batches_busy_total 1"),
+        "counted: {m}"
+    );
+}
+
+/// A body stream fed through a channel.
+fn tokio_stream_of(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

@@ -231,6 +231,10 @@ pub struct HttpSection {
     pub session_ttl: Duration,
     /// Failed logins allowed per user name and client address per minute.
     pub login_attempts_per_minute: u32,
+    /// Agent batches read and committed at once; more get 503 with Retry-After
+    /// (agents back off and retry), so memory held by batches in flight stays
+    /// under this × `max_body_bytes`.
+    pub max_concurrent_batches: u32,
 }
 
 impl Default for HttpSection {
@@ -239,6 +243,7 @@ impl Default for HttpSection {
             max_body_bytes: 16 << 20,
             session_ttl: Duration::from_secs(12 * 3600),
             login_attempts_per_minute: 5,
+            max_concurrent_batches: 64,
         }
     }
 }
@@ -487,6 +492,9 @@ impl FileConfig {
 
     /// Checks that span keys.
     fn check(&self, errors: &mut Vec<String>) {
+        if self.http.max_concurrent_batches == 0 {
+            errors.push("http.max_concurrent_batches: must be at least 1".into());
+        }
         if self.http.max_body_bytes < 1024 {
             errors.push("http.max_body_bytes: must be at least 1KiB".into());
         }

@@ -17,6 +17,8 @@ pub enum AppError {
     Conflict(String),
     PayloadTooLarge(String),
     TooManyRequests(String),
+    /// Temporarily over a capacity limit: 503 with `Retry-After`.
+    Busy(String),
     /// Logged server-side; the client sees a generic message.
     Internal(String),
 }
@@ -37,6 +39,7 @@ impl AppError {
             AppError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
             AppError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m),
             AppError::TooManyRequests(m) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests", m),
+            AppError::Busy(m) => (StatusCode::SERVICE_UNAVAILABLE, "busy", m),
             AppError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -56,8 +59,17 @@ impl IntoResponse for AppError {
             },
         };
         let mut resp = (status, Json(body)).into_response();
-        if let AppError::Internal(detail) = self {
-            resp.extensions_mut().insert(InternalDetail(detail));
+        match self {
+            AppError::Internal(detail) => {
+                resp.extensions_mut().insert(InternalDetail(detail));
+            }
+            AppError::Busy(_) => {
+                resp.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("1"),
+                );
+            }
+            _ => {}
         }
         resp
     }

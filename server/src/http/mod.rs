@@ -34,6 +34,8 @@ pub struct Shared {
     pub ingest: Ingestor,
     pub metrics: Arc<ServerMetrics>,
     pub limiter: LoginLimiter,
+    /// Agent batches in flight (`http.max_concurrent_batches`).
+    pub batch_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Deref for AppState {
@@ -47,12 +49,16 @@ impl AppState {
     pub fn new(store: Arc<Store>, config: Arc<ServerConfig>, metrics: Arc<ServerMetrics>) -> Self {
         let ingest = Ingestor::new(store.clone(), metrics.clone());
         let limiter = LoginLimiter::new(config.http.login_attempts_per_minute);
+        let batch_slots = Arc::new(tokio::sync::Semaphore::new(
+            config.http.max_concurrent_batches.max(1) as usize,
+        ));
         AppState(Arc::new(Shared {
             store,
             config,
             ingest,
             metrics,
             limiter,
+            batch_slots,
         }))
     }
 }

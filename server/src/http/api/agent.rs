@@ -85,8 +85,33 @@ fn settings_for(state: &AppState, group: Option<&str>) -> AgentSettings {
     s
 }
 
+/// A place among the batches in flight, taken before the body is read; none
+/// free is 503 with Retry-After (the agent keeps the batch and retries).
+struct BatchSlot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+impl axum::extract::FromRequestParts<AppState> for BatchSlot {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        _parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, AppError> {
+        match state.batch_slots.clone().try_acquire_owned() {
+            Ok(permit) => Ok(BatchSlot(permit)),
+            Err(_) => {
+                state.metrics.batches_rejected_busy.inc();
+                Err(AppError::Busy(format!(
+                    "{} batches are being committed (http.max_concurrent_batches); retry shortly",
+                    state.config.http.max_concurrent_batches
+                )))
+            }
+        }
+    }
+}
+
 async fn batch(
     agent: AgentHost,
+    _slot: BatchSlot,
     State(state): State<AppState>,
     JsonBody(batch): JsonBody<Batch>,
 ) -> ApiResult<Json<BatchAck>> {
