@@ -84,6 +84,7 @@ pub struct ServerMetrics {
     pub group_samples_rejected_order: Counter,
     pub group_record_failures: Counter,
     pub groups_expired: Counter,
+    pub group_series_expired: Counter,
     // Central logs (server/src/logs, server/src/syslog).
     pub syslog_received_udp: Counter,
     pub syslog_received_tcp: Counter,
@@ -263,6 +264,11 @@ impl ServerMetrics {
             "metrolog_groups_expired_total",
             "Groups removed with their series after their last member.",
             &[("", self.groups_expired.get())],
+        );
+        counter(
+            "metrolog_group_series_expired_total",
+            "Group series removed after no member fed them for hosts.expire_after.",
+            &[("", self.group_series_expired.get())],
         );
         self.render_logs(&mut counter);
         let _ = writeln!(

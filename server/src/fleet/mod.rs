@@ -56,6 +56,17 @@ pub async fn run(
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "group expiry failed"),
         }
+        match store.expire_group_series(now() - expire).await {
+            Ok(n) if n > 0 => {
+                metrics.group_series_expired.add(n);
+                tracing::info!(
+                    series = n,
+                    "group series fed by no member since hosts.expire_after removed"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "group series expiry failed"),
+        }
     }
 }
 

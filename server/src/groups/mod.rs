@@ -341,4 +341,51 @@ mod tests {
         assert_eq!(vals, [6.0, 6.0, 6.0, 14.0, 14.0].map(Some).to_vec());
         assert_eq!(r.series[0].members, Some(2));
     }
+
+    #[tokio::test]
+    async fn series_no_member_feeds_any_more_expire() {
+        let (store, _dir) = temp_store().await;
+        let now = crate::store::now() / 10 * 10;
+        let t0 = now - 600;
+        let a = member(&store, "web-1", "web").await;
+        let iface = |i: &str| Labels::from([("iface".to_string(), i.to_string())]);
+        feed(
+            &store,
+            a,
+            "net.rx_bytes_per_s",
+            iface("veth1"),
+            &[(t0 + 10, 1.0)],
+        )
+        .await;
+        record_once(&store, t0 + 10, 10, 15).await.unwrap();
+        for k in 2..=4 {
+            let t = t0 + 10 * k;
+            feed(&store, a, "net.rx_bytes_per_s", iface("eth0"), &[(t, 5.0)]).await;
+            record_once(&store, t, 10, 15).await.unwrap();
+        }
+        let owner = store.group_owner("web").await.unwrap().unwrap();
+        let names = || async {
+            store
+                .series(Some(owner), None)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| protocol_key(&s.name, &s.labels))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names().await.len(), 9, "members + 4 × veth1 + 4 × eth0");
+        // veth1 was last recorded at t0+20 (its t0+10 value was fresh for 15 s),
+        // eth0 and the member count at t0+40.
+        assert_eq!(store.expire_group_series(t0 + 30).await.unwrap(), 4);
+        let left = names().await;
+        assert_eq!(left.len(), 5, "{left:?}");
+        assert!(left.iter().all(|n| !n.contains("veth1")), "{left:?}");
+        // The group keeps recording after the sweep.
+        record_once(&store, t0 + 50, 10, 15).await.unwrap();
+        assert_eq!(store.expire_group_series(t0 + 30).await.unwrap(), 0);
+    }
+
+    fn protocol_key(name: &str, labels: &Labels) -> String {
+        format!("{name}{}", metrolog_protocol::series::labels_text(labels))
+    }
 }

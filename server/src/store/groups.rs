@@ -5,7 +5,7 @@
 use super::metrics::glob_to_like;
 use super::{now, Result, SeriesRow, Store};
 use metrolog_protocol::Labels;
-use sqlx::Row;
+use sqlx::{QueryBuilder, Row, Sqlite};
 
 /// One series of a group member, with what the aggregator needs to know.
 #[derive(Debug, Clone)]
@@ -116,6 +116,38 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await?,
         )
+    }
+
+    /// Removes the groups' own series that recorded nothing since before `cutoff`:
+    /// series of members that are gone (an interface or mount only some short-lived
+    /// instances had) must not pile up. Returns how many were removed.
+    pub async fn expire_group_series(&self, cutoff: i64) -> Result<u64> {
+        let owners: Vec<i64> = sqlx::query_scalar("SELECT id FROM hosts WHERE kind = 'group'")
+            .fetch_all(&self.pool)
+            .await?;
+        let stale = self.cache().stale_series(&owners, cutoff);
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        let _w = self.write.lock().await;
+        let mut removed = 0;
+        for ids in stale.chunks(500) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("DELETE FROM series WHERE id IN (");
+            let mut sep = q.separated(", ");
+            for id in ids {
+                sep.push_bind(*id);
+            }
+            q.push(")");
+            removed += q.build().execute(&self.pool).await?.rows_affected();
+        }
+        self.series_ids
+            .lock()
+            .expect("series cache poisoned")
+            .retain(|_, id| !stale.contains(id));
+        // Archives and states went with the series (FK cascade); journal rows
+        // that still name them are skipped at replay.
+        self.cache().forget_series(&stale);
+        Ok(removed)
     }
 
     /// Removes groups that have no member any more and recorded nothing since

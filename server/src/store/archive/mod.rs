@@ -192,6 +192,21 @@ impl ArchiveCache {
     pub(super) fn forget_hosts(&mut self, host_ids: &[i64]) {
         self.series.retain(|_, h| !host_ids.contains(&h.host_id));
     }
+
+    /// Series of `host_ids` whose newest sample is before `cutoff`.
+    pub(super) fn stale_series(&self, host_ids: &[i64], cutoff: i64) -> Vec<i64> {
+        self.series
+            .iter()
+            .filter(|(_, h)| host_ids.contains(&h.host_id) && h.state.last_update() < cutoff)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    pub(super) fn forget_series(&mut self, series_ids: &[i64]) {
+        for id in series_ids {
+            self.series.remove(id);
+        }
+    }
 }
 
 impl Store {
