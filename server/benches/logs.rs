@@ -5,7 +5,8 @@
 //!    threads; then `rsyslogd` (imtcp → omfile) fed the same stream in the same
 //!    run, and the ratio.
 //! 2. Full-text search over LOGS_BENCH_ROWS stored lines (10 million by
-//!    default, bulk-inserted through the store), newest 100 matches.
+//!    default, bulk-inserted through the store), newest 100 matches; then
+//!    time-range (`from`/`to`) listings over the same lines.
 //!
 //! `cargo bench -p metrolog-server --bench logs`
 //! Env: LOGS_BENCH_LINES (ingest, default 2 000 000), LOGS_BENCH_CONNS (4),
@@ -243,6 +244,17 @@ fn search(rows: usize, base: &[String]) {
     let url = format!("sqlite://{}", dir.path().join("search.db").display());
     let store = rt.block_on(Store::open(&url)).expect("store");
     let now = chrono::Utc::now();
+    // Source times: 100 lines a second ending now (10 M lines span 28 h),
+    // a few ms of jitter, and one line in 10 000 arriving an hour late.
+    let start_us = now.timestamp_micros() - rows as i64 * 10_000;
+    let ts_of = |j: usize| {
+        let t = start_us + j as i64 * 10_000 + (j % 7) as i64 * 1_000;
+        if j % 10_000 == 3 {
+            t - 3_600_000_000
+        } else {
+            t
+        }
+    };
     let t0 = Instant::now();
     let chunk = 20_000;
     let mut i = 0;
@@ -250,6 +262,8 @@ fn search(rows: usize, base: &[String]) {
         let recs: Vec<LogRecord> = (i..(i + chunk).min(rows))
             .map(|j| {
                 let mut r = parse(line(j, base).trim_end().as_bytes(), now, 65536);
+                r.ts = ts_of(j);
+                r.received_at = r.ts.max(start_us + j as i64 * 10_000);
                 // A rare word: one line in 100 000.
                 if j % 100_000 == 7 {
                     r.message.push_str(" kernel panic quasar");
@@ -298,6 +312,64 @@ fn search(rows: usize, base: &[String]) {
         times.sort_by(f64::total_cmp);
         println!(
             "  q={q:<26} newest {found:>3} matches: median {:.1} ms, max {:.1} ms",
+            times[times.len() / 2],
+            times[times.len() - 1]
+        );
+    }
+    // Time ranges (`from`/`to`), through the zone map: the corpus spans
+    // `rows / 100` seconds ending now.
+    let minute = 60_000_000i64;
+    let end_us = start_us + rows as i64 * 10_000;
+    let ranges: [(&str, i64, i64, Option<&str>); 5] = [
+        (
+            "1 min, 2 h ago",
+            end_us - 120 * minute,
+            end_us - 119 * minute,
+            None,
+        ),
+        (
+            "1 min, 2 h ago, q=password",
+            end_us - 120 * minute,
+            end_us - 119 * minute,
+            Some("password"),
+        ),
+        (
+            "1 min, 2 h ago, q=quasar",
+            end_us - 120 * minute,
+            end_us - 119 * minute,
+            Some("quasar"),
+        ),
+        (
+            "10 min, at the start",
+            start_us,
+            start_us + 10 * minute,
+            None,
+        ),
+        (
+            "1 h, 20 h ago",
+            end_us - 1200 * minute,
+            end_us - 1140 * minute,
+            None,
+        ),
+    ];
+    for (what, from, to, q) in ranges {
+        let filter = LogFilter {
+            from: Some(from),
+            to: Some(to),
+            search: q.and_then(|q| Search::parse(q).expect("query")),
+            limit: 100,
+            ..Default::default()
+        };
+        let mut times = Vec::new();
+        let mut found = 0;
+        for _ in 0..11 {
+            let t = Instant::now();
+            found = rt.block_on(store.logs(&filter)).expect("range").len();
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "  time range {what:<28} newest {found:>3}: median {:.1} ms, max {:.1} ms",
             times[times.len() / 2],
             times[times.len() - 1]
         );

@@ -1,7 +1,8 @@
 //! Log records: bulk insert (agent batches and the syslog writer), the
 //! filtered newest-first listing behind `/api/v1/logs`, syslog-only hosts,
 //! and chunked retention. Schema and the reasons for its indexes:
-//! `migrations/0002_logs.sql`.
+//! `migrations/0002_logs.sql`; the zone map behind time-range filters:
+//! `migrations/0004_log_zones.sql`.
 
 use super::{now, Result, Store};
 use crate::logs::search::Search;
@@ -11,6 +12,13 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 /// Rows per multi-row INSERT (13 parameters each, well under SQLite's 32766).
 const INSERT_CHUNK: usize = 1000;
+
+/// A zone of `log_zones` covers the ids `block << ZONE_SHIFT` and the
+/// following `1 << ZONE_SHIFT - 1` (see migrations/0004_log_zones.sql).
+const ZONE_SHIFT: u32 = 12;
+/// Most separate id ranges one time-filtered listing queries; closer ranges
+/// are merged beyond that (scanning a gap costs less than many queries).
+const MAX_ZONE_RANGES: usize = 16;
 
 /// Flag bits of the `flags` column.
 pub const FLAG_TRUNCATED: i64 = 1;
@@ -105,7 +113,75 @@ async fn insert_rows(conn: &mut SqliteConnection, rows: &[NewLog<'_>]) -> Result
         .execute(&mut *conn)
         .await?;
     }
+    let zones = zones_of(&ids, rows);
+    for chunk in zones.chunks(INSERT_CHUNK) {
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT INTO log_zones (block, min_ts, max_ts) ");
+        q.push_values(chunk, |mut b, (block, lo, hi)| {
+            b.push_bind(*block).push_bind(*lo).push_bind(*hi);
+        });
+        q.push(
+            " ON CONFLICT (block) DO UPDATE SET min_ts = min(min_ts, excluded.min_ts), max_ts = max(max_ts, excluded.max_ts)",
+        );
+        q.build().execute(&mut *conn).await?;
+    }
     Ok(ids)
+}
+
+/// (block, smallest ts, largest ts) of the blocks `ids` fall in; `ids` ascend.
+fn zones_of(ids: &[i64], rows: &[NewLog<'_>]) -> Vec<(i64, i64, i64)> {
+    let mut out: Vec<(i64, i64, i64)> = Vec::new();
+    for (id, row) in ids.iter().zip(rows) {
+        let (block, ts) = (id >> ZONE_SHIFT, row.record.ts);
+        match out.last_mut() {
+            Some(z) if z.0 == block => {
+                z.1 = z.1.min(ts);
+                z.2 = z.2.max(ts);
+            }
+            _ => out.push((block, ts, ts)),
+        }
+    }
+    out
+}
+
+/// Inclusive id ranges, newest first, covering the blocks (descending) a
+/// time-filtered listing must scan; at most [`MAX_ZONE_RANGES`], by merging
+/// the ranges separated by the smallest gaps.
+fn id_ranges(blocks: &[i64]) -> Vec<(i64, i64)> {
+    // (first block, last block) of runs of consecutive blocks, newest first.
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for &b in blocks {
+        match runs.last_mut() {
+            Some(r) if r.0 == b + 1 => r.0 = b,
+            _ => runs.push((b, b)),
+        }
+    }
+    if runs.len() > MAX_ZONE_RANGES {
+        // Keep the MAX_ZONE_RANGES - 1 widest gaps, fill the others.
+        let mut gaps: Vec<i64> = runs.windows(2).map(|w| w[0].0 - w[1].1).collect();
+        gaps.sort_unstable_by(|a, b| b.cmp(a));
+        let keep = gaps[MAX_ZONE_RANGES - 2];
+        let mut merged: Vec<(i64, i64)> = Vec::new();
+        let mut kept = 0;
+        for r in runs {
+            match merged.last_mut() {
+                Some(m)
+                    if m.0 - r.1 < keep || (m.0 - r.1 == keep && kept >= MAX_ZONE_RANGES - 1) =>
+                {
+                    m.0 = r.0
+                }
+                Some(_) => {
+                    kept += 1;
+                    merged.push(r);
+                }
+                None => merged.push(r),
+            }
+        }
+        runs = merged;
+    }
+    runs.into_iter()
+        .map(|(lo, hi)| (lo << ZONE_SHIFT, ((hi + 1) << ZONE_SHIFT) - 1))
+        .collect()
 }
 
 /// What the listing may filter on. Times are unix microseconds.
@@ -248,6 +324,43 @@ impl Store {
         if f.host_ids.as_ref().is_some_and(Vec::is_empty) {
             return Ok(Vec::new());
         }
+        if f.from.is_none() && f.to.is_none() {
+            return self.logs_in(f, None, f.limit).await;
+        }
+        // A time range: only the id blocks whose zone meets it are scanned
+        // (migrations/0004_log_zones.sql), one query per run of blocks,
+        // newest first, until the page is full.
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT block FROM log_zones WHERE 1");
+        if let Some(from) = f.from {
+            q.push(" AND max_ts >= ").push_bind(from);
+        }
+        if let Some(to) = f.to {
+            q.push(" AND min_ts < ").push_bind(to);
+        }
+        if let Some(before) = f.before {
+            q.push(" AND block <= ")
+                .push_bind((before - 1) >> ZONE_SHIFT);
+        }
+        q.push(" ORDER BY block DESC");
+        let blocks: Vec<i64> = q.build_query_scalar().fetch_all(&self.pool).await?;
+        let mut out = Vec::new();
+        for range in id_ranges(&blocks) {
+            let want = f.limit.saturating_sub(out.len() as u32);
+            if want == 0 {
+                break;
+            }
+            out.extend(self.logs_in(f, Some(range), want).await?);
+        }
+        Ok(out)
+    }
+
+    /// [`Store::logs`] within the inclusive id range `ids`, at most `limit`.
+    async fn logs_in(
+        &self,
+        f: &LogFilter,
+        ids: Option<(i64, i64)>,
+        limit: u32,
+    ) -> Result<Vec<LogRow>> {
         let fts = f.search.as_ref().and_then(Search::fts_match);
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!("SELECT {LOG_COLUMNS} "));
         // With a full-text term the index drives the scan: it yields rowids
@@ -263,13 +376,15 @@ impl Store {
                 " ORDER BY l.id DESC"
             }
         };
+        let id_col = if fts.is_some() { "f.rowid" } else { "l.id" };
         if let Some(before) = f.before {
-            q.push(if fts.is_some() {
-                " AND f.rowid < "
-            } else {
-                " AND l.id < "
-            });
-            q.push_bind(before);
+            q.push(format!(" AND {id_col} < ")).push_bind(before);
+        }
+        if let Some((lo, hi)) = ids {
+            q.push(format!(" AND {id_col} BETWEEN "))
+                .push_bind(lo)
+                .push(" AND ")
+                .push_bind(hi);
         }
         if let Some(ids) = &f.host_ids {
             if let [one] = ids.as_slice() {
@@ -310,7 +425,7 @@ impl Store {
                     .push(") = 0");
             }
         }
-        q.push(order).push(" LIMIT ").push_bind(f.limit as i64);
+        q.push(order).push(" LIMIT ").push_bind(limit as i64);
         let rows = q.build().fetch_all(&self.pool).await?;
         Ok(rows.iter().map(row_from).collect())
     }
@@ -360,11 +475,23 @@ impl Store {
 
     async fn prune_logs(&self, sql: &str, chunk: i64, cutoff: i64) -> Result<(u64, i64)> {
         let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
         let sizes: Vec<i64> = sqlx::query_scalar(sql)
             .bind(chunk)
             .bind(cutoff)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await?;
+        if !sizes.is_empty() {
+            // Zones wholly below the oldest record left describe nothing;
+            // all of them go once the table is empty (ids may then restart).
+            sqlx::query(
+                "DELETE FROM log_zones WHERE block < coalesce((SELECT min(id) FROM logs) >> ?, 9223372036854775807)",
+            )
+            .bind(ZONE_SHIFT)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok((sizes.len() as u64, sizes.iter().sum()))
     }
 }
@@ -488,6 +615,136 @@ mod tests {
             .execute(&store.pool)
             .await
             .unwrap();
+    }
+
+    #[test]
+    fn zone_runs_become_at_most_max_ranges_newest_first() {
+        assert_eq!(id_ranges(&[]), vec![]);
+        assert_eq!(
+            id_ranges(&[5, 4, 2]),
+            vec![(4 << 12, (6 << 12) - 1), (2 << 12, (3 << 12) - 1)]
+        );
+        // Every other block of 100: merged into MAX_ZONE_RANGES ranges that
+        // still cover every block, newest first.
+        let blocks: Vec<i64> = (0..100).rev().map(|b| b * 2).collect();
+        let ranges = id_ranges(&blocks);
+        assert_eq!(ranges.len(), MAX_ZONE_RANGES);
+        assert!(ranges.windows(2).all(|w| w[0].0 > w[1].1));
+        for b in blocks {
+            assert!(ranges
+                .iter()
+                .any(|(lo, hi)| *lo <= b << 12 && (b << 12) + 4095 <= *hi));
+        }
+    }
+
+    #[tokio::test]
+    async fn time_ranges_over_many_zones_return_exactly_the_matching_rows() {
+        let (store, _dir) = temp_store().await;
+        // 30 000 records 1 ms apart in ~8 zones, stored in batches of 1 000;
+        // every 4 999th arrives late with a timestamp an hour old, and the
+        // odd ones with jitter of a few ms (nearly, not strictly, in order).
+        let t0 = 1_700_000_000_000_000i64;
+        let ts_of = |i: i64| {
+            if i % 4999 == 0 {
+                t0 - 3_600_000_000 + i
+            } else {
+                t0 + i * 1000 + (i % 2) * 3000
+            }
+        };
+        let recs: Vec<LogRecord> = (0..30_000i64)
+            .map(|i| {
+                let mut r = rec(&format!(
+                    "<13>line {i} {}",
+                    if i % 3 == 0 { "gamma" } else { "delta" }
+                ));
+                r.ts = ts_of(i);
+                r
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for chunk in recs.chunks(1000) {
+            let rows: Vec<NewLog<'_>> = chunk
+                .iter()
+                .map(|r| NewLog {
+                    host_id: None,
+                    record: r,
+                    source: LogSource::SyslogTcp,
+                })
+                .collect();
+            ids.extend(store.insert_logs(&rows, &[]).await.unwrap());
+        }
+        let zones: i64 = sqlx::query_scalar("SELECT count(*) FROM log_zones")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(zones, (ids[ids.len() - 1] >> 12) - (ids[0] >> 12) + 1);
+        let check = |from: Option<i64>, to: Option<i64>, q: Option<&str>, limit: u32| {
+            let store = &store;
+            let (recs, ids) = (&recs, &ids);
+            let q = q.map(str::to_string);
+            async move {
+                let search = q.as_deref().and_then(|q| Search::parse(q).unwrap());
+                let want: Vec<i64> = ids
+                    .iter()
+                    .zip(recs)
+                    .rev()
+                    .filter(|(_, r)| from.is_none_or(|f| r.ts >= f) && to.is_none_or(|t| r.ts < t))
+                    .filter(|(_, r)| search.as_ref().is_none_or(|s| s.matches(&r.message)))
+                    .map(|(id, _)| *id)
+                    .collect();
+                // Page through everything, `limit` at a time.
+                let mut got = Vec::new();
+                let mut before = None;
+                loop {
+                    let page = store
+                        .logs(&LogFilter {
+                            from,
+                            to,
+                            search: search.clone(),
+                            before,
+                            limit,
+                            ..Default::default()
+                        })
+                        .await
+                        .unwrap();
+                    got.extend(page.iter().map(|r| r.id));
+                    match page.last() {
+                        Some(last) if page.len() == limit as usize => before = Some(last.id),
+                        _ => break,
+                    }
+                }
+                assert_eq!(got, want, "from {from:?} to {to:?} q {q:?} limit {limit}");
+                got.len()
+            }
+        };
+        // A narrow range inside one zone, one across zones, the late
+        // records' hour alone, open-ended ranges, with and without text.
+        assert_eq!(
+            check(Some(t0 + 10_000_000), Some(t0 + 10_050_000), None, 1000).await,
+            50
+        );
+        assert!(check(Some(t0 + 3_000_000), Some(t0 + 9_000_000), None, 700).await > 5000);
+        assert_eq!(
+            check(Some(t0 - 3_600_000_000), Some(t0 - 3_500_000_000), None, 2).await,
+            7
+        );
+        check(Some(t0 + 25_000_000), None, Some("gamma"), 333).await;
+        check(None, Some(t0 + 2_000_000), Some("delta"), 1000).await;
+        assert_eq!(check(Some(t0 + 40_000_000), None, None, 10).await, 0);
+        // Retention drops the zones below the oldest record left.
+        store.prune_oldest_logs(12_000).await.unwrap();
+        let min_block: i64 = sqlx::query_scalar("SELECT min(block) FROM log_zones")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(min_block, ids[12_000] >> 12);
+        let far = Utc::now().timestamp_micros() + 1_000_000;
+        while store.prune_logs_received_before(far, 5000).await.unwrap().0 > 0 {}
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM log_zones")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
     }
 
     #[tokio::test]
