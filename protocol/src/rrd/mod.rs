@@ -68,6 +68,17 @@ impl Cf {
             Cf::Last => "LAST",
         }
     }
+
+    /// `avg` (or `average`), `min`, `max`, `last`, in any case.
+    pub fn parse(text: &str) -> Result<Cf, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "avg" | "average" => Ok(Cf::Avg),
+            "min" => Ok(Cf::Min),
+            "max" => Ok(Cf::Max),
+            "last" => Ok(Cf::Last),
+            _ => Err(format!("unknown cf {text:?}: use avg, min, max or last")),
+        }
+    }
 }
 
 impl fmt::Display for Cf {

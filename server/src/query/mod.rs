@@ -28,35 +28,8 @@ pub const MAX_ROWS: i64 = 20_000;
 /// Fraction of a row that may be unknown before the row is unknown (rrdtool's xff).
 pub const XFF: f64 = 0.5;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cf {
-    Avg,
-    Min,
-    Max,
-    Last,
-}
-
-impl Cf {
-    /// The engine's consolidation function.
-    pub fn rrd(self) -> rrd::Cf {
-        match self {
-            Cf::Avg => rrd::Cf::Avg,
-            Cf::Min => rrd::Cf::Min,
-            Cf::Max => rrd::Cf::Max,
-            Cf::Last => rrd::Cf::Last,
-        }
-    }
-
-    pub fn parse(text: &str) -> Result<Cf, String> {
-        match text.to_ascii_lowercase().as_str() {
-            "avg" | "average" => Ok(Cf::Avg),
-            "min" => Ok(Cf::Min),
-            "max" => Ok(Cf::Max),
-            "last" => Ok(Cf::Last),
-            _ => Err(format!("unknown cf {text:?}: use avg, min, max or last")),
-        }
-    }
-}
+/// Consolidation functions are the archive engine's own.
+pub use rrd::Cf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Agg {
@@ -150,7 +123,6 @@ pub fn choose_archive(
 /// weighted by their known steps, the extremes of their extremes, the last row's
 /// last; unknown when more than `xff` of the base steps are unknown.
 pub fn coarsen(rows: &FetchedRows, step: i64, base_step: u32, xff: f64, cf: Cf) -> Rows {
-    let cf = cf.rrd();
     let width = i64::from(rows.step);
     if step <= width {
         return rows
@@ -174,19 +146,19 @@ pub fn coarsen(rows: &FetchedRows, step: i64, base_step: u32, xff: f64, cf: Cf) 
                 return (label, None);
             }
             let v = match cf {
-                rrd::Cf::Avg => {
+                Cf::Avg => {
                     known
                         .iter()
                         .map(|r| r.avg * f64::from(r.count))
                         .sum::<f64>()
                         / pdps as f64
                 }
-                rrd::Cf::Min => known.iter().map(|r| r.min).fold(f64::INFINITY, f64::min),
-                rrd::Cf::Max => known
+                Cf::Min => known.iter().map(|r| r.min).fold(f64::INFINITY, f64::min),
+                Cf::Max => known
                     .iter()
                     .map(|r| r.max)
                     .fold(f64::NEG_INFINITY, f64::max),
-                rrd::Cf::Last => group[group.len() - 1].last,
+                Cf::Last => group[group.len() - 1].last,
             };
             (label, v.is_finite().then_some(v))
         })
