@@ -187,6 +187,116 @@ function dragToZoom(fig) {
   });
 }
 
+// Hover readout: the value of every line at the row under the pointer. The
+// picture is an <img>, so the numbers come from /api/v1/query with the
+// panel's selectors and exactly the picture's window; text only, never HTML.
+const fetched = new Map();
+
+function rowsFor(fig) {
+  const img = fig.querySelector("img");
+  const src = img.getAttribute("src");
+  if (!src) return null;
+  const shown = new URL(src, location.href).searchParams;
+  const from = Number(shown.get("from"));
+  const to = Number(shown.get("to"));
+  const url = `/api/v1/query?${fig.dataset.query}&from=${from}&to=${to}`;
+  if (!fetched.has(url)) {
+    if (fetched.size > 64) fetched.clear();
+    fetched.set(url, fetch(url, { credentials: "same-origin" })
+      .then((r) => (r.ok ? r.json() : null))
+      .catch(() => null));
+  }
+  return { from, to, data: fetched.get(url) };
+}
+
+function unitOf(name) {
+  if (name.endsWith("_pct")) return "%";
+  if (name.endsWith("_bytes_per_s")) return "B/s";
+  if (name.endsWith("_bytes")) return "B";
+  if (name.endsWith("_per_s")) return "/s";
+  return "";
+}
+
+function fmtValue(v, unit) {
+  if (v === null || v === undefined) return "–";
+  const iec = unit.startsWith("B");
+  const base = iec ? 1024 : 1000;
+  const prefixes = iec ? ["", "Ki", "Mi", "Gi", "Ti", "Pi"] : ["", "k", "M", "G", "T", "P"];
+  let x = v;
+  let i = 0;
+  while (Math.abs(x) >= base * 10 && i < prefixes.length - 1) {
+    x /= base;
+    i += 1;
+  }
+  const digits = Math.abs(x) >= 100 ? 0 : Math.abs(x) >= 10 ? 1 : 2;
+  const text = x.toFixed(digits);
+  return `${text} ${prefixes[i]}${unit}`.trim();
+}
+
+function lineLabel(s, manyHosts) {
+  const labels = Object.entries(s.labels || {}).map(([k, v]) => `${k}="${v}"`).join(",");
+  const host = manyHosts && !String(s.host).startsWith("group:") ? `${s.host} ` : "";
+  return `${host}${s.name}${labels ? `{${labels}}` : ""}`;
+}
+
+function readout(fig) {
+  const frame = fig.querySelector(".frame");
+  const cursor = document.createElement("div");
+  cursor.className = "cursor";
+  cursor.hidden = true;
+  const box = document.createElement("div");
+  box.className = "readout";
+  box.hidden = true;
+  frame.append(cursor, box);
+  let seq = 0;
+  const hide = () => {
+    seq += 1;
+    cursor.hidden = true;
+    box.hidden = true;
+  };
+  frame.addEventListener("mouseleave", hide);
+  frame.addEventListener("mousedown", hide);
+  frame.addEventListener("mousemove", async (e) => {
+    if (e.buttons !== 0 || (state.perMember && fig.dataset.perMember)) return hide();
+    const r = frame.getBoundingClientRect();
+    const px = e.clientX - r.left;
+    const width = r.width - LEFT - RIGHT;
+    if (px < LEFT || px > r.width - RIGHT || width <= 0) return hide();
+    const rows = rowsFor(fig);
+    if (!rows) return hide();
+    const mine = ++seq;
+    const result = await rows.data;
+    if (mine !== seq || !result || !Array.isArray(result.series)) return;
+    const t = rows.from + (px - LEFT) / width * (rows.to - rows.from);
+    const hosts = new Set(result.series.map((s) => s.host));
+    box.replaceChildren();
+    let at = null;
+    for (const s of result.series) {
+      // The row covering t is the first one labelled at or after it.
+      const p = s.points.find((pt) => pt[0] >= t) || s.points[s.points.length - 1];
+      if (!p) continue;
+      at = p[0];
+      const line = document.createElement("div");
+      const label = document.createElement("span");
+      label.textContent = lineLabel(s, hosts.size > 1);
+      const value = document.createElement("b");
+      value.textContent = fmtValue(p[1], unitOf(s.name));
+      line.append(label, value);
+      box.append(line);
+    }
+    if (at === null) return hide();
+    const head = document.createElement("div");
+    head.className = "when";
+    head.textContent = new Date(at * 1000).toLocaleString();
+    box.prepend(head);
+    cursor.style.left = `${px}px`;
+    cursor.hidden = false;
+    box.hidden = false;
+    const left = px > r.width / 2 ? px - box.offsetWidth - 12 : px + 12;
+    box.style.left = `${Math.max(0, left)}px`;
+  });
+}
+
 function main() {
   readHash();
   for (const b of document.querySelectorAll("#presets button")) {
@@ -213,7 +323,10 @@ function main() {
       load();
     });
   }
-  for (const fig of document.querySelectorAll("figure.panel")) dragToZoom(fig);
+  for (const fig of document.querySelectorAll("figure.panel")) {
+    dragToZoom(fig);
+    readout(fig);
+  }
   let resize = null;
   window.addEventListener("resize", () => {
     clearTimeout(resize);

@@ -215,6 +215,46 @@ fn host_page_graphs_load_in_chromium() -> Result<()> {
         last["title"].as_str().unwrap_or("").contains("Metrolog"),
         "{last}"
     );
+
+    // Hovering the CPU graph at its newest known row reads the values out.
+    let aim = "(async () => { const fig = document.querySelector('figure.panel');         const frame = fig.querySelector('.frame');         const p = new URL(fig.querySelector('img').src).searchParams;         const from = Number(p.get('from')), to = Number(p.get('to'));         const r = await fetch(`/api/v1/query?${fig.dataset.query}&from=${from}&to=${to}`);         const v = await r.json();         const pts = v.series.find(s => s.name === 'cpu.busy_pct').points.filter(p => p[1] !== null);         const ts = pts[pts.length - 1][0]; const b = frame.getBoundingClientRect();         const x = b.left + 72 + (ts - 5 - from) / (to - from) * (b.width - 72 - 14);         return JSON.stringify({x, y: b.top + 100, value: pts[pts.length - 1][1]}); })()";
+    let r = b.call(
+        Some(&sid),
+        "Runtime.evaluate",
+        json!({"expression": aim, "returnByValue": true, "awaitPromise": true}),
+    )?;
+    let at: Value = serde_json::from_str(r["result"]["value"].as_str().unwrap_or("null"))?;
+    anyhow::ensure!(at["x"].is_number(), "cannot aim: {r}");
+    b.call(
+        Some(&sid),
+        "Input.dispatchMouseEvent",
+        json!({"type": "mouseMoved", "x": at["x"], "y": at["y"]}),
+    )?;
+    let shown = eventually(Duration::from_secs(10), || {
+        let r = b.call(
+            Some(&sid),
+            "Runtime.evaluate",
+            json!({"expression": "(() => { const o = document.querySelector('figure.panel .readout'); \
+                return o && !o.hidden ? o.textContent : ''; })()", "returnByValue": true}),
+        )?;
+        let text = r["result"]["value"].as_str().unwrap_or("").to_string();
+        Ok((!text.is_empty()).then_some(text))
+    })?;
+    assert!(
+        shown.contains("cpu.busy_pct") && shown.contains("cpu.user_pct"),
+        "readout lists the lines: {shown}"
+    );
+    let after = &shown[shown.find("cpu.busy_pct").unwrap_or(0) + "cpu.busy_pct".len()..];
+    let digits: String = after
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let read: f64 = digits.parse().unwrap_or(f64::NAN);
+    let want = at["value"].as_f64().unwrap_or(f64::NAN);
+    assert!(
+        (read - want).abs() <= 0.5,
+        "readout shows the newest CPU value {want}: {shown}"
+    );
     drop(b);
     server.proc.terminate();
     let _ = server.proc.wait_exit(Duration::from_secs(20));
