@@ -6,7 +6,7 @@
 
 use metrolog_protocol::series::validate_labels;
 use metrolog_protocol::units::{parse_duration, serde_duration, serde_size};
-use metrolog_protocol::Labels;
+use metrolog_protocol::{Labels, LogFileSettings, LogFilterSettings, LogSettings};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::fmt;
@@ -235,6 +235,42 @@ impl LogsConfig {
         !self.files.is_empty() || self.syslog.unix.is_some() || self.syslog.udp.is_some()
     }
 
+    /// This (local) configuration combined with the log settings the server
+    /// pushes to the agent's group (see `docs/agent-logs.md`):
+    /// - files: the local ones, then the server's whose `path` is not already
+    ///   listed (a local entry keeps its own `app` and `timezone`);
+    /// - filter: the local `[logs.filter]` when it sets anything, else the
+    ///   server's. A filter is taken whole, never mixed key by key: half of
+    ///   one filter and half of another would keep what neither meant.
+    ///
+    /// Everything else (`[logs.syslog]`, limits) is the agent's own.
+    pub fn with_pushed(&self, pushed: Option<&LogSettings>) -> LogsConfig {
+        let mut out = self.clone();
+        let Some(pushed) = pushed else {
+            return out;
+        };
+        for f in &pushed.files {
+            if !out.files.iter().any(|have| have.path == f.path) {
+                out.files.push(LogFileConfig::from_settings(f));
+            }
+        }
+        if !self.filter.is_set() {
+            if let Some(filter) = &pushed.filter {
+                out.filter = LogFilterConfig::from_settings(filter);
+            }
+        }
+        out
+    }
+
+    /// Every problem of this configuration, each with its key
+    /// (`logs.files[0].path`, …). The server checks the log settings of its
+    /// `[[agents]]` sections with this too, so both sides agree on what is valid.
+    pub fn problems(&self) -> ConfigErrors {
+        let mut errs = ConfigErrors::default();
+        self.validate(&mut errs);
+        errs
+    }
+
     fn validate(&self, errs: &mut ConfigErrors) {
         for (i, f) in self.files.iter().enumerate() {
             let at = format!("logs.files[{i}]");
@@ -366,6 +402,25 @@ pub struct LogFileConfig {
     pub timezone: Option<String>,
 }
 
+impl LogFileConfig {
+    pub fn from_settings(s: &LogFileSettings) -> Self {
+        Self {
+            path: s.path.clone(),
+            app: s.app.clone(),
+            timezone: s.timezone.clone(),
+        }
+    }
+
+    /// The wire form, as the server pushes it.
+    pub fn to_settings(&self) -> LogFileSettings {
+        LogFileSettings {
+            path: self.path.clone(),
+            app: self.app.clone(),
+            timezone: self.timezone.clone(),
+        }
+    }
+}
+
 /// `[logs.syslog]`: the local receiver applications log to.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -391,6 +446,32 @@ pub struct LogFilterConfig {
     pub apps: Vec<String>,
 }
 
+impl LogFilterConfig {
+    /// Whether any key is set (a filter that keeps everything is not).
+    pub fn is_set(&self) -> bool {
+        *self != Self::default()
+    }
+
+    pub fn from_settings(s: &LogFilterSettings) -> Self {
+        Self {
+            min_severity: s.min_severity.map(Severity::from_level),
+            include: s.include.clone(),
+            exclude: s.exclude.clone(),
+            apps: s.apps.clone(),
+        }
+    }
+
+    /// The wire form, as the server pushes it.
+    pub fn to_settings(&self) -> LogFilterSettings {
+        LogFilterSettings {
+            min_severity: self.min_severity.map(Severity::level),
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            apps: self.apps.clone(),
+        }
+    }
+}
+
 /// Syslog severities, most severe first (RFC 5424 numbering).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -414,6 +495,21 @@ impl Severity {
     pub fn level(self) -> metrolog_protocol::syslog::Severity {
         metrolog_protocol::syslog::Severity::from_u8(self as u8)
             .unwrap_or(metrolog_protocol::syslog::Severity::Debug)
+    }
+
+    /// The level of the syslog layer's type.
+    pub fn from_level(level: metrolog_protocol::syslog::Severity) -> Self {
+        use metrolog_protocol::syslog::Severity as L;
+        match level {
+            L::Emerg => Self::Emerg,
+            L::Alert => Self::Alert,
+            L::Crit => Self::Crit,
+            L::Err => Self::Err,
+            L::Warning => Self::Warning,
+            L::Notice => Self::Notice,
+            L::Info => Self::Info,
+            L::Debug => Self::Debug,
+        }
     }
 }
 
@@ -1168,6 +1264,78 @@ include = ["(unclosed"]
             let mut errs = ConfigErrors::default();
             logs.validate(&mut errs);
             assert!(errs.is_empty(), "{ok}: {errs}");
+        }
+    }
+
+    #[test]
+    fn server_files_add_to_local_ones_and_its_filter_fills_an_unset_one() {
+        let local = FileConfig::parse(
+            r#"
+[[logs.files]]
+path = "/var/log/app/*.log"
+app = "mine"
+"#,
+        )
+        .unwrap()
+        .logs
+        .unwrap();
+        let pushed = LogSettings {
+            files: vec![
+                LogFileSettings {
+                    path: "/var/log/app/*.log".into(),
+                    app: Some("theirs".into()),
+                    timezone: None,
+                },
+                LogFileSettings {
+                    path: "/var/log/nginx/*.log".into(),
+                    app: Some("nginx".into()),
+                    timezone: Some("+01:00".into()),
+                },
+            ],
+            filter: Some(LogFilterSettings {
+                min_severity: Some(metrolog_protocol::syslog::Severity::Info),
+                exclude: vec!["healthcheck".into()],
+                ..Default::default()
+            }),
+        };
+        assert_eq!(local.with_pushed(None), local);
+        let merged = local.with_pushed(Some(&pushed));
+        let files: Vec<(&str, Option<&str>)> = merged
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f.app.as_deref()))
+            .collect();
+        assert_eq!(
+            files,
+            [
+                ("/var/log/app/*.log", Some("mine")),
+                ("/var/log/nginx/*.log", Some("nginx"))
+            ],
+            "local first and kept whole; the server's added once"
+        );
+        assert_eq!(merged.files[1].timezone.as_deref(), Some("+01:00"));
+        assert_eq!(merged.filter.min_severity, Some(Severity::Info));
+        assert_eq!(merged.filter.exclude, ["healthcheck"]);
+        assert!(merged.problems().is_empty(), "{}", merged.problems());
+
+        // A local filter wins whole: nothing of the server's is mixed in.
+        let mut own = local.clone();
+        own.filter.include = vec!["^GET".into()];
+        let merged = own.with_pushed(Some(&pushed));
+        assert_eq!(merged.filter, own.filter);
+        assert_eq!(merged.files.len(), 2, "files still add up");
+
+        // Nothing local: the server's settings alone.
+        let merged = LogsConfig::default().with_pushed(Some(&pushed));
+        assert_eq!(merged.files.len(), 2);
+        assert!(merged.enabled());
+        assert_eq!(merged.files[0].app.as_deref(), Some("theirs"));
+    }
+
+    #[test]
+    fn severities_convert_both_ways() {
+        for level in metrolog_protocol::syslog::Severity::ALL {
+            assert_eq!(Severity::from_level(level).level(), level);
         }
     }
 

@@ -102,16 +102,26 @@ pub async fn run(
         tracing::info!("using the stored credential of host {}", c.host_id);
     }
 
-    let intervals = Intervals {
+    let local_intervals = Intervals {
         sample: config.metrics.sample_interval,
         ship: config.metrics.ship_interval,
     };
-    let (intervals_tx, intervals_rx) = watch::channel(intervals);
-    let log_pipeline = logs::LogPipeline::start(&config.logs, &state).await?;
-    let outbox = match &log_pipeline {
-        Some(p) => Outbox::with_listener(ship::queue::DEFAULT_CAPACITY, p.book.clone()),
-        None => Outbox::new(ship::queue::DEFAULT_CAPACITY),
+    // The server's settings from the last run apply until it answers.
+    let known = {
+        let (state, group) = (state.clone(), config.group.clone());
+        tokio::task::spawn_blocking(move || state.load_settings(group.as_deref()))
+            .await
+            .map_err(|e| RunError::Task(e.to_string()))?
     };
+    let known_logs = known.as_ref().and_then(|k| k.logs.clone());
+    let intervals = match &known {
+        Some(k) => local_intervals.with(k),
+        None => local_intervals,
+    };
+    let (intervals_tx, intervals_rx) = watch::channel(intervals);
+    let (logs_tx, logs_rx) = watch::channel(known_logs.clone());
+    let log_pipeline = logs::LogPipeline::start(&config.logs, known_logs.as_ref(), &state).await?;
+    let outbox = Outbox::with_listener(ship::queue::DEFAULT_CAPACITY, log_pipeline.book.clone());
     let client = Client::new(&config.servers).map_err(RunError::Client)?;
     let shipper = Shipper::new(
         client,
@@ -128,15 +138,16 @@ pub async fn run(
         outbox.clone(),
         intervals_tx,
         Backoff::new(backoff::BASE, backoff::MAX, random::Jitter::from_entropy()),
-    );
-    let mut sampler = sampler::Sampler::new(config.procfs.clone(), stream, outbox, intervals_rx);
-    if let Some(p) = &log_pipeline {
-        sampler = sampler.with_logs(p.book.clone());
-    }
-    let mut log_pipeline = log_pipeline;
+    )
+    .with_known_settings(local_intervals, known)
+    .with_log_settings(logs_tx);
+    let sampler = sampler::Sampler::new(config.procfs.clone(), stream, outbox, intervals_rx)
+        .with_logs(log_pipeline.book.clone());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = watch::channel(false);
+    let (logs_stop_tx, logs_stop_rx) = watch::channel(false);
+    let mut logging = tokio::spawn(follow_log_settings(log_pipeline, logs_rx, logs_stop_rx));
     let mut sampling = tokio::spawn(sampler.run(stop_rx));
     let mut shipping = tokio::spawn(shipper.run(drain_rx));
 
@@ -144,22 +155,47 @@ pub async fn run(
         () = shutdown => {}
         r = &mut sampling => return Err(RunError::Task(format!("sampler stopped: {r:?}"))),
         r = &mut shipping => return Err(RunError::Task(format!("shipper stopped: {r:?}"))),
+        r = &mut logging => return Err(RunError::Task(format!("log settings stopped: {:?}", r.err()))),
     }
     tracing::info!("shutting down");
     // Nothing more is read; the sampler seals its last batch (with every log
     // record read) before the shipper is told to drain; the offsets the
     // server acknowledged are saved last.
-    if let Some(p) = &mut log_pipeline {
-        p.pause().await;
-    }
+    let _ = logs_stop_tx.send(true);
+    let mut log_pipeline = logging
+        .await
+        .map_err(|e| RunError::Task(format!("log settings: {e}")))?;
+    log_pipeline.pause().await;
     let _ = stop_tx.send(true);
     let _ = sampling.await;
     let _ = drain_tx.send(true);
     let shipped = shipping
         .await
         .map_err(|e| RunError::Task(format!("shipper: {e}")));
-    if let Some(p) = log_pipeline {
-        p.finish().await;
-    }
+    log_pipeline.finish().await;
     shipped
+}
+
+/// Applies the server's log settings to the pipeline as they change, until
+/// `stop`; then hands the pipeline back for the shutdown.
+async fn follow_log_settings(
+    mut pipeline: logs::LogPipeline,
+    mut settings: watch::Receiver<Option<metrolog_protocol::LogSettings>>,
+    mut stop: watch::Receiver<bool>,
+) -> logs::LogPipeline {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return pipeline,
+            changed = settings.changed() => {
+                // Err: the shipper is gone, nothing will change any more.
+                if changed.is_err() {
+                    break;
+                }
+                let pushed = settings.borrow_and_update().clone();
+                pipeline.reconfigure(pushed.as_ref());
+            }
+        }
+    }
+    let _ = stop.wait_for(|s| *s).await;
+    pipeline
 }

@@ -148,6 +148,9 @@ impl Sampler {
     fn sample_log_stats(&mut self, wall: f64) {
         let Some(book) = &self.logs else { return };
         let s = &book.stats;
+        if !s.active.load(Ordering::Relaxed) {
+            return;
+        }
         let (_, pending, in_flight) = book.sizes();
         for (name, value) in [
             ("agent.logs.accepted", s.accepted.load(Ordering::Relaxed)),

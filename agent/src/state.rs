@@ -1,6 +1,7 @@
 //! The agent's state directory and what it keeps there: the credential obtained at
-//! enrollment (`credential.json`, mode 0600, replaced atomically) and the offsets
-//! of tailed log files (`log-offsets.json`, see `logs::tail`).
+//! enrollment (`credential.json`, mode 0600, replaced atomically), the offsets
+//! of tailed log files (`log-offsets.json`, see `logs::tail`) and the last
+//! settings the server pushed (`server-settings.json`).
 
 use crate::config::Secret;
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,18 @@ pub const SYSTEM_STATE_DIR: &str = "/var/lib/metrolog-agent";
 pub const LOCAL_STATE_DIR: &str = "./metrolog-agent-state";
 
 const CREDENTIAL_FILE: &str = "credential.json";
+const SETTINGS_FILE: &str = "server-settings.json";
+
+/// The server's settings as last received, for the agent's group. Applied at
+/// the next start before the server answers: the files the server asked for
+/// are tailed from the start (a restart during an outage keeps shipping them
+/// to the spool), and the tailer does not forget their offsets, which it
+/// would if it started without them and got them back a moment later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KnownSettings {
+    pub group: Option<String>,
+    pub settings: metrolog_protocol::AgentSettings,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -159,6 +172,38 @@ impl StateDir {
         }
     }
 
+    /// The server's last settings when they were for `group`; `None` when
+    /// there are none, they are unreadable (logged) or for another group.
+    pub fn load_settings(&self, group: Option<&str>) -> Option<metrolog_protocol::AgentSettings> {
+        let bytes = match self.read(SETTINGS_FILE) {
+            Ok(b) => b?,
+            Err(e) => {
+                tracing::warn!("{e}; waiting for the server's settings");
+                return None;
+            }
+        };
+        match serde_json::from_slice::<KnownSettings>(&bytes) {
+            Ok(k) if k.group.as_deref() == group => Some(k.settings),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(
+                    "{} is unreadable ({e}); waiting for the server's settings",
+                    self.dir.join(SETTINGS_FILE).display()
+                );
+                None
+            }
+        }
+    }
+
+    /// Keeps the server's settings for the next start.
+    pub fn store_settings(&self, known: &KnownSettings) -> Result<(), StateError> {
+        let body = serde_json::to_vec_pretty(known).map_err(|e| StateError::Write {
+            path: self.dir.join(SETTINGS_FILE),
+            source: std::io::Error::other(e),
+        })?;
+        self.write_atomic(SETTINGS_FILE, &body)
+    }
+
     /// Forgets the credential (the server no longer knows it).
     pub fn remove_credential(&self) -> Result<(), StateError> {
         let path = self.credential_path();
@@ -201,6 +246,28 @@ mod tests {
         assert!(!format!("{back:?}").contains("s3cret"));
         state.remove_credential().unwrap();
         assert!(state.load_credential().unwrap().is_none());
+    }
+
+    #[test]
+    fn server_settings_are_kept_per_group() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::open(tmp.path()).unwrap();
+        assert_eq!(state.load_settings(Some("web")), None);
+        let settings = metrolog_protocol::AgentSettings {
+            ship_interval_ms: Some(5000),
+            ..Default::default()
+        };
+        state
+            .store_settings(&KnownSettings {
+                group: Some("web".into()),
+                settings: settings.clone(),
+            })
+            .unwrap();
+        assert_eq!(state.load_settings(Some("web")), Some(settings));
+        assert_eq!(state.load_settings(Some("db")), None, "another group's");
+        assert_eq!(state.load_settings(None), None);
+        std::fs::write(tmp.path().join(SETTINGS_FILE), "{").unwrap();
+        assert_eq!(state.load_settings(Some("web")), None);
     }
 
     #[test]

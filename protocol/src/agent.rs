@@ -39,12 +39,59 @@ pub struct EnrollResponse {
 
 /// Settings the server pushes to an agent (per group). Every field is optional
 /// on the wire; the agent keeps its own value for what is absent.
+///
+/// Unlike the requests an agent sends, these types do **not** deny unknown
+/// fields: an agent older than its server ignores what it does not know yet
+/// (a newer server's keys), so a server can be upgraded before its fleet.
+/// Each message is the whole of what the server pushes, not a change: a key
+/// that disappears stops applying.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct AgentSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_interval_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ship_interval_ms: Option<u64>,
+    /// Log files and filter pushed to the group, combined with the agent's
+    /// own `[logs]` (see `docs/agent-logs.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogSettings>,
+}
+
+/// `logs` of [`AgentSettings`]: the keys of the agent's `[[logs.files]]` and
+/// `[logs.filter]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LogSettings {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<LogFileSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<LogFilterSettings>,
+}
+
+/// One file (glob) to tail.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LogFileSettings {
+    /// Absolute path or glob.
+    pub path: String,
+    /// app_name of lines that carry none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// Fixed UTC offset of timestamps written without one (`"+02:00"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+}
+
+/// What is dropped at the source.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LogFilterSettings {
+    /// Least severe level kept (a number 0–7 on the wire).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_severity: Option<crate::syslog::Severity>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<String>,
 }
 
 /// Identifies a batch for idempotent replay. An agent sends the batches of one
@@ -184,6 +231,41 @@ mod tests {
             "{text}"
         );
         assert_eq!(serde_json::from_str::<Batch>(&text).unwrap(), batch);
+    }
+
+    #[test]
+    fn settings_interoperate_across_versions() {
+        // A newer server's keys are ignored, at every level.
+        let newer = r#"{"sample_interval_ms":1000,"checks":[{"name":"x"}],
+            "logs":{"files":[{"path":"/var/log/*.log","app":"web","rotate":"x"}],
+                    "filter":{"min_severity":6,"exclude":["healthcheck"],"sample":0.5},
+                    "journald":true}}"#;
+        let s: AgentSettings = serde_json::from_str(newer).unwrap();
+        assert_eq!(s.sample_interval_ms, Some(1000));
+        let logs = s.logs.as_ref().unwrap();
+        assert_eq!(logs.files[0].app.as_deref(), Some("web"));
+        let filter = logs.filter.as_ref().unwrap();
+        assert_eq!(filter.min_severity, Some(crate::syslog::Severity::Info));
+        assert_eq!(filter.exclude, ["healthcheck"]);
+        // An older server's settings (no logs) parse, and nothing unset is sent.
+        let old: AgentSettings = serde_json::from_str(r#"{"ship_interval_ms":10000}"#).unwrap();
+        assert_eq!(old.logs, None);
+        assert_eq!(
+            serde_json::to_string(&old).unwrap(),
+            r#"{"ship_interval_ms":10000}"#
+        );
+        let text = serde_json::to_string(&AgentSettings {
+            logs: Some(LogSettings {
+                files: vec![LogFileSettings {
+                    path: "/a.log".into(),
+                    ..Default::default()
+                }],
+                filter: None,
+            }),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(text, r#"{"logs":{"files":[{"path":"/a.log"}]}}"#);
     }
 
     #[test]

@@ -7,4 +7,5 @@ mod dashboard;
 mod fleet;
 mod graphite;
 mod logs;
+mod pushed_logs;
 mod startup;

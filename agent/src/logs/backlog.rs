@@ -14,7 +14,7 @@
 
 use metrolog_protocol::syslog::LogRecord;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// Records per batch, at most.
@@ -44,6 +44,10 @@ pub struct LogStats {
     pub lost: AtomicU64,
     /// Records the server acknowledged.
     pub shipped: AtomicU64,
+    /// Whether logs were ever read (by local configuration or the server's
+    /// settings): the counters are reported from then on, not by agents that
+    /// read no logs.
+    pub active: AtomicBool,
 }
 
 #[derive(Debug)]

@@ -5,6 +5,7 @@ use crate::config::LogFilterConfig;
 use metrolog_protocol::syslog::{LogRecord, Severity};
 use regex::RegexSet;
 use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
 
 /// A compiled `[logs.filter]`.
 #[derive(Debug, Clone, Default)]
@@ -61,6 +62,33 @@ impl Filter {
     }
 }
 
+/// The filter in force, shared by the tailer and the local receiver, and
+/// replaced whole when the server's settings change it.
+#[derive(Debug, Default)]
+pub struct FilterCell(RwLock<Arc<Filter>>);
+
+impl FilterCell {
+    pub fn new(filter: Filter) -> Self {
+        Self(RwLock::new(Arc::new(filter)))
+    }
+
+    /// The filter now (a later [`FilterCell::set`] does not change it).
+    pub fn get(&self) -> Arc<Filter> {
+        // Readers and the writer only swap an Arc: a poisoned lock holds a
+        // whole filter still.
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set(&self, filter: Filter) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(filter);
+    }
+
+    /// [`Filter::keep`] of the filter now.
+    pub fn keep(&self, r: &LogRecord) -> bool {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).keep(r)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +134,21 @@ mod tests {
         );
         assert!(!f.keep(&rec("GET /", Some(Severity::Err), Some("sshd"))));
         assert!(!f.keep(&rec("GET /", Some(Severity::Err), None)));
+    }
+
+    #[test]
+    fn a_cell_swaps_the_filter_whole() {
+        let cell = FilterCell::new(Filter::default());
+        assert!(cell.keep(&rec("healthcheck ok", None, None)));
+        let before = cell.get();
+        cell.set(
+            Filter::new(&LogFilterConfig {
+                exclude: vec!["healthcheck".into()],
+                ..LogFilterConfig::default()
+            })
+            .unwrap(),
+        );
+        assert!(!cell.keep(&rec("healthcheck ok", None, None)));
+        assert!(before.keep(&rec("healthcheck ok", None, None)));
     }
 }

@@ -5,7 +5,7 @@
 //! is full it is dropped and counted (a sender cannot be made to wait).
 
 use super::backlog::LogBook;
-use super::filter::Filter;
+use super::filter::FilterCell;
 use super::LogsError;
 use crate::config::SyslogConfig;
 use chrono::Utc;
@@ -34,7 +34,7 @@ pub struct Receivers {
 struct Sink {
     max_line: usize,
     book: Arc<LogBook>,
-    filter: Arc<Filter>,
+    filter: Arc<FilterCell>,
     last_warn: Option<Instant>,
     what: &'static str,
 }
@@ -67,7 +67,7 @@ pub async fn bind(
     cfg: &SyslogConfig,
     max_line: usize,
     book: Arc<LogBook>,
-    filter: Arc<Filter>,
+    filter: Arc<FilterCell>,
 ) -> Result<Receivers, LogsError> {
     let (stop, _) = watch::channel(false);
     let mut r = Receivers {

@@ -4,9 +4,9 @@
 
 use crate::config::Secret;
 use metrolog_protocol::{
-    paths, Batch, BatchAck, EnrollRequest, EnrollResponse, ErrorBody, LeaveRequest,
+    paths, AgentSettings, Batch, BatchAck, EnrollRequest, EnrollResponse, ErrorBody, LeaveRequest,
 };
-use reqwest::{header, StatusCode, Url};
+use reqwest::{header, Method, StatusCode, Url};
 use std::time::Duration;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -136,9 +136,28 @@ impl Client {
             .map(drop)
     }
 
-    /// Sends to the current server, failing over to the others in turn.
+    /// `GET /api/v1/agent/config`: the settings the server pushes to this
+    /// agent's group now.
+    pub async fn config(&mut self, token: &str) -> Result<AgentSettings, ShipError> {
+        let resp = self
+            .request(Method::GET, paths::CONFIG, token, Body::None)
+            .await?;
+        json(resp).await
+    }
+
     async fn post(
         &mut self,
+        path: &str,
+        token: &str,
+        body: Body,
+    ) -> Result<reqwest::Response, ShipError> {
+        self.request(Method::POST, path, token, body).await
+    }
+
+    /// Sends to the current server, failing over to the others in turn.
+    async fn request(
+        &mut self,
+        method: Method,
         path: &str,
         token: &str,
         body: Body,
@@ -148,7 +167,10 @@ impl Client {
         for i in 0..n {
             let idx = (self.current + i) % n;
             let url = endpoint(&self.servers[idx], path);
-            let mut req = self.http.post(url.clone()).bearer_auth(token);
+            let mut req = self
+                .http
+                .request(method.clone(), url.clone())
+                .bearer_auth(token);
             req = match &body {
                 Body::None => req,
                 Body::Json(b) => req

@@ -5,6 +5,10 @@
 //! (2xx = durably committed); on failure it fails over to the next server and
 //! then backs off with jitter. When nothing was shipped for a ship interval it
 //! sends a heartbeat, so a quiet agent is not taken for a dead one.
+//!
+//! The server's settings for the agent's group come with enrollment, and are
+//! asked for again at start and every [`CONFIG_REFRESH`], so a changed
+//! `[[agents]]` section reaches running agents within that time.
 
 pub mod backoff;
 pub mod client;
@@ -14,9 +18,9 @@ pub use client::{Client, ShipError};
 pub use queue::BatchQueue;
 
 use crate::config::Secret;
-use crate::state::{Credential, StateDir};
+use crate::state::{Credential, KnownSettings, StateDir};
 use backoff::Backoff;
-use metrolog_protocol::{AgentSettings, Batch, BatchId, EnrollRequest};
+use metrolog_protocol::{AgentSettings, Batch, BatchId, EnrollRequest, LogSettings};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -26,6 +30,11 @@ use tokio::time::Instant;
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 /// Longest time spent telling the server the agent leaves.
 pub const LEAVE_LIMIT: Duration = Duration::from_secs(3);
+/// How often a running agent asks the server for its settings
+/// (`GET /api/v1/agent/config`). One small request a minute per agent costs
+/// the server nothing, and bounds how long a changed server configuration
+/// takes to reach the fleet.
+pub const CONFIG_REFRESH: Duration = Duration::from_secs(60);
 
 /// The intervals in force; the server may change them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +153,15 @@ pub struct Shipper {
     pub backoff: Backoff,
     /// Last time the server acknowledged something.
     last_contact: Instant,
+    /// The intervals of the agent's own configuration: the server's settings
+    /// apply over these, so a setting the server stops pushing reverts.
+    local: Intervals,
+    /// Where the server's log settings go (the log pipeline).
+    logs: Option<watch::Sender<Option<LogSettings>>>,
+    /// The server's settings last applied.
+    settings: Option<AgentSettings>,
+    /// When to ask the server for its settings again.
+    next_refresh: Instant,
 }
 
 impl Shipper {
@@ -158,6 +176,7 @@ impl Shipper {
         intervals: watch::Sender<Intervals>,
         backoff: Backoff,
     ) -> Self {
+        let local = *intervals.borrow();
         Self {
             client,
             state,
@@ -168,7 +187,25 @@ impl Shipper {
             intervals,
             backoff,
             last_contact: Instant::now(),
+            local,
+            logs: None,
+            settings: None,
+            next_refresh: Instant::now(),
         }
+    }
+
+    /// The server's settings known from the last run (already applied to
+    /// the intervals and logs), over the agent's own `local` intervals.
+    pub fn with_known_settings(mut self, local: Intervals, known: Option<AgentSettings>) -> Self {
+        self.local = local;
+        self.settings = known;
+        self
+    }
+
+    /// Sends the server's log settings to `logs` when they change.
+    pub fn with_log_settings(mut self, logs: watch::Sender<Option<LogSettings>>) -> Self {
+        self.logs = Some(logs);
+        self
     }
 
     /// Ships until `drain` turns true, then ships what is still queued (at most
@@ -208,6 +245,10 @@ impl Shipper {
                     continue;
                 }
             };
+            if !until_empty && Instant::now() >= self.next_refresh {
+                self.refresh(&token).await;
+                continue;
+            }
             let front = self.outbox.lock().front().cloned();
             match front {
                 Some(batch) => match self.client.send_batch(&token, &batch).await {
@@ -246,9 +287,14 @@ impl Shipper {
                             Err(e) => self.on_failure("heartbeat failed", e).await,
                         }
                     } else {
+                        let wake = if until_empty {
+                            due
+                        } else {
+                            due.min(self.next_refresh)
+                        };
                         tokio::select! {
                             () = self.outbox.wake.notified() => {}
-                            () = tokio::time::sleep_until(due) => {}
+                            () = tokio::time::sleep_until(wake) => {}
                         }
                     }
                 }
@@ -256,11 +302,34 @@ impl Shipper {
         }
     }
 
-    fn contact(&mut self) {
+    /// Asks the server for this agent's settings and applies them. A server
+    /// that refuses (a 4xx other than 401) is asked again at the next refresh.
+    async fn refresh(&mut self, token: &str) {
+        match self.client.config(token).await {
+            Ok(settings) => {
+                self.next_refresh = Instant::now() + CONFIG_REFRESH;
+                self.reachable();
+                self.apply(&settings);
+            }
+            Err(ShipError::Refused { status, message }) => {
+                self.next_refresh = Instant::now() + CONFIG_REFRESH;
+                tracing::warn!("the server refused our settings ({status}): {message}");
+            }
+            Err(e) => self.on_failure("cannot fetch settings", e).await,
+        }
+    }
+
+    /// A config request is not a heartbeat on the server: it resets the
+    /// backoff but not the heartbeat clock.
+    fn reachable(&mut self) {
         if self.backoff.failures() > 0 {
             tracing::info!("server reachable again");
         }
         self.backoff.reset();
+    }
+
+    fn contact(&mut self) {
+        self.reachable();
         self.last_contact = Instant::now();
     }
 
@@ -317,6 +386,7 @@ impl Shipper {
             }
             self.contact();
             self.apply(&resp.settings);
+            self.next_refresh = Instant::now() + CONFIG_REFRESH;
             self.credential = Some(cred);
         }
         self.credential
@@ -324,9 +394,38 @@ impl Shipper {
             .ok_or_else(|| ShipError::Encode("credential vanished".into()))
     }
 
+    /// Applies the server's settings (the whole of them: what is absent no
+    /// longer applies) and keeps them for the next start. Settings equal to
+    /// those in force change nothing.
     fn apply(&mut self, settings: &AgentSettings) {
+        if self.settings.as_ref() == Some(settings) {
+            return;
+        }
+        self.settings = Some(settings.clone());
+        let known = KnownSettings {
+            group: self.enroll.group.clone(),
+            settings: settings.clone(),
+        };
+        let state = self.state.clone();
+        // Off the runtime (an fsync); losing it costs only the head start
+        // at the next start, so nothing waits for it.
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = state.store_settings(&known) {
+                tracing::warn!("{e}; the server's settings apply once it answers after a restart");
+            }
+        });
+        if let Some(logs) = &self.logs {
+            logs.send_if_modified(|cur| {
+                if *cur == settings.logs {
+                    return false;
+                }
+                cur.clone_from(&settings.logs);
+                true
+            });
+        }
+        let local = self.local;
         self.intervals.send_if_modified(|cur| {
-            let new = cur.with(settings);
+            let new = local.with(settings);
             if new == *cur {
                 return false;
             }
@@ -364,6 +463,7 @@ mod tests {
         let s = AgentSettings {
             sample_interval_ms: Some(5000),
             ship_interval_ms: Some(30_000),
+            ..AgentSettings::default()
         };
         assert_eq!(
             cur.with(&s),
@@ -375,6 +475,7 @@ mod tests {
         let silly = AgentSettings {
             sample_interval_ms: Some(0),
             ship_interval_ms: Some(10),
+            ..AgentSettings::default()
         };
         assert_eq!(cur.with(&silly), cur);
     }

@@ -342,15 +342,130 @@ pub struct HookSection {
     pub events: Vec<String>,
 }
 
-/// `[[agents]]`: configuration pushed to the agents of a group.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[[agents]]`: configuration pushed to the agents of a group. Read key by
+/// key ([`parse_agents`]) so that a mistake deep inside (`logs.files[1]`) is
+/// reported with its whole key.
+#[derive(Debug, Clone, Default)]
 pub struct AgentsSection {
     pub group: String,
-    #[serde(default)]
     pub metrics: AgentMetrics,
-    #[serde(default)]
     pub checks: Vec<AgentCheck>,
+    pub logs: AgentLogs,
+}
+
+/// `logs` of `[[agents]]`: log files and filter pushed to the group, with the
+/// keys of the agent's own `[[logs.files]]` and `[logs.filter]` (the same
+/// types, so both sides accept the same values). How an agent combines them
+/// with its own `[logs]` is in `docs/agent-logs.md`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentLogs {
+    #[serde(default)]
+    pub files: Vec<metrolog_agent::config::LogFileConfig>,
+    #[serde(default)]
+    pub filter: Option<metrolog_agent::config::LogFilterConfig>,
+}
+
+const AGENTS_KEYS: &[&str] = &["group", "metrics", "checks", "logs"];
+
+/// Reads `[[agents]]`, every error with its key (`agents[0].logs.files[1]: …`).
+fn parse_agents(table: &toml::Table, errors: &mut Vec<String>) -> Vec<AgentsSection> {
+    let Some(value) = table.get("agents") else {
+        return Vec::new();
+    };
+    let Some(items) = value.as_array() else {
+        errors.push("agents: expected an array of tables ([[agents]])".into());
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("agents[{i}]");
+        let Some(item) = item.as_table() else {
+            errors.push(format!("{at}: expected a table"));
+            continue;
+        };
+        let before = errors.len();
+        let mut section = AgentsSection::default();
+        for (key, value) in item {
+            let path = format!("{at}.{key}");
+            match key.as_str() {
+                "group" => section.group = value_as(value, &path, errors).unwrap_or_default(),
+                "metrics" => section.metrics = value_as(value, &path, errors).unwrap_or_default(),
+                "checks" => section.checks = list_as(value, &path, errors),
+                "logs" => section.logs = parse_agent_logs(value, &path, errors),
+                _ => errors.push(format!(
+                    "{path}: unknown key (expected one of: {})",
+                    AGENTS_KEYS.join(", ")
+                )),
+            }
+        }
+        if !item.contains_key("group") {
+            errors.push(format!(
+                "{at}.group: missing (the group whose agents get this)"
+            ));
+        } else if section.group.trim().is_empty() && errors.len() == before {
+            errors.push(format!("{at}.group: must not be empty"));
+        }
+        if errors.len() == before {
+            // The agent's own checks, so that what is pushed is what an
+            // agent accepts: globs, regexes, app names, offsets.
+            let logs = metrolog_agent::config::LogsConfig {
+                files: section.logs.files.clone(),
+                filter: section.logs.filter.clone().unwrap_or_default(),
+                ..Default::default()
+            };
+            for e in logs.problems().0 {
+                errors.push(format!("{at}.{}: {}", e.key, e.message));
+            }
+        }
+        if errors.len() == before {
+            out.push(section);
+        }
+    }
+    out
+}
+
+fn parse_agent_logs(value: &toml::Value, at: &str, errors: &mut Vec<String>) -> AgentLogs {
+    let mut logs = AgentLogs::default();
+    let Some(table) = value.as_table() else {
+        errors.push(format!("{at}: expected a table"));
+        return logs;
+    };
+    for (key, value) in table {
+        let path = format!("{at}.{key}");
+        match key.as_str() {
+            "files" => logs.files = list_as(value, &path, errors),
+            "filter" => logs.filter = value_as(value, &path, errors),
+            _ => errors.push(format!("{path}: unknown key (expected files, filter)")),
+        }
+    }
+    logs
+}
+
+fn value_as<T: DeserializeOwned>(
+    value: &toml::Value,
+    at: &str,
+    errors: &mut Vec<String>,
+) -> Option<T> {
+    match value.clone().try_into::<T>() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errors.push(format!("{at}: {}", one_line(&e.to_string())));
+            None
+        }
+    }
+}
+
+fn list_as<T: DeserializeOwned>(value: &toml::Value, at: &str, errors: &mut Vec<String>) -> Vec<T> {
+    let Some(items) = value.as_array() else {
+        errors.push(format!("{at}: expected an array"));
+        return Vec::new();
+    };
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| value_as(v, &format!("{at}[{i}]"), errors))
+        .collect()
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -465,7 +580,7 @@ impl FileConfig {
             rules: take_list(&table, "rules", &mut errors),
             notify: take_list(&table, "notify", &mut errors),
             scaling: ScalingSection::default(),
-            agents: take_list(&table, "agents", &mut errors),
+            agents: parse_agents(&table, &mut errors),
         };
         if let Some(scaling) = table.get("scaling") {
             match scaling.as_table() {
@@ -644,6 +759,89 @@ mod tests {
             .0
             .join("\n");
         assert!(errs.contains("unknown field `steps`"), "{errs}");
+    }
+
+    #[test]
+    fn agents_push_log_settings_and_every_mistake_is_reported_with_its_key() {
+        let cfg = FileConfig::parse(
+            r#"
+            [[agents]]
+            group = "web"
+            metrics = { sample_interval = "1s", ship_interval = "10s" }
+            logs.files = [{ path = "/var/log/nginx/*.log", app = "nginx" }]
+            logs.filter = { min_severity = "info", exclude = ["healthcheck"] }
+
+            [[agents]]
+            group = "db"
+            [[agents.logs.files]]
+            path = "/var/log/postgresql/*.log"
+            timezone = "+02:00"
+            "#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.agents.len(), 2);
+        let web = &cfg.agents[0].logs;
+        assert_eq!(web.files[0].app.as_deref(), Some("nginx"));
+        assert_eq!(web.filter.as_ref().unwrap().exclude, ["healthcheck"]);
+        assert_eq!(
+            cfg.agents[1].logs.files[0].timezone.as_deref(),
+            Some("+02:00")
+        );
+        assert!(cfg.agents[1].logs.filter.is_none());
+
+        let errs = FileConfig::parse(
+            r#"
+            [[agents]]
+            group = "web"
+            colour = "blue"
+            logs.files = [{ path = "/ok/*.log" }, { path = "/x/*.log", glob = true }, { path = "relative.log" }, { path = "/a/[.log" }]
+            logs.filter = { include = ["(unclosed"], exclude = ["ok", ""], min_severity = "loud" }
+            logs.journald = true
+
+            [[agents]]
+            group = "db"
+            logs.filter = { include = ["(unclosed"], excludes = ["x"] }
+            [[agents]]
+            group = "api"
+            logs.filter = { include = ["fine", "[z-a]"] }
+            logs.files = [{ path = "/var/log/api.log", app = "has space", timezone = "CET" }]
+            "#,
+        )
+        .unwrap_err()
+        .0;
+        let all = errs.join("\n");
+        for key in [
+            "agents[0].colour: unknown key",
+            "agents[0].logs.files[1]: unknown field `glob`",
+            "agents[0].logs.filter: unknown variant `loud`",
+            "agents[0].logs.journald: unknown key",
+            "agents[1].logs.filter: unknown field `excludes`",
+            "agents[2].logs.filter.include[1]: \"[z-a]\" is not a valid regex",
+            "agents[2].logs.files[0].app",
+            "agents[2].logs.files[0].timezone",
+        ] {
+            assert!(all.contains(key), "missing {key:?} in:\n{all}");
+        }
+        // Sections in error are not pushed, and not checked twice.
+        assert_eq!(errs.len(), 8, "{all}");
+        let errs = FileConfig::parse(
+            "[[agents]]\ngroup = \"web\"\nlogs.files = [{ path = \"relative.log\" }, { path = \"/a/[.log\" }]\nlogs.filter = { exclude = [\"ok\", \"\"] }",
+        )
+        .unwrap_err()
+        .0
+        .join("\n");
+        for key in [
+            "agents[0].logs.files[0].path: \"relative.log\" must be an absolute path",
+            "agents[0].logs.files[1].path: \"/a/[.log\" is not a glob",
+            "agents[0].logs.filter.exclude[1]: empty pattern",
+        ] {
+            assert!(errs.contains(key), "missing {key:?} in:\n{errs}");
+        }
+        let errs = FileConfig::parse("[[agents]]\nmetrics = {}")
+            .unwrap_err()
+            .0
+            .join("\n");
+        assert!(errs.contains("agents[0].group: missing"), "{errs}");
     }
 
     #[test]

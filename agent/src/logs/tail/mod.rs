@@ -24,7 +24,7 @@ pub mod file;
 pub mod offsets;
 
 use super::backlog::{LogBook, Origin};
-use super::filter::Filter;
+use super::filter::{Filter, FilterCell};
 use chrono::{DateTime, FixedOffset, Utc};
 use file::{Fate, Phase, Tracked};
 use metrolog_protocol::syslog::{parse_file_line_with, ParseOptions};
@@ -54,11 +54,14 @@ pub struct FileSpec {
 
 /// The tailer's state (driven by [`spawn`] in production, by tests directly).
 pub struct Tailer {
+    /// The configured entries, then (from `live` on) entries no longer
+    /// configured that files awaiting acknowledgement still refer to.
     specs: Vec<FileSpec>,
+    live: usize,
     max_line: usize,
     store: OffsetStore,
     book: Arc<LogBook>,
-    filter: Arc<Filter>,
+    filter: Arc<FilterCell>,
     files: Vec<Tracked>,
     next_slot: u64,
     buf: Vec<u8>,
@@ -123,9 +126,10 @@ impl Tailer {
         max_line: usize,
         store: OffsetStore,
         book: Arc<LogBook>,
-        filter: Arc<Filter>,
+        filter: Arc<FilterCell>,
     ) -> Self {
         Self {
+            live: specs.len(),
             specs,
             max_line,
             store,
@@ -155,7 +159,7 @@ impl Tailer {
     /// Regular files matched by the globs now: id → (path, spec).
     fn scan(&self) -> HashMap<FileId, (PathBuf, usize)> {
         let mut seen = HashMap::new();
-        for (i, spec) in self.specs.iter().enumerate() {
+        for (i, spec) in self.specs[..self.live].iter().enumerate() {
             let Ok(paths) = glob::glob(&spec.pattern) else {
                 continue;
             };
@@ -182,7 +186,10 @@ impl Tailer {
         let seen = self.scan();
         let mut claimed = HashSet::new();
         for entry in saved {
-            let Some(spec) = self.specs.iter().position(|s| s.pattern == entry.pattern) else {
+            let Some(spec) = self.specs[..self.live]
+                .iter()
+                .position(|s| s.pattern == entry.pattern)
+            else {
                 continue; // no longer configured
             };
             match self.locate(&entry, &seen, &claimed) {
@@ -366,11 +373,12 @@ impl Tailer {
         if truncated {
             self.on_truncated(i, now)?;
         }
+        let filter = self.filter.get();
         let t = &mut self.files[i];
         let emit = Emit {
             spec: &self.specs[t.spec],
             book: &self.book,
-            filter: &self.filter,
+            filter: &filter,
             max_line: self.max_line,
             now,
             slot: t.slot,
@@ -430,10 +438,11 @@ impl Tailer {
                     "{} was truncated; reading it from its start",
                     t.path.display()
                 );
+                let filter = self.filter.get();
                 let emit = Emit {
                     spec: &self.specs[old.spec],
                     book: &self.book,
-                    filter: &self.filter,
+                    filter: &filter,
                     max_line: self.max_line,
                     now,
                     slot: old.slot,
@@ -446,6 +455,54 @@ impl Tailer {
         self.files.push(old);
         self.commit_dirty = true;
         Ok(())
+    }
+
+    /// Replaces the `[[logs.files]]` entries while running (the server's
+    /// settings changed), without losing or repeating a line:
+    /// - a tracked file whose entry is still configured, or that another
+    ///   entry's glob matches, keeps its offsets and goes on (a changed `app`
+    ///   applies to its next lines);
+    /// - a file no longer matched by any entry is not read further; it is
+    ///   kept until its lines in flight are acknowledged, then forgotten;
+    /// - files of new entries are picked up by the next poll, from their
+    ///   start, as at a first start.
+    pub fn reconfigure(&mut self, specs: Vec<FileSpec>) {
+        let old = std::mem::replace(&mut self.specs, specs);
+        self.live = self.specs.len();
+        let globs: Vec<Option<glob::Pattern>> = self
+            .specs
+            .iter()
+            .map(|s| glob::Pattern::new(&s.pattern).ok())
+            .collect();
+        let mut retired: HashMap<usize, usize> = HashMap::new();
+        for t in &mut self.files {
+            let was = &old[t.spec];
+            let now = self.specs[..self.live]
+                .iter()
+                .position(|s| s.pattern == was.pattern)
+                .or_else(|| {
+                    globs
+                        .iter()
+                        .position(|g| g.as_ref().is_some_and(|g| g.matches_path(&t.path)))
+                });
+            match now {
+                Some(i) => t.spec = i,
+                None => {
+                    if t.file.is_some() {
+                        tracing::info!("no longer tailing {}", t.path.display());
+                    }
+                    t.file = None;
+                    t.phase = Phase::Done;
+                    t.spec = *retired.entry(t.spec).or_insert_with(|| {
+                        self.specs.push(was.clone());
+                        self.specs.len() - 1
+                    });
+                }
+            }
+        }
+        self.files
+            .retain(|t| t.phase != Phase::Done || t.in_flight());
+        self.commit_dirty = true;
     }
 
     /// Writes the offsets of every tracked file.
@@ -524,6 +581,8 @@ enum Command {
 /// The running tailer thread.
 pub struct TailThread {
     control: Arc<(Mutex<Command>, Condvar)>,
+    /// New `[[logs.files]]` entries, taken by the thread at its next round.
+    specs: Arc<Mutex<Option<Vec<FileSpec>>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -531,12 +590,18 @@ pub struct TailThread {
 pub fn spawn(mut tailer: Tailer, poll: Duration) -> std::io::Result<TailThread> {
     let control = Arc::new((Mutex::new(Command::Run), Condvar::new()));
     let ctl = control.clone();
+    let specs: Arc<Mutex<Option<Vec<FileSpec>>>> = Arc::default();
+    let new_specs = specs.clone();
     let thread = std::thread::Builder::new()
         .name("log-tailer".into())
         .spawn(move || {
             tailer.restore();
             let (lock, cv) = &*ctl;
             loop {
+                let update = new_specs.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some(specs) = update {
+                    tailer.reconfigure(specs);
+                }
                 let cmd = *lock.lock().unwrap_or_else(|p| p.into_inner());
                 match cmd {
                     Command::Stop => {
@@ -557,6 +622,7 @@ pub fn spawn(mut tailer: Tailer, poll: Duration) -> std::io::Result<TailThread> 
         })?;
     Ok(TailThread {
         control,
+        specs,
         thread: Some(thread),
     })
 }
@@ -566,6 +632,13 @@ impl TailThread {
         let (lock, cv) = &*self.control;
         *lock.lock().unwrap_or_else(|p| p.into_inner()) = cmd;
         cv.notify_all();
+    }
+
+    /// Replaces the `[[logs.files]]` entries (see [`Tailer::reconfigure`])
+    /// within one poll interval.
+    pub fn reconfigure(&self, specs: Vec<FileSpec>) {
+        *self.specs.lock().unwrap_or_else(|p| p.into_inner()) = Some(specs);
+        self.control.1.notify_all();
     }
 
     /// Stops reading files (acknowledgements are still committed).

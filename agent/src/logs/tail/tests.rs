@@ -28,17 +28,26 @@ impl Rig {
 
     /// A tailer of `logs/*.log` (as after an agent start: offsets restored).
     fn tailer(&self) -> Tailer {
+        self.tailer_of(vec![self.spec("*.log")])
+    }
+
+    /// The entry for `logs/<glob>`.
+    fn spec(&self, glob: &str) -> FileSpec {
+        FileSpec {
+            pattern: format!("{}/logs/{glob}", self.dir.path().display()),
+            app: Some("app".into()),
+            zone: FixedOffset::east_opt(0).unwrap(),
+        }
+    }
+
+    fn tailer_of(&self, specs: Vec<FileSpec>) -> Tailer {
         let state = StateDir::open(&self.dir.path().join("state")).unwrap();
         let mut t = Tailer::new(
-            vec![FileSpec {
-                pattern: format!("{}/logs/*.log", self.dir.path().display()),
-                app: Some("app".into()),
-                zone: FixedOffset::east_opt(0).unwrap(),
-            }],
+            specs,
             64,
             OffsetStore::new(state),
             self.book.clone(),
-            Arc::new(Filter::default()),
+            Arc::new(FilterCell::default()),
         );
         t.set_drain_grace(Duration::ZERO);
         t.restore();
@@ -275,4 +284,66 @@ fn offsets_file_is_written_only_after_acknowledgement() {
     rig.book.settled(1, true);
     t.poll(false);
     assert_eq!(store.load().unwrap()[0].offset, 14);
+}
+
+#[test]
+fn reconfigured_files_keep_their_offsets_and_removed_ones_stop() {
+    let mut rig = Rig::new();
+    rig.append("a.log", &lines(0..3));
+    rig.append("b.txt", "b0\n");
+    let mut t = rig.tailer();
+    assert_eq!(rig.ship(&mut t), names(0..3));
+    rig.append("a.log", &lines(3..5));
+    // a.log under another glob goes on where it was; b.txt, newly
+    // matched, is read from its start.
+    t.reconfigure(vec![rig.spec("a*"), rig.spec("*.txt")]);
+    let mut got = rig.ship(&mut t);
+    got.sort();
+    assert_eq!(got, ["b0", "line 3", "line 4"]);
+    assert!(rig.ship(&mut t).is_empty());
+
+    // Removed while a line of it is in flight: that line still commits,
+    // later ones are not read.
+    rig.append("a.log", "line 5\n");
+    t.poll(true);
+    t.reconfigure(vec![rig.spec("*.txt")]);
+    rig.append("a.log", "line 6\n");
+    rig.append("b.txt", "b1\n");
+    t.poll(true);
+    rig.seq += 1;
+    let recs: Vec<String> = rig
+        .book
+        .take_batch(rig.seq)
+        .into_iter()
+        .map(|r| r.message)
+        .collect();
+    assert_eq!(recs, ["line 5", "b1"]);
+    rig.book.settled(rig.seq, true);
+    t.poll(false);
+    assert!(rig.ship(&mut t).is_empty());
+    let tracked: Vec<PathBuf> = t.positions().into_iter().map(|p| p.0).collect();
+    assert_eq!(
+        tracked,
+        [rig.log("b.txt")],
+        "a.log forgotten once acknowledged"
+    );
+
+    // Started again with the same entries (an agent restart): nothing twice.
+    drop(t);
+    let mut t = rig.tailer_of(vec![rig.spec("*.txt")]);
+    assert!(rig.ship(&mut t).is_empty());
+    rig.append("b.txt", "b2\n");
+    assert_eq!(rig.ship(&mut t), ["b2"]);
+}
+
+#[test]
+fn unchanged_entries_reconfigure_to_nothing_new() {
+    let mut rig = Rig::new();
+    rig.append("a.log", &lines(0..2));
+    let mut t = rig.tailer();
+    assert_eq!(rig.ship(&mut t), names(0..2));
+    t.reconfigure(vec![rig.spec("*.log")]);
+    assert!(rig.ship(&mut t).is_empty());
+    rig.append("a.log", &lines(2..3));
+    assert_eq!(rig.ship(&mut t), names(2..3));
 }

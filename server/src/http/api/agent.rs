@@ -3,6 +3,7 @@
 
 use super::{check_group, check_name, JsonBody};
 use crate::auth::{new_token, token_hash};
+use crate::config::AgentsSection;
 use crate::http::auth::{AgentHost, Enroller};
 use crate::http::error::{ApiResult, AppError};
 use crate::http::AppState;
@@ -13,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrolog_protocol::series::validate_labels;
 use metrolog_protocol::{
-    paths, AgentSettings, Batch, BatchAck, EnrollRequest, EnrollResponse, LeaveRequest,
+    paths, AgentSettings, Batch, BatchAck, EnrollRequest, EnrollResponse, LeaveRequest, LogSettings,
 };
 
 pub fn router() -> Router<AppState> {
@@ -67,21 +68,36 @@ async fn enroll(
 
 /// Settings pushed to the agents of `group` by `[[agents]]` sections.
 fn settings_for(state: &AppState, group: Option<&str>) -> AgentSettings {
+    settings_of(&state.config.file.agents, group)
+}
+
+/// The settings of `group` from its `[[agents]]` sections, in file order:
+/// a later section's interval or filter replaces an earlier one's; log files
+/// add up (a path listed twice counts once, as first given).
+fn settings_of(sections: &[AgentsSection], group: Option<&str>) -> AgentSettings {
     let mut s = AgentSettings::default();
-    for a in state
-        .config
-        .file
-        .agents
-        .iter()
-        .filter(|a| Some(a.group.as_str()) == group)
-    {
+    let mut logs: Option<LogSettings> = None;
+    for a in sections.iter().filter(|a| Some(a.group.as_str()) == group) {
         if let Some(d) = a.metrics.sample_interval {
             s.sample_interval_ms = Some(d.as_millis() as u64);
         }
         if let Some(d) = a.metrics.ship_interval {
             s.ship_interval_ms = Some(d.as_millis() as u64);
         }
+        if a.logs.files.is_empty() && a.logs.filter.is_none() {
+            continue;
+        }
+        let l = logs.get_or_insert_with(LogSettings::default);
+        for f in &a.logs.files {
+            if !l.files.iter().any(|have| have.path == f.path) {
+                l.files.push(f.to_settings());
+            }
+        }
+        if let Some(filter) = &a.logs.filter {
+            l.filter = Some(filter.to_settings());
+        }
     }
+    s.logs = logs;
     s
 }
 
@@ -153,4 +169,67 @@ async fn config(agent: AgentHost, State(state): State<AppState>) -> ApiResult<Js
             AppError::NotFound("this agent's host was removed; enroll again".into())
         })?;
     Ok(Json(settings_for(&state, host.group.as_deref())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FileConfig;
+    use metrolog_protocol::{syslog::Severity, LogFileSettings, LogFilterSettings};
+
+    #[test]
+    fn a_groups_sections_add_files_and_the_last_filter_wins() {
+        let cfg = FileConfig::parse(
+            r#"
+            [[agents]]
+            group = "web"
+            metrics = { ship_interval = "10s" }
+            logs.files = [{ path = "/var/log/nginx/*.log", app = "nginx" }]
+            logs.filter = { min_severity = "info", exclude = ["healthcheck"] }
+            [[agents]]
+            group = "db"
+            logs.files = [{ path = "/var/log/postgresql/*.log" }]
+            [[agents]]
+            group = "web"
+            logs.files = [{ path = "/var/log/nginx/*.log", app = "other" }, { path = "/var/log/app.log" }]
+            logs.filter = { exclude = ["ping"] }
+            [[agents]]
+            group = "batch"
+            metrics = { sample_interval = "5s" }
+            "#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let web = settings_of(&cfg.agents, Some("web"));
+        assert_eq!(web.ship_interval_ms, Some(10_000));
+        let logs = web.logs.unwrap();
+        assert_eq!(
+            logs.files,
+            [
+                LogFileSettings {
+                    path: "/var/log/nginx/*.log".into(),
+                    app: Some("nginx".into()),
+                    timezone: None,
+                },
+                LogFileSettings {
+                    path: "/var/log/app.log".into(),
+                    ..Default::default()
+                },
+            ]
+        );
+        assert_eq!(
+            logs.filter,
+            Some(LogFilterSettings {
+                exclude: vec!["ping".into()],
+                ..Default::default()
+            })
+        );
+        let first = settings_of(&cfg.agents[..1], Some("web")).logs.unwrap();
+        assert_eq!(
+            first.filter.unwrap().min_severity,
+            Some(Severity::Info),
+            "sent as its number"
+        );
+        assert_eq!(settings_of(&cfg.agents, Some("batch")).logs, None);
+        assert_eq!(settings_of(&cfg.agents, None), AgentSettings::default());
+    }
 }
