@@ -181,6 +181,11 @@ async fn enroll_ship_leave_then_reuse_and_reenroll() {
     }
     let cred = std::fs::read_to_string(state.path().join("credential.json")).unwrap();
     assert!(cred.contains("agent-101"));
+    let known = std::fs::read_to_string(state.path().join("server-settings.json")).unwrap();
+    assert!(
+        known.contains(r#""ship_interval_ms": 1000"#) && known.contains(r#""group": "web""#),
+        "the enrollment's settings are kept for the next start: {known}"
+    );
 
     stop.send(()).unwrap();
     let leave = next(&mut rx, "/api/v1/agent/leave").await;
@@ -192,11 +197,13 @@ async fn enroll_ship_leave_then_reuse_and_reenroll() {
         .unwrap()
         .unwrap();
 
-    // Restart: the stored credential is used, no enrollment. Then the server
-    // forgets it: the agent enrolls again and carries on with the new one.
+    // Restart: the stored credential is used, no enrollment; the server's
+    // settings are asked for first thing (enrollment brought them before).
+    // Then the server forgets the credential: the agent enrolls again and
+    // carries on with the new one.
     let (stop, task) = start(cfg.clone());
     let first = next(&mut rx, "/api/v1/agent/").await;
-    assert!(!first.path.ends_with("/enroll"), "{first:?}");
+    assert!(first.path.ends_with("/config"), "{first:?}");
     assert_eq!(first.auth, "Bearer agent-101");
     accepted.lock().unwrap().clear();
     let enroll = next(&mut rx, "/api/v1/agent/enroll").await;
