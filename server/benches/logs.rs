@@ -127,10 +127,27 @@ fn ingest(lines: usize, conns: usize, parts: &[Arc<Vec<u8>>]) -> f64 {
     }
     let secs = t0.elapsed().as_secs_f64();
     let rate = total as f64 / secs;
+    let cpu = thread_cpu();
     println!(
         "metrolog TCP ingest: {total} lines over {conns} connections committed (searchable) in {secs:.2} s \
          (sent in {:.2} s): {rate:.0} lines/s",
         sent.as_secs_f64()
+    );
+    // CPU time per line, which the other load on a shared machine moves
+    // less than the rate: SQLite (sqlx's connection threads) and the
+    // receivers plus the writer task (tokio's workers).
+    let per = |prefix: &str| {
+        cpu.iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, s)| s)
+            .sum::<f64>()
+            * 1e6
+            / total as f64
+    };
+    println!(
+        "  CPU per line: SQLite threads {:.2} µs, tokio workers {:.2} µs",
+        per("sqlx-sqlite"),
+        per("tokio-")
     );
     let found = rt.block_on(async {
         store
@@ -153,6 +170,24 @@ fn ingest(lines: usize, conns: usize, parts: &[Arc<Vec<u8>>]) -> f64 {
         db as f64 / total as f64
     );
     rate
+}
+
+/// (thread name, user + system CPU seconds) of this process's threads,
+/// from /proc (empty elsewhere).
+fn thread_cpu() -> Vec<(String, f64)> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            // "tid (name) state ppid ..."; utime and stime are fields 14, 15.
+            let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+            let f: Vec<&str> = rest.split(' ').collect();
+            let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some((name.to_string(), ticks / 100.0))
+        })
+        .collect()
 }
 
 /// Lines in `path`, counted incrementally from `pos`.

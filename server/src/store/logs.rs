@@ -8,7 +8,7 @@ use super::{now, Result, Store};
 use crate::logs::search::Search;
 use metrolog_protocol::syslog::{Facility, LogRecord, LogSource, Severity};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
 
 /// Rows per multi-row INSERT (13 parameters each, well under SQLite's 32766).
 const INSERT_CHUNK: usize = 1000;
@@ -73,35 +73,47 @@ pub(super) async fn insert_tx(
     Ok(())
 }
 
+/// The multi-row INSERT of `chunk`.
+fn insert_statement<'a>(chunk: &'a [NewLog<'a>]) -> QueryBuilder<'a, Sqlite> {
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "INSERT INTO logs (host_id, ts, received_at, hostname, facility, severity, app_name, procid, msgid, message, structured_data, flags, source) ",
+    );
+    q.push_values(chunk, |mut b, row| {
+        let r = row.record;
+        b.push_bind(row.host_id)
+            .push_bind(r.ts)
+            .push_bind(r.received_at)
+            .push_bind(&r.hostname)
+            .push_bind(r.facility.map(|f| f.as_u8() as i64))
+            .push_bind(r.severity.map(|s| s.as_u8() as i64))
+            .push_bind(&r.app_name)
+            .push_bind(&r.procid)
+            .push_bind(&r.msgid)
+            .push_bind(&r.message)
+            .push_bind(&r.structured_data)
+            .push_bind(flags_of(r))
+            .push_bind(row.source.as_str());
+    });
+    q
+}
+
 /// Inserts `rows` in order and returns their ids, in the same order.
 async fn insert_rows(conn: &mut SqliteConnection, rows: &[NewLog<'_>]) -> Result<Vec<i64>> {
     let mut ids = Vec::with_capacity(rows.len());
-    for chunk in rows.chunks(INSERT_CHUNK) {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO logs (host_id, ts, received_at, hostname, facility, severity, app_name, procid, msgid, message, structured_data, flags, source) ",
-        );
-        q.push_values(chunk, |mut b, row| {
-            let r = row.record;
-            b.push_bind(row.host_id)
-                .push_bind(r.ts)
-                .push_bind(r.received_at)
-                .push_bind(&r.hostname)
-                .push_bind(r.facility.map(|f| f.as_u8() as i64))
-                .push_bind(r.severity.map(|s| s.as_u8() as i64))
-                .push_bind(&r.app_name)
-                .push_bind(&r.procid)
-                .push_bind(&r.msgid)
-                .push_bind(&r.message)
-                .push_bind(&r.structured_data)
-                .push_bind(flags_of(r))
-                .push_bind(row.source.as_str());
+    let mut chunks = rows.chunks(INSERT_CHUNK);
+    let mut current = chunks.next().map(|c| (c.len(), insert_statement(c)));
+    while let Some((n, mut q)) = current.take() {
+        // SQLite runs a statement on sqlx's worker thread: the arguments of
+        // the next chunk are encoded here meanwhile (`join!` polls the
+        // execute first, which hands the statement over), not after it.
+        let (done, next) = tokio::join!(q.build().execute(&mut *conn), async {
+            chunks.next().map(|c| (c.len(), insert_statement(c)))
         });
-        let done = q.build().execute(&mut *conn).await?;
         // `id` is a plain INTEGER PRIMARY KEY and we hold SQLite's only write
         // lock: the rows of one INSERT get consecutive ids ending at the last.
-        let last = done.last_insert_rowid();
-        let n = chunk.len() as i64;
-        ids.extend(last - n + 1..=last);
+        let last = done?.last_insert_rowid();
+        ids.extend(last - n as i64 + 1..=last);
+        current = next;
     }
     if let (Some(first), Some(last)) = (ids.first(), ids.last()) {
         // One statement indexes the whole batch (see migrations/0002_logs.sql).
@@ -247,12 +259,45 @@ fn row_from(r: &SqliteRow) -> LogRow {
 pub const MAX_SYSLOG_HOSTS: i64 = 10_000;
 
 impl Store {
-    /// Stores records in one transaction and returns their ids in order.
-    /// The syslog hosts among `seen_hosts` get their `last_seen` refreshed
-    /// (they are passive: nothing else marks them alive).
+    /// Stores received syslog records in one transaction and returns their
+    /// ids in order. The syslog hosts among `seen_hosts` get their
+    /// `last_seen` refreshed (they are passive: nothing else marks them
+    /// alive).
+    ///
+    /// The commit is not fsynced (`synchronous = NORMAL` for this
+    /// transaction only): syslog over UDP or TCP has no acknowledgement, so
+    /// no sender relies on it, and an fsync per batch is ~10 ms of the
+    /// writer's time. A crash of the server process loses nothing committed
+    /// (the WAL is in the OS cache); a power loss or kernel crash may lose the
+    /// syslog batches committed since the last checkpoint or the last agent
+    /// batch, whose FULL commit makes everything before it durable. The
+    /// database stays consistent either way. Agent batches (acknowledged)
+    /// never go through here.
     pub async fn insert_logs(&self, rows: &[NewLog<'_>], seen_hosts: &[i64]) -> Result<Vec<i64>> {
         let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await?;
+        let result = Self::insert_logs_on(&mut conn, rows, seen_hosts).await;
+        // The connection goes back to the pool, where acknowledged writes
+        // need FULL; one that cannot be restored is closed instead.
+        if let Err(e) = sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await
+        {
+            tracing::error!(error = %e, "restoring synchronous = FULL failed; closing the connection");
+            let _ = conn.detach().close().await;
+        }
+        result
+    }
+
+    async fn insert_logs_on(
+        conn: &mut SqliteConnection,
+        rows: &[NewLog<'_>],
+        seen_hosts: &[i64],
+    ) -> Result<Vec<i64>> {
+        let mut tx = conn.begin().await?;
         let ids = insert_rows(&mut tx, rows).await?;
         if !seen_hosts.is_empty() {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE hosts SET last_seen = ");
@@ -745,6 +790,31 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(left, 0);
+    }
+
+    #[tokio::test]
+    async fn syslog_batches_leave_every_pooled_connection_fully_synchronous() {
+        let (store, _dir) = temp_store().await;
+        let r = rec("<13>x");
+        let rows = [NewLog {
+            host_id: None,
+            record: &r,
+            source: LogSource::SyslogUdp,
+        }];
+        for _ in 0..8 {
+            store.insert_logs(&rows, &[]).await.unwrap();
+        }
+        // Hold every connection the pool has, so each is looked at.
+        let mut held = Vec::new();
+        for _ in 0..store.pool.options().get_max_connections() {
+            let mut c = store.pool.acquire().await.unwrap();
+            let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&mut *c)
+                .await
+                .unwrap();
+            assert_eq!(sync, 2, "FULL");
+            held.push(c);
+        }
     }
 
     #[tokio::test]
