@@ -162,6 +162,9 @@ pub struct Shipper {
     settings: Option<AgentSettings>,
     /// When to ask the server for its settings again.
     next_refresh: Instant,
+    /// Settings waiting to be written to the state directory: the writes
+    /// run off the runtime, one at a time, always the newest.
+    unsaved: Arc<Mutex<Option<KnownSettings>>>,
 }
 
 impl Shipper {
@@ -191,6 +194,7 @@ impl Shipper {
             logs: None,
             settings: None,
             next_refresh: Instant::now(),
+            unsaved: Arc::default(),
         }
     }
 
@@ -402,16 +406,22 @@ impl Shipper {
             return;
         }
         self.settings = Some(settings.clone());
-        let known = KnownSettings {
+        *self.unsaved.lock().unwrap_or_else(|p| p.into_inner()) = Some(KnownSettings {
             group: self.enroll.group.clone(),
             settings: settings.clone(),
-        };
-        let state = self.state.clone();
+        });
+        let (state, unsaved) = (self.state.clone(), self.unsaved.clone());
         // Off the runtime (an fsync); losing it costs only the head start
-        // at the next start, so nothing waits for it.
+        // at the next start, so nothing waits for it. The lock is held while
+        // writing, so two writes never race and the last one is the newest.
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = state.store_settings(&known) {
-                tracing::warn!("{e}; the server's settings apply once it answers after a restart");
+            let mut slot = unsaved.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(known) = slot.take() {
+                if let Err(e) = state.store_settings(&known) {
+                    tracing::warn!(
+                        "{e}; the server's settings apply once it answers after a restart"
+                    );
+                }
             }
         });
         if let Some(logs) = &self.logs {
