@@ -42,7 +42,8 @@
 //!
 //! The encoder tries every representation, verifies each decimal bit for bit with
 //! the decoder's arithmetic, and keeps the shortest, raw when nothing is shorter,
-//! and picks the exponent `c` that makes the whole chunk shortest. NaN (and
+//! and picks the exponent `c` (the most frequent or the smallest of the values'
+//! own) that makes the whole chunk shorter. NaN (and
 //! infinities, which rows never hold) are unknown.
 //!
 //! # Format 1
@@ -102,10 +103,13 @@ const P10: [f64; 23] = [
 const MAX_EXP: i32 = 22;
 /// Mantissas stay below 2^53, where every integer is a double.
 const MANT_LIMIT: f64 = 9_007_199_254_740_992.0;
-/// A mantissa this long or longer is never shorter than the 8 raw bytes: stop there.
-const SEARCH_LIMIT: f64 = (1u64 << 48) as f64;
-/// Largest adjustment tried, in units in the last place (one varint byte).
-const MAX_ADJ: i64 = 63;
+/// Probes for a decimal look at this many significant bits of a value (see
+/// [`find_decimal`]).
+const PROBE_BITS: i32 = 44;
+/// The second probe, for averages ÷ count, tolerates larger adjustments.
+const PROBE_BITS_SUM: i32 = 34;
+/// Largest adjustment, in units in the last place (two varint bytes).
+const MAX_ADJ: i64 = 8191;
 
 /// `m × 10^e`, correctly rounded (`|m| < 2^53`, `|e| ≤ 22`).
 fn dec_value(m: i64, e: i32) -> f64 {
@@ -155,43 +159,75 @@ fn dec_finish(m: i64, e: i32, per: Option<u32>, adj: i64) -> f64 {
     }
 }
 
-/// The decimal with the fewest digits that gives `v` (divided by `per` when set)
-/// within [`MAX_ADJ`] units in the last place, preferring none.
+/// A short decimal that gives `v` (divided by `per` when set) within [`MAX_ADJ`]
+/// units in the last place, written in fewer than 8 bytes, if there is one.
+///
+/// One probe instead of a search digit by digit, so that full-mantissa values
+/// (most averages) cost a few operations: `s = v × 10^k` with the largest `k` that
+/// keeps `|s|` below 2^`bits`. If `v` is within `a` units in the last place of a
+/// decimal `m0 × 10^−k0` (`k0 ≤ k`), `s` is within `a × 2^(bits − 52)` (plus the
+/// multiplication's half unit) of the integer `m0 × 10^(k − k0)`, so rounding `s`
+/// and dropping its trailing zeros gives `m0` back. Every candidate is checked
+/// with the decoder's arithmetic anyway.
 fn find_decimal(v: f64, per: Option<u32>) -> Option<Dec> {
     let t = match per {
         Some(n) => v * f64::from(n),
         None => v,
     };
-    if !t.is_finite() || t.abs() >= SEARCH_LIMIT {
+    if !t.is_finite() {
         return None;
     }
-    let check = |m: f64, e: i32| -> Option<Dec> {
-        let m = m as i64;
+    let check = |m: i64, e: i32| -> Option<Dec> {
         let adj = ulps_from(dec_finish(m, e, per, 0), v)?;
-        (adj.abs() <= MAX_ADJ).then_some(Dec {
+        let len = varint_len(zigzag(m)) + if adj != 0 { varint_len(zigzag(adj)) } else { 0 };
+        (adj.abs() <= MAX_ADJ && len < 8).then_some(Dec {
             m,
             e,
             adj,
             per: per.is_some(),
         })
     };
-    if t.fract() == 0.0 {
-        // An integer: drop its trailing zeros into the exponent.
+    let a = t.abs();
+    // Casts instead of `fract`, `round` and `floor`: those are library calls on
+    // baseline x86-64, and this runs for every value of every chunk a flush writes.
+    if a < MANT_LIMIT && (t as i64) as f64 == t {
+        // An integer: its trailing zeros go into the exponent.
         let (mut m, mut e) = (t as i64, 0);
         while m != 0 && m % 10 == 0 && e < MAX_EXP {
             m /= 10;
             e += 1;
         }
-        if let Some(d) = check(m as f64, e) {
+        if let Some(d) = check(m, e) {
             return Some(d);
         }
     }
-    for k in 1..=MAX_EXP {
-        let s = t * P10[k as usize];
-        if s.abs() >= SEARCH_LIMIT {
-            break;
+    if a == 0.0 || a >= (1u64 << PROBE_BITS) as f64 {
+        return None;
+    }
+    // `a` is in [2^e2, 2^(e2 + 1)).
+    let e2 = ((a.to_bits() >> 52) & 0x7ff) as i32 - 1023;
+    let probes: &[i32] = if per.is_some() {
+        &[PROBE_BITS, PROBE_BITS_SUM]
+    } else {
+        &[PROBE_BITS]
+    };
+    for &bits in probes {
+        if bits - 1 - e2 < 4 {
+            continue;
         }
-        if let Some(d) = check(s.round(), -k) {
+        // floor((bits − 1 − e2) × log10 2), with log10 2 ≈ 78913 / 2^18.
+        let k = (((bits - 1 - e2) * 78913) >> 18).min(MAX_EXP);
+        let s = t * P10[k as usize];
+        let mut m = (s + 0.5f64.copysign(s)) as i64;
+        let mut k = k;
+        while m != 0 && m % 10 == 0 && k > 0 {
+            m /= 10;
+            k -= 1;
+        }
+        if m == 0 {
+            continue;
+        }
+        if let Some(d) = check(m, -k) {
             return Some(d);
         }
     }
@@ -302,9 +338,11 @@ fn choose(f: &Field, c: i32, prev: i64, per: Option<u32>) -> (Choice, usize) {
                     0
                 };
             // Same number, other exponent: the result cannot change, but the
-            // stored bytes must decode to `v` whatever happens, so check.
+            // stored bytes must decode to `v` whatever happens, so check (the
+            // value's own exponent was checked when it was found).
             if len < best.1
-                && dec_finish(m, c, per.filter(|_| d.per), d.adj).to_bits() == v.to_bits()
+                && (c == d.e
+                    || dec_finish(m, c, per.filter(|_| d.per), d.adj).to_bits() == v.to_bits())
             {
                 best = (
                     Choice::Dec {
@@ -447,15 +485,26 @@ pub fn encode(rows: &[Row], pdp_per_row: u32, out: &mut Vec<u8>) {
         })
         .collect();
     exps.sort_unstable();
-    exps.dedup();
-    let c = match exps.as_slice() {
-        [] => 0,
-        [e] => *e,
-        _ => exps
-            .iter()
-            .copied()
+    // Candidates: the most frequent exponent (its values need no rescaling) and
+    // the smallest (every decimal can be rescaled to it, if its mantissa fits).
+    let (mut common, mut best_run, mut run) = (0, 0, 0);
+    for (i, &e) in exps.iter().enumerate() {
+        run = if i > 0 && exps[i - 1] == e {
+            run + 1
+        } else {
+            1
+        };
+        if run > best_run {
+            (common, best_run) = (e, run);
+        }
+    }
+    let c = match exps.first() {
+        None => 0,
+        Some(&lowest) if lowest == common => common,
+        Some(&lowest) => [common, lowest]
+            .into_iter()
             .min_by_key(|&c| emit(&fields, rows, pdp_per_row, c, None))
-            .unwrap_or(0),
+            .unwrap_or(common),
     };
     out.push(V2);
     out.push(c as i8 as u8);
