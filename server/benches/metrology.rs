@@ -13,9 +13,11 @@
 //! Run: `cargo bench -p metrolog-server --bench metrology` (needs `rrdtool`).
 //! `METROLOG_BENCH_QUICK=1` shrinks every size for a smoke run.
 
+use metrolog_protocol::rrd::Row;
 use metrolog_protocol::{Batch, BatchId, Bucket, Labels, SeriesBuckets, SeriesKey};
 use metrolog_server::ingest::Ingestor;
 use metrolog_server::query::{self, Agg, Cf, QuerySpec, Target};
+use metrolog_server::store::archive::chunk;
 use metrolog_server::store::{HostFacts, HostSource, Store};
 use metrolog_server::telemetry::ServerMetrics;
 use std::io::{BufRead, BufReader, Write};
@@ -286,8 +288,59 @@ async fn ingest(n_series: usize, rounds: i64) -> Res<()> {
     Ok(())
 }
 
-/// Feeds `hours` of 30 s buckets ending near now to `host_ids` × `keys` in batches
-/// of `chunk_hours`, flushing after each batch round.
+/// Feeds `hours` of buckets `step` seconds apart ending at `t_end` to every host ×
+/// key, `chunk_hours` per agent batch, flushing the archives after each round of
+/// batches. `gen(host, key, ts)` makes each bucket; it is called host by host, key
+/// by key, oldest first.
+#[allow(clippy::too_many_arguments)]
+async fn feed_with(
+    store: &Arc<Store>,
+    ingestor: &Ingestor,
+    host_ids: &[i64],
+    keys: &[SeriesKey],
+    t_end: i64,
+    hours: i64,
+    chunk_hours: i64,
+    step: i64,
+    gen: &mut dyn FnMut(usize, usize, i64) -> Bucket,
+) -> Res<u64> {
+    let per = chunk_hours * 3600 / step;
+    let mut seq = 1;
+    let mut n = 0;
+    let start = t_end - hours * 3600;
+    let mut t = start + chunk_hours * 3600;
+    while t <= t_end {
+        for (h, id) in host_ids.iter().enumerate() {
+            let b = Batch {
+                id: BatchId {
+                    stream: "bench0000000000000".into(),
+                    seq,
+                },
+                sent_at: t,
+                logs: Vec::new(),
+                metrics: keys
+                    .iter()
+                    .enumerate()
+                    .map(|(k, key)| SeriesBuckets {
+                        key: key.clone(),
+                        step: 10,
+                        buckets: (0..per)
+                            .map(|j| gen(h, k, t - (per - 1 - j) * step))
+                            .collect(),
+                    })
+                    .collect(),
+            };
+            n += ingestor.ingest(*id, b, now()).await?.accepted;
+        }
+        seq += 1;
+        store.flush_archives().await?;
+        t += chunk_hours * 3600;
+    }
+    Ok(n)
+}
+
+/// Feeds `hours` of 30 s buckets of [`bucket`] values (full mantissas): 30 s apart,
+/// at the heartbeat, so every step is known.
 #[allow(clippy::too_many_arguments)]
 async fn feed(
     store: &Arc<Store>,
@@ -299,27 +352,262 @@ async fn feed(
     chunk_hours: i64,
     rng: &mut Rng,
 ) -> Res<u64> {
-    let per = chunk_hours * 120;
-    let mut seq = 1;
-    let mut n = 0;
-    let start = t_end - hours * 3600;
-    let mut t = start + chunk_hours * 3600;
-    while t <= t_end {
-        for id in host_ids {
-            let mut b = batch(seq, keys, t, per, rng);
-            // 30 s apart: at the heartbeat, so every step is known.
-            for s in &mut b.metrics {
-                for (j, bk) in s.buckets.iter_mut().enumerate() {
-                    bk.ts = t - (per - 1 - j as i64) * 30;
+    let mut gen = |_: usize, _: usize, ts: i64| bucket(ts, rng);
+    feed_with(
+        store,
+        ingestor,
+        host_ids,
+        keys,
+        t_end,
+        hours,
+        chunk_hours,
+        30,
+        &mut gen,
+    )
+    .await
+}
+
+/// One agent-like series: what `metrolog-agent` would ship for it, 1-second samples
+/// computed with the agent's own arithmetic (`agent/src/collect`) and consolidated
+/// into 10-second buckets as `agent/src/downsample.rs` does (f64 sum of the ten
+/// samples ÷ 10, min, max, last). Kinds (`kind % 4`):
+///
+/// 0. `cpu.busy_pct` of a 2-CPU machine: per second the kernel's jiffies (USER_HZ
+///    100) advance by 200 in total, or by 199 or 201 (one read in four each, the
+///    sampler's wake-up jitter across tick boundaries); busy jiffies follow a slowly
+///    drifting load level ± 3; the sample is `busy / total × 100` (f64, as `pct`).
+/// 1. `mem.used_bytes`: `/proc/meminfo` kB × 1024, a random walk of ± 1000 kB per
+///    second around 2 GB.
+/// 2. `load.1m`: the kernel's 5-second exponentially damped average of 0–4 running
+///    tasks, read as its 2-decimal text and parsed.
+/// 3. `net.rx_bytes_per_s`: an integer byte counter (a third of the seconds idle,
+///    else 0–20 kB, with 1-in-50 bursts of up to 10 MB) over the measured elapsed
+///    time, 1 s ± up to 1 ms (`Instant` differences).
+struct AgentSim {
+    kind: usize,
+    rng: Rng,
+    level: f64,
+    kb: u64,
+    load: f64,
+    shown: f64,
+    sec: u64,
+}
+
+impl AgentSim {
+    fn new(kind: usize, seed: u64) -> Self {
+        Self {
+            kind: kind % 4,
+            rng: Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
+            level: 0.3,
+            kb: 2_000_000,
+            load: 0.5,
+            shown: 0.5,
+            sec: 0,
+        }
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.rng.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// The next 1-second sample.
+    fn sample(&mut self) -> f64 {
+        self.sec += 1;
+        match self.kind {
+            0 => {
+                let total = match self.rng.next() % 4 {
+                    0 => 199.0,
+                    3 => 201.0,
+                    _ => 200.0,
+                };
+                self.level = (self.level + (self.unit() - 0.5) * 0.02).clamp(0.02, 0.95);
+                let noise = (self.rng.next() % 7) as f64 - 3.0;
+                let busy = (total * self.level + noise).round().clamp(0.0, total);
+                (busy / total * 100.0).clamp(0.0, 100.0)
+            }
+            1 => {
+                self.kb = (self.kb + self.rng.next() % 2001).saturating_sub(1000);
+                (self.kb * 1024) as f64
+            }
+            2 => {
+                if self.sec.is_multiple_of(5) {
+                    let running = (self.rng.next() % 5) as f64;
+                    let e = (-5.0f64 / 60.0).exp();
+                    self.load = self.load * e + running * (1.0 - e);
+                    self.shown = format!("{:.2}", self.load).parse().unwrap_or(0.0);
+                }
+                self.shown
+            }
+            _ => {
+                let bytes = match self.rng.next() % 150 {
+                    0..=49 => 0,
+                    50..=52 => self.rng.next() % 10_000_000,
+                    _ => self.rng.next() % 20_000,
+                };
+                let jitter_ns = (self.rng.next() % 2_000_001) as i64 - 1_000_000;
+                let elapsed =
+                    Duration::from_nanos((1_000_000_000 + jitter_ns) as u64).as_secs_f64();
+                if bytes == 0 {
+                    0.0
+                } else {
+                    bytes as f64 / elapsed
                 }
             }
-            n += ingestor.ingest(*id, b, now()).await?.accepted;
         }
-        seq += 1;
-        store.flush_archives().await?;
-        t += chunk_hours * 3600;
     }
-    Ok(n)
+
+    /// The 10-second bucket ending at `ts`.
+    fn bucket(&mut self, ts: i64) -> Bucket {
+        let first = self.sample();
+        let (mut sum, mut min, mut max, mut last) = (first, first, first, first);
+        for _ in 1..10 {
+            let v = self.sample();
+            sum += v;
+            min = min.min(v);
+            max = max.max(v);
+            last = v;
+        }
+        Bucket {
+            ts,
+            avg: sum / 10.0,
+            min,
+            max,
+            last,
+            count: 10,
+        }
+    }
+}
+
+fn agent_keys() -> Vec<SeriesKey> {
+    let mut eth0 = Labels::new();
+    eth0.insert("iface".into(), "eth0".into());
+    [
+        ("cpu.busy_pct", Labels::new()),
+        ("mem.used_bytes", Labels::new()),
+        ("load.1m", Labels::new()),
+        ("net.rx_bytes_per_s", eth0),
+    ]
+    .into_iter()
+    .map(|(n, l)| SeriesKey::new(n, l).expect("valid series name"))
+    .collect()
+}
+
+/// What one (b) measurement found, per series.
+struct SizeRun {
+    series: usize,
+    buckets: u64,
+    secs: f64,
+    /// Growth of the database pages in use.
+    pages: f64,
+    /// Encoded rows (`length(data)` of every chunk).
+    rows: f64,
+    chunks: f64,
+    /// Database files after a checkpoint (hosts and schema included).
+    file: f64,
+}
+
+/// Feeds one data set into a fresh database and measures it.
+async fn size_run(agent: bool, full: bool) -> Res<SizeRun> {
+    let dir = tempfile::tempdir()?;
+    let store = open(dir.path()).await?;
+    let ingestor = Ingestor::new(store.clone(), Arc::new(ServerMetrics::default()));
+    let hours = match (full, quick()) {
+        (false, _) => 1,
+        (true, false) => 24 * 761,
+        (true, true) => 24 * 40,
+    };
+    let (keys, n_hosts) = match (agent, full, quick()) {
+        (true, false, q) => (agent_keys(), if q { 25 } else { 250 }),
+        (true, true, q) => (agent_keys(), if q { 1 } else { 2 }),
+        (false, false, q) => (keys(100), if q { 1 } else { 10 }),
+        (false, true, q) => (keys(if q { 2 } else { 10 }), 1),
+    };
+    let host_ids = hosts(&store, n_hosts, "size").await?;
+    // A day per agent batch (one flush each), or the whole hour.
+    let per_batch = hours.min(24);
+    let series = n_hosts * keys.len();
+    let before = store.database_bytes().await?;
+    let t_end = now() / 10 * 10;
+    let start = Instant::now();
+    let buckets = if agent {
+        let mut sims: Vec<Vec<AgentSim>> = (0..n_hosts)
+            .map(|h| {
+                (0..keys.len())
+                    .map(|k| AgentSim::new(k, (h * keys.len() + k + 1) as u64))
+                    .collect()
+            })
+            .collect();
+        let mut gen = |h: usize, k: usize, ts: i64| sims[h][k].bucket(ts);
+        feed_with(
+            &store, &ingestor, &host_ids, &keys, t_end, hours, per_batch, 10, &mut gen,
+        )
+        .await?
+    } else {
+        let mut rng = Rng(7);
+        feed(
+            &store, &ingestor, &host_ids, &keys, t_end, hours, per_batch, &mut rng,
+        )
+        .await?
+    };
+    let secs = start.elapsed().as_secs_f64();
+    let after = store.database_bytes().await?;
+    let (chunks, rows) = store.archive_chunk_bytes().await?;
+    store.checkpoint().await?;
+    store.close().await;
+    let n = series as f64;
+    Ok(SizeRun {
+        series,
+        buckets,
+        secs,
+        pages: (after - before) as f64 / n,
+        rows: rows as f64 / n,
+        chunks: chunks as f64 / n,
+        file: dir_bytes(dir.path()) as f64 / n,
+    })
+}
+
+/// 16 rows of `pdp` steps each, consolidated from `next()` buckets as the engine
+/// does (average of the steps' averages, extremes of their extremes, last step).
+fn chunk_rows(pdp: u32, next: &mut dyn FnMut() -> Bucket) -> Vec<Row> {
+    (0..16)
+        .map(|_| {
+            let first = next();
+            let (mut sum, mut min, mut max, mut last) =
+                (first.avg, first.min, first.max, first.avg);
+            for _ in 1..pdp {
+                let b = next();
+                sum += b.avg;
+                min = min.min(b.min);
+                max = max.max(b.max);
+                last = b.avg;
+            }
+            let avg = sum / f64::from(pdp);
+            Row {
+                avg,
+                min,
+                max,
+                last,
+                count: pdp,
+            }
+        })
+        .collect()
+}
+
+/// Microseconds to encode and to decode one 16-row chunk, and its bytes.
+fn codec_cost(rows: &[Row], pdp: u32) -> Res<(f64, f64, usize)> {
+    let runs = if quick() { 2_000 } else { 20_000 };
+    let mut buf = Vec::new();
+    let start = Instant::now();
+    for _ in 0..runs {
+        chunk::encode(std::hint::black_box(rows), pdp, &mut buf);
+    }
+    let enc = start.elapsed().as_secs_f64() * 1e6 / f64::from(runs);
+    let start = Instant::now();
+    for _ in 0..runs {
+        std::hint::black_box(chunk::decode(std::hint::black_box(&buf), rows.len(), pdp)?);
+    }
+    let dec = start.elapsed().as_secs_f64() * 1e6 / f64::from(runs);
+    Ok((enc, dec, buf.len()))
 }
 
 /// (b) Bytes per series.
@@ -327,57 +615,48 @@ async fn size() -> Res<()> {
     let rdir = tempfile::tempdir()?;
     let rfile = rdir.path().join("one.rrd");
     rrdtool_pipe(std::iter::once(create_args(&rfile, now() - 86400)))?;
-    let rrd_bytes = std::fs::metadata(&rfile)?.len();
+    let rrd_bytes = std::fs::metadata(&rfile)?.len() as f64;
     println!("## (b) bytes on disk per series, default ladder (10s x360, 1m x1440, 5m x2016, 1h x744, 1d x730)");
-    println!("rrdtool:  {rrd_bytes} bytes per file (AVERAGE, MIN, MAX, LAST for the 5 archives), whatever it holds");
-
-    for (label, n_series, hours, chunk_hours) in [
-        (
-            "a series that lived 1 hour",
-            if quick() { 100 } else { 1000 },
-            1,
-            1,
-        ),
-        (
-            "archives full (2 years + 31 days of 30 s buckets)",
-            if quick() { 2 } else { 10 },
-            if quick() { 24 * 40 } else { 24 * 761 },
-            24,
-        ),
+    println!("rrdtool: {rrd_bytes} bytes per file (AVERAGE, MIN, MAX, LAST for the 5 archives), whatever it holds");
+    println!("| data | lived | series | buckets fed (s) | pages in use / series | x rrdtool | encoded rows / series | chunks / series | rows / pages | file after checkpoint / series |");
+    for (agent, name) in [
+        (true, "agent-like (cpu, mem, load, net; 10 s buckets)"),
+        (false, "worst case (random full mantissas; 30 s buckets)"),
     ] {
-        let dir = tempfile::tempdir()?;
-        let store = open(dir.path()).await?;
-        let metrics = Arc::new(ServerMetrics::default());
-        let ingestor = Ingestor::new(store.clone(), metrics);
-        let per_host = n_series.min(100);
-        let host_ids = hosts(&store, n_series / per_host, "size").await?;
-        let before = store.database_bytes().await?;
-        let mut rng = Rng(7);
-        let t_end = now() / 10 * 10;
-        let start = Instant::now();
-        let n = feed(
-            &store,
-            &ingestor,
-            &host_ids,
-            &keys(per_host),
-            t_end,
-            hours,
-            chunk_hours,
-            &mut rng,
-        )
-        .await?;
-        let after = store.database_bytes().await?;
-        let per_series = (after - before) as f64 / n_series as f64;
-        store.checkpoint().await?;
-        store.close().await;
-        let files = dir_bytes(dir.path());
-        println!(
-            "metrolog, {label}: {n_series} series, {n} buckets in {:.1} s; database pages in use grew by {:.0} bytes per series ({:.2}x rrdtool); database file after checkpoint {:.0} bytes per series (hosts and schema included)",
-            start.elapsed().as_secs_f64(),
-            per_series,
-            per_series / rrd_bytes as f64,
-            files as f64 / n_series as f64
-        );
+        for (full, lived) in [(false, "1 hour"), (true, "archives full")] {
+            let r = size_run(agent, full).await?;
+            println!(
+                "| {name} | {lived} | {} | {} ({:.1} s) | {:.0} | {:.2} | {:.0} | {:.0} | {:.0} % | {:.0} |",
+                r.series,
+                r.buckets,
+                r.secs,
+                r.pages,
+                r.pages / rrd_bytes,
+                r.rows,
+                r.chunks,
+                100.0 * r.rows / r.pages,
+                r.file
+            );
+        }
+    }
+    println!("chunk codec (format 2), one 16-row chunk: encode (what a flush does per chunk it touches) / decode (what a read does), bytes");
+    for pdp in [1, 30] {
+        let mut rng = Rng(11);
+        let worst = chunk_rows(pdp, &mut || bucket(0, &mut rng));
+        let mut cpu = AgentSim::new(0, 1);
+        let cpu = chunk_rows(pdp, &mut || cpu.bucket(0));
+        let mut mem = AgentSim::new(1, 2);
+        let mem = chunk_rows(pdp, &mut || mem.bucket(0));
+        for (name, rows) in [
+            ("worst case", worst),
+            ("agent cpu", cpu),
+            ("agent mem", mem),
+        ] {
+            let (enc, dec, bytes) = codec_cost(&rows, pdp)?;
+            println!(
+                "  {name}, {pdp} step(s) per row: encode {enc:.2} us, decode {dec:.2} us, {bytes} bytes"
+            );
+        }
     }
     println!();
     Ok(())

@@ -232,6 +232,16 @@ impl Store {
         }
     }
 
+    /// Chunks stored in `archive_chunks` and the bytes of their encoded rows (for
+    /// the storage benchmark: what the rows take before b-tree overhead).
+    pub async fn archive_chunk_bytes(&self) -> Result<(u64, u64)> {
+        let (n, bytes): (i64, i64) =
+            sqlx::query_as("SELECT count(*), coalesce(sum(length(data)), 0) FROM archive_chunks")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((n as u64, bytes as u64))
+    }
+
     /// The last known sample of a series: `(ts, value)`.
     pub fn last_sample(&self, series_id: i64) -> Option<(i64, f64)> {
         self.cache().series.get(&series_id).and_then(|h| h.last)
