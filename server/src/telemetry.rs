@@ -77,6 +77,8 @@ pub struct ServerMetrics {
     pub login_failures: Counter,
     pub login_rate_limited: Counter,
     pub http_internal_errors: Counter,
+    /// Requests refused because the database's disk was full.
+    pub storage_full_errors: Counter,
     pub hosts_marked_down: Counter,
     pub hosts_expired: Counter,
     /// Group aggregate samples recorded (server/src/groups).
@@ -236,6 +238,11 @@ impl ServerMetrics {
             &[("", self.http_internal_errors.get())],
         );
         counter(
+            "metrolog_storage_full_errors_total",
+            "Requests refused with 503 because the database's disk was full.",
+            &[("", self.storage_full_errors.get())],
+        );
+        counter(
             "metrolog_hosts_marked_down_total",
             "Hosts found silent.",
             &[("", self.hosts_marked_down.get())],
@@ -359,5 +366,34 @@ impl ServerMetrics {
                 ("{reason=\"size\"}", self.logs_pruned_size.get()),
             ],
         );
+    }
+}
+
+/// Lets a repeated log line through at most once per period, so that a
+/// condition hit by every request (a full disk) is logged, not flooded.
+#[derive(Debug)]
+pub struct Every {
+    period_ms: i64,
+    last_ms: std::sync::atomic::AtomicI64,
+}
+
+impl Every {
+    pub fn new(period: std::time::Duration) -> Self {
+        Self {
+            period_ms: period.as_millis() as i64,
+            last_ms: std::sync::atomic::AtomicI64::new(i64::MIN / 2),
+        }
+    }
+
+    /// Whether the period has passed since the last time this returned true.
+    pub fn allow(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = chrono::Utc::now().timestamp_millis();
+        let last = self.last_ms.load(Ordering::Relaxed);
+        now - last >= self.period_ms
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 }

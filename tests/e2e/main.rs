@@ -5,6 +5,7 @@ mod agent_logs;
 mod archives;
 mod dashboard;
 mod fleet;
+mod full_disk;
 mod graphite;
 mod logs;
 mod pushed_logs;

@@ -281,6 +281,16 @@ impl Api {
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
+    /// GET with the token; the body as text (for `/metrics`).
+    pub fn get_text(&self, path: &str) -> Result<String> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()?;
+        Ok(resp.text()?)
+    }
+
     /// DELETE with `token`; returns the status.
     pub fn delete(&self, path: &str, token: &str) -> Result<u16> {
         let resp = self

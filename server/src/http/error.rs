@@ -19,6 +19,8 @@ pub enum AppError {
     TooManyRequests(String),
     /// Temporarily over a capacity limit: 503 with `Retry-After`.
     Busy(String),
+    /// The database's disk is full: 503 with `Retry-After`, nothing stored.
+    StorageFull(String),
     /// Logged server-side; the client sees a generic message.
     Internal(String),
 }
@@ -26,6 +28,11 @@ pub enum AppError {
 /// Carries an internal error's detail from the response to the logging middleware.
 #[derive(Debug, Clone)]
 pub struct InternalDetail(pub String);
+
+/// Marks a response refused because the database's disk is full (counted and
+/// logged by the middleware, at most every few seconds).
+#[derive(Debug, Clone)]
+pub struct StorageFull(pub String);
 
 pub type ApiResult<T> = Result<T, AppError>;
 
@@ -40,6 +47,11 @@ impl AppError {
             AppError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m),
             AppError::TooManyRequests(m) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests", m),
             AppError::Busy(m) => (StatusCode::SERVICE_UNAVAILABLE, "busy", m),
+            AppError::StorageFull(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_full",
+                "the server's disk is full: nothing of this request was stored; retry later",
+            ),
             AppError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -69,6 +81,13 @@ impl IntoResponse for AppError {
                     axum::http::HeaderValue::from_static("1"),
                 );
             }
+            AppError::StorageFull(detail) => {
+                resp.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("10"),
+                );
+                resp.extensions_mut().insert(StorageFull(detail));
+            }
             _ => {}
         }
         resp
@@ -80,6 +99,11 @@ impl From<StoreError> for AppError {
         match e {
             StoreError::Conflict(m) => AppError::Conflict(m),
             StoreError::Invalid(m) => AppError::BadRequest(m),
+            StoreError::Retry {
+                message,
+                disk_full: false,
+            } => AppError::Internal(message),
+            e if e.is_disk_full() => AppError::StorageFull(e.to_string()),
             other => AppError::Internal(other.to_string()),
         }
     }

@@ -19,7 +19,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use error::InternalDetail;
+use error::{InternalDetail, StorageFull};
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -36,6 +36,7 @@ pub struct Shared {
     pub limiter: LoginLimiter,
     /// Agent batches in flight (`http.max_concurrent_batches`).
     pub batch_slots: Arc<tokio::sync::Semaphore>,
+    pub storage_full_log: crate::telemetry::Every,
 }
 
 impl Deref for AppState {
@@ -59,6 +60,7 @@ impl AppState {
             metrics,
             limiter,
             batch_slots,
+            storage_full_log: crate::telemetry::Every::new(std::time::Duration::from_secs(10)),
         }))
     }
 }
@@ -124,7 +126,14 @@ async fn log_internal_errors(State(state): State<AppState>, req: Request, next: 
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let resp = next.run(req).await;
-    if resp.status().is_server_error() {
+    if let Some(full) = resp.extensions().get::<StorageFull>() {
+        state.metrics.storage_full_errors.inc();
+        if state.storage_full_log.allow() {
+            tracing::error!(%method, %path, "the database's disk is full; requests that write get 503 until space is freed: {}", full.0);
+        }
+        return resp;
+    }
+    if resp.status().is_server_error() && resp.status() != StatusCode::SERVICE_UNAVAILABLE {
         state.metrics.http_internal_errors.inc();
         let detail = resp
             .extensions()

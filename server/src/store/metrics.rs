@@ -126,21 +126,47 @@ impl Store {
                 }
             }
             Err(e) => {
+                // Nothing of the group is in the database, but its batches were
+                // applied to the archives' memory and their new series ids cached
+                // as they went: take both back to what the database holds, so that
+                // the agents' retries are stored, not refused as already seen.
+                self.series_ids
+                    .lock()
+                    .expect("series cache poisoned")
+                    .clear();
+                if let Err(reload) = self.reload_archives().await {
+                    tracing::error!(error = %reload, "reloading the archives after a failed commit failed; memory may hold samples the database lacks until the next start");
+                }
+                let disk_full = e.is_disk_full();
                 let msg = e.to_string();
                 for req in group {
-                    let _ = req
-                        .reply
-                        .send(Err(StoreError::Invalid(format!("batch not stored: {msg}"))));
+                    let _ = req.reply.send(Err(StoreError::Retry {
+                        message: format!("batch not stored: {msg}"),
+                        disk_full,
+                    }));
                 }
             }
         }
     }
 
+    /// Rebuilds the archives' memory from the database (states, then the journal
+    /// replayed), as at start. Called with the write lock held.
+    async fn reload_archives(&self) -> Result<()> {
+        let mut fresh = super::archive::ArchiveCache::new((*self.archive_spec()).clone());
+        let loaded = Self::load_archives(&self.pool, &mut fresh).await?;
+        *self.cache() = fresh;
+        tracing::warn!(
+            series = loaded.series,
+            journal_rows = loaded.journal_rows,
+            "archives reloaded from the database after a failed commit"
+        );
+        Ok(())
+    }
+
     /// One batch of a group, inside the group's transaction. Its journal entries
     /// go to the archives' memory at once, so the next batch of the group sees
     /// them (journal seq and sample order stay consistent); should the group's
-    /// COMMIT itself fail (disk gone), memory is ahead of the database until the
-    /// next start replays the journal.
+    /// COMMIT itself fail (disk full), memory is reloaded from the database.
     async fn commit_one(
         &self,
         tx: &mut Transaction<'_, Sqlite>,

@@ -44,11 +44,54 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("{0}")]
     Conflict(String),
+    /// A write that failed as a whole and may succeed if sent again (the
+    /// database's disk was full, an I/O error): nothing of it was stored.
+    #[error("{message}")]
+    Retry { message: String, disk_full: bool },
     #[error("{0}")]
     Invalid(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Whether a connection coming back to the pool may be reused: not when it is
+/// still inside a transaction. SQLite rolls a transaction back by itself on some
+/// errors (a full disk, I/O errors) and leaves it open on others (a failed
+/// COMMIT); a connection whose transaction outlived its use would hold the
+/// database's write lock for good, and every later write would fail as
+/// "database is locked". Such a connection is closed, which rolls it back.
+async fn left_in_transaction(
+    conn: &mut sqlx::SqliteConnection,
+) -> std::result::Result<bool, sqlx::Error> {
+    // BEGIN fails only inside a transaction (no lock is taken by a deferred BEGIN).
+    match sqlx::query("BEGIN").execute(&mut *conn).await {
+        Ok(_) => {
+            sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+            Ok(true)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "closing a database connection left inside a transaction");
+            Ok(false)
+        }
+    }
+}
+
+impl StoreError {
+    /// The database could not grow: the disk (or its quota) is full. Nothing of
+    /// the failed transaction was stored; the same write may succeed later.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Retry { disk_full, .. } => *disk_full,
+            // SQLITE_FULL; SQLITE_IOERR_WRITE and friends carry ENOSPC as an I/O error.
+            StoreError::Db(sqlx::Error::Database(e)) => {
+                e.code().as_deref() == Some("13")
+                    || e.message().contains("database or disk is full")
+            }
+            StoreError::Db(sqlx::Error::Io(e)) => e.raw_os_error() == Some(28),
+            _ => false,
+        }
+    }
+}
 
 /// Handle to the database plus the hot state kept in front of it.
 #[derive(Debug)]
@@ -112,6 +155,7 @@ impl Store {
             .pragma("cache_size", "-32000");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .after_release(|conn, _| Box::pin(left_in_transaction(conn)))
             .connect_with(opts)
             .await
             .map_err(|source| StoreError::Open {
