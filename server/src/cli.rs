@@ -31,6 +31,15 @@ pub struct Cli {
     /// Syslog TCP address, or `off` [default: 127.0.0.1:5514].
     #[arg(long, env = "METROLOG_SYSLOG_TCP")]
     pub syslog_tcp: Option<String>,
+    /// Syslog over TLS (RFC 5425) address, or `off` [default: off; 127.0.0.1:6514 with a certificate].
+    #[arg(long, env = "METROLOG_SYSLOG_TLS")]
+    pub syslog_tls: Option<String>,
+    /// PEM certificate chain of the syslog TLS receiver.
+    #[arg(long, env = "METROLOG_SYSLOG_TLS_CERT")]
+    pub syslog_tls_cert: Option<PathBuf>,
+    /// PEM private key of --syslog-tls-cert (PKCS#8, RSA or SEC1).
+    #[arg(long, env = "METROLOG_SYSLOG_TLS_KEY")]
+    pub syslog_tls_key: Option<PathBuf>,
     /// Graphite plaintext TCP address, or `off` [default: off].
     #[arg(long, env = "METROLOG_GRAPHITE")]
     pub graphite: Option<String>,
@@ -96,6 +105,9 @@ impl Cli {
             database_url: self.database_url.clone(),
             syslog_udp: self.syslog_udp.clone(),
             syslog_tcp: self.syslog_tcp.clone(),
+            syslog_tls: self.syslog_tls.clone(),
+            syslog_tls_cert: self.syslog_tls_cert.clone(),
+            syslog_tls_key: self.syslog_tls_key.clone(),
             graphite: self.graphite.clone(),
             no_local_agent: self.no_local_agent,
         }

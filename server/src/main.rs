@@ -131,7 +131,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     }
     // Tests started with port 0 read the bound syslog addresses from here.
     let (udp, tcp) = app.syslog_addrs();
-    for (name, a) in [("UDP", udp), ("TCP", tcp)] {
+    for (name, a) in [("UDP", udp), ("TCP", tcp), ("TLS", app.syslog_tls_addr())] {
         if let Some(a) = a {
             println!("  Syslog {name}: {a}");
         }

@@ -123,6 +123,11 @@ impl Application {
         (self.syslog.udp_addr(), self.syslog.tcp_addr())
     }
 
+    /// Bound syslog-over-TLS receiver address, `None` when off.
+    pub fn syslog_tls_addr(&self) -> Option<SocketAddr> {
+        self.syslog.tls_addr()
+    }
+
     /// Bound Graphite listener address, `None` when off.
     pub fn graphite_addr(&self) -> Option<SocketAddr> {
         self.graphite.as_ref().and_then(|l| l.local_addr().ok())

@@ -90,6 +90,9 @@ pub struct ServerMetrics {
     // Central logs (server/src/logs, server/src/syslog).
     pub syslog_received_udp: Counter,
     pub syslog_received_tcp: Counter,
+    pub syslog_received_tls: Counter,
+    pub syslog_tls_handshake_failed: Counter,
+    pub syslog_tls_handshake_timed_out: Counter,
     pub syslog_stored: Counter,
     pub syslog_dropped_queue_full: Counter,
     pub syslog_dropped_write_error: Counter,
@@ -306,6 +309,19 @@ impl ServerMetrics {
             &[
                 ("{transport=\"udp\"}", self.syslog_received_udp.get()),
                 ("{transport=\"tcp\"}", self.syslog_received_tcp.get()),
+                ("{transport=\"tls\"}", self.syslog_received_tls.get()),
+            ],
+        );
+        counter(
+            "metrolog_syslog_tls_handshake_failures_total",
+            "Syslog TLS connections closed before their handshake completed, by reason \
+             (error: not TLS, no common protocol, refused certificate…; timeout).",
+            &[
+                ("{reason=\"error\"}", self.syslog_tls_handshake_failed.get()),
+                (
+                    "{reason=\"timeout\"}",
+                    self.syslog_tls_handshake_timed_out.get(),
+                ),
             ],
         );
         counter(

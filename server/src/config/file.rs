@@ -63,6 +63,19 @@ pub struct SyslogSection {
     /// A TCP connection that sends nothing for this long is closed.
     #[serde(with = "serde_duration")]
     pub idle_timeout: Duration,
+    /// Syslog over TLS (RFC 5425) listens here, or `off`. Default: off, or
+    /// `127.0.0.1:6514` once `tls_cert` and `tls_key` are given.
+    pub tls: Option<String>,
+    /// PEM certificate chain of the TLS receiver, leaf first.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert` (PKCS#8, RSA or SEC1).
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: when given, a TLS client must present a
+    /// certificate they signed (mutual TLS).
+    pub tls_client_ca: Option<PathBuf>,
+    /// A TLS handshake not done within this is abandoned (at most `idle_timeout`).
+    #[serde(with = "serde_duration")]
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for SyslogSection {
@@ -73,6 +86,11 @@ impl Default for SyslogSection {
             max_line_bytes: 64 * 1024,
             max_connections: 512,
             idle_timeout: Duration::from_secs(600),
+            tls: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -623,6 +641,9 @@ impl FileConfig {
         }
         if self.syslog.idle_timeout.is_zero() {
             errors.push("syslog.idle_timeout: must be more than 0".into());
+        }
+        if self.syslog.tls_handshake_timeout.is_zero() {
+            errors.push("syslog.tls_handshake_timeout: must be more than 0".into());
         }
         if let Err(problems) = self.archives.spec() {
             errors.extend(problems);

@@ -11,6 +11,7 @@ pub use file::{
     HttpSection, NotifySection, RetentionSection, RuleSection, ScalingSection, SyslogSection,
 };
 
+use crate::syslog::{TlsFiles, TlsSettings};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -46,6 +47,9 @@ pub struct Overrides {
     pub database_url: Option<String>,
     pub syslog_udp: Option<String>,
     pub syslog_tcp: Option<String>,
+    pub syslog_tls: Option<String>,
+    pub syslog_tls_cert: Option<PathBuf>,
+    pub syslog_tls_key: Option<PathBuf>,
     pub graphite: Option<String>,
     pub no_local_agent: bool,
 }
@@ -60,6 +64,8 @@ pub struct ServerConfig {
     pub local_agent: bool,
     pub syslog_udp: Listen,
     pub syslog_tcp: Listen,
+    /// The TLS receiver, its certificate and key already read and checked.
+    pub syslog_tls: Option<SyslogTls>,
     pub syslog_max_line_bytes: u64,
     pub graphite: Listen,
     pub hosts: HostsSection,
@@ -67,6 +73,13 @@ pub struct ServerConfig {
     pub retention: RetentionSection,
     /// Sections parsed and validated now, acted upon by later components.
     pub file: FileConfig,
+}
+
+/// Syslog over TLS: where, and with which certificate.
+#[derive(Debug, Clone)]
+pub struct SyslogTls {
+    pub addr: SocketAddr,
+    pub settings: TlsSettings,
 }
 
 /// Every problem found in a configuration, each with the key it concerns.
@@ -162,12 +175,64 @@ impl ServerConfig {
             file.syslog.tcp.as_ref(),
             "127.0.0.1:5514",
         );
+        let tls_cert = over
+            .syslog_tls_cert
+            .clone()
+            .or(file.syslog.tls_cert.clone());
+        let tls_key = over.syslog_tls_key.clone().or(file.syslog.tls_key.clone());
+        // A certificate is what turns the receiver on; `tls` says where.
+        let tls_default = if tls_cert.is_some() || tls_key.is_some() {
+            "127.0.0.1:6514"
+        } else {
+            "off"
+        };
+        let tls_listen = listen_of(
+            "syslog.tls",
+            &over.syslog_tls,
+            file.syslog.tls.as_ref(),
+            tls_default,
+        );
         let graphite = listen_of(
             "graphite.tcp",
             &over.graphite,
             file.graphite.tcp.as_ref(),
             "off",
         );
+        let syslog_tls = match (tls_listen, &tls_cert, &tls_key) {
+            (Listen::Off, _, _) => None,
+            (Listen::On(addr), Some(cert), Some(key)) => {
+                let files = TlsFiles {
+                    cert,
+                    key,
+                    client_ca: file.syslog.tls_client_ca.as_deref(),
+                };
+                match TlsSettings::load(files) {
+                    Ok(settings) => Some(SyslogTls { addr, settings }),
+                    Err(problems) => {
+                        errors.extend(problems);
+                        None
+                    }
+                }
+            }
+            (Listen::On(_), None, None) => {
+                errors.push(
+                    "syslog.tls: needs syslog.tls_cert and syslog.tls_key (PEM files) \
+                     to listen; set them, or set syslog.tls to \"off\""
+                        .into(),
+                );
+                None
+            }
+            (Listen::On(_), Some(_), None) => {
+                errors
+                    .push("syslog.tls_key: missing; syslog.tls_cert needs its private key".into());
+                None
+            }
+            (Listen::On(_), None, Some(_)) => {
+                errors
+                    .push("syslog.tls_cert: missing; syslog.tls_key needs its certificate".into());
+                None
+            }
+        };
         let local_agent = !over.no_local_agent && file.local_agent.unwrap_or(true);
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
@@ -179,6 +244,7 @@ impl ServerConfig {
             local_agent,
             syslog_udp,
             syslog_tcp,
+            syslog_tls,
             syslog_max_line_bytes: file.syslog.max_line_bytes,
             graphite,
             hosts: file.hosts.clone(),
@@ -239,6 +305,62 @@ mod tests {
         assert_eq!(cfg.syslog_udp, Listen::parse("127.0.0.1:5514").unwrap());
         assert_eq!(cfg.graphite, Listen::Off);
         assert!(cfg.local_agent);
+    }
+
+    #[test]
+    fn syslog_tls_is_off_without_a_certificate_and_each_mistake_names_its_key() {
+        let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/syslog/testdata");
+        let merge = |file: &str, over: Overrides| {
+            ServerConfig::merge(&over, FileConfig::parse(file).unwrap()).map_err(|e| e.0)
+        };
+        let cfg = merge("", Overrides::default()).unwrap();
+        assert!(cfg.syslog_tls.is_none());
+        // A certificate and key turn it on, on loopback unless told otherwise.
+        let pair = format!(
+            "[syslog]\ntls_cert = {:?}\ntls_key = {:?}\n",
+            testdata.join("server.crt"),
+            testdata.join("server.key")
+        );
+        let cfg = merge(&pair, Overrides::default()).unwrap();
+        assert_eq!(cfg.syslog_tls.unwrap().addr.to_string(), "127.0.0.1:6514");
+        let over = Overrides {
+            syslog_tls: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        };
+        let cfg = merge(&pair, over).unwrap();
+        assert_eq!(cfg.syslog_tls.unwrap().addr.port(), 0);
+        let cfg = merge(&format!("{pair}tls = \"off\"\n"), Overrides::default()).unwrap();
+        assert!(cfg.syslog_tls.is_none());
+        // Flags alone do it too (containers pass paths in the environment).
+        let over = Overrides {
+            syslog_tls_cert: Some(testdata.join("server.crt")),
+            syslog_tls_key: Some(testdata.join("server.key")),
+            ..Default::default()
+        };
+        assert!(merge("", over).unwrap().syslog_tls.is_some());
+
+        let errs = merge("[syslog]\ntls = \"0.0.0.0:6514\"", Overrides::default()).unwrap_err();
+        assert!(
+            errs[0].starts_with("syslog.tls: needs syslog.tls_cert"),
+            "{errs:?}"
+        );
+        let errs = merge("[syslog]\ntls_cert = \"/x.crt\"", Overrides::default()).unwrap_err();
+        assert!(errs[0].starts_with("syslog.tls_key: missing"), "{errs:?}");
+        let errs = merge("[syslog]\ntls_key = \"/x.key\"", Overrides::default()).unwrap_err();
+        assert!(errs[0].starts_with("syslog.tls_cert: missing"), "{errs:?}");
+        let errs = merge(
+            "[syslog]\ntls_cert = \"/nonexistent.crt\"\ntls_key = \"/nonexistent.key\"",
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(errs
+            .iter()
+            .any(|e| e.starts_with("syslog.tls_cert: cannot read")));
+        assert!(errs
+            .iter()
+            .any(|e| e.starts_with("syslog.tls_key: cannot read")));
+        let errs = merge("[syslog]\ntls = \"here\"", Overrides::default()).unwrap_err();
+        assert!(errs[0].starts_with("syslog.tls: \"here\" is not an address"));
     }
 
     #[test]
