@@ -1032,6 +1032,27 @@ mod tests {
     }
 
     #[test]
+    fn short_decimals_and_near_decimals_are_found() {
+        let found = |v: f64, per: Option<u32>| find_decimal(v, per).map(|d| (d.m, d.e));
+        assert_eq!(found(12.35, None), Some((1235, -2)));
+        assert_eq!(found(3_456_789_504.4, None), Some((34_567_895_044, -1)));
+        assert_eq!(found(1.5e9, None), Some((15, 8)));
+        assert_eq!(
+            found(0.1 + 0.2, None),
+            Some((3, -1)),
+            "0.3 and an adjustment"
+        );
+        let load = (0..10).map(|_| 0.52).sum::<f64>() / 10.0;
+        assert_eq!(found(load, None), Some((52, -2)));
+        // 12.35 + 12.4 + 80.05 + 0.05 + 3.0 + 0.5 = 108.35, then ÷ 6.
+        let avg = [12.35, 12.4, 80.05, 0.05, 3.0, 0.5].iter().sum::<f64>() / 6.0;
+        assert_eq!(found(avg, Some(6)), Some((10835, -2)));
+        assert_eq!(found(1.0 / 3.0, None), None);
+        assert_eq!(found(-0.0, None), None, "−0.0 is written raw");
+        assert_eq!(found(5e-324, None), None);
+    }
+
+    #[test]
     fn format_1_chunks_still_decode() {
         let rows = vec![
             Row::UNKNOWN,
