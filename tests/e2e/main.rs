@@ -10,3 +10,4 @@ mod graphite;
 mod logs;
 mod pushed_logs;
 mod startup;
+mod syslog_tls;

@@ -470,3 +470,17 @@ impl Server {
         Ok((server, addrs))
     }
 }
+
+impl Server {
+    /// An address the server printed before its dashboard line, such as
+    /// `Syslog TLS: 127.0.0.1:40123` for `label` "Syslog TLS".
+    pub fn printed_addr(&mut self, label: &str) -> Result<std::net::SocketAddr> {
+        let needle = format!("{label}: ");
+        let log = self.proc.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains(&needle))
+            .ok_or_else(|| anyhow!("the server printed no {needle:?} line:\n{log}"))?;
+        Ok(line.split(&needle).nth(1).unwrap_or("").trim().parse()?)
+    }
+}
