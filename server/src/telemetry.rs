@@ -109,6 +109,8 @@ pub struct ServerMetrics {
     pub log_tail_lagged: Counter,
     pub logs_pruned_age: Counter,
     pub logs_pruned_size: Counter,
+    /// Log records committed but not yet in the full-text index.
+    pub logs_index_lag: Gauge,
 }
 
 impl ServerMetrics {
@@ -281,6 +283,11 @@ impl ServerMetrics {
             &[("", self.group_series_expired.get())],
         );
         self.render_logs(&mut counter);
+        let _ = writeln!(
+            out,
+            "# HELP metrolog_logs_index_lag_records Log records committed but not yet in the full-text index (q= searches miss them).\n# TYPE metrolog_logs_index_lag_records gauge\nmetrolog_logs_index_lag_records {}",
+            self.logs_index_lag.get()
+        );
         let _ = writeln!(
             out,
             "# HELP metrolog_archive_series Series whose archive state is in memory.\n# TYPE metrolog_archive_series gauge\nmetrolog_archive_series {}",

@@ -49,7 +49,11 @@ impl TestApp {
                 source: LogSource::SyslogTcp,
             })
             .collect();
-        self.state.store.insert_logs(&rows, &[]).await.unwrap()
+        let ids = self.state.store.insert_logs(&rows, &[]).await.unwrap();
+        // No indexer task runs here (no log pipeline): index what was just
+        // stored, as the indexer does within its lag.
+        self.state.store.catch_up_log_index().await.unwrap();
+        ids
     }
 
     async fn messages(&self, query: &str) -> Vec<String> {

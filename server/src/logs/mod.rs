@@ -4,6 +4,7 @@
 //! in [`crate::store::logs`].
 
 pub mod feed;
+pub mod indexer;
 pub mod retention;
 pub mod search;
 pub mod writer;
@@ -17,16 +18,19 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// The running log pipeline: receivers → writer → store and feed, plus retention.
+/// The running log pipeline: receivers → writer → store and feed, the
+/// full-text indexer following the store, plus retention.
 #[derive(Debug)]
 pub struct Pipeline {
     receivers: Vec<JoinHandle<()>>,
     writer: JoinHandle<()>,
+    indexer: JoinHandle<()>,
     retention: JoinHandle<()>,
 }
 
 impl Pipeline {
-    /// Starts the receivers on their bound sockets, the writer and retention.
+    /// Starts the receivers on their bound sockets, the writer, the indexer
+    /// and retention.
     /// Everything stops when `stop` turns true.
     pub fn start(
         listeners: Listeners,
@@ -40,6 +44,7 @@ impl Pipeline {
         // The sink moves into the receivers: when they stop, the writer sees
         // the channel close, commits what is left and ends.
         let receivers = listeners.spawn(sink, metrics.clone(), stop.clone());
+        let indexer = tokio::spawn(indexer::run(store.clone(), metrics.clone(), stop.clone()));
         let retention = tokio::spawn(retention::run(
             store,
             config.retention.clone(),
@@ -49,6 +54,7 @@ impl Pipeline {
         Self {
             receivers,
             writer,
+            indexer,
             retention,
         }
     }
@@ -60,6 +66,7 @@ impl Pipeline {
             let _ = r.await;
         }
         let _ = self.writer.await;
+        let _ = self.indexer.await;
         let _ = self.retention.await;
     }
 }

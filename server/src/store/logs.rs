@@ -1,14 +1,19 @@
 //! Log records: bulk insert (agent batches and the syslog writer), the
 //! filtered newest-first listing behind `/api/v1/logs`, syslog-only hosts,
-//! and chunked retention. Schema and the reasons for its indexes:
+//! chunked retention, and the full-text index that follows the records from
+//! a file of its own. Schema and the reasons for its indexes:
 //! `migrations/0002_logs.sql`; the zone map behind time-range filters:
-//! `migrations/0004_log_zones.sql`.
+//! `migrations/0004_log_zones.sql`; why the full-text index has its own file:
+//! `migrations/0007_log_index_file.sql` and [`LogIndex`].
 
-use super::{now, Result, Store};
+use super::{now, Result, Store, StoreError};
 use crate::logs::search::Search;
 use metrolog_protocol::syslog::{Facility, LogRecord, LogSource, Severity};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+use tokio::sync::Notify;
 
 /// Rows per multi-row INSERT (13 parameters each, well under SQLite's 32766).
 const INSERT_CHUNK: usize = 1000;
@@ -100,7 +105,46 @@ fn insert_statement<'a>(chunk: &'a [NewLog<'a>]) -> QueryBuilder<'a, Sqlite> {
 /// Inserts `rows` in order and returns their ids, in the same order.
 async fn insert_rows(conn: &mut SqliteConnection, rows: &[NewLog<'_>]) -> Result<Vec<i64>> {
     let mut ids = Vec::with_capacity(rows.len());
-    let mut chunks = rows.chunks(INSERT_CHUNK);
+    let Some(first) = rows.first() else {
+        return Ok(ids);
+    };
+    // New records are numbered above every id the full-text index may
+    // already have claimed (see `LogIndex`): SQLite numbers a row max(id) + 1,
+    // which goes back below the index's position once the newest records
+    // were deleted (their host removed, retention emptied the table). The
+    // first row is then numbered explicitly, the others follow it.
+    let (max_id, claimed): (i64, i64) = sqlx::query_as(
+        "SELECT coalesce((SELECT max(id) FROM logs), 0), coalesce((SELECT claimed FROM logidx.logs_fts_state), 0)",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut rest = rows;
+    if max_id < claimed {
+        let r = first.record;
+        sqlx::query(
+            "INSERT INTO logs (id, host_id, ts, received_at, hostname, facility, severity, app_name, procid, msgid, message, structured_data, flags, source)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(claimed + 1)
+        .bind(first.host_id)
+        .bind(r.ts)
+        .bind(r.received_at)
+        .bind(&r.hostname)
+        .bind(r.facility.map(|f| f.as_u8() as i64))
+        .bind(r.severity.map(|s| s.as_u8() as i64))
+        .bind(&r.app_name)
+        .bind(&r.procid)
+        .bind(&r.msgid)
+        .bind(&r.message)
+        .bind(&r.structured_data)
+        .bind(flags_of(r))
+        .bind(first.source.as_str())
+        .execute(&mut *conn)
+        .await?;
+        ids.push(claimed + 1);
+        rest = &rows[1..];
+    }
+    let mut chunks = rest.chunks(INSERT_CHUNK);
     let mut current = chunks.next().map(|c| (c.len(), insert_statement(c)));
     while let Some((n, mut q)) = current.take() {
         // SQLite runs a statement on sqlx's worker thread: the arguments of
@@ -115,16 +159,8 @@ async fn insert_rows(conn: &mut SqliteConnection, rows: &[NewLog<'_>]) -> Result
         ids.extend(last - n as i64 + 1..=last);
         current = next;
     }
-    if let (Some(first), Some(last)) = (ids.first(), ids.last()) {
-        // One statement indexes the whole batch (see migrations/0002_logs.sql).
-        sqlx::query(
-            "INSERT INTO logs_fts (rowid, message) SELECT id, message FROM logs WHERE id BETWEEN ? AND ?",
-        )
-        .bind(first)
-        .bind(last)
-        .execute(&mut *conn)
-        .await?;
-    }
+    // The full-text index is not written here: the indexer follows the
+    // committed ids on its own connection and file (`LogIndex`).
     let zones = zones_of(&ids, rows);
     for chunk in zones.chunks(INSERT_CHUNK) {
         let mut q: QueryBuilder<Sqlite> =
@@ -254,6 +290,193 @@ fn row_from(r: &SqliteRow) -> LogRow {
     }
 }
 
+/// Records indexed per indexer transaction: large enough that FTS5 flushes
+/// few segments, small enough that rebuilding millions of rows commits
+/// steadily and retention's deletions wait for at most one chunk.
+pub const INDEX_CHUNK: i64 = 20_000;
+/// Deleted ids taken out of the index per transaction.
+const UNINDEX_CHUNK: i64 = 10_000;
+/// Records committed but not yet indexed above which the syslog writer waits
+/// for the indexer before its next commit (once the index has caught up since
+/// the server started: a rebuild after an upgrade does not hold ingest up).
+pub const MAX_INDEX_LAG: i64 = 500_000;
+/// Longest one syslog batch waits for the indexer; it is committed anyway
+/// after that, so a failing indexer slows ingest down but never stops it.
+const LAG_WAIT: Duration = Duration::from_secs(2);
+
+/// Schema of the index file. Not a sqlx migration: it is not this database's
+/// file, it can always be rebuilt from `logs`, and it is dropped and rebuilt
+/// rather than migrated.
+///
+/// `logs_fts` is contentless (`content = ''`: the text lives once, in
+/// `logs`, in the other file) and keyed by the record's id. `detail = none`
+/// keeps only which rows hold a token, not where (several times cheaper to
+/// build; phrases are confirmed on the text, server/src/logs/search.rs).
+/// `contentless_delete = 1` lets records be removed by id alone, after their
+/// text is gone (it needs the per-row size table, `columnsize = 1`).
+///
+/// `logs_fts_state` says how far the index is: every record with an id up to
+/// `indexed_to` is indexed or was deleted; `claimed` is an id up to which the
+/// indexer may be reading right now, and writers number new records above it
+/// (see `insert_rows`), so no id the index has passed is ever used again.
+/// `token` is the `log_index_token` of the database indexed.
+const INDEX_SCHEMA: &str = "
+CREATE VIRTUAL TABLE IF NOT EXISTS logs_fts USING fts5(
+    message,
+    content = '',
+    contentless_delete = 1,
+    detail = none
+);
+CREATE TABLE IF NOT EXISTS logs_fts_state (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    token      TEXT NOT NULL,
+    indexed_to INTEGER NOT NULL,
+    claimed    INTEGER NOT NULL
+);
+";
+
+/// The full-text index of log messages, in a SQLite file of its own written
+/// by its own connection (so on its own thread, the second core), following
+/// the committed records by id. The database's pool connections ATTACH the
+/// file as `logidx` for searches.
+///
+/// Why: one SQLite file has one writer at a time, and the postings were a
+/// third of the log writer's work (docs/benchmarks.md, "Logs"). The price:
+/// a committed record is missing from full-text searches until the indexer
+/// reaches it (the lag, `metrolog_logs_index_lag_records`); every other
+/// filter sees it at once.
+///
+/// After a crash or a restart the indexer carries on from `indexed_to`,
+/// which commits with the postings, so nothing is indexed twice or skipped.
+#[derive(Debug)]
+pub struct LogIndex {
+    /// The index file's own connection; `None` once closed. Held for a whole
+    /// round, so indexing and taking deleted records out never interleave.
+    conn: tokio::sync::Mutex<Option<SqliteConnection>>,
+    path: String,
+    /// Largest record id seen committed (by the writer or the indexer).
+    committed_to: AtomicI64,
+    /// `logs_fts_state.indexed_to` as last committed.
+    indexed_to: AtomicI64,
+    /// The index has been level with the records at least once since open.
+    caught_up: AtomicBool,
+    /// The syslog writer committed records (wakes the indexer).
+    commits: Notify,
+    /// The indexer committed a round (wakes a writer waiting on the lag).
+    progress: Notify,
+}
+
+/// What one indexer round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexRound {
+    /// Records added to the index.
+    pub indexed: u64,
+    /// Deleted records taken out of it (or off the queue, if never indexed).
+    pub unindexed: u64,
+}
+
+/// The index file that goes with the database file `db`:
+/// `metrolog.db` → `metrolog.logs-fts.db`.
+pub(super) fn index_path(db: &str) -> String {
+    match db.strip_suffix(".db") {
+        Some(stem) => format!("{stem}.logs-fts.db"),
+        None => format!("{db}.logs-fts.db"),
+    }
+}
+
+impl LogIndex {
+    /// Opens (creating if needed) the index file at `path`; call before the
+    /// pool attaches it, so it is in WAL mode from the start.
+    pub(super) async fn create(path: &str) -> Result<Self> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // The index can be rebuilt from the records: no fsync per round.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("temp_store", "memory")
+            .pragma("cache_size", "-32000")
+            // Its own name, so its CPU is told apart (server/benches/logs.rs).
+            .thread_name(|_| "logs-indexer".to_string());
+        let mut conn = opts.connect().await.map_err(|source| StoreError::Open {
+            url: path.to_string(),
+            source,
+        })?;
+        sqlx::raw_sql(INDEX_SCHEMA).execute(&mut conn).await?;
+        Ok(Self {
+            conn: tokio::sync::Mutex::new(Some(conn)),
+            path: path.to_string(),
+            committed_to: AtomicI64::new(0),
+            indexed_to: AtomicI64::new(0),
+            caught_up: AtomicBool::new(false),
+            commits: Notify::new(),
+            progress: Notify::new(),
+        })
+    }
+
+    /// Attaches the database at `db` (migrated) and checks that the index is
+    /// that database's; an index of another one is dropped and rebuilt.
+    pub(super) async fn attach(&self, db: &str) -> Result<()> {
+        let mut guard = self.conn.lock().await;
+        let conn = guard.as_mut().ok_or(sqlx::Error::PoolClosed)?;
+        sqlx::query("ATTACH DATABASE ? AS logsdb")
+            .bind(db)
+            .execute(&mut *conn)
+            .await?;
+        let token: String = sqlx::query_scalar("SELECT token FROM logsdb.log_index_token")
+            .fetch_one(&mut *conn)
+            .await?;
+        let have: Option<(String, i64)> =
+            sqlx::query_as("SELECT token, indexed_to FROM logs_fts_state")
+                .fetch_optional(&mut *conn)
+                .await?;
+        let indexed_to = match have {
+            Some((t, to)) if t == token => to,
+            other => {
+                if other.is_some() {
+                    tracing::warn!(index = %self.path, "the log index file is another database's; rebuilding it");
+                }
+                sqlx::raw_sql("DROP TABLE logs_fts; DROP TABLE logs_fts_state;")
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::raw_sql(INDEX_SCHEMA).execute(&mut *conn).await?;
+                // Log ingest is write-mostly: FTS5 merges 16 segments at a
+                // time rather than 4 (each posting rewritten about half as
+                // often; a query visits a few more segments).
+                sqlx::raw_sql(
+                    "INSERT INTO logs_fts (logs_fts, rank) VALUES ('automerge', 16);
+                     INSERT INTO logs_fts (logs_fts, rank) VALUES ('crisismerge', 64);",
+                )
+                .execute(&mut *conn)
+                .await?;
+                sqlx::query("INSERT INTO logs_fts_state (id, token, indexed_to, claimed) VALUES (1, ?, 0, 0)")
+                    .bind(&token)
+                    .execute(&mut *conn)
+                    .await?;
+                0
+            }
+        };
+        self.indexed_to.store(indexed_to, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The index file's path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub(super) async fn close(&self) {
+        if let Some(conn) = self.conn.lock().await.take() {
+            let _ = conn.close().await;
+        }
+    }
+
+    fn lag(&self) -> i64 {
+        (self.committed_to.load(Ordering::SeqCst) - self.indexed_to.load(Ordering::SeqCst)).max(0)
+    }
+}
+
 /// Upper bound on hosts created for syslog senders, so a sender that claims
 /// a new hostname on every line cannot grow the host table without end.
 pub const MAX_SYSLOG_HOSTS: i64 = 10_000;
@@ -274,6 +497,7 @@ impl Store {
     /// database stays consistent either way. Agent batches (acknowledged)
     /// never go through here.
     pub async fn insert_logs(&self, rows: &[NewLog<'_>], seen_hosts: &[i64]) -> Result<Vec<i64>> {
+        self.wait_for_log_index().await;
         let _w = self.write.lock().await;
         let mut conn = self.pool.acquire().await?;
         sqlx::query("PRAGMA synchronous = NORMAL")
@@ -289,7 +513,175 @@ impl Store {
             tracing::error!(error = %e, "restoring synchronous = FULL failed; closing the connection");
             let _ = conn.detach().close().await;
         }
+        if let Ok(ids) = &result {
+            if let Some(last) = ids.iter().max() {
+                self.log_index
+                    .committed_to
+                    .fetch_max(*last, Ordering::SeqCst);
+                self.log_index.commits.notify_one();
+            }
+        }
         result
+    }
+
+    /// Backpressure: waits (at most [`LAG_WAIT`]) while more than
+    /// [`MAX_INDEX_LAG`] records await the indexer, so the lag stays bounded
+    /// when records come in faster than they are indexed.
+    async fn wait_for_log_index(&self) {
+        let ix = &self.log_index;
+        if !ix.caught_up.load(Ordering::SeqCst) || ix.lag() <= MAX_INDEX_LAG {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + LAG_WAIT;
+        while ix.lag() > MAX_INDEX_LAG {
+            let progress = ix.progress.notified();
+            if tokio::time::timeout_at(deadline, progress).await.is_err() {
+                tracing::warn!(
+                    lag = ix.lag(),
+                    "the log index is far behind; committing syslog records anyway"
+                );
+                return;
+            }
+        }
+    }
+
+    /// Records committed but not yet in the full-text index (by id: an
+    /// upper bound when ids have gaps).
+    pub fn log_index_lag(&self) -> u64 {
+        self.log_index.lag() as u64
+    }
+
+    /// The full-text index file (next to the database file).
+    pub fn log_index_path(&self) -> &str {
+        self.log_index.path()
+    }
+
+    /// Resolves once the syslog writer committed records since the last
+    /// call (or at once when it did before): the indexer's wake-up.
+    pub async fn logs_committed(&self) {
+        self.log_index.commits.notified().await
+    }
+
+    /// Resolves at the indexer's next round.
+    pub async fn logs_indexed(&self) {
+        self.log_index.progress.notified().await
+    }
+
+    /// One indexer round: takes deleted records out of the full-text index,
+    /// then indexes up to `max_rows` committed records after the last
+    /// indexed one, in one transaction of the index file.
+    pub async fn index_logs(&self, max_rows: i64) -> Result<IndexRound> {
+        let ix = &self.log_index;
+        let mut guard = ix.conn.lock().await;
+        let conn = guard.as_mut().ok_or(sqlx::Error::PoolClosed)?;
+        let unindexed = self.unindex_deleted(conn).await?;
+        let from = ix.indexed_to.load(Ordering::SeqCst);
+        let top: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM logsdb.logs")
+            .fetch_one(&mut *conn)
+            .await?;
+        ix.committed_to.fetch_max(top, Ordering::SeqCst);
+        if top <= from {
+            ix.committed_to.store(top.max(from), Ordering::SeqCst);
+            if !ix.caught_up.swap(true, Ordering::SeqCst) {
+                tracing::debug!(indexed_to = from, "log index caught up");
+            }
+            ix.progress.notify_waiters();
+            return Ok(IndexRound {
+                indexed: 0,
+                unindexed,
+            });
+        }
+        // Claim the ids about to be read before reading them, committed: a
+        // writer that numbers records after this sees the claim and numbers
+        // above it; one that numbered before holds the write lock until it
+        // commits, so this round's snapshot either holds its records or
+        // holds nothing above them (see `insert_rows`).
+        let claim: i64 = sqlx::query_scalar(
+            "SELECT coalesce((SELECT id FROM logsdb.logs WHERE id > ?1 ORDER BY id LIMIT 1 OFFSET ?2), ?3)",
+        )
+        .bind(from)
+        .bind(max_rows.max(1) - 1)
+        .bind(top)
+        .fetch_one(&mut *conn)
+        .await?;
+        sqlx::query("UPDATE logs_fts_state SET claimed = max(claimed, ?)")
+            .bind(claim)
+            .execute(&mut *conn)
+            .await?;
+        let mut tx = conn.begin().await?;
+        // The first read of the records fixes this transaction's snapshot of
+        // them; the INSERT below reads the same one.
+        let last: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM logsdb.logs WHERE id > ? AND id <= ? ORDER BY id DESC LIMIT 1",
+        )
+        .bind(from)
+        .bind(claim)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let mut indexed = 0;
+        if let Some(last) = last {
+            indexed = sqlx::query(
+                "INSERT INTO logs_fts (rowid, message) SELECT id, message FROM logsdb.logs WHERE id > ? AND id <= ?",
+            )
+            .bind(from)
+            .bind(last)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query("UPDATE logs_fts_state SET indexed_to = ?")
+                .bind(last)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        if let Some(last) = last {
+            ix.indexed_to.store(last, Ordering::SeqCst);
+        }
+        ix.progress.notify_waiters();
+        Ok(IndexRound { indexed, unindexed })
+    }
+
+    /// Runs indexer rounds until the index is level with the records and
+    /// holds no deleted ones (tests, tools; the server's indexer task runs
+    /// the rounds itself).
+    pub async fn catch_up_log_index(&self) -> Result<()> {
+        while self.index_logs(INDEX_CHUNK).await? != IndexRound::default() {}
+        Ok(())
+    }
+
+    /// Takes records deleted since the last round (queued by the
+    /// `logs_unindex` trigger, migrations/0007_log_index_file.sql) out of the
+    /// index, up to [`UNINDEX_CHUNK`]; returns how many were taken off the
+    /// queue. Called with the index's lock held.
+    async fn unindex_deleted(&self, conn: &mut SqliteConnection) -> Result<u64> {
+        let queued: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT rowid, id FROM logsdb.logs_unindexed ORDER BY rowid LIMIT ?")
+                .bind(UNINDEX_CHUNK)
+                .fetch_all(&mut *conn)
+                .await?;
+        let Some(&(last_rowid, _)) = queued.last() else {
+            return Ok(0);
+        };
+        let taken = queued.len() as u64;
+        let indexed_to = self.log_index.indexed_to.load(Ordering::SeqCst);
+        let mut tx = conn.begin().await?;
+        // Ids above `indexed_to` were never indexed; deleting them would
+        // only leave tombstones.
+        for (_, id) in queued.iter().filter(|(_, id)| *id <= indexed_to) {
+            sqlx::query("DELETE FROM logs_fts WHERE rowid = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        // A crash before this line deletes the same ids again at the next
+        // round, which is harmless (a tombstone for an id already gone).
+        let _w = self.write.lock().await;
+        sqlx::query("DELETE FROM logs_unindexed WHERE rowid <= ?")
+            .bind(last_rowid)
+            .execute(&self.pool)
+            .await?;
+        Ok(taken)
     }
 
     async fn insert_logs_on(
@@ -412,7 +804,8 @@ impl Store {
         // in descending order and the LIMIT stops it early.
         let order = match &fts {
             Some(m) => {
-                q.push("FROM logs_fts f JOIN logs l ON l.id = f.rowid LEFT JOIN hosts h ON h.id = l.host_id WHERE logs_fts MATCH ");
+                // The index is the attached file `logidx` (see `LogIndex`).
+                q.push("FROM logidx.logs_fts f JOIN logs l ON l.id = f.rowid LEFT JOIN hosts h ON h.id = l.host_id WHERE logs_fts MATCH ");
                 q.push_bind(m.clone());
                 " ORDER BY f.rowid DESC"
             }
@@ -519,6 +912,20 @@ impl Store {
     }
 
     async fn prune_logs(&self, sql: &str, chunk: i64, cutoff: i64) -> Result<(u64, i64)> {
+        let done = self.prune_logs_rows(sql, chunk, cutoff).await?;
+        if done.0 > 0 {
+            // The deleted records leave the full-text index too, now rather
+            // than at the indexer's next round (the write lock is released:
+            // the index's lock is always taken first).
+            let mut guard = self.log_index.conn.lock().await;
+            if let Some(conn) = guard.as_mut() {
+                while self.unindex_deleted(conn).await? > 0 {}
+            }
+        }
+        Ok(done)
+    }
+
+    async fn prune_logs_rows(&self, sql: &str, chunk: i64, cutoff: i64) -> Result<(u64, i64)> {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
         let sizes: Vec<i64> = sqlx::query_scalar(sql)
@@ -547,6 +954,7 @@ mod tests {
     use crate::store::temp_store;
     use chrono::Utc;
     use metrolog_protocol::syslog::parse;
+    use std::str::FromStr;
 
     fn rec(line: &str) -> LogRecord {
         parse(line.as_bytes(), Utc::now(), 65536)
@@ -572,6 +980,7 @@ mod tests {
         let ids = store.insert_logs(&rows, &[]).await.unwrap();
         assert_eq!(ids.len(), 3);
         assert_eq!(ids[2], ids[0] + 2);
+        store.catch_up_log_index().await.unwrap();
         let find = |q: &str| {
             let store = &store;
             let q = q.to_string();
@@ -633,6 +1042,7 @@ mod tests {
             })
             .collect();
         store.insert_logs(&rows, &[]).await.unwrap();
+        store.catch_up_log_index().await.unwrap();
         let (bytes, max) = store.log_bytes_after(0).await.unwrap();
         assert_eq!(bytes, recs.iter().map(record_bytes).sum::<i64>());
         assert_eq!(max, 50);
@@ -655,11 +1065,264 @@ mod tests {
             .await
             .unwrap();
         assert!(found.is_empty());
-        // The index is consistent with its content table.
-        sqlx::query("INSERT INTO logs_fts(logs_fts, rank) VALUES ('integrity-check', 1)")
+        // Retention took the records out of the index file as well, at once.
+        assert_eq!(index_entries(&store, "alpha").await, 0);
+        assert_eq!(index_rows(&store).await, 0);
+        assert_eq!(queued_deletions(&store).await, 0);
+        integrity_check(&store).await;
+    }
+
+    /// Rows of the index file matching `q` (an FTS5 expression).
+    async fn index_entries(store: &Store, q: &str) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM logidx.logs_fts WHERE logs_fts MATCH ?")
+            .bind(q)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Documents the index file holds (one size row per indexed record).
+    async fn index_rows(store: &Store) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM logidx.logs_fts_docsize")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn queued_deletions(store: &Store) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM logs_unindexed")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn integrity_check(store: &Store) {
+        sqlx::query("INSERT INTO logidx.logs_fts (logs_fts, rank) VALUES ('integrity-check', 0)")
             .execute(&store.pool)
             .await
             .unwrap();
+    }
+
+    async fn insert(store: &Store, host_id: Option<i64>, recs: &[LogRecord]) -> Vec<i64> {
+        let rows: Vec<NewLog<'_>> = recs
+            .iter()
+            .map(|r| NewLog {
+                host_id,
+                record: r,
+                source: LogSource::SyslogTcp,
+            })
+            .collect();
+        store.insert_logs(&rows, &[]).await.unwrap()
+    }
+
+    async fn search_ids(store: &Store, q: &str, limit: u32) -> Vec<i64> {
+        store
+            .logs(&LogFilter {
+                search: Search::parse(q).unwrap(),
+                limit,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn records_are_searchable_once_indexed_and_a_restart_catches_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let recs: Vec<LogRecord> = (0..5000)
+            .map(|i| {
+                rec(&format!(
+                    "<13>line {i} {}",
+                    if i % 2 == 0 { "even" } else { "odd" }
+                ))
+            })
+            .collect();
+        let store = Store::open(&url).await.unwrap();
+        assert!(store.log_index_path().ends_with("t.logs-fts.db"));
+        let ids = insert(&store, None, &recs[..3000]).await;
+        // Committed, not indexed: every other filter sees the records, the
+        // full-text search not yet, and the lag says how many.
+        assert_eq!(store.log_index_lag(), 3000);
+        assert!(search_ids(&store, "even", 10).await.is_empty());
+        let all = store
+            .logs(&LogFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 10);
+        // Part of them indexed, then the server stops between a commit and
+        // its indexing (more records committed, none indexed).
+        let round = store.index_logs(1000).await.unwrap();
+        assert_eq!(round.indexed, 1000);
+        assert_eq!(store.log_index_lag(), 2000);
+        let more = insert(&store, None, &recs[3000..]).await;
+        store.close().await;
+        drop(store);
+
+        let store = Store::open(&url).await.unwrap();
+        // It carries on from the last indexed id: nothing twice, nothing
+        // skipped.
+        assert_eq!(index_rows(&store).await, 1000);
+        store.catch_up_log_index().await.unwrap();
+        assert_eq!(store.log_index_lag(), 0);
+        assert_eq!(index_rows(&store).await, 5000);
+        integrity_check(&store).await;
+        let want: Vec<i64> = ids
+            .iter()
+            .chain(&more)
+            .rev()
+            .copied()
+            .filter(|id| (id - ids[0]) % 2 == 0)
+            .take(100)
+            .collect();
+        assert_eq!(search_ids(&store, "even", 100).await, want);
+        assert_eq!(search_ids(&store, "line", 1000).await.len(), 1000);
+    }
+
+    #[tokio::test]
+    async fn search_results_match_a_scan_of_the_same_records() {
+        // What the API returned with the index inside the database (the
+        // search's own definition, `Search::matches`), for the same data.
+        let (store, _dir) = temp_store().await;
+        let words = ["alpha", "beta", "gamma", "delta", "password", "Failed"];
+        let recs: Vec<LogRecord> = (0..4000usize)
+            .map(|i| {
+                rec(&format!(
+                    "<38>Feb 22 16:45:20 h{} sshd[{}]: {} {} from 10.0.{}.{} port {}",
+                    i % 3,
+                    i % 97,
+                    words[i % 6],
+                    words[(i / 6) % 6],
+                    i % 5,
+                    i % 7,
+                    i
+                ))
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for chunk in recs.chunks(700) {
+            ids.extend(insert(&store, None, chunk).await);
+            // Index in rounds that do not line up with the batches.
+            store.index_logs(333).await.unwrap();
+        }
+        store.catch_up_log_index().await.unwrap();
+        for q in [
+            "alpha",
+            "\"Failed password\"",
+            "pass*",
+            "gamma -delta",
+            "10.0.2.3",
+            "port 1234",
+            "sshd",
+            "nosuchword",
+            "beta alpha -10.0.1",
+        ] {
+            let s = Search::parse(q).unwrap().unwrap();
+            let want: Vec<i64> = ids
+                .iter()
+                .zip(&recs)
+                .rev()
+                .filter(|(_, r)| s.matches(&r.message))
+                .map(|(id, _)| *id)
+                .take(250)
+                .collect();
+            assert_eq!(search_ids(&store, q, 250).await, want, "q={q}");
+        }
+    }
+
+    #[tokio::test]
+    async fn records_of_a_removed_host_leave_the_index_and_their_ids_are_not_reused() {
+        let (store, _dir) = temp_store().await;
+        let hosts = store
+            .syslog_hosts(&["keep".into(), "gone".into()])
+            .await
+            .unwrap();
+        let early = insert(&store, hosts[0], &[rec("<13>kept alpha")]).await;
+        let newest: Vec<LogRecord> = (0..20)
+            .map(|i| rec(&format!("<13>gone {i} alpha")))
+            .collect();
+        let gone = insert(&store, hosts[1], &newest).await;
+        store.catch_up_log_index().await.unwrap();
+        assert_eq!(search_ids(&store, "alpha", 100).await.len(), 21);
+        // The newest records go with their host: SQLite would number the
+        // next record right after the oldest one left.
+        assert!(store.delete_host(hosts[1].unwrap()).await.unwrap());
+        let fresh = insert(&store, hosts[0], &[rec("<13>fresh beta")]).await;
+        assert!(fresh[0] > *gone.last().unwrap(), "{fresh:?} after {gone:?}");
+        store.catch_up_log_index().await.unwrap();
+        assert_eq!(search_ids(&store, "alpha", 100).await, early);
+        assert_eq!(search_ids(&store, "beta", 100).await, fresh);
+        assert_eq!(index_entries(&store, "gone").await, 0);
+        assert_eq!(index_rows(&store).await, 2);
+        integrity_check(&store).await;
+    }
+
+    #[tokio::test]
+    async fn an_existing_database_loses_its_old_index_and_the_indexer_rebuilds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let url = format!("sqlite://{}", path.display());
+        // A database as the previous release left it: migrations up to 0005,
+        // the full-text index inside it, kept by the writers.
+        {
+            let pool = sqlx::SqlitePool::connect_with(
+                sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+                    .unwrap()
+                    .create_if_missing(true),
+            )
+            .await
+            .unwrap();
+            let old = sqlx::migrate::Migrator {
+                migrations: std::borrow::Cow::Owned(
+                    crate::store::MIGRATOR
+                        .migrations
+                        .iter()
+                        .filter(|m| m.version <= 5)
+                        .cloned()
+                        .collect(),
+                ),
+                ..sqlx::migrate::Migrator::DEFAULT
+            };
+            old.run(&pool).await.unwrap();
+            sqlx::query(
+                "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 2999)
+                 INSERT INTO logs (ts, received_at, message, source)
+                 SELECT i, i, 'old record ' || i || CASE WHEN i % 3 = 0 THEN ' three' ELSE ' other' END, 'syslog-udp' FROM n",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query("INSERT INTO logs_fts (rowid, message) SELECT id, message FROM logs")
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+        let store = Store::open(&url).await.unwrap();
+        let old_index: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE name LIKE 'logs_fts%'")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(old_index, 0, "the old index is dropped from the database");
+        assert_eq!(store.log_index_lag(), 0, "not known before the first round");
+        // The indexer rebuilds in bounded rounds, oldest first, while new
+        // records keep coming.
+        let round = store.index_logs(1000).await.unwrap();
+        assert_eq!(round.indexed, 1000);
+        assert_eq!(store.log_index_lag(), 2000);
+        let new = insert(&store, None, &[rec("<13>new three")]).await;
+        store.catch_up_log_index().await.unwrap();
+        let found = search_ids(&store, "three", 2000).await;
+        assert_eq!(found.len(), 1001);
+        assert_eq!(found[0], new[0]);
+        integrity_check(&store).await;
     }
 
     #[test]
@@ -718,6 +1381,7 @@ mod tests {
                 .collect();
             ids.extend(store.insert_logs(&rows, &[]).await.unwrap());
         }
+        store.catch_up_log_index().await.unwrap();
         let zones: i64 = sqlx::query_scalar("SELECT count(*) FROM log_zones")
             .fetch_one(&store.pool)
             .await

@@ -109,6 +109,8 @@ pub struct Store {
     loaded: LoadOutcome,
     /// Agent batches waiting for the next group commit (see `commit_batch`).
     pending: Mutex<Vec<metrics::PendingBatch>>,
+    /// The full-text index of log messages, in its own file.
+    log_index: logs::LogIndex,
 }
 
 const SERIES_CACHE_MAX: usize = 1_000_000;
@@ -153,9 +155,29 @@ impl Store {
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-32000");
+        // The full-text index of log messages is a file of its own, written
+        // by its own connection; every pooled connection attaches it as
+        // `logidx` for searches (see `logs::LogIndex`).
+        let db_path = sqlite_path(url).ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "database {url} is not a file; the log index needs one beside it"
+            ))
+        })?;
+        let index_file = logs::index_path(&db_path);
+        let log_index = logs::LogIndex::create(&index_file).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .after_release(|conn, _| Box::pin(left_in_transaction(conn)))
+            .after_connect(move |conn, _| {
+                let index_file = index_file.clone();
+                Box::pin(async move {
+                    sqlx::query("ATTACH DATABASE ? AS logidx")
+                        .bind(index_file)
+                        .execute(conn)
+                        .await?;
+                    Ok(())
+                })
+            })
             .connect_with(opts)
             .await
             .map_err(|source| StoreError::Open {
@@ -163,6 +185,7 @@ impl Store {
                 source,
             })?;
         MIGRATOR.run(&pool).await?;
+        log_index.attach(&db_path).await?;
         let mut cache = archive::ArchiveCache::new(spec);
         let loaded = Self::load_archives(&pool, &mut cache).await?;
         if loaded.journal_rows > 0 {
@@ -181,6 +204,7 @@ impl Store {
             flush_gate: tokio::sync::RwLock::new(()),
             loaded,
             pending: Mutex::new(Vec::new()),
+            log_index,
         })
     }
 
@@ -216,6 +240,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.log_index.close().await;
         self.pool.close().await;
     }
 }
