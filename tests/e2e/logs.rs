@@ -2,14 +2,14 @@
 //! forwarding, raw sockets) to the real server's syslog receivers, read back
 //! through `/api/v1/logs` and its live tail.
 
-use anyhow::{bail, ensure, Context, Result};
-use metrolog_e2e::{eventually, Api, Proc, Server, SyslogAddrs};
+use anyhow::{ensure, Context, Result};
+use metrolog_e2e::{eventually, records, unique, wait_for_logs, Api, Proc, Server, SyslogAddrs};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -19,33 +19,8 @@ fn start() -> Result<(Server, SyslogAddrs, Api)> {
     Ok((server, addrs, api))
 }
 
-/// A word no other test line contains.
-fn unique(tag: &str) -> String {
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!("{tag}{n:x}")
-}
-
-fn records(api: &Api, query: &str) -> Result<Vec<Value>> {
-    let (status, body) = api.get(&format!("/api/v1/logs?{query}"))?;
-    ensure!(status == 200, "logs?{query}: {status} {body}");
-    Ok(body["records"].as_array().cloned().unwrap_or_default())
-}
-
-/// Waits until `query` returns exactly `n` records, and returns them.
 fn wait_for(api: &Api, query: &str, n: usize) -> Result<Vec<Value>> {
-    eventually(WAIT, || {
-        let recs = records(api, query)?;
-        if recs.len() > n {
-            bail!(
-                "logs?{query}: {} records, expected {n}: {recs:?}",
-                recs.len()
-            );
-        }
-        Ok((recs.len() == n).then_some(recs))
-    })
+    wait_for_logs(api, query, n, WAIT)
 }
 
 fn logger(args: &[&str]) -> Result<()> {

@@ -4,14 +4,14 @@
 //! `rsyslog-gnutls`), in octet-counted and newline framing, and `openssl
 //! s_client`. Records are read back through `/api/v1/logs`.
 
-use anyhow::{bail, ensure, Context, Result};
-use metrolog_e2e::{binary, eventually, Api, Proc, Server};
+use anyhow::{ensure, Context, Result};
+use metrolog_e2e::{binary, eventually, records, unique, wait_for_logs, Api, Proc, Server};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -129,33 +129,8 @@ fn path_str(p: &Path) -> Result<&str> {
     p.to_str().context("non-UTF-8 temp path")
 }
 
-/// A word no other test line contains.
-fn unique(tag: &str) -> String {
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!("{tag}{n:x}")
-}
-
-fn records(api: &Api, query: &str) -> Result<Vec<Value>> {
-    let (status, body) = api.get(&format!("/api/v1/logs?{query}"))?;
-    ensure!(status == 200, "logs?{query}: {status} {body}");
-    Ok(body["records"].as_array().cloned().unwrap_or_default())
-}
-
-/// Waits until `query` returns exactly `n` records, and returns them.
 fn wait_for(api: &Api, query: &str, n: usize) -> Result<Vec<Value>> {
-    eventually(WAIT, || {
-        let recs = records(api, query)?;
-        if recs.len() > n {
-            bail!(
-                "logs?{query}: {} records, expected {n}: {recs:?}",
-                recs.len()
-            );
-        }
-        Ok((recs.len() == n).then_some(recs))
-    })
+    wait_for_logs(api, query, n, WAIT)
 }
 
 fn metric(api: &Api, line_prefix: &str) -> Result<u64> {

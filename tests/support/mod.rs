@@ -484,3 +484,34 @@ impl Server {
         Ok(line.split(&needle).nth(1).unwrap_or("").trim().parse()?)
     }
 }
+
+/// A word no other test line contains.
+pub fn unique(tag: &str) -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{tag}{n:x}")
+}
+
+/// Log records matching `query` (the `/api/v1/logs` parameters), newest first.
+pub fn records(api: &Api, query: &str) -> Result<Vec<Value>> {
+    let (status, body) = api.get(&format!("/api/v1/logs?{query}"))?;
+    anyhow::ensure!(status == 200, "logs?{query}: {status} {body}");
+    Ok(body["records"].as_array().cloned().unwrap_or_default())
+}
+
+/// Waits until `query` returns exactly `n` records (more is an error at once),
+/// and returns them.
+pub fn wait_for_logs(api: &Api, query: &str, n: usize, timeout: Duration) -> Result<Vec<Value>> {
+    eventually(timeout, || {
+        let recs = records(api, query)?;
+        if recs.len() > n {
+            bail!(
+                "logs?{query}: {} records, expected {n}: {recs:?}",
+                recs.len()
+            );
+        }
+        Ok((recs.len() == n).then_some(recs))
+    })
+}

@@ -2,7 +2,7 @@
 //! aggregates, and the row of `hosts` (kind = 'group') that owns the group's own
 //! series so that they outlive the members (migrations/0005_group_series.sql).
 
-use super::metrics::glob_to_like;
+use super::metrics::{glob_to_like, series_row};
 use super::{now, Result, SeriesRow, Store};
 use metrolog_protocol::Labels;
 use sqlx::{QueryBuilder, Row, Sqlite};
@@ -183,18 +183,6 @@ impl Store {
         .bind(glob_to_like(name_glob))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let labels: String = r.get(4);
-                SeriesRow {
-                    id: r.get(0),
-                    host_id: r.get(1),
-                    hostname: r.get(2),
-                    name: r.get(3),
-                    labels: serde_json::from_str(&labels).unwrap_or_default(),
-                }
-            })
-            .collect())
+        Ok(rows.iter().map(series_row).collect())
     }
 }

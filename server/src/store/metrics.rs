@@ -348,19 +348,7 @@ impl Store {
         .bind(like)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let labels: String = r.get(4);
-                SeriesRow {
-                    id: r.get(0),
-                    host_id: r.get(1),
-                    hostname: r.get(2),
-                    name: r.get(3),
-                    labels: serde_json::from_str(&labels).unwrap_or_default(),
-                }
-            })
-            .collect())
+        Ok(rows.iter().map(series_row).collect())
     }
 
     /// Latest known value of each unlabelled series named in `names`, per host:
@@ -385,6 +373,18 @@ impl Store {
                 Some((r.get(1), r.get(2), ts, v))
             })
             .collect())
+    }
+}
+
+/// A `SeriesRow` from `s.id, s.host_id, h.hostname, s.name, s.labels_json`.
+pub(super) fn series_row(r: &sqlx::sqlite::SqliteRow) -> SeriesRow {
+    let labels: String = r.get(4);
+    SeriesRow {
+        id: r.get(0),
+        host_id: r.get(1),
+        hostname: r.get(2),
+        name: r.get(3),
+        labels: serde_json::from_str(&labels).unwrap_or_default(),
     }
 }
 
