@@ -3,7 +3,7 @@
 //! agent took meanwhile is stored — nothing lost, nothing doubled.
 
 use anyhow::Result;
-use metrolog_e2e::{eventually, start_agent, Api, Server};
+use metrolog_e2e::{eventually, metric, start_agent, Api, Server};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,16 +52,6 @@ fn fill(path: &Path) -> Result<u64> {
     Ok(written)
 }
 
-fn counter(api: &Api, name: &str) -> Result<u64> {
-    let text = api
-        .get_text("/metrics")?
-        .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .map(|l| l[name.len() + 1..].trim().to_string())
-        .unwrap_or_default();
-    Ok(text.parse().unwrap_or(0))
-}
-
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -87,7 +77,7 @@ fn full_disk_refuses_batches_then_stores_everything_once_space_is_back() -> Resu
             .filter(|_| hosts[0]["state"] == "up"))
     })?;
     let batches_before = eventually(Duration::from_secs(60), || {
-        let n = counter(&api, "metrolog_ingest_batches_total")?;
+        let n = metric(&api, "metrolog_ingest_batches_total ")?;
         Ok((n >= 2).then_some(n))
     })?;
     assert!(batches_before >= 2);
@@ -99,7 +89,7 @@ fn full_disk_refuses_batches_then_stores_everything_once_space_is_back() -> Resu
     // Full for a while: several ship intervals, and writes refused more than once
     // (a write can still succeed now and then while SQLite reuses its WAL).
     let refused = eventually(Duration::from_secs(60), || {
-        let n = counter(&api, "metrolog_storage_full_errors_total")?;
+        let n = metric(&api, "metrolog_storage_full_errors_total ")?;
         Ok((n >= 3 && now() >= full_from + 20).then_some(n))
     })
     .map_err(|e| anyhow::anyhow!("{e}\n{}", server.proc.log()))?;
@@ -138,7 +128,7 @@ fn full_disk_refuses_batches_then_stores_everything_once_space_is_back() -> Resu
             server.proc.log()
         )
     })?;
-    let dup = counter(&api, "metrolog_ingest_duplicate_batches_total")?;
+    let dup = metric(&api, "metrolog_ingest_duplicate_batches_total ")?;
     assert_eq!(dup, 0, "no batch was committed and then sent again");
 
     agent.terminate();

@@ -3,7 +3,10 @@
 //! through `/api/v1/logs` and its live tail.
 
 use anyhow::{ensure, Context, Result};
-use metrolog_e2e::{eventually, records, unique, wait_for_logs, Api, Proc, Server, SyslogAddrs};
+use metrolog_e2e::{
+    eventually, free_udp_port, metric, records, spawn_rsyslogd, unique, wait_for_logs, Api, Proc,
+    Server, SyslogAddrs,
+};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -34,14 +37,6 @@ fn logger(args: &[&str]) -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
-}
-
-fn metric(api: &Api, line_prefix: &str) -> Result<u64> {
-    let text = reqwest::blocking::get(format!("{}/metrics", api.base))?.text()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("no {line_prefix:?} in /metrics"))
 }
 
 #[test]
@@ -150,11 +145,6 @@ fn logger_over_udp_and_tcp_in_rfc3164_and_rfc5424() -> Result<()> {
     Ok(())
 }
 
-/// A UDP port free right now (rsyslog binds it next).
-fn free_udp_port() -> Result<u16> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// A private `rsyslogd` forwarding what it receives on two UDP ports to our
 /// TCP receiver: with its defaults, and with octet-counted RFC 5424 framing.
 fn start_rsyslog(dir: &Path, target: SocketAddr) -> Result<(Proc, u16, u16)> {
@@ -176,16 +166,7 @@ ruleset(name="octet") {{
         dir = dir.display(),
         port = target.port(),
     );
-    let conf_path = dir.join("rsyslog.conf");
-    std::fs::write(&conf_path, conf)?;
-    let mut cmd = Command::new("rsyslogd");
-    cmd.arg("-n")
-        .arg("-f")
-        .arg(&conf_path)
-        .arg("-i")
-        .arg(dir.join("rsyslogd.pid"));
-    let proc =
-        Proc::spawn("rsyslogd", cmd).context("starting rsyslogd (apt-get install rsyslog)")?;
+    let proc = spawn_rsyslogd(dir, &conf, "rsyslog")?;
     Ok((proc, plain, octet))
 }
 

@@ -5,10 +5,13 @@
 //! s_client`. Records are read back through `/api/v1/logs`.
 
 use anyhow::{ensure, Context, Result};
-use metrolog_e2e::{binary, eventually, records, unique, wait_for_logs, Api, Proc, Server};
+use metrolog_e2e::{
+    binary, eventually, free_udp_port, metric, records, spawn_rsyslogd, unique, wait_for_logs, Api,
+    Proc, Server,
+};
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -133,14 +136,6 @@ fn wait_for(api: &Api, query: &str, n: usize) -> Result<Vec<Value>> {
     wait_for_logs(api, query, n, WAIT)
 }
 
-fn metric(api: &Api, line_prefix: &str) -> Result<u64> {
-    let text = reqwest::blocking::get(format!("{}/metrics", api.base))?.text()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("no {line_prefix:?} in /metrics"))
-}
-
 /// Sends `text` with `openssl s_client`, verifying the server against the CA
 /// (and presenting `client`, a certificate and key, if given). Returns
 /// whether s_client succeeded, and its stderr.
@@ -177,11 +172,6 @@ fn s_client(
     ))
 }
 
-/// A UDP port free right now (rsyslog binds it next).
-fn free_udp_port() -> Result<u16> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// A private `rsyslogd` forwarding what it receives on two UDP ports to the
 /// TLS receiver through gtls, checking the server's certificate against the
 /// CA and its name: RFC 5425 (octet counting, RFC 5424 format), and rsyslog's
@@ -212,16 +202,7 @@ ruleset(name="plain") {{
         ca = ca.display(),
         port = target.port(),
     );
-    let conf_path = dir.join("rsyslog.conf");
-    std::fs::write(&conf_path, conf)?;
-    let mut cmd = Command::new("rsyslogd");
-    cmd.arg("-n")
-        .arg("-f")
-        .arg(&conf_path)
-        .arg("-i")
-        .arg(dir.join("rsyslogd.pid"));
-    let proc = Proc::spawn("rsyslogd", cmd)
-        .context("starting rsyslogd (apt-get install rsyslog rsyslog-gnutls)")?;
+    let proc = spawn_rsyslogd(dir, &conf, "rsyslog rsyslog-gnutls")?;
     Ok((proc, octet, plain))
 }
 

@@ -281,16 +281,6 @@ impl Api {
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
-    /// GET with the token; the body as text (for `/metrics`).
-    pub fn get_text(&self, path: &str) -> Result<String> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()?;
-        Ok(resp.text()?)
-    }
-
     /// DELETE with `token`; returns the status.
     pub fn delete(&self, path: &str, token: &str) -> Result<u16> {
         let resp = self
@@ -514,4 +504,37 @@ pub fn wait_for_logs(api: &Api, query: &str, n: usize, timeout: Duration) -> Res
         }
         Ok((recs.len() == n).then_some(recs))
     })
+}
+
+/// The value of the first `/metrics` line starting with `line_prefix` (give
+/// the metric's full name and labels, then a space).
+pub fn metric(api: &Api, line_prefix: &str) -> Result<u64> {
+    let text = reqwest::blocking::get(format!("{}/metrics", api.base))?.text()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no {line_prefix:?} in /metrics"))
+}
+
+/// A UDP port free right now (rsyslog binds it next).
+pub fn free_udp_port() -> Result<u16> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A private `rsyslogd` in the foreground running `conf` (written to `dir`,
+/// which also holds its pid file); `packages` names what to install if it
+/// cannot start.
+pub fn spawn_rsyslogd(dir: &Path, conf: &str, packages: &str) -> Result<Proc> {
+    let conf_path = dir.join("rsyslog.conf");
+    std::fs::write(&conf_path, conf)?;
+    let mut cmd = Command::new("rsyslogd");
+    cmd.arg("-n")
+        .arg("-f")
+        .arg(&conf_path)
+        .arg("-i")
+        .arg(dir.join("rsyslogd.pid"));
+    Proc::spawn("rsyslogd", cmd)
+        .with_context(|| format!("starting rsyslogd (apt-get install {packages})"))
 }
