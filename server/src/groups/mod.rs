@@ -17,6 +17,7 @@
 //! record (history imported, or from before the group existed): see
 //! `query::run`.
 
+use crate::query::Agg;
 use crate::store::{Store, StoreError};
 use crate::telemetry::ServerMetrics;
 use metrolog_protocol::{Labels, SeriesKey};
@@ -29,8 +30,6 @@ use tokio::sync::watch;
 pub const AGG_LABEL: &str = "agg";
 /// The group's member count series.
 pub const MEMBERS_SERIES: &str = "group.members";
-/// Aggregations recorded for every member series.
-pub const AGGS: [&str; 4] = ["avg", "sum", "min", "max"];
 
 /// Running aggregate of the members' values of one series.
 #[derive(Debug, Clone, Copy)]
@@ -58,12 +57,12 @@ impl Acc {
         self.max = self.max.max(v);
     }
 
-    fn value(&self, agg: &str) -> f64 {
+    fn value(&self, agg: Agg) -> f64 {
         match agg {
-            "avg" => self.sum / f64::from(self.n),
-            "sum" => self.sum,
-            "min" => self.min,
-            _ => self.max,
+            Agg::Avg => self.sum / f64::from(self.n),
+            Agg::Sum => self.sum,
+            Agg::Min => self.min,
+            Agg::Max => self.max,
         }
     }
 }
@@ -115,9 +114,9 @@ pub async fn record_once(
             series.push((k, vec![(ts, g.up.len() as f64)]));
         }
         for ((name, labels), acc) in accs.get(&g.group).into_iter().flatten() {
-            for agg in AGGS {
+            for agg in Agg::ALL {
                 let mut labels = labels.clone();
-                labels.insert(AGG_LABEL.into(), agg.into());
+                labels.insert(AGG_LABEL.into(), agg.as_str().into());
                 if let Ok(k) = SeriesKey::new(name, labels) {
                     series.push((k, vec![(ts, acc.value(agg))]));
                 }
@@ -165,11 +164,13 @@ pub async fn run(
 
 /// The group series that answers `name{labels}` aggregated with `agg`: its
 /// labels carry `agg`; `group.members` has none.
-pub fn is_answer(series_labels: &Labels, agg: &str, name: &str) -> bool {
+pub fn is_answer(series_labels: &Labels, agg: Agg, name: &str) -> bool {
     if name == MEMBERS_SERIES {
         return true;
     }
-    series_labels.get(AGG_LABEL).is_some_and(|a| a == agg)
+    series_labels
+        .get(AGG_LABEL)
+        .is_some_and(|a| a == agg.as_str())
 }
 
 /// `labels` without the aggregation label, as members carry them.

@@ -40,6 +40,18 @@ pub enum Agg {
 }
 
 impl Agg {
+    pub const ALL: [Agg; 4] = [Agg::Avg, Agg::Sum, Agg::Min, Agg::Max];
+
+    /// The name `parse` reads, and the `agg` label of a group's series.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Agg::Avg => "avg",
+            Agg::Sum => "sum",
+            Agg::Min => "min",
+            Agg::Max => "max",
+        }
+    }
+
     pub fn parse(text: &str) -> Result<Agg, String> {
         match text {
             "avg" => Ok(Agg::Avg),

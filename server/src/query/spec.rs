@@ -299,7 +299,7 @@ async fn group_rows(
     let mut recorded: HashMap<Key, SeriesRow> = HashMap::new();
     if let Some(owner) = store.group_owner(group).await? {
         for s in store.series(Some(owner), Some(name)).await? {
-            if groups::is_answer(&s.labels, agg_name(agg), &s.name) {
+            if groups::is_answer(&s.labels, agg, &s.name) {
                 let key = (s.name.clone(), groups::member_labels(&s.labels));
                 keys.push(key.clone());
                 recorded.insert(key, s);
@@ -359,13 +359,4 @@ async fn group_rows(
         });
     }
     Ok(out)
-}
-
-fn agg_name(agg: Agg) -> &'static str {
-    match agg {
-        Agg::Avg => "avg",
-        Agg::Sum => "sum",
-        Agg::Min => "min",
-        Agg::Max => "max",
-    }
 }
