@@ -152,10 +152,19 @@ fn ingest(lines: usize, conns: usize, parts: &[Arc<Vec<u8>>]) -> f64 {
             / total as f64
     };
     println!(
-        "  CPU per line: writer's SQLite threads {:.2} µs, indexer thread {:.2} µs, tokio workers {:.2} µs",
+        "  CPU per line: writer's SQLite threads {:.2} µs, indexer thread {:.2} µs, tokio workers {:.2} µs, background checkpoints {:.2} µs",
         per("sqlx-sqlite"),
         per("logs-indexer"),
-        per("tokio-")
+        per("tokio-"),
+        per("db-checkpoint") + per("logs-fts-checkpoint")
+    );
+    // A WAL file is reused, not shrunk, after a checkpoint: its size is the
+    // most it held during the run.
+    let wal = |p: &Path| std::fs::metadata(format!("{}-wal", p.display())).map_or(0, |m| m.len());
+    println!(
+        "  largest WAL: database {:.1} MiB, full-text index {:.1} MiB",
+        wal(&dir.path().join("metrolog.db")) as f64 / 1048576.0,
+        wal(Path::new(store.log_index_path())) as f64 / 1048576.0
     );
     let found = rt.block_on(async {
         store

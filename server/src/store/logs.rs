@@ -397,6 +397,11 @@ impl LogIndex {
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-32000")
+            // Checkpoints run in the background (`super::checkpoint`).
+            .pragma(
+                "wal_autocheckpoint",
+                super::checkpoint::BACKSTOP_PAGES.to_string(),
+            )
             // Its own name, so its CPU is told apart (server/benches/logs.rs).
             .thread_name(|_| "logs-indexer".to_string());
         let mut conn = opts.connect().await.map_err(|source| StoreError::Open {

@@ -8,6 +8,7 @@
 
 pub mod archive;
 mod auth;
+mod checkpoint;
 mod groups;
 mod hosts;
 pub mod logs;
@@ -111,6 +112,8 @@ pub struct Store {
     pending: Mutex<Vec<metrics::PendingBatch>>,
     /// The full-text index of log messages, in its own file.
     log_index: logs::LogIndex,
+    /// Background WAL checkpoints of the database and of the index file.
+    checkpointers: [checkpoint::Checkpointer; 2],
 }
 
 const SERIES_CACHE_MAX: usize = 1_000_000;
@@ -130,6 +133,7 @@ impl Store {
     pub async fn open_with(url: &str, spec: RrdSpec) -> Result<Self> {
         spec.validate()
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        sqlite_process_config();
         if let Some(path) = sqlite_path(url) {
             if let Some(dir) = Path::new(&path)
                 .parent()
@@ -154,7 +158,10 @@ impl Store {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory")
-            .pragma("cache_size", "-32000");
+            .pragma("cache_size", "-32000")
+            // Checkpoints run in the background (see `checkpoint`); this is
+            // the backstop.
+            .pragma("wal_autocheckpoint", checkpoint::BACKSTOP_PAGES.to_string());
         // The full-text index of log messages is a file of its own, written
         // by its own connection; every pooled connection attaches it as
         // `logidx` for searches (see `logs::LogIndex`).
@@ -186,6 +193,10 @@ impl Store {
             })?;
         MIGRATOR.run(&pool).await?;
         log_index.attach(&db_path).await?;
+        let checkpointers = [
+            checkpoint::Checkpointer::start(&db_path, "db-checkpoint").await?,
+            checkpoint::Checkpointer::start(log_index.path(), "logs-fts-checkpoint").await?,
+        ];
         let mut cache = archive::ArchiveCache::new(spec);
         let loaded = Self::load_archives(&pool, &mut cache).await?;
         if loaded.journal_rows > 0 {
@@ -205,6 +216,7 @@ impl Store {
             loaded,
             pending: Mutex::new(Vec::new()),
             log_index,
+            checkpointers,
         })
     }
 
@@ -240,6 +252,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        for c in &self.checkpointers {
+            c.close().await;
+        }
         self.log_index.close().await;
         self.pool.close().await;
     }
@@ -263,4 +278,48 @@ pub(crate) async fn temp_store() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
     (Store::open(&url).await.unwrap(), dir)
+}
+
+/// Process-wide SQLite settings, applied once before the first connection
+/// (SQLite accepts them only before it initialises).
+///
+/// Memory statistics off: with them on, every allocation SQLite makes takes
+/// one process-wide mutex to count it, which the log writer's and the
+/// indexer's threads then contend for (futex calls in both, measured with
+/// `perf`; docs/benchmarks.md "Logs"). Nothing reads those statistics.
+#[allow(unsafe_code)] // an FFI call sqlx does not offer; see SAFETY below
+fn sqlite_process_config() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `sqlite3_config` is safe to call before `sqlite3_initialize`
+        // and from one thread (`Once`); after initialisation (a connection
+        // opened elsewhere first) it only returns SQLITE_MISUSE, changing
+        // nothing, which is accepted: statistics then stay on.
+        let rc = unsafe {
+            libsqlite3_sys::sqlite3_config(
+                libsqlite3_sys::SQLITE_CONFIG_MEMSTATUS,
+                0 as std::ffi::c_int,
+            )
+        };
+        if rc != libsqlite3_sys::SQLITE_OK {
+            tracing::debug!(
+                rc,
+                "SQLite was initialised already; memory statistics stay on"
+            );
+        }
+    });
+}
+
+#[cfg(test)]
+mod process_config_tests {
+    #[tokio::test]
+    #[allow(unsafe_code)] // reads SQLite's allocation counter through FFI
+    async fn sqlite_does_not_count_its_allocations_under_a_global_mutex() {
+        let (store, _dir) = super::temp_store().await;
+        store.ping().await.unwrap();
+        // SAFETY: a plain read of a counter, valid at any time.
+        let used = unsafe { libsqlite3_sys::sqlite3_memory_used() };
+        // With statistics on, the open connections alone hold megabytes.
+        assert_eq!(used, 0, "SQLite memory statistics are still on");
+    }
 }
