@@ -56,6 +56,7 @@
 //! | 6 | avg present (an f64 follows); else avg is unknown |
 //! | 7 | count present (a LEB128 varint follows); else it is `pdp_per_row` for a known row and 0 for an unknown one |
 
+use super::bytes::{put_varint, unzigzag, varint_len, zigzag, Reader};
 use metrolog_protocol::rrd::Row;
 
 /// Slots per chunk: at most 2 + 16 × 39 bytes, so a chunk stays inside its b-tree
@@ -66,6 +67,12 @@ pub const CHUNK_ROWS: u32 = 16;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("archive chunk is corrupt: {0}")]
 pub struct ChunkError(&'static str);
+
+impl From<&'static str> for ChunkError {
+    fn from(reason: &'static str) -> Self {
+        Self(reason)
+    }
+}
 
 /// Rows in chunk `chunk` of an archive of `rows` rows.
 pub fn rows_in_chunk(rows: u32, chunk: u32) -> usize {
@@ -232,30 +239,6 @@ fn find_decimal(v: f64, per: Option<u32>) -> Option<Dec> {
         }
     }
     None
-}
-
-fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(z: u64) -> i64 {
-    ((z >> 1) as i64) ^ -((z & 1) as i64)
 }
 
 /// What a value can be written as, independent of the chunk's exponent.
@@ -524,41 +507,19 @@ pub fn decode(bytes: &[u8], n: usize, pdp_per_row: u32) -> Result<Vec<Row>, Chun
     }
 }
 
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
+/// The chunk format's fields, read with the shared byte reader.
+trait ChunkRead {
+    fn value(&mut self) -> Result<f64, ChunkError>;
+    fn count(&mut self) -> Result<u32, ChunkError>;
+    fn mantissa(&mut self, prev: &mut i64) -> Result<i64, ChunkError>;
+    fn adj(&mut self) -> Result<i64, ChunkError>;
+    fn xor(&mut self, avg: f64, k: usize) -> Result<f64, ChunkError>;
 }
 
-impl Reader<'_> {
-    fn byte(&mut self) -> Result<u8, ChunkError> {
-        let v = *self.b.get(self.at).ok_or(ChunkError("truncated row"))?;
-        self.at += 1;
-        Ok(v)
-    }
-
-    fn f64(&mut self) -> Result<f64, ChunkError> {
-        let b = self
-            .b
-            .get(self.at..self.at + 8)
-            .ok_or(ChunkError("truncated value"))?;
-        self.at += 8;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        let v = f64::from_le_bytes(a);
-        Ok(if v.is_finite() { v } else { f64::NAN })
-    }
-
-    fn varint(&mut self) -> Result<u64, ChunkError> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = *self.b.get(self.at).ok_or(ChunkError("truncated varint"))?;
-            self.at += 1;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(ChunkError("varint too long"))
+impl ChunkRead for Reader<'_> {
+    /// A stored f64; anything not finite reads as unknown.
+    fn value(&mut self) -> Result<f64, ChunkError> {
+        Ok(finite_or_nan(self.f64()?))
     }
 
     fn count(&mut self) -> Result<u32, ChunkError> {
@@ -581,15 +542,11 @@ impl Reader<'_> {
     }
 
     fn xor(&mut self, avg: f64, k: usize) -> Result<f64, ChunkError> {
-        let b = self
-            .b
-            .get(self.at..self.at + k)
-            .ok_or(ChunkError("truncated value"))?;
-        self.at += k;
         let mut a = [0u8; 8];
-        a[..k].copy_from_slice(b);
-        let v = f64::from_bits(avg.to_bits() ^ u64::from_le_bytes(a));
-        Ok(if v.is_finite() { v } else { f64::NAN })
+        a[..k].copy_from_slice(self.take(k)?);
+        Ok(finite_or_nan(f64::from_bits(
+            avg.to_bits() ^ u64::from_le_bytes(a),
+        )))
     }
 }
 
@@ -602,7 +559,7 @@ fn finite_or_nan(v: f64) -> f64 {
 }
 
 fn decode_v2(bytes: &[u8], n: usize, pdp_per_row: u32) -> Result<Vec<Row>, ChunkError> {
-    let mut r = Reader { b: bytes, at: 1 };
+    let mut r = Reader::new(bytes, 1);
     let c = i32::from(r.byte()? as i8);
     if c.abs() > MAX_EXP {
         return Err(ChunkError("decimal exponent out of range"));
@@ -632,7 +589,7 @@ fn decode_v2(bytes: &[u8], n: usize, pdp_per_row: u32) -> Result<Vec<Row>, Chunk
         };
         let avg = match flags & 7 {
             A_UNKNOWN => f64::NAN,
-            A_RAW => r.f64()?,
+            A_RAW => r.value()?,
             mode @ (A_DEC | A_DEC_ADJ | A_SUM | A_SUM_ADJ) => {
                 let m = r.mantissa(&mut prev[0])?;
                 let adj = if mode == A_DEC_ADJ || mode == A_SUM_ADJ {
@@ -657,7 +614,7 @@ fn decode_v2(bytes: &[u8], n: usize, pdp_per_row: u32) -> Result<Vec<Row>, Chunk
             Ok(match mode {
                 F_UNKNOWN => f64::NAN,
                 F_SAME => avg,
-                F_RAW => r.f64()?,
+                F_RAW => r.value()?,
                 F_DEC | F_DEC_ADJ => {
                     let m = r.mantissa(&mut prev[i])?;
                     let adj = if mode == F_DEC_ADJ { r.adj()? } else { 0 };
@@ -684,7 +641,7 @@ fn decode_v2(bytes: &[u8], n: usize, pdp_per_row: u32) -> Result<Vec<Row>, Chunk
             count,
         });
     }
-    if r.at != bytes.len() || repeat > 0 {
+    if !r.is_done() || repeat > 0 {
         return Err(ChunkError("trailing bytes"));
     }
     Ok(out)
@@ -698,53 +655,28 @@ const V1_AVG: u8 = 1 << 6;
 const V1_COUNT: u8 = 1 << 7;
 
 fn decode_v1(bytes: &[u8], n: usize, pdp_per_row: u32) -> Result<Vec<Row>, ChunkError> {
-    let mut at = 0usize;
-    let f64_at = |at: &mut usize| -> Result<f64, ChunkError> {
-        let b = bytes
-            .get(*at..*at + 8)
-            .ok_or(ChunkError("truncated value"))?;
-        *at += 8;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        let v = f64::from_le_bytes(a);
-        Ok(if v.is_finite() { v } else { f64::NAN })
-    };
+    let mut r = Reader::new(bytes, 0);
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let flags = *bytes.get(at).ok_or(ChunkError("truncated row"))?;
-        at += 1;
+        let flags = r.byte()?;
         let avg = if flags & V1_AVG != 0 {
-            f64_at(&mut at)?
+            r.value()?
         } else {
             f64::NAN
         };
-        let field = |shift: u8, at: &mut usize| -> Result<f64, ChunkError> {
+        let mut field = |shift: u8| -> Result<f64, ChunkError> {
             match (flags >> shift) & 3 {
-                V1_EXPLICIT => f64_at(at),
+                V1_EXPLICIT => r.value(),
                 V1_SAME => Ok(avg),
                 V1_UNKNOWN => Ok(f64::NAN),
                 _ => Err(ChunkError("bad field mode")),
             }
         };
-        let min = field(0, &mut at)?;
-        let max = field(2, &mut at)?;
-        let last = field(4, &mut at)?;
+        let min = field(0)?;
+        let max = field(2)?;
+        let last = field(4)?;
         let count = if flags & V1_COUNT != 0 {
-            let mut c: u64 = 0;
-            let mut shift = 0;
-            loop {
-                let b = *bytes.get(at).ok_or(ChunkError("truncated count"))?;
-                at += 1;
-                c |= u64::from(b & 0x7f) << shift;
-                if b & 0x80 == 0 {
-                    break;
-                }
-                shift += 7;
-                if shift > 28 {
-                    return Err(ChunkError("count too long"));
-                }
-            }
-            u32::try_from(c).map_err(|_| ChunkError("count too large"))?
+            r.count()?
         } else if avg.is_nan() {
             0
         } else {
@@ -761,7 +693,7 @@ fn decode_v1(bytes: &[u8], n: usize, pdp_per_row: u32) -> Result<Vec<Row>, Chunk
             count,
         });
     }
-    if at != bytes.len() {
+    if !r.is_done() {
         return Err(ChunkError("trailing bytes"));
     }
     Ok(out)

@@ -7,6 +7,8 @@
 //! first since 0), the value as f64 (NaN = unknown) and, for buckets, min and max
 //! as f64. Integers are LEB128, floats little-endian.
 
+use super::bytes::{put_varint, unzigzag, zigzag, Reader};
+
 const VERSION: u8 = 1;
 
 /// One sample as the archives take it. `ext` holds an agent bucket's extremes.
@@ -29,15 +31,9 @@ pub struct Entry {
 #[error("journal row is corrupt: {0}")]
 pub struct JournalError(&'static str);
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
+impl From<&'static str> for JournalError {
+    fn from(reason: &'static str) -> Self {
+        Self(reason)
     }
 }
 
@@ -53,7 +49,7 @@ pub fn encode(entries: &[Entry]) -> Vec<u8> {
         let mut prev = 0i64;
         for s in &e.samples {
             let d = s.ts.wrapping_sub(prev);
-            put_varint(&mut out, ((d << 1) ^ (d >> 63)) as u64);
+            put_varint(&mut out, zigzag(d));
             prev = s.ts;
             out.extend_from_slice(&s.value.to_le_bytes());
             if e.buckets {
@@ -66,42 +62,8 @@ pub fn encode(entries: &[Entry]) -> Vec<u8> {
     out
 }
 
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn byte(&mut self) -> Result<u8, JournalError> {
-        let v = *self.b.get(self.at).ok_or(JournalError("truncated"))?;
-        self.at += 1;
-        Ok(v)
-    }
-    fn varint(&mut self) -> Result<u64, JournalError> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte()?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(JournalError("varint too long"))
-    }
-    fn f64(&mut self) -> Result<f64, JournalError> {
-        let s = self
-            .b
-            .get(self.at..self.at + 8)
-            .ok_or(JournalError("truncated"))?;
-        self.at += 8;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(s);
-        Ok(f64::from_le_bytes(a))
-    }
-}
-
 pub fn decode(bytes: &[u8]) -> Result<Vec<Entry>, JournalError> {
-    let mut r = Reader { b: bytes, at: 0 };
+    let mut r = Reader::new(bytes, 0);
     if r.byte()? != VERSION {
         return Err(JournalError("unknown version"));
     }
@@ -126,9 +88,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Entry>, JournalError> {
         let mut samples = Vec::with_capacity(count as usize);
         let mut prev = 0i64;
         for _ in 0..count {
-            let z = r.varint()?;
-            let d = ((z >> 1) as i64) ^ -((z & 1) as i64);
-            let ts = prev.wrapping_add(d);
+            let ts = prev.wrapping_add(unzigzag(r.varint()?));
             prev = ts;
             let value = r.f64()?;
             let ext = if buckets {
@@ -144,7 +104,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Entry>, JournalError> {
             samples,
         });
     }
-    if r.at != bytes.len() {
+    if !r.is_done() {
         return Err(JournalError("trailing bytes"));
     }
     Ok(out)

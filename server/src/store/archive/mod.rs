@@ -16,6 +16,7 @@
 //!   acknowledged sample survives a kill -9.
 //! * Reads combine the stored chunks with the rows not flushed yet.
 
+mod bytes;
 pub mod chunk;
 pub mod journal;
 
