@@ -177,12 +177,19 @@ impl Server {
     }
 
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Result<Self> {
+        Self::spawn(data_dir, ["off", "off"], extra)
+    }
+
+    /// Starts the binary on `data_dir` with syslog receivers on `[udp, tcp]`
+    /// (an address or "off"; the CLI takes each flag once) and waits for the
+    /// dashboard line.
+    fn spawn(data_dir: &Path, syslog: [&str; 2], extra: &[&str]) -> Result<Self> {
         let mut cmd = Command::new(binary("metrolog-server"));
         cmd.arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--syslog-udp", "off", "--syslog-tcp", "off"])
+            .args(["--syslog-udp", syslog[0], "--syslog-tcp", syslog[1]])
             .args(extra)
             .env("METROLOG_ADMIN_PASSWORD", "e2e-admin-password")
             .env("METROLOG_ENROLL_TOKEN", ENROLL_TOKEN);
@@ -418,44 +425,11 @@ impl Server {
     /// ports (read back from the `Syslog UDP:` / `Syslog TCP:` lines it prints).
     pub fn start_with_syslog(extra: &[&str]) -> Result<(Self, SyslogAddrs)> {
         let dir = tempfile::tempdir()?;
-        let mut cmd = Command::new(binary("metrolog-server"));
-        cmd.arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--syslog-udp", "127.0.0.1:0", "--syslog-tcp", "127.0.0.1:0"])
-            .args(extra)
-            .env("METROLOG_ADMIN_PASSWORD", "e2e-admin-password")
-            .env("METROLOG_ENROLL_TOKEN", ENROLL_TOKEN);
-        let mut proc = Proc::spawn("metrolog-server", cmd)?;
-        let line = proc.wait_for_line("Dashboard: http://", Duration::from_secs(30))?;
-        let url = line
-            .split("Dashboard: ")
-            .nth(1)
-            .ok_or_else(|| anyhow!("no URL in {line:?}"))?
-            .trim()
-            .trim_end_matches('/')
-            .to_string();
-        let addr = |name: &str| -> Result<std::net::SocketAddr> {
-            let needle = format!("Syslog {name}: ");
-            let line = proc
-                .output
-                .iter()
-                .find(|l| l.contains(&needle))
-                .ok_or_else(|| anyhow!("the server printed no {needle:?} line"))?;
-            Ok(line.split(&needle).nth(1).unwrap_or("").trim().parse()?)
-        };
+        let mut server = Self::spawn(dir.path(), ["127.0.0.1:0", "127.0.0.1:0"], extra)?;
+        server._dir = Some(dir);
         let addrs = SyslogAddrs {
-            udp: addr("UDP")?,
-            tcp: addr("TCP")?,
-        };
-        let server = Self {
-            proc,
-            url,
-            data_dir: dir.path().to_path_buf(),
-            enroll_token: ENROLL_TOKEN.into(),
-            admin_password: "e2e-admin-password".into(),
-            _dir: Some(dir),
+            udp: server.printed_addr("Syslog UDP")?,
+            tcp: server.printed_addr("Syslog TCP")?,
         };
         Ok((server, addrs))
     }
