@@ -55,9 +55,8 @@ pub async fn run(store: Arc<Store>, metrics: Arc<ServerMetrics>, mut stop: watch
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::logs::NewLog;
     use chrono::Utc;
-    use metrolog_protocol::syslog::{parse, LogSource};
+    use metrolog_protocol::syslog::parse;
 
     #[tokio::test]
     async fn the_lag_gauge_counts_records_waiting_for_the_index_and_returns_to_zero() {
@@ -68,15 +67,7 @@ mod tests {
         let recs: Vec<_> = (0..300)
             .map(|i| parse(format!("<13>lag probe {i}").as_bytes(), Utc::now(), 65536))
             .collect();
-        let rows: Vec<NewLog<'_>> = recs
-            .iter()
-            .map(|record| NewLog {
-                host_id: None,
-                record,
-                source: LogSource::SyslogUdp,
-            })
-            .collect();
-        store.insert_logs(&rows, &[]).await.unwrap();
+        crate::store::insert_test_logs(&store, None, &recs).await;
         assert_eq!(store.log_index_lag(), 300);
 
         let (stop_tx, stop_rx) = watch::channel(false);

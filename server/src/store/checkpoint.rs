@@ -105,10 +105,9 @@ pub(super) async fn checkpoint(conn: &mut SqliteConnection) -> Result<(i64, i64)
 
 #[cfg(test)]
 mod tests {
-    use crate::store::logs::NewLog;
     use crate::store::Store;
     use chrono::Utc;
-    use metrolog_protocol::syslog::{parse, LogSource};
+    use metrolog_protocol::syslog::parse;
 
     fn file_len(p: &std::path::Path) -> u64 {
         std::fs::metadata(p).map_or(0, |m| m.len())
@@ -131,15 +130,7 @@ mod tests {
                 parse(line.as_bytes(), Utc::now(), 65536)
             })
             .collect();
-        let rows: Vec<NewLog<'_>> = recs
-            .iter()
-            .map(|record| NewLog {
-                host_id: None,
-                record,
-                source: LogSource::SyslogTcp,
-            })
-            .collect();
-        store.insert_logs(&rows, &[]).await.unwrap();
+        crate::store::insert_test_logs(&store, None, &recs).await;
         assert!(
             file_len(&db) < before + 1_000_000,
             "the commit itself checkpointed"

@@ -1109,15 +1109,7 @@ mod tests {
     }
 
     async fn insert(store: &Store, host_id: Option<i64>, recs: &[LogRecord]) -> Vec<i64> {
-        let rows: Vec<NewLog<'_>> = recs
-            .iter()
-            .map(|r| NewLog {
-                host_id,
-                record: r,
-                source: LogSource::SyslogTcp,
-            })
-            .collect();
-        store.insert_logs(&rows, &[]).await.unwrap()
+        crate::store::insert_test_logs(store, host_id, recs).await
     }
 
     async fn search_ids(store: &Store, q: &str, limit: u32) -> Vec<i64> {

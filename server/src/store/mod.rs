@@ -280,6 +280,24 @@ pub(crate) async fn temp_store() -> (Store, tempfile::TempDir) {
     (Store::open(&url).await.unwrap(), dir)
 }
 
+/// Stores `recs` as syslog records of `host_id` (tests); returns their ids.
+#[cfg(test)]
+pub(crate) async fn insert_test_logs(
+    store: &Store,
+    host_id: Option<i64>,
+    recs: &[metrolog_protocol::syslog::LogRecord],
+) -> Vec<i64> {
+    let rows: Vec<logs::NewLog<'_>> = recs
+        .iter()
+        .map(|record| logs::NewLog {
+            host_id,
+            record,
+            source: metrolog_protocol::syslog::LogSource::SyslogTcp,
+        })
+        .collect();
+    store.insert_logs(&rows, &[]).await.unwrap()
+}
+
 /// Process-wide SQLite settings, applied once before the first connection
 /// (SQLite accepts them only before it initialises).
 ///
