@@ -2,7 +2,7 @@
 //! kind and an agent restart, every line stored exactly once; the local
 //! syslog receiver fed by util-linux `logger`.
 
-use metrolog_e2e::{eventually, start_agent, stored_logs, Api, Proc, Server};
+use metrolog_e2e::{eventually, logger, start_agent, stored_logs, Api, Proc, Server};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -170,16 +170,6 @@ fn tailing_through_rotations_and_a_restart_stores_every_line_once() -> anyhow::R
     assert_eq!(again.len(), written as usize);
     agent.terminate();
     agent.wait_exit(Duration::from_secs(20))?;
-    Ok(())
-}
-
-fn logger(args: &[&str]) -> anyhow::Result<()> {
-    let out = std::process::Command::new("logger").args(args).output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "logger {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     Ok(())
 }
 

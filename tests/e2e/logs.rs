@@ -4,14 +4,13 @@
 
 use anyhow::{ensure, Context, Result};
 use metrolog_e2e::{
-    eventually, free_udp_port, metric, records, spawn_rsyslogd, unique, wait_for_logs, Api, Proc,
-    Server, SyslogAddrs,
+    eventually, free_udp_port, logger, metric, records, spawn_rsyslogd, unique, wait_for_logs, Api,
+    Proc, Server, SyslogAddrs,
 };
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -24,19 +23,6 @@ fn start() -> Result<(Server, SyslogAddrs, Api)> {
 
 fn wait_for(api: &Api, query: &str, n: usize) -> Result<Vec<Value>> {
     wait_for_logs(api, query, n, WAIT)
-}
-
-fn logger(args: &[&str]) -> Result<()> {
-    let out = Command::new("logger")
-        .args(args)
-        .output()
-        .context("running util-linux logger (apt-get install bsdutils)")?;
-    ensure!(
-        out.status.success(),
-        "logger {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
 }
 
 #[test]

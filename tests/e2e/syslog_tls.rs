@@ -6,8 +6,8 @@
 
 use anyhow::{ensure, Context, Result};
 use metrolog_e2e::{
-    binary, eventually, free_udp_port, metric, records, spawn_rsyslogd, unique, wait_for_logs, Api,
-    Proc, Server,
+    binary, eventually, free_udp_port, metric, records, run_ok, spawn_rsyslogd, unique,
+    wait_for_logs, Api, Proc, Server,
 };
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -29,16 +29,10 @@ struct Pki {
 }
 
 fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .context("running openssl (apt-get install openssl)")?;
-    ensure!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(
+        Command::new("openssl").current_dir(dir).args(args),
+        "apt-get install openssl",
+    )?;
     Ok(())
 }
 
@@ -207,18 +201,20 @@ ruleset(name="plain") {{
 }
 
 fn logger(port: u16, tag: &str, prio: &str, msg: &str) -> Result<()> {
-    let out = Command::new("logger")
-        .args(["-n", "127.0.0.1", "-d", "--rfc3164", "-P"])
-        .arg(port.to_string())
-        .args(["-t", tag, "-p", prio, msg])
-        .output()
-        .context("running util-linux logger (apt-get install bsdutils)")?;
-    ensure!(
-        out.status.success(),
-        "logger: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
+    let port = port.to_string();
+    metrolog_e2e::logger(&[
+        "-n",
+        "127.0.0.1",
+        "-d",
+        "--rfc3164",
+        "-P",
+        &port,
+        "-t",
+        tag,
+        "-p",
+        prio,
+        msg,
+    ])
 }
 
 #[test]

@@ -382,18 +382,13 @@ fn stored_logs_sqlite(server: &Server, hostname: &str, app: Option<&str>) -> Res
     }
     sql.push_str(" ORDER BY l.ts DESC, l.id DESC");
     let db = server.data_dir.join("metrolog.db");
-    let out = Command::new("sqlite3")
-        .args(["-readonly", "-json", "-cmd", ".timeout 5000"])
-        .arg(&db)
-        .arg(&sql)
-        .output()
-        .context("running sqlite3 (Debian package sqlite3)")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "sqlite3 {}: {}",
-        db.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(
+        Command::new("sqlite3")
+            .args(["-readonly", "-json", "-cmd", ".timeout 5000"])
+            .arg(&db)
+            .arg(&sql),
+        "Debian package sqlite3",
+    )?;
     let text = String::from_utf8(out.stdout)?;
     if text.trim().is_empty() {
         return Ok(Vec::new());
@@ -511,4 +506,34 @@ pub fn spawn_rsyslogd(dir: &Path, conf: &str, packages: &str) -> Result<Proc> {
         .arg(dir.join("rsyslogd.pid"));
     Proc::spawn("rsyslogd", cmd)
         .with_context(|| format!("starting rsyslogd (apt-get install {packages})"))
+}
+
+/// Runs `cmd` to completion and returns its output; fails, naming the program,
+/// its arguments and its stderr, unless it exits successfully. `package` says
+/// where the program comes from, for when it cannot be started at all.
+pub fn run_ok(cmd: &mut Command, package: &str) -> Result<std::process::Output> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {program} ({package})"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{program} {args:?}: {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(out)
+}
+
+/// util-linux `logger` with `args`.
+pub fn logger(args: &[&str]) -> Result<()> {
+    run_ok(
+        Command::new("logger").args(args),
+        "util-linux logger: apt-get install bsdutils",
+    )?;
+    Ok(())
 }
