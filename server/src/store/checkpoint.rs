@@ -95,12 +95,11 @@ async fn run(mut conn: SqliteConnection, path: String, mut stop: watch::Receiver
 }
 
 /// One PASSIVE checkpoint: copies every WAL frame no reader still needs.
-/// Returns (frames in the WAL, frames copied).
-pub(super) async fn checkpoint(conn: &mut SqliteConnection) -> Result<(i64, i64)> {
-    let (_busy, log, done): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-        .fetch_one(&mut *conn)
+async fn checkpoint(conn: &mut SqliteConnection) -> Result<()> {
+    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .execute(&mut *conn)
         .await?;
-    Ok((log, done))
+    Ok(())
 }
 
 #[cfg(test)]
