@@ -25,7 +25,7 @@ pub use config::{AgentConfig, ConfigErrors, Secret};
 
 use metrolog_protocol::EnrollRequest;
 use ship::backoff::{self, Backoff};
-use ship::{Client, Intervals, Outbox, Shipper};
+use ship::{Client, Handoff, Intervals, Shipper};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use tokio::sync::watch;
@@ -121,7 +121,7 @@ pub async fn run(
     let (intervals_tx, intervals_rx) = watch::channel(intervals);
     let (logs_tx, logs_rx) = watch::channel(known_logs.clone());
     let log_pipeline = logs::LogPipeline::start(&config.logs, known_logs.as_ref(), &state).await?;
-    let outbox = Outbox::with_listener(ship::queue::DEFAULT_CAPACITY, log_pipeline.book.clone());
+    let handoff = Handoff::with_listener(ship::queue::DEFAULT_CAPACITY, log_pipeline.book.clone());
     let client = Client::new(&config.servers).map_err(RunError::Client)?;
     let shipper = Shipper::new(
         client,
@@ -135,13 +135,13 @@ pub async fn run(
         },
         config.enroll_token.clone(),
         credential,
-        outbox.clone(),
+        handoff.clone(),
         intervals_tx,
         Backoff::new(backoff::BASE, backoff::MAX, random::Jitter::from_entropy()),
     )
     .with_known_settings(local_intervals, known)
     .with_log_settings(logs_tx);
-    let sampler = sampler::Sampler::new(config.procfs.clone(), stream, outbox, intervals_rx)
+    let sampler = sampler::Sampler::new(config.procfs.clone(), stream, handoff, intervals_rx)
         .with_logs(log_pipeline.book.clone());
 
     let (stop_tx, stop_rx) = watch::channel(false);

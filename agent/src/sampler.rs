@@ -10,7 +10,7 @@
 use crate::collect::Collectors;
 use crate::downsample::Consolidator;
 use crate::logs::LogBook;
-use crate::ship::{Intervals, Outbox};
+use crate::ship::{Handoff, Intervals};
 use metrolog_protocol::{Batch, BatchId, Labels, SeriesKey};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -26,7 +26,7 @@ pub struct Sampler {
     stream: String,
     next_seq: u64,
     last_seal: Option<Instant>,
-    outbox: Outbox,
+    handoff: Handoff,
     intervals: watch::Receiver<Intervals>,
     logs: Option<Arc<LogBook>>,
 }
@@ -49,7 +49,7 @@ impl Sampler {
     pub fn new(
         procfs: PathBuf,
         stream: String,
-        outbox: Outbox,
+        handoff: Handoff,
         intervals: watch::Receiver<Intervals>,
     ) -> Self {
         Self {
@@ -59,7 +59,7 @@ impl Sampler {
             stream,
             next_seq: 1,
             last_seal: None,
-            outbox,
+            handoff,
             intervals,
             logs: None,
         }
@@ -192,13 +192,14 @@ impl Sampler {
                 },
                 sent_at: now as i64,
                 logs,
+                checks: Vec::new(),
                 metrics: std::mem::take(&mut metrics),
             };
             self.next_seq += 1;
             if !only_full_logs {
                 self.last_seal = Some(Instant::now());
             }
-            self.outbox.push(batch);
+            self.handoff.push(batch);
         }
     }
 }

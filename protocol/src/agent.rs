@@ -160,8 +160,8 @@ pub struct SeriesBuckets {
     pub buckets: Vec<Bucket>,
 }
 
-/// What an agent ships every ship interval: metric buckets and log records
-/// (check results join in a later revision as a further optional field).
+/// What an agent ships every ship interval: metric buckets, log records and
+/// check results.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
@@ -174,6 +174,10 @@ pub struct Batch {
     /// first. Times are unix microseconds (see `syslog::LogRecord`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<crate::syslog::LogRecord>,
+    /// Check results of the interval, oldest first (their perfdata values are
+    /// in `metrics` as `check.<name>.<label>` series).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::nagios::CheckResult>,
 }
 
 /// The server's answer to a batch: 200 only once the batch is durably committed.
@@ -212,6 +216,7 @@ mod tests {
             },
             sent_at: 100,
             logs: Vec::new(),
+            checks: Vec::new(),
             metrics: vec![SeriesBuckets {
                 key: SeriesKey::new("cpu.busy_pct", Labels::new()).unwrap(),
                 step: 10,

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod error;
+pub mod nagios;
 pub mod rrd;
 pub mod series;
 pub mod syslog;

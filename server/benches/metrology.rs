@@ -110,6 +110,7 @@ fn batch(seq: u64, keys: &[SeriesKey], t_end: i64, per: i64, rng: &mut Rng) -> B
         },
         sent_at: t_end,
         logs: Vec::new(),
+        checks: Vec::new(),
         metrics: keys
             .iter()
             .map(|k| SeriesBuckets {
@@ -318,6 +319,7 @@ async fn feed_with(
                 },
                 sent_at: t,
                 logs: Vec::new(),
+                checks: Vec::new(),
                 metrics: keys
                     .iter()
                     .enumerate()

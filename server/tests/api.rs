@@ -17,6 +17,7 @@ fn batch(stream: &str, seq: u64, name: &str, points: &[(i64, f64)]) -> Batch {
         },
         sent_at: now(),
         logs: Vec::new(),
+        checks: Vec::new(),
         metrics: vec![SeriesBuckets {
             key: SeriesKey::new(name, Labels::new()).unwrap(),
             step: 10,

@@ -46,6 +46,7 @@ impl TestApp {
             },
             sent_at: now(),
             logs: Vec::new(),
+            checks: Vec::new(),
             metrics: vec![SeriesBuckets {
                 key: SeriesKey::new(name, Labels::new()).unwrap(),
                 step: 10,

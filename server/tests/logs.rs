@@ -172,6 +172,7 @@ async fn filters_by_host_group_app_severity_text_and_time() {
         sent_at: Utc::now().timestamp(),
         metrics: vec![],
         logs: vec![rec("<11>Feb 22 16:45:25 app-1 worker: job failed")],
+        checks: Vec::new(),
     };
     app.state
         .ingest

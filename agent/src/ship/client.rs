@@ -321,6 +321,7 @@ mod tests {
             },
             sent_at: 20,
             logs: Vec::new(),
+            checks: Vec::new(),
             metrics: vec![SeriesBuckets {
                 key: SeriesKey::new("load.1m", Labels::new()).unwrap(),
                 step: 10,

@@ -72,25 +72,26 @@ pub trait SettleListener: Send + Sync {
     fn settled(&self, id: &BatchId, delivered: bool);
 }
 
-/// What the sampler and the shipper share.
+/// Where the sampler hands sealed batches to the shipper (not to be confused
+/// with the server's outbox of notifications).
 #[derive(Clone)]
-pub struct Outbox {
+pub struct Handoff {
     pub queue: Arc<Mutex<BatchQueue>>,
     /// Signalled when a batch is queued.
     pub wake: Arc<Notify>,
     listener: Option<Arc<dyn SettleListener>>,
 }
 
-impl std::fmt::Debug for Outbox {
+impl std::fmt::Debug for Handoff {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Outbox")
+        f.debug_struct("Handoff")
             .field("queue", &self.queue)
             .field("listener", &self.listener.is_some())
             .finish()
     }
 }
 
-impl Outbox {
+impl Handoff {
     pub fn new(capacity: usize) -> Self {
         Self {
             queue: Arc::new(Mutex::new(BatchQueue::new(capacity))),
@@ -148,7 +149,7 @@ pub struct Shipper {
     pub enroll: EnrollRequest,
     pub enroll_token: Option<Secret>,
     pub credential: Option<Credential>,
-    pub outbox: Outbox,
+    pub handoff: Handoff,
     pub intervals: watch::Sender<Intervals>,
     pub backoff: Backoff,
     /// Last time the server acknowledged something.
@@ -175,7 +176,7 @@ impl Shipper {
         enroll: EnrollRequest,
         enroll_token: Option<Secret>,
         credential: Option<Credential>,
-        outbox: Outbox,
+        handoff: Handoff,
         intervals: watch::Sender<Intervals>,
         backoff: Backoff,
     ) -> Self {
@@ -186,7 +187,7 @@ impl Shipper {
             enroll,
             enroll_token,
             credential,
-            outbox,
+            handoff,
             intervals,
             backoff,
             last_contact: Instant::now(),
@@ -219,14 +220,14 @@ impl Shipper {
             () = self.pump(false) => {}
             _ = drain.wait_for(|d| *d) => {}
         }
-        let pending = self.outbox.lock().len();
+        let pending = self.handoff.lock().len();
         if pending > 0 {
             tracing::info!("shipping {pending} pending batch(es) before leaving");
             if tokio::time::timeout(DRAIN_LIMIT, self.pump(true))
                 .await
                 .is_err()
             {
-                let left = self.outbox.lock().len();
+                let left = self.handoff.lock().len();
                 tracing::warn!("gave up shipping at shutdown; {left} batch(es) lost");
             }
         }
@@ -253,11 +254,11 @@ impl Shipper {
                 self.refresh(&token).await;
                 continue;
             }
-            let front = self.outbox.lock().front().cloned();
+            let front = self.handoff.lock().front().cloned();
             match front {
                 Some(batch) => match self.client.send_batch(&token, &batch).await {
                     Ok(ack) => {
-                        self.outbox.settle(&batch.id, true);
+                        self.handoff.settle(&batch.id, true);
                         self.contact();
                         if ack.rejected > 0 {
                             tracing::warn!(
@@ -273,7 +274,7 @@ impl Shipper {
                     }
                     Err(ShipError::Refused { status, message }) => {
                         // Resending would fail the same way and block every later batch.
-                        self.outbox.settle(&batch.id, false);
+                        self.handoff.settle(&batch.id, false);
                         tracing::error!(
                             "server refused batch {} ({status}): {message}; dropped it",
                             batch.id
@@ -297,7 +298,7 @@ impl Shipper {
                             due.min(self.next_refresh)
                         };
                         tokio::select! {
-                            () = self.outbox.wake.notified() => {}
+                            () = self.handoff.wake.notified() => {}
                             () = tokio::time::sleep_until(wake) => {}
                         }
                     }

@@ -80,6 +80,7 @@ mod tests {
             },
             sent_at: 0,
             logs: Vec::new(),
+            checks: Vec::new(),
             metrics: vec![],
         }
     }
