@@ -6,10 +6,13 @@
 //! path), `query` (reading metrics back), `fleet` (liveness, expiry, retention),
 //! `startup` (assembly and shutdown), `local_agent` (the built-in agent).
 
+pub mod alarms;
 pub mod auth;
 pub mod bootstrap;
 pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod events;
 pub mod fleet;
 pub mod graph;
 pub mod graphite;
@@ -18,6 +21,7 @@ pub mod http;
 pub mod ingest;
 pub mod local_agent;
 pub mod logs;
+pub mod notify;
 pub mod query;
 pub mod startup;
 pub mod store;

@@ -111,6 +111,25 @@ pub struct ServerMetrics {
     pub logs_pruned_size: Counter,
     /// Log records committed but not yet in the full-text index.
     pub logs_index_lag: Gauge,
+    // Supervision (server/src/alarms).
+    pub check_results: Counter,
+    /// Check results refused (time out of range, max_attempts 0).
+    pub check_results_rejected: Counter,
+    pub check_outputs_truncated: Counter,
+    pub alarm_evaluations: Counter,
+    pub alarm_transitions: Counter,
+    pub alarm_notices: Counter,
+    /// Notices not sent because a silence matched.
+    pub alarm_notices_silenced: Counter,
+    /// Times the evaluator fell behind the event bus and re-read the store.
+    pub alarm_evaluator_resyncs: Counter,
+    pub alarm_commit_failures: Counter,
+    /// Microseconds the evaluator spent on the last event.
+    pub alarm_eval_last_us: Gauge,
+    /// Alarms not OK, by state (set by the evaluator).
+    pub alarms_warning: Gauge,
+    pub alarms_critical: Gauge,
+    pub alarms_unknown: Gauge,
 }
 
 impl ServerMetrics {
@@ -283,6 +302,19 @@ impl ServerMetrics {
             &[("", self.group_series_expired.get())],
         );
         self.render_logs(&mut counter);
+        self.render_alarms(&mut counter);
+        let _ = writeln!(
+            out,
+            "# HELP metrolog_alarms_active Alarms not OK, by state.\n# TYPE metrolog_alarms_active gauge\nmetrolog_alarms_active{{state=\"warning\"}} {}\nmetrolog_alarms_active{{state=\"critical\"}} {}\nmetrolog_alarms_active{{state=\"unknown\"}} {}",
+            self.alarms_warning.get(),
+            self.alarms_critical.get(),
+            self.alarms_unknown.get()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP metrolog_alarm_evaluation_last_seconds Time the alarm evaluator spent on its last event.\n# TYPE metrolog_alarm_evaluation_last_seconds gauge\nmetrolog_alarm_evaluation_last_seconds {}",
+            self.alarm_eval_last_us.get() as f64 / 1e6
+        );
         let _ = writeln!(
             out,
             "# HELP metrolog_logs_index_lag_records Log records committed but not yet in the full-text index (q= searches miss them).\n# TYPE metrolog_logs_index_lag_records gauge\nmetrolog_logs_index_lag_records {}",
@@ -309,6 +341,50 @@ impl ServerMetrics {
     }
 
     /// The central-logs counters.
+    fn render_alarms(&self, counter: &mut impl FnMut(&str, &str, &[(&str, u64)])) {
+        counter(
+            "metrolog_check_results_total",
+            "Check results stored, and refused (time out of range).",
+            &[
+                ("{outcome=\"stored\"}", self.check_results.get()),
+                ("{outcome=\"rejected\"}", self.check_results_rejected.get()),
+            ],
+        );
+        counter(
+            "metrolog_check_outputs_truncated_total",
+            "Check outputs cut to 16 KiB by the server.",
+            &[("", self.check_outputs_truncated.get())],
+        );
+        counter(
+            "metrolog_alarm_evaluations_total",
+            "Rule evaluations (one per rule and subject an event concerned).",
+            &[("", self.alarm_evaluations.get())],
+        );
+        counter(
+            "metrolog_alarm_transitions_total",
+            "Alarm state transitions recorded.",
+            &[("", self.alarm_transitions.get())],
+        );
+        counter(
+            "metrolog_alarm_notices_total",
+            "Alarm notices handed to the outbox, and withheld by a silence.",
+            &[
+                ("{outcome=\"queued\"}", self.alarm_notices.get()),
+                ("{outcome=\"silenced\"}", self.alarm_notices_silenced.get()),
+            ],
+        );
+        counter(
+            "metrolog_alarm_evaluator_resyncs_total",
+            "Times the alarm evaluator fell behind the event bus and re-read its windows from the store.",
+            &[("", self.alarm_evaluator_resyncs.get())],
+        );
+        counter(
+            "metrolog_alarm_commit_failures_total",
+            "Alarm transitions that could not be committed (retried at the next evaluation).",
+            &[("", self.alarm_commit_failures.get())],
+        );
+    }
+
     fn render_logs(&self, counter: &mut impl FnMut(&str, &str, &[(&str, u64)])) {
         counter(
             "metrolog_syslog_received_total",

@@ -84,7 +84,7 @@ async fn writes_fail_as_disk_full_then_work_again_once_space_is_freed() {
     };
     let (id, s) = batch(1);
     store
-        .commit_batch(host, &id, s, Arc::new(Vec::new()))
+        .commit_batch(host, &id, s, Arc::new(Vec::new()), Vec::new())
         .await
         .unwrap();
     let filler = mnt.path().join("filler");
@@ -93,7 +93,10 @@ async fn writes_fail_as_disk_full_then_work_again_once_space_is_freed() {
     let mut seq = 2;
     for _ in 0..200 {
         let (id, s) = batch(seq);
-        match store.commit_batch(host, &id, s, Arc::new(Vec::new())).await {
+        match store
+            .commit_batch(host, &id, s, Arc::new(Vec::new()), Vec::new())
+            .await
+        {
             Ok(_) => seq += 1,
             Err(e) => {
                 assert!(e.is_disk_full(), "a clear disk-full error, got: {e}");
@@ -116,7 +119,7 @@ async fn writes_fail_as_disk_full_then_work_again_once_space_is_freed() {
     store.touch_host(host).await.unwrap();
     let (id, s) = batch(seq);
     store
-        .commit_batch(host, &id, s, Arc::new(Vec::new()))
+        .commit_batch(host, &id, s, Arc::new(Vec::new()), Vec::new())
         .await
         .unwrap();
     store.flush_archives().await.unwrap();

@@ -10,8 +10,9 @@ pub const MAX_OUTPUT_BYTES: usize = 16 * 1024;
 
 /// Exit status of a Nagios plugin: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 /// On the wire and in the database it is that number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum CheckStatus {
+    #[default]
     Ok,
     Warning,
     Critical,

@@ -22,7 +22,7 @@ pub struct FileConfig {
     pub retention: RetentionSection,
     pub archives: ArchivesSection,
     pub http: HttpSection,
-    pub rules: Vec<RuleSection>,
+    pub rules: Vec<crate::alarms::RuleSection>,
     pub notify: Vec<NotifySection>,
     pub scaling: ScalingSection,
     pub agents: Vec<AgentsSection>,
@@ -264,45 +264,6 @@ impl Default for HttpSection {
             max_concurrent_batches: 64,
         }
     }
-}
-
-/// One `[[rules]]` entry (evaluated by the supervision component).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleSection {
-    pub name: String,
-    pub kind: RuleKind,
-    pub metric: Option<String>,
-    pub group: Option<String>,
-    pub host: Option<String>,
-    pub scope: Option<String>,
-    pub aggregation: Option<String>,
-    #[serde(default, with = "opt_duration")]
-    pub window: Option<Duration>,
-    pub cf: Option<String>,
-    pub warning: Option<String>,
-    pub critical: Option<String>,
-    #[serde(rename = "for", default, with = "opt_duration")]
-    pub for_: Option<Duration>,
-    #[serde(default, with = "opt_duration")]
-    pub keep_firing_for: Option<Duration>,
-    pub datapoints: Option<String>,
-    pub no_data: Option<String>,
-    #[serde(default, with = "opt_duration")]
-    pub timeout: Option<Duration>,
-    pub check: Option<String>,
-    pub query: Option<String>,
-    pub app: Option<String>,
-    pub severity: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RuleKind {
-    Threshold,
-    Liveness,
-    Check,
-    Log,
 }
 
 /// One `[[notify]]` receiver.
@@ -623,6 +584,19 @@ impl FileConfig {
         (cfg, errors)
     }
 
+    /// What rules are checked against: the archives' base step and the
+    /// liveness timeout.
+    pub fn rule_context(&self) -> crate::alarms::RuleContext {
+        crate::alarms::RuleContext {
+            base_step: self
+                .archives
+                .spec()
+                .map(|s| i64::from(s.base_step))
+                .unwrap_or(10),
+            liveness_timeout: i64::try_from(self.hosts.liveness_timeout.as_secs()).unwrap_or(30),
+        }
+    }
+
     /// Checks that span keys.
     fn check(&self, errors: &mut Vec<String>) {
         if self.http.max_concurrent_batches == 0 {
@@ -654,19 +628,8 @@ impl FileConfig {
         if self.hosts.liveness_timeout.is_zero() {
             errors.push("hosts.liveness_timeout: must be more than 0".into());
         }
-        for (i, rule) in self.rules.iter().enumerate() {
-            if rule.kind == RuleKind::Threshold && rule.metric.is_none() {
-                errors.push(format!(
-                    "rules[{i}] ({}): a threshold rule needs `metric`",
-                    rule.name
-                ));
-            }
-            if rule.kind == RuleKind::Check && rule.check.is_none() {
-                errors.push(format!(
-                    "rules[{i}] ({}): a check rule needs `check`",
-                    rule.name
-                ));
-            }
+        if let Err(problems) = crate::alarms::Rule::parse_all(&self.rules, self.rule_context()) {
+            errors.extend(problems);
         }
         for (i, hook) in self.scaling.hooks.iter().enumerate() {
             if hook.url.is_some() == hook.command.is_some() {

@@ -8,9 +8,10 @@ mod file;
 
 pub use file::{
     AgentsSection, ArchiveEntry, ArchivesSection, FileConfig, GraphiteSection, HostsSection,
-    HttpSection, NotifySection, RetentionSection, RuleSection, ScalingSection, SyslogSection,
+    HttpSection, NotifySection, RetentionSection, ScalingSection, SyslogSection,
 };
 
+pub use crate::alarms::{RuleKind, RuleSection};
 use crate::syslog::{TlsFiles, TlsSettings};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

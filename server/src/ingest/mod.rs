@@ -1,27 +1,18 @@
-//! The metric ingest path: validate an agent batch, commit it, then tell every
-//! component that reacts to new data (one in-process path: later the alarm and
-//! scaling evaluators subscribe here).
+//! The agent-batch ingest path: validate a batch, commit it (the store then
+//! publishes what committed on the event bus, see `events`), and feed the
+//! live log tail.
 
 use crate::logs::feed::LogFeed;
 use crate::store::{Store, StoreError};
 use crate::telemetry::ServerMetrics;
-use metrolog_protocol::{Batch, BatchId, Bucket, SeriesKey};
+use metrolog_protocol::nagios::result::MAX_OUTPUT_BYTES;
+use metrolog_protocol::{Batch, Bucket};
 use std::sync::Arc;
-use tokio::sync::broadcast;
 
 /// How far in the future a bucket may be stamped (agent clock skew).
 pub const MAX_FUTURE_SECS: i64 = 600;
 /// Largest bucket step accepted, in seconds.
 pub const MAX_STEP: u32 = 86_400;
-
-/// What was committed, as published to subscribers.
-#[derive(Debug, Clone)]
-pub struct CommittedBatch {
-    pub host_id: i64,
-    pub batch: BatchId,
-    /// Series touched, with the newest bucket end of each.
-    pub series: Vec<(SeriesKey, i64)>,
-}
 
 /// Result of one batch for the agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,32 +26,17 @@ pub struct IngestOutcome {
 pub struct Ingestor {
     store: Arc<Store>,
     metrics: Arc<ServerMetrics>,
-    events: broadcast::Sender<Arc<CommittedBatch>>,
-    /// Live log tail: committed agent logs are published here too.
-    log_feed: LogFeed,
 }
 
 impl Ingestor {
     pub fn new(store: Arc<Store>, metrics: Arc<ServerMetrics>) -> Self {
-        // Subscribers that fall more than this many batches behind lose the
-        // oldest ones (and see `Lagged`), so a slow reader never grows memory.
-        let (events, _) = broadcast::channel(1024);
-        Self {
-            store,
-            metrics,
-            events,
-            log_feed: LogFeed::new(),
-        }
+        Self { store, metrics }
     }
 
-    /// The live feed of committed log records (agent batches and syslog).
+    /// The live feed of committed log records (agent batches and syslog):
+    /// the record lane of the store's event bus.
     pub fn log_feed(&self) -> &LogFeed {
-        &self.log_feed
-    }
-
-    /// Subscribe to committed batches.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<CommittedBatch>> {
-        self.events.subscribe()
+        self.store.bus().logs()
     }
 
     /// Validates and commits a batch for `host_id`. Buckets that cannot be stored
@@ -99,15 +75,28 @@ impl Ingestor {
                 series.push((s.key, keep));
             }
         }
-        // What subscribers hear about, taken before the series move into the commit.
-        let touched: Vec<(SeriesKey, i64)> = series
-            .iter()
-            .map(|(k, b)| (k.clone(), b.iter().map(|b| b.ts).max().unwrap_or(0)))
-            .collect();
+        let mut checks = batch.checks;
+        checks.retain(|c| {
+            let ok = c.ts > 0 && c.ts <= now + MAX_FUTURE_SECS && c.max_attempts >= 1;
+            if !ok {
+                self.metrics.check_results_rejected.inc();
+            }
+            ok
+        });
+        for c in &mut checks {
+            // The agent caps output already; an older or foreign one may not.
+            let total = c.output.len() + c.long_output.len() + c.perfdata.len();
+            if total > MAX_OUTPUT_BYTES {
+                self.metrics.check_outputs_truncated.inc();
+                truncate_at_char(&mut c.long_output, MAX_OUTPUT_BYTES / 2);
+                truncate_at_char(&mut c.perfdata, MAX_OUTPUT_BYTES / 4);
+                truncate_at_char(&mut c.output, MAX_OUTPUT_BYTES / 4);
+            }
+        }
         let logs = Arc::new(batch.logs);
         let outcome = self
             .store
-            .commit_batch(host_id, &batch.id, series, logs.clone())
+            .commit_batch(host_id, &batch.id, series, logs.clone(), checks)
             .await?;
         self.metrics.batches.inc();
         if outcome.duplicate {
@@ -123,17 +112,23 @@ impl Ingestor {
             .buckets_rejected_order
             .add(outcome.out_of_order);
         self.metrics.log_records.add(outcome.logs);
-        self.log_feed.publish_agent(host_id, &logs);
-        // No subscriber is not an error.
-        let _ = self.events.send(Arc::new(CommittedBatch {
-            host_id,
-            batch: batch.id,
-            series: touched,
-        }));
+        self.metrics.check_results.add(outcome.checks);
+        self.log_feed().publish_agent(host_id, &logs);
         Ok(IngestOutcome {
             duplicate: false,
             accepted: outcome.stored,
             rejected: rejected + outcome.out_of_order,
         })
+    }
+}
+
+/// Cuts `s` to at most `max` bytes, on a character boundary.
+fn truncate_at_char(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
     }
 }

@@ -1,6 +1,7 @@
 //! Hosts: identity, membership and liveness state.
 
 use super::{now, Result, Store};
+use crate::events::{Event, HostChange, HostChanged, HostInfo};
 use metrolog_protocol::Labels;
 use serde::Serialize;
 use sqlx::sqlite::SqliteRow;
@@ -145,6 +146,7 @@ impl Store {
             .bind(id)
             .execute(&self.pool)
             .await?;
+            self.publish_enrolled(id, facts, passive, t);
             return Ok(id);
         }
         let r = sqlx::query(
@@ -164,7 +166,26 @@ impl Store {
         .bind(t)
         .execute(&self.pool)
         .await?;
-        Ok(r.last_insert_rowid())
+        let id = r.last_insert_rowid();
+        self.publish_enrolled(id, facts, passive, t);
+        Ok(id)
+    }
+
+    fn publish_enrolled(&self, id: i64, facts: &HostFacts, passive: bool, t: i64) {
+        self.bus.publish(Event::Host(HostChanged {
+            host_id: id,
+            change: HostChange::Up,
+            at: t,
+            last_seen: t,
+            info: Some(HostInfo {
+                id,
+                hostname: facts.hostname.clone(),
+                instance_id: facts.instance_id.clone(),
+                group: facts.group.clone(),
+                labels: facts.labels.clone(),
+                passive,
+            }),
+        }));
     }
 
     /// Replaces the host's agent credentials with a new one (by hash).
@@ -230,34 +251,47 @@ impl Store {
     /// Records a sign of life (heartbeat); a `down` or `left` host comes back `up`.
     pub async fn touch_host(&self, id: i64) -> Result<()> {
         let _w = self.write.lock().await;
-        touch(&self.pool, id, now()).await
+        let t = now();
+        if touch(&self.pool, id, t).await? {
+            self.bus.host(id, HostChange::Up, t, t);
+        }
+        Ok(())
     }
 
     /// Graceful leave: the host is `left` (no alarm).
     pub async fn leave_host(&self, id: i64) -> Result<()> {
         let _w = self.write.lock().await;
         let t = now();
-        sqlx::query("UPDATE hosts SET state = 'left', state_since = ?, last_seen = ? WHERE id = ?")
-            .bind(t)
-            .bind(t)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let r = sqlx::query(
+            "UPDATE hosts SET state = 'left', state_since = ?, last_seen = ? WHERE id = ?",
+        )
+        .bind(t)
+        .bind(t)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() > 0 {
+            self.bus.host(id, HostChange::Left, t, t);
+        }
         Ok(())
     }
 
     /// Marks `down` every active host silent since before `cutoff`; returns them.
     pub async fn mark_silent_down(&self, cutoff: i64) -> Result<Vec<i64>> {
         let _w = self.write.lock().await;
-        let ids = sqlx::query_scalar(
+        let t = now();
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
             "UPDATE hosts SET state = 'down', state_since = ?
-             WHERE state = 'up' AND passive = 0 AND kind = 'host' AND last_seen < ? RETURNING id",
+             WHERE state = 'up' AND passive = 0 AND kind = 'host' AND last_seen < ? RETURNING id, last_seen",
         )
-        .bind(now())
+        .bind(t)
         .bind(cutoff)
         .fetch_all(&self.pool)
         .await?;
-        Ok(ids)
+        for &(id, last_seen) in &rows {
+            self.bus.host(id, HostChange::Down, t, last_seen);
+        }
+        Ok(rows.into_iter().map(|(id, _)| id).collect())
     }
 
     /// Removes hosts `left` or `down` since before `cutoff`, with their series
@@ -271,6 +305,10 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         self.forget_hosts(&ids);
+        let t = now();
+        for &id in &ids {
+            self.bus.host(id, HostChange::Removed, t, t);
+        }
         Ok(ids)
     }
 
@@ -282,21 +320,29 @@ impl Store {
             .execute(&self.pool)
             .await?;
         self.forget_hosts(&[id]);
+        if r.rows_affected() > 0 {
+            let t = now();
+            self.bus.host(id, HostChange::Removed, t, t);
+        }
         Ok(r.rows_affected() > 0)
     }
 }
 
-pub(super) async fn touch<'e, E: sqlx::SqliteExecutor<'e>>(ex: E, id: i64, t: i64) -> Result<()> {
-    sqlx::query(
+/// Records a sign of life; returns whether the host came back `up` (it was
+/// `down` or `left`), which the caller publishes once its transaction commits.
+pub(super) async fn touch<'e, E: sqlx::SqliteExecutor<'e>>(ex: E, id: i64, t: i64) -> Result<bool> {
+    // RETURNING sees the new row: a host that was not `up` got state_since = t.
+    let came_up: Option<bool> = sqlx::query_scalar(
         "UPDATE hosts SET last_seen = ?1,
             state_since = CASE WHEN state = 'up' THEN state_since ELSE ?1 END, state = 'up'
-         WHERE id = ?2",
+         WHERE id = ?2
+         RETURNING state_since = ?1 AND first_seen < ?1",
     )
     .bind(t)
     .bind(id)
-    .execute(ex)
+    .fetch_optional(ex)
     .await?;
-    Ok(())
+    Ok(came_up.unwrap_or(false))
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 
 use super::archive::journal::Sample;
 use super::{hosts::touch, now, Result, Store, StoreError, SERIES_CACHE_MAX};
+use crate::events::{ChecksCommitted, Event, HostChange, SampleSource, SamplesCommitted};
+use metrolog_protocol::nagios::CheckResult;
 use metrolog_protocol::syslog::{LogRecord, LogSource};
 use metrolog_protocol::{BatchId, Bucket, Labels, SeriesKey};
 use serde::Serialize;
@@ -20,6 +22,10 @@ pub struct CommitOutcome {
     pub out_of_order: u64,
     /// Log records written.
     pub logs: u64,
+    /// Check results stored.
+    pub checks: u64,
+    /// The host was `down` or `left` and is `up` again.
+    pub came_up: bool,
 }
 
 /// An agent batch waiting for the next group commit.
@@ -30,6 +36,7 @@ pub(super) struct PendingBatch {
     series: Vec<(SeriesKey, Vec<Bucket>)>,
     /// Shared with the caller, which publishes them once committed.
     logs: Arc<Vec<LogRecord>>,
+    checks: Vec<CheckResult>,
     reply: tokio::sync::oneshot::Sender<Result<CommitOutcome>>,
 }
 
@@ -67,6 +74,7 @@ impl Store {
         batch: &BatchId,
         series: Vec<(SeriesKey, Vec<Bucket>)>,
         logs: Arc<Vec<LogRecord>>,
+        checks: Vec<CheckResult>,
     ) -> Result<CommitOutcome> {
         let (reply, done) = tokio::sync::oneshot::channel();
         self.pending
@@ -77,6 +85,7 @@ impl Store {
                 batch: batch.clone(),
                 series,
                 logs,
+                checks,
                 reply,
             });
         {
@@ -122,6 +131,9 @@ impl Store {
         match outcome {
             Ok(()) => {
                 for (req, r) in group.into_iter().zip(results) {
+                    if let Ok(done) = &r {
+                        self.publish_batch(req.host_id, done, req.series, req.checks, t);
+                    }
                     let _ = req.reply.send(r);
                 }
             }
@@ -181,12 +193,14 @@ impl Store {
                 .await?;
         if let Some((Some(stream), Some(seq))) = &last {
             if *stream == req.batch.stream && req.batch.seq <= *seq as u64 {
-                touch(&mut **tx, host_id, t).await?;
+                let came_up = touch(&mut **tx, host_id, t).await?;
                 return Ok(CommitOutcome {
                     duplicate: true,
                     stored: 0,
                     out_of_order: 0,
                     logs: 0,
+                    checks: 0,
+                    came_up,
                 });
             }
         }
@@ -211,13 +225,14 @@ impl Store {
         if !req.logs.is_empty() {
             super::logs::insert_tx(tx, Some(host_id), &req.logs, LogSource::Agent).await?;
         }
+        super::checks::upsert_tx(tx, host_id, &req.checks).await?;
         sqlx::query("UPDATE hosts SET batch_stream = ?, batch_seq = ? WHERE id = ?")
             .bind(&req.batch.stream)
             .bind(req.batch.seq as i64)
             .bind(host_id)
             .execute(&mut **tx)
             .await?;
-        touch(&mut **tx, host_id, t).await?;
+        let came_up = touch(&mut **tx, host_id, t).await?;
         self.apply_committed(host_id, journaled);
         self.remember_series(new_ids);
         Ok(CommitOutcome {
@@ -225,7 +240,39 @@ impl Store {
             stored: accepted.iter().map(|a| a.accepted).sum(),
             out_of_order: accepted.iter().map(|a| a.out_of_order).sum(),
             logs: req.logs.len() as u64,
+            checks: req.checks.len() as u64,
+            came_up,
         })
+    }
+
+    /// Publishes what one committed batch made true (after the group's COMMIT).
+    fn publish_batch(
+        &self,
+        host_id: i64,
+        done: &CommitOutcome,
+        series: Vec<(SeriesKey, Vec<Bucket>)>,
+        checks: Vec<CheckResult>,
+        t: i64,
+    ) {
+        if done.came_up {
+            self.bus.host(host_id, HostChange::Up, t, t);
+        }
+        if done.duplicate {
+            return;
+        }
+        if !series.is_empty() {
+            self.bus.publish(Event::Samples(Arc::new(SamplesCommitted {
+                host_id,
+                source: SampleSource::Agent,
+                series,
+            })));
+        }
+        if !checks.is_empty() {
+            self.bus.publish(Event::Checks(Arc::new(ChecksCommitted {
+                host_id,
+                results: checks,
+            })));
+        }
     }
 
     /// Journals imported samples of `host_id` (in time order per series; a NaN value
@@ -256,10 +303,41 @@ impl Store {
             })
             .collect();
         let (journaled, accepted) = self.journal_tx(&mut tx, per_series).await?;
-        touch(&mut *tx, host_id, now()).await?;
+        let t = now();
+        let came_up = touch(&mut *tx, host_id, t).await?;
         tx.commit().await?;
         self.apply_committed(host_id, journaled);
         self.remember_series(new_ids);
+        if came_up {
+            self.bus.host(host_id, HostChange::Up, t, t);
+        }
+        if self.bus.has_subscribers() {
+            let series = series
+                .iter()
+                .zip(&accepted)
+                .filter(|(_, a)| a.accepted > 0)
+                .map(|((key, points), _)| {
+                    let buckets = points
+                        .iter()
+                        .filter(|(_, v)| v.is_finite())
+                        .map(|&(ts, v)| Bucket {
+                            ts,
+                            avg: v,
+                            min: v,
+                            max: v,
+                            last: v,
+                            count: 1,
+                        })
+                        .collect();
+                    (key.clone(), buckets)
+                })
+                .collect();
+            self.bus.publish(Event::Samples(Arc::new(SamplesCommitted {
+                host_id,
+                source: SampleSource::Import,
+                series,
+            })));
+        }
         Ok(ImportOutcome {
             accepted: accepted.iter().map(|a| a.accepted).sum(),
             out_of_order: accepted.iter().map(|a| a.out_of_order).sum(),
@@ -458,7 +536,7 @@ mod tests {
         };
         let data = vec![(key.clone(), vec![bucket(10, 1.0), bucket(20, 2.0)])];
         let first = store
-            .commit_batch(host, &id, data.clone(), Default::default())
+            .commit_batch(host, &id, data.clone(), Default::default(), Vec::new())
             .await
             .unwrap();
         assert_eq!(
@@ -467,11 +545,13 @@ mod tests {
                 duplicate: false,
                 stored: 2,
                 out_of_order: 0,
-                logs: 0
+                logs: 0,
+                checks: 0,
+                came_up: false,
             }
         );
         let again = store
-            .commit_batch(host, &id, data.clone(), Default::default())
+            .commit_batch(host, &id, data.clone(), Default::default(), Vec::new())
             .await
             .unwrap();
         assert!(again.duplicate);
@@ -489,7 +569,7 @@ mod tests {
         };
         let next = vec![(key, vec![bucket(20, 9.0), bucket(30, 3.0)])];
         let out = store
-            .commit_batch(host, &id2, next, Default::default())
+            .commit_batch(host, &id2, next, Default::default(), Vec::new())
             .await
             .unwrap();
         assert_eq!((out.duplicate, out.stored, out.out_of_order), (false, 1, 1));
@@ -607,7 +687,13 @@ mod group_commit_tests {
                         seq: 1,
                     };
                     store
-                        .commit_batch(h, &id, vec![(key, vec![bucket])], Default::default())
+                        .commit_batch(
+                            h,
+                            &id,
+                            vec![(key, vec![bucket])],
+                            Default::default(),
+                            Vec::new(),
+                        )
                         .await
                 })
             })

@@ -6,17 +6,22 @@
 //! transaction that must upgrade fails with SQLITE_BUSY instead of waiting);
 //! reads use the pool concurrently.
 
+mod alarms;
 pub mod archive;
 mod auth;
 mod checkpoint;
+mod checks;
 mod groups;
 mod hosts;
 pub mod logs;
 mod metrics;
+pub(crate) mod outbox;
 
+pub use alarms::{AlarmRow, SilenceRow, StoredRule, TransitionRow};
 pub use archive::journal::Sample;
 pub use archive::{Accepted, ArchiveStats, FlushOutcome, LoadOutcome};
 pub use auth::{SessionRow, TokenRow, UserRow};
+pub use checks::CheckRow;
 pub use groups::{GroupMembers, MemberSeries};
 pub use hosts::{HostFacts, HostFilter, HostRow, HostSource, HostState};
 pub use metrics::{CommitOutcome, ImportOutcome, SeriesRow};
@@ -114,6 +119,8 @@ pub struct Store {
     log_index: logs::LogIndex,
     /// Background WAL checkpoints of the database and of the index file.
     checkpointers: [checkpoint::Checkpointer; 2],
+    /// Where every commit is published once it is durable (see `events`).
+    bus: crate::events::Bus,
 }
 
 const SERIES_CACHE_MAX: usize = 1_000_000;
@@ -217,7 +224,13 @@ impl Store {
             pending: Mutex::new(Vec::new()),
             log_index,
             checkpointers,
+            bus: crate::events::Bus::new(),
         })
+    }
+
+    /// The event path every commit of this store publishes to.
+    pub fn bus(&self) -> &crate::events::Bus {
+        &self.bus
     }
 
     /// What loading the archives found at open.
