@@ -167,6 +167,10 @@ impl Application {
             self.state.metrics.clone(),
             stop_rx.clone(),
         ));
+        let evaluator = self
+            .state
+            .alarm_runner(Arc::new(crate::clock::SystemClock), Arc::new(|| {}))
+            .map(|(runner, commands)| tokio::spawn(runner.run(commands, stop_rx.clone())));
         let log_pipeline = logs::Pipeline::start(
             self.syslog,
             store.clone(),
@@ -215,6 +219,9 @@ impl Application {
         .await
         .map_err(StartupError::Serve)?;
         let _ = housekeeping.await;
+        if let Some(e) = evaluator {
+            let _ = e.await;
+        }
         let _ = group_recorder.await;
         if let Some(g) = graphite {
             // Connections stopped with `stop`; their samples are imported first.

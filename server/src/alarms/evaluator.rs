@@ -956,6 +956,9 @@ pub enum Command {
     Reload { reply: oneshot::Sender<()> },
 }
 
+/// Longest wait for the evaluator to take an API command.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The API's way to the evaluator.
 #[derive(Debug, Clone)]
 pub struct AlarmsHandle {
@@ -985,14 +988,22 @@ impl AlarmsHandle {
             })
             .await
             .map_err(|_| None)?;
-        rx.await.map_err(|_| None)?.map_err(Some)
+        tokio::time::timeout(COMMAND_TIMEOUT, rx)
+            .await
+            .map_err(|_| None)?
+            .map_err(|_| None)?
+            .map_err(Some)
     }
 
     /// Tells the evaluator rules or silences changed; returns once applied.
     pub async fn reload(&self) {
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Command::Reload { reply }).await.is_ok() {
-            let _ = rx.await;
+        if self.tx.send(Command::Reload { reply }).await.is_ok()
+            && tokio::time::timeout(COMMAND_TIMEOUT, rx).await.is_err()
+        {
+            {
+                tracing::warn!("the alarm evaluator did not take the reload within {COMMAND_TIMEOUT:?}; it applies it when it catches up");
+            }
         }
     }
 }

@@ -119,6 +119,24 @@ impl Default for GraphiteSection {
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionSection {
     pub logs: LogRetention,
+    pub alarms: AlarmRetention,
+}
+
+/// `[retention.alarms]`: how long alarm transitions (and OK alarms that
+/// changed nothing since) are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlarmRetention {
+    #[serde(with = "serde_duration")]
+    pub max_age: Duration,
+}
+
+impl Default for AlarmRetention {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(90 * 86400),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -56,6 +56,18 @@ pub async fn run(
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "group expiry failed"),
         }
+        let keep = config.retention.alarms.max_age.as_secs() as i64;
+        match store.prune_alarm_history(now() - keep).await {
+            Ok(n) if n > 0 => tracing::info!(
+                transitions = n,
+                "alarm history older than retention.alarms.max_age removed"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "alarm history pruning failed"),
+        }
+        if let Err(e) = store.prune_silences(now() - keep).await {
+            tracing::error!(error = %e, "silence pruning failed");
+        }
         match store.expire_group_series(now() - expire).await {
             Ok(n) if n > 0 => {
                 metrics.group_series_expired.add(n);

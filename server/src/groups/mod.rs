@@ -128,6 +128,14 @@ pub async fn record_once(
         round.samples += out.accepted;
         round.out_of_order += out.out_of_order;
     }
+    // The round's samples went out as the owners' Samples events; this says
+    // the round is complete (scaling policies judge a group per round).
+    store.bus().publish(crate::events::Event::GroupRound(
+        crate::events::GroupRound {
+            ts,
+            groups: groups.iter().map(|g| g.group.clone()).collect(),
+        },
+    ));
     Ok(round)
 }
 

@@ -37,6 +37,13 @@ pub struct Shared {
     /// Agent batches in flight (`http.max_concurrent_batches`).
     pub batch_slots: Arc<tokio::sync::Semaphore>,
     pub storage_full_log: crate::telemetry::Every,
+    /// The alarm evaluator's mailbox (acknowledgements, reloads).
+    pub alarms: crate::alarms::AlarmsHandle,
+    /// Its other end, taken by whoever runs the evaluator (startup, tests).
+    pub alarm_commands:
+        std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<crate::alarms::evaluator::Command>>>,
+    /// The rules of the server's file, checked (the API lists them beside its own).
+    pub file_rules: Vec<crate::alarms::Rule>,
 }
 
 impl Deref for AppState {
@@ -47,12 +54,47 @@ impl Deref for AppState {
 }
 
 impl AppState {
+    /// The evaluator's task, for whoever runs it (once: the mailbox is taken).
+    pub fn alarm_runner(
+        &self,
+        clock: crate::clock::SharedClock,
+        wake: crate::alarms::evaluator::Wake,
+    ) -> Option<(
+        crate::alarms::evaluator::Runner,
+        tokio::sync::mpsc::Receiver<crate::alarms::evaluator::Command>,
+    )> {
+        let rx = self.alarm_commands.lock().ok()?.take()?;
+        Some((
+            crate::alarms::evaluator::Runner {
+                store: self.store.clone(),
+                clock,
+                metrics: self.metrics.clone(),
+                file_rules: self.file_rules.clone(),
+                rule_context: self.config.file.rule_context(),
+                wake,
+            },
+            rx,
+        ))
+    }
+
     pub fn new(store: Arc<Store>, config: Arc<ServerConfig>, metrics: Arc<ServerMetrics>) -> Self {
         let ingest = Ingestor::new(store.clone(), metrics.clone());
         let limiter = LoginLimiter::new(config.http.login_attempts_per_minute);
         let batch_slots = Arc::new(tokio::sync::Semaphore::new(
             config.http.max_concurrent_batches.max(1) as usize,
         ));
+        let (alarms, alarm_commands) = crate::alarms::AlarmsHandle::channel();
+        // The file was checked when it was read; a hand-built configuration
+        // with a bad rule runs without it (and says so).
+        let file_rules =
+            crate::alarms::Rule::parse_all(&config.file.rules, config.file.rule_context())
+                .unwrap_or_else(|problems| {
+                    tracing::error!(
+                        ?problems,
+                        "rules of the configuration do not parse; none is evaluated"
+                    );
+                    Vec::new()
+                });
         AppState(Arc::new(Shared {
             store,
             config,
@@ -61,6 +103,9 @@ impl AppState {
             limiter,
             batch_slots,
             storage_full_log: crate::telemetry::Every::new(std::time::Duration::from_secs(10)),
+            alarms,
+            alarm_commands: std::sync::Mutex::new(Some(alarm_commands)),
+            file_rules,
         }))
     }
 }

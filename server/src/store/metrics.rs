@@ -193,7 +193,7 @@ impl Store {
                 .await?;
         if let Some((Some(stream), Some(seq))) = &last {
             if *stream == req.batch.stream && req.batch.seq <= *seq as u64 {
-                let came_up = touch(&mut **tx, host_id, t).await?;
+                let came_up = touch(tx, host_id, t).await?;
                 return Ok(CommitOutcome {
                     duplicate: true,
                     stored: 0,
@@ -232,7 +232,7 @@ impl Store {
             .bind(host_id)
             .execute(&mut **tx)
             .await?;
-        let came_up = touch(&mut **tx, host_id, t).await?;
+        let came_up = touch(tx, host_id, t).await?;
         self.apply_committed(host_id, journaled);
         self.remember_series(new_ids);
         Ok(CommitOutcome {
@@ -304,7 +304,7 @@ impl Store {
             .collect();
         let (journaled, accepted) = self.journal_tx(&mut tx, per_series).await?;
         let t = now();
-        let came_up = touch(&mut *tx, host_id, t).await?;
+        let came_up = touch(&mut tx, host_id, t).await?;
         tx.commit().await?;
         self.apply_committed(host_id, journaled);
         self.remember_series(new_ids);

@@ -25,6 +25,8 @@ pub struct TestApp {
     pub admin: String,
     pub viewer: String,
     pub enroll: String,
+    /// Stops the alarm evaluator when dropped.
+    _alarms_stop: tokio::sync::watch::Sender<bool>,
     _dir: tempfile::TempDir,
 }
 
@@ -52,7 +54,24 @@ pub async fn spawn_app_with(file: &str) -> TestApp {
             .unwrap();
         tokens.push(t.expose().to_string());
     }
-    let state = AppState::new(store, Arc::new(config), Arc::new(ServerMetrics::default()));
+    let state = AppState::new(
+        store.clone(),
+        Arc::new(config),
+        Arc::new(ServerMetrics::default()),
+    );
+    // The real evaluator, on the wall clock, as the server runs it.
+    let (alarms_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (runner, commands) = state
+        .alarm_runner(
+            Arc::new(metrolog_server::clock::SystemClock),
+            Arc::new(|| {}),
+        )
+        .unwrap();
+    tokio::spawn(runner.run(commands, stop_rx));
+    // It subscribes first thing: wait for that, so no test event is missed.
+    while !store.bus().has_subscribers() {
+        tokio::task::yield_now().await;
+    }
     let router =
         app(state.clone()).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 4000))));
     TestApp {
@@ -61,6 +80,7 @@ pub async fn spawn_app_with(file: &str) -> TestApp {
         admin: tokens[0].clone(),
         viewer: tokens[1].clone(),
         enroll: tokens[2].clone(),
+        _alarms_stop: alarms_stop,
         _dir: dir,
     }
 }
@@ -118,6 +138,44 @@ impl TestApp {
             b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
         self.send(b.body(Body::empty()).unwrap()).await
+    }
+
+    pub async fn put_json(&self, path: &str, token: &str, body: &Value) -> Resp {
+        self.send(
+            Request::put(path)
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Resp {
+        self.send(
+            Request::delete(path)
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Polls `path` until `done` holds for its JSON (the evaluator works
+    /// asynchronously), for at most 10 s.
+    pub async fn wait_json(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let v = self.get(path, Some(&self.admin)).await.json();
+            if done(&v) {
+                return v;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{path} never satisfied the test: {v}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn post_json(&self, path: &str, token: &str, body: &Value) -> Resp {

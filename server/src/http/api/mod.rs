@@ -1,6 +1,7 @@
 //! The JSON API under `/api/v1`: operator endpoints and the agent protocol.
 
 mod agent;
+mod alarms;
 mod graph;
 pub mod hosts;
 mod import;
@@ -24,6 +25,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(import::router())
         .merge(graph::router())
         .merge(agent::router())
+        .merge(alarms::router())
         // The limit applies to the decompressed body, so a small zstd bomb
         // cannot expand past it.
         .layer(DefaultBodyLimit::max(limit))
