@@ -1001,9 +1001,7 @@ impl AlarmsHandle {
         if self.tx.send(Command::Reload { reply }).await.is_ok()
             && tokio::time::timeout(COMMAND_TIMEOUT, rx).await.is_err()
         {
-            {
-                tracing::warn!("the alarm evaluator did not take the reload within {COMMAND_TIMEOUT:?}; it applies it when it catches up");
-            }
+            tracing::warn!("the alarm evaluator did not take the reload within {COMMAND_TIMEOUT:?}; it applies it when it catches up");
         }
     }
 }

@@ -17,29 +17,13 @@ pub struct Threshold {
 
 /// The bounds of a Nagios range worth drawing: the explicit finite ones. The
 /// implicit start of `10` (which means `0:10`) is left out, so a plain upper
-/// limit draws one line. `None` when the text is not a range.
+/// limit draws one line. `None` when the text is not a range. The range is
+/// read by the one parser supervision judges with
+/// ([`metrolog_protocol::nagios::Range`]).
 pub fn range_bounds(text: &str) -> Option<Vec<f64>> {
-    let t = text.trim();
-    let t = t.strip_prefix('@').unwrap_or(t);
-    let num = |s: &str| -> Option<Option<f64>> {
-        let s = s.trim();
-        if s.is_empty() || s == "~" {
-            return Some(None);
-        }
-        let v: f64 = s.parse().ok()?;
-        v.is_finite().then_some(Some(v))
-    };
-    let (lo, hi) = match t.split_once(':') {
-        Some((lo, hi)) => (num(lo)?, num(hi)?),
-        None if t.is_empty() => return None,
-        None => (None, num(t)?),
-    };
-    if let (Some(a), Some(b)) = (lo, hi) {
-        if a > b {
-            return None;
-        }
-    }
-    Some(lo.into_iter().chain(hi).collect())
+    metrolog_protocol::nagios::Range::parse(text)
+        .ok()
+        .map(|r| r.bounds().collect())
 }
 
 #[cfg(test)]
@@ -53,7 +37,7 @@ mod tests {
         assert_eq!(range_bounds("10:"), Some(vec![10.0]));
         assert_eq!(range_bounds("10:20"), Some(vec![10.0, 20.0]));
         assert_eq!(range_bounds("@10:20"), Some(vec![10.0, 20.0]));
-        assert_eq!(range_bounds("-5.5:~"), Some(vec![-5.5]));
+        assert_eq!(range_bounds("-5.5:"), Some(vec![-5.5]));
         assert_eq!(range_bounds("20:10"), None);
         assert_eq!(range_bounds("abc"), None);
         assert_eq!(range_bounds(""), None);

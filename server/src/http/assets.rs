@@ -34,6 +34,11 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../../../static/overview.js"),
     },
     Asset {
+        name: "problems.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_str!("../../../static/problems.js"),
+    },
+    Asset {
         name: "graphs.js",
         mime: "text/javascript; charset=utf-8",
         body: include_str!("../../../static/graphs.js"),

@@ -227,7 +227,7 @@ fn fmt_value(v: Option<&f64>, unit: &str) -> String {
 }
 
 /// The group page's URL, the name percent-encoded.
-fn group_href(name: &str) -> String {
+pub fn group_href(name: &str) -> String {
     let mut out = String::from("/groups/");
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -348,6 +348,9 @@ struct HostPage<'a> {
     h: &'a OverviewHost,
     group: Option<(&'a str, String)>,
     panels: Vec<Panel>,
+    /// Why the host is red: its active alarms, and its checks.
+    alarms: Vec<super::alarms_page::AlarmItem>,
+    checks: Vec<(String, crate::store::CheckRow)>,
 }
 
 impl HostPage<'_> {
@@ -420,7 +423,22 @@ async fn host_page(
         );
     };
     let group = h.host.group.as_deref().map(|g| (g, group_href(g)));
+    let (alarms, checks) = match (
+        state.store.alarms(true, Some(h.host.id)).await,
+        state.store.check_results(Some(h.host.id)).await,
+    ) {
+        (Ok(a), Ok(c)) => (a, c),
+        (Err(e), _) | (_, Err(e)) => return AppError::from(e).into_response(),
+    };
     render(&HostPage {
+        alarms: alarms
+            .into_iter()
+            .map(super::alarms_page::AlarmItem::new)
+            .collect(),
+        checks: checks
+            .into_iter()
+            .map(|c| (super::alarms_page::age(c.last_run), c))
+            .collect(),
         user: &op.name,
         role: op.role.as_str(),
         csrf: op.csrf.as_deref().unwrap_or(""),

@@ -1,6 +1,7 @@
 //! The HTTP side: one router for the JSON API, the agent protocol and the
 //! dashboard, built by [`app`] so tests can drive it without a socket.
 
+mod alarms_page;
 pub mod api;
 mod assets;
 pub mod auth;
@@ -119,6 +120,7 @@ pub fn app(state: AppState) -> Router {
         .merge(api::router(&state))
         .merge(dashboard::router())
         .merge(logs_page::router())
+        .merge(alarms_page::router())
         .merge(assets::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -46,6 +46,8 @@ pub struct TransitionRow {
     pub alarm_id: i64,
     pub rule: String,
     pub subject: String,
+    /// The host's name, for a host's alarm.
+    pub hostname: Option<String>,
     pub at: i64,
     pub from: String,
     pub to: String,
@@ -273,8 +275,9 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<TransitionRow>> {
         let rows = sqlx::query(
-            "SELECT t.id, t.alarm_id, a.rule, a.subject, t.at, t.from_state, t.to_state, t.hard, t.value, t.output, t.note
-             FROM alarm_transitions t JOIN alarms a ON a.id = t.alarm_id
+            "SELECT t.id, t.alarm_id, a.rule, a.subject, t.at, t.from_state, t.to_state, t.hard, t.value, t.output, t.note,
+                    h.hostname
+             FROM alarm_transitions t JOIN alarms a ON a.id = t.alarm_id LEFT JOIN hosts h ON h.id = a.host_id
              WHERE (?1 IS NULL OR t.alarm_id = ?1) AND (?2 IS NULL OR a.host_id = ?2) AND (?3 IS NULL OR t.at >= ?3)
              ORDER BY t.at DESC, t.id DESC LIMIT ?4",
         )
@@ -291,6 +294,7 @@ impl Store {
                 alarm_id: r.get(1),
                 rule: r.get(2),
                 subject: r.get(3),
+                hostname: r.get(11),
                 at: r.get(4),
                 from: r.get(5),
                 to: r.get(6),

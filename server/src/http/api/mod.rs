@@ -1,7 +1,7 @@
 //! The JSON API under `/api/v1`: operator endpoints and the agent protocol.
 
 mod agent;
-mod alarms;
+pub mod alarms;
 mod graph;
 pub mod hosts;
 mod import;
