@@ -151,12 +151,12 @@ async fn page(State(state): State<AppState>, PageUser(op): PageUser) -> Response
 }
 
 /// A form post's operator: an admin whose session's CSRF token came along.
-fn form_admin(op: &Operator, csrf: &str) -> Result<(), Response> {
+fn form_admin(op: &Operator, csrf: &str) -> Result<(), AppError> {
     if op.role != Role::Admin {
-        return Err(AppError::Forbidden("this needs the admin role".into()).into_response());
+        return Err(AppError::Forbidden("this needs the admin role".into()));
     }
     if op.csrf.is_none() || op.csrf.as_deref() != Some(csrf) {
-        return Err(AppError::Forbidden("missing or wrong CSRF token".into()).into_response());
+        return Err(AppError::Forbidden("missing or wrong CSRF token".into()));
     }
     Ok(())
 }
@@ -174,8 +174,8 @@ async fn ack(
     Path(id): Path<i64>,
     Form(form): Form<AckForm>,
 ) -> Response {
-    if let Err(r) = form_admin(&op, &form.csrf) {
-        return r;
+    if let Err(e) = form_admin(&op, &form.csrf) {
+        return e.into_response();
     }
     let comment: String = form
         .comment
@@ -240,8 +240,8 @@ async fn silence(
     PageUser(op): PageUser,
     Form(form): Form<SilenceForm>,
 ) -> Response {
-    if let Err(r) = form_admin(&op, &form.csrf) {
-        return r;
+    if let Err(e) = form_admin(&op, &form.csrf) {
+        return e.into_response();
     }
     let now = crate::store::now();
     let checked = parse_matchers(&form.matchers).and_then(|m| {
@@ -283,8 +283,8 @@ async fn expire(
     Path(id): Path<i64>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Err(r) = form_admin(&op, &form.csrf) {
-        return r;
+    if let Err(e) = form_admin(&op, &form.csrf) {
+        return e.into_response();
     }
     match state.store.expire_silence(id).await {
         Ok(_) => {
