@@ -55,6 +55,30 @@ pub struct AgentSettings {
     /// own `[logs]` (see `docs/agent-logs.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<LogSettings>,
+    /// Checks pushed to the group, combined with the agent's own
+    /// `[[checks]]`: a local check of the same name wins (see `docs/checks.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Vec<CheckSettings>>,
+}
+
+/// One check of [`AgentSettings::checks`]: the keys of the agent's
+/// `[[checks]]`, durations in milliseconds. What is absent takes the agent's
+/// default (interval 60 s, retry 15 s, timeout 10 s, 3 attempts).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CheckSettings {
+    pub name: String,
+    /// Program and arguments (or the one `sh -c` string with `shell`).
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_interval_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shell: bool,
 }
 
 /// `logs` of [`AgentSettings`]: the keys of the agent's `[[logs.files]]` and
@@ -241,12 +265,19 @@ mod tests {
     #[test]
     fn settings_interoperate_across_versions() {
         // A newer server's keys are ignored, at every level.
-        let newer = r#"{"sample_interval_ms":1000,"checks":[{"name":"x"}],
+        let newer = r#"{"sample_interval_ms":1000,"scrape":[{"name":"x"}],
+            "checks":[{"name":"x","command":["/bin/true"],"timeout_ms":500,"env":{"A":"1"}}],
             "logs":{"files":[{"path":"/var/log/*.log","app":"web","rotate":"x"}],
                     "filter":{"min_severity":6,"exclude":["healthcheck"],"sample":0.5},
                     "journald":true}}"#;
         let s: AgentSettings = serde_json::from_str(newer).unwrap();
         assert_eq!(s.sample_interval_ms, Some(1000));
+        let checks = s.checks.as_ref().unwrap();
+        assert_eq!(checks[0].command, ["/bin/true"]);
+        assert_eq!(
+            (checks[0].timeout_ms, checks[0].interval_ms),
+            (Some(500), None)
+        );
         let logs = s.logs.as_ref().unwrap();
         assert_eq!(logs.files[0].app.as_deref(), Some("web"));
         let filter = logs.filter.as_ref().unwrap();
@@ -254,7 +285,7 @@ mod tests {
         assert_eq!(filter.exclude, ["healthcheck"]);
         // An older server's settings (no logs) parse, and nothing unset is sent.
         let old: AgentSettings = serde_json::from_str(r#"{"ship_interval_ms":10000}"#).unwrap();
-        assert_eq!(old.logs, None);
+        assert_eq!((&old.logs, &old.checks), (&None, &None));
         assert_eq!(
             serde_json::to_string(&old).unwrap(),
             r#"{"ship_interval_ms":10000}"#
@@ -271,6 +302,20 @@ mod tests {
         })
         .unwrap();
         assert_eq!(text, r#"{"logs":{"files":[{"path":"/a.log"}]}}"#);
+        let text = serde_json::to_string(&AgentSettings {
+            checks: Some(vec![CheckSettings {
+                name: "ping".into(),
+                command: vec!["/bin/true".into()],
+                max_attempts: Some(2),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            text,
+            r#"{"checks":[{"name":"ping","command":["/bin/true"],"max_attempts":2}]}"#
+        );
     }
 
     #[test]

@@ -194,40 +194,54 @@ mod tests {
         }
     }
 
-    /// Law: for random ranges and values, `alerts` is exactly "outside
-    /// [start, end]" (inverted by `@`), and display round-trips.
-    #[test]
-    fn property_alerts_is_outside_the_interval() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ((x % 2001) as f64 - 1000.0) / 4.0
-        };
-        for _ in 0..20_000 {
-            let (a, b) = (next(), next());
-            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-            let shape = (next().abs() as u64) % 4;
-            let inside = next() > 0.0;
-            let text = match shape {
-                0 => format!("{lo}:{hi}"),
-                1 => format!("{lo}:"),
-                2 => format!("~:{hi}"),
-                _ => format!("{}", hi.abs()),
-            };
+    use proptest::prelude::*;
+
+    /// A range as the guidelines write it, with the interval it stands for
+    /// (start, end, inside) computed from the definition, not by the parser.
+    fn range_text() -> impl Strategy<Value = (String, f64, f64, bool)> {
+        let n = || (-4000i32..4000).prop_map(|v| f64::from(v) / 4.0);
+        let shape = prop_oneof![
+            n().prop_map(|e| (format!("{}", e.abs()), 0.0, e.abs())),
+            n().prop_map(|s| (format!("{s}:"), s, f64::INFINITY)),
+            n().prop_map(|e| (format!("~:{e}"), f64::NEG_INFINITY, e)),
+            (n(), n()).prop_map(|(a, b)| {
+                let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+                (format!("{lo}:{hi}"), lo, hi)
+            }),
+        ];
+        (shape, any::<bool>()).prop_map(|((text, s, e), inside)| {
             let text = if inside { format!("@{text}") } else { text };
+            (text, s, e, inside)
+        })
+    }
+
+    proptest! {
+        /// Law: display parses back to the same range.
+        #[test]
+        fn display_round_trips((text, _, _, _) in range_text()) {
             let r = Range::parse(&text).unwrap();
-            assert_eq!(Range::parse(&r.to_string()).unwrap(), r, "{text}");
-            let v = next();
-            let (s, e) = match shape {
-                0 => (lo, hi),
-                1 => (lo, f64::INFINITY),
-                2 => (f64::NEG_INFINITY, hi),
-                _ => (0.0, hi.abs()),
-            };
+            prop_assert_eq!(Range::parse(&r.to_string()).unwrap(), r, "{}", text);
+        }
+
+        /// Law: a value alerts exactly when it lies outside [start, end]
+        /// (inside, for `@`), ends inclusive: the guidelines' definition.
+        #[test]
+        fn alerts_is_the_guidelines_definition(
+            (text, s, e, inside) in range_text(),
+            v in prop_oneof![(-4400i32..4400).prop_map(|v| f64::from(v) / 4.0), -1e9f64..1e9],
+        ) {
+            let r = Range::parse(&text).unwrap();
             let within = v >= s && v <= e;
-            assert_eq!(r.alerts(v), within == inside, "{text} at {v}");
+            prop_assert_eq!(r.alerts(v), within == inside, "{} at {}", text, v);
+            // The ends themselves never alert for a plain range, always for `@`.
+            for end in [s, e].into_iter().filter(|x| x.is_finite()) {
+                prop_assert_eq!(r.alerts(end), inside, "{} at its end {}", text, end);
+            }
+        }
+
+        #[test]
+        fn parse_never_panics(text in any::<String>()) {
+            let _ = Range::parse(&text);
         }
     }
 }
