@@ -167,9 +167,20 @@ impl Application {
             self.state.metrics.clone(),
             stop_rx.clone(),
         ));
+        let clock: crate::clock::SharedClock = Arc::new(crate::clock::SystemClock);
+        // The receivers are recorded before the evaluator commits anything,
+        // so no notice misses them.
+        let notifier = crate::notify::Notifier::start(
+            store.clone(),
+            self.config.receivers(),
+            clock.clone(),
+            self.state.metrics.clone(),
+            stop_rx.clone(),
+        )
+        .await?;
         let evaluator = self
             .state
-            .alarm_runner(Arc::new(crate::clock::SystemClock), Arc::new(|| {}))
+            .alarm_runner(clock, notifier.waker())
             .map(|(runner, commands)| tokio::spawn(runner.run(commands, stop_rx.clone())));
         let log_pipeline = logs::Pipeline::start(
             self.syslog,
@@ -222,6 +233,7 @@ impl Application {
         if let Some(e) = evaluator {
             let _ = e.await;
         }
+        notifier.join().await;
         let _ = group_recorder.await;
         if let Some(g) = graphite {
             // Connections stopped with `stop`; their samples are imported first.

@@ -130,6 +130,94 @@ pub struct ServerMetrics {
     pub alarms_warning: Gauge,
     pub alarms_critical: Gauge,
     pub alarms_unknown: Gauge,
+    /// Notifications and their outbox (server/src/notify).
+    pub notify: NotifyMetrics,
+}
+
+/// What each receiver was sent, by outcome, and the outbox's backlog.
+#[derive(Debug, Default)]
+pub struct NotifyMetrics {
+    receivers: std::sync::Mutex<std::collections::BTreeMap<String, ReceiverCounts>>,
+    /// Deliveries pending (set by the notifier after each change).
+    pub backlog: Gauge,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiverCounts {
+    /// Deliveries the receiver accepted (2xx).
+    pub sent: u64,
+    /// Attempts that failed (each retry counts).
+    pub failed: u64,
+    /// Deliveries given up: dead letters.
+    pub dead: u64,
+    /// From the delivery's creation to its acceptance, summed (ms).
+    pub latency_ms_sum: u64,
+}
+
+impl NotifyMetrics {
+    pub fn update(&self, receiver: &str, f: impl FnOnce(&mut ReceiverCounts)) {
+        if let Ok(mut m) = self.receivers.lock() {
+            f(m.entry(receiver.to_string()).or_default());
+        }
+    }
+
+    pub fn get(&self, receiver: &str) -> ReceiverCounts {
+        self.receivers
+            .lock()
+            .ok()
+            .and_then(|m| m.get(receiver).copied())
+            .unwrap_or_default()
+    }
+
+    fn render(&self, out: &mut String) {
+        let all: Vec<(String, ReceiverCounts)> = self
+            .receivers
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
+        let mut family =
+            |name: &str, kind: &str, help: &str, value: &dyn Fn(&ReceiverCounts) -> String| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                for (r, c) in &all {
+                    let _ = writeln!(out, "{name}{{receiver={r:?}}} {}", value(c));
+                }
+            };
+        family(
+            "metrolog_notifications_sent_total",
+            "counter",
+            "Deliveries a receiver accepted.",
+            &|c| c.sent.to_string(),
+        );
+        family(
+            "metrolog_notifications_failed_total",
+            "counter",
+            "Delivery attempts that failed (each retry counts).",
+            &|c| c.failed.to_string(),
+        );
+        family(
+            "metrolog_notifications_dead_total",
+            "counter",
+            "Deliveries given up (dead letters).",
+            &|c| c.dead.to_string(),
+        );
+        family(
+            "metrolog_notification_delivery_seconds_sum",
+            "counter",
+            "From a delivery's creation to its acceptance, summed over accepted deliveries.",
+            &|c| format!("{:.3}", c.latency_ms_sum as f64 / 1000.0),
+        );
+        family(
+            "metrolog_notification_delivery_seconds_count",
+            "counter",
+            "Accepted deliveries the latency sum counts.",
+            &|c| c.sent.to_string(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP metrolog_outbox_backlog Deliveries waiting to be sent or retried.\n# TYPE metrolog_outbox_backlog gauge\nmetrolog_outbox_backlog {}",
+            self.backlog.get()
+        );
+    }
 }
 
 impl ServerMetrics {
@@ -337,6 +425,7 @@ impl ServerMetrics {
         for (state, n) in hosts {
             let _ = writeln!(out, "metrolog_hosts{{state=\"{state}\"}} {n}");
         }
+        self.notify.render(&mut out);
         out
     }
 

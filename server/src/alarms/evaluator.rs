@@ -1123,7 +1123,9 @@ impl Runner {
         match self.store.commit_alarms(writes, now_ms).await {
             Ok(ids) => {
                 let mut notices = 0u64;
+                let mut mutes = false;
                 for (w, id) in writes.iter().zip(ids) {
+                    mutes |= !w.effects.mute.is_empty();
                     ev.set_alarm_id(&w.alarm.rule, &w.alarm.subject, id);
                     notices += w.effects.notices.len() as u64;
                     self.metrics
@@ -1131,7 +1133,7 @@ impl Runner {
                         .add(w.effects.transitions.len() as u64);
                 }
                 self.metrics.alarm_notices.add(notices);
-                if notices > 0 {
+                if notices > 0 || mutes {
                     (self.wake)();
                 }
                 writes.clear();

@@ -284,16 +284,8 @@ impl Default for HttpSection {
     }
 }
 
-/// One `[[notify]]` receiver.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NotifySection {
-    pub name: String,
-    pub url: String,
-    #[serde(default, with = "opt_duration")]
-    pub repeat_interval: Option<Duration>,
-    pub send_resolved: Option<bool>,
-}
+/// One `[[notify]]` receiver (checked by `notify::Receiver::parse_all`).
+pub use crate::notify::NotifySection;
 
 /// `[scaling]`: policies and hooks.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -647,6 +639,9 @@ impl FileConfig {
             errors.push("hosts.liveness_timeout: must be more than 0".into());
         }
         if let Err(problems) = crate::alarms::Rule::parse_all(&self.rules, self.rule_context()) {
+            errors.extend(problems);
+        }
+        if let Err(problems) = crate::notify::Receiver::parse_all(&self.notify) {
             errors.extend(problems);
         }
         for (i, hook) in self.scaling.hooks.iter().enumerate() {

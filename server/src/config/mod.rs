@@ -259,6 +259,23 @@ impl ServerConfig {
     pub fn liveness_timeout(&self) -> Duration {
         self.hosts.liveness_timeout
     }
+
+    /// The `[[notify]]` receivers, checked (the file's checks already
+    /// refused bad ones; a hand-built configuration runs without them).
+    /// `external_url` defaults to the listen address.
+    pub fn receivers(&self) -> Vec<crate::notify::Receiver> {
+        let mut receivers =
+            crate::notify::Receiver::parse_all(&self.file.notify).unwrap_or_else(|problems| {
+                tracing::error!(?problems, "[[notify]] receivers do not parse; none is used");
+                Vec::new()
+            });
+        for r in &mut receivers {
+            if r.external_url.is_empty() {
+                r.external_url = format!("http://{}", self.listen);
+            }
+        }
+        receivers
+    }
 }
 
 fn sqlite_url(data_dir: &Path) -> String {

@@ -15,7 +15,7 @@ mod groups;
 mod hosts;
 pub mod logs;
 mod metrics;
-pub(crate) mod outbox;
+pub mod outbox;
 
 pub use alarms::{AlarmRow, SilenceRow, StoredRule, TransitionRow};
 pub use archive::journal::Sample;
@@ -25,6 +25,7 @@ pub use checks::CheckRow;
 pub use groups::{GroupMembers, MemberSeries};
 pub use hosts::{HostFacts, HostFilter, HostRow, HostSource, HostState};
 pub use metrics::{CommitOutcome, ImportOutcome, SeriesRow};
+pub use outbox::{AttemptRow, DeliveryFilter, DeliveryRow, DeliveryView, Flush};
 
 use metrolog_protocol::rrd::RrdSpec;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};

@@ -61,10 +61,20 @@ pub async fn spawn_app_with(file: &str) -> TestApp {
     );
     // The real evaluator, on the wall clock, as the server runs it.
     let (alarms_stop, stop_rx) = tokio::sync::watch::channel(false);
+    // And the notifier, woken by the evaluator's commits.
+    let notifier = metrolog_server::notify::Notifier::start(
+        store.clone(),
+        state.config.receivers(),
+        Arc::new(metrolog_server::clock::SystemClock),
+        state.metrics.clone(),
+        stop_rx.clone(),
+    )
+    .await
+    .unwrap();
     let (runner, commands) = state
         .alarm_runner(
             Arc::new(metrolog_server::clock::SystemClock),
-            Arc::new(|| {}),
+            notifier.waker(),
         )
         .unwrap();
     tokio::spawn(runner.run(commands, stop_rx));

@@ -2,6 +2,7 @@
 
 mod agent;
 pub mod alarms;
+mod deliveries;
 mod graph;
 pub mod hosts;
 mod import;
@@ -26,6 +27,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(graph::router())
         .merge(agent::router())
         .merge(alarms::router())
+        .merge(deliveries::router())
         // The limit applies to the decompressed body, so a small zstd bomb
         // cannot expand past it.
         .layer(DefaultBodyLimit::max(limit))

@@ -1,0 +1,453 @@
+//! The delivery worker: one planner that turns what receivers must know
+//! (`notify_alerts`) into deliveries when their group is due, and one task
+//! per receiver that sends that receiver's deliveries in order, so a slow or
+//! hanging receiver only ever delays itself.
+//!
+//! Nothing polls the database for new data: the planner wakes when the
+//! alarm commit says so ([`NotifierHandle::waker`]) and at the earliest time
+//! a group is due; a receiver's task wakes when the planner built a
+//! delivery for it and when its head delivery's retry is due. Everything
+//! is read back from the database at start, so a restart (or `kill -9`)
+//! resumes what was pending.
+
+use super::config::{Receiver, ReceiverKind, RetryPolicy};
+use super::group::{self, Timing};
+use super::retry::{self, Verdict};
+use super::sender::{Attempt, Sender};
+use super::{alertmanager, webhook, AlertState, AlertStatus};
+use crate::clock::SharedClock;
+use crate::store::{AttemptRow, DeliveryRow, Flush, Store, StoreError};
+use crate::telemetry::ServerMetrics;
+use metrolog_agent::random::Jitter;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinHandle;
+
+/// Attempts in flight at once, all receivers together.
+pub const MAX_IN_FLIGHT: usize = 16;
+/// Delivered and dead deliveries are kept this long…
+pub const KEEP_DONE: Duration = Duration::from_secs(7 * 86400);
+/// …and at most this many.
+pub const KEEP_DONE_ROWS: i64 = 100_000;
+/// How long a store error makes the worker wait before trying again.
+const STORE_RETRY: Duration = Duration::from_secs(5);
+/// How long an attempt in flight may finish after the stop signal.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// One receiver at run time.
+#[derive(Debug)]
+struct Lane {
+    receiver: Receiver,
+    timing: Timing,
+    sender: Arc<dyn Sender>,
+    /// Wakes the lane's sending task: a delivery was built for it.
+    wake: Notify,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<Store>,
+    lanes: Vec<Arc<Lane>>,
+    clock: SharedClock,
+    metrics: Arc<ServerMetrics>,
+    /// Wakes the planner: the alarm commit wrote notices or mutes.
+    plan: Arc<Notify>,
+    slots: Semaphore,
+}
+
+/// The running notifier.
+#[derive(Debug)]
+pub struct NotifierHandle {
+    plan: Arc<Notify>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl NotifierHandle {
+    /// What the alarm evaluator calls after each commit that wrote notices.
+    pub fn waker(&self) -> crate::alarms::evaluator::Wake {
+        let plan = self.plan.clone();
+        Arc::new(move || plan.notify_one())
+    }
+
+    /// Waits for every task (after the stop signal).
+    pub async fn join(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Builds the sender of a receiver's kind.
+pub fn sender_for(client: &reqwest::Client, r: &Receiver) -> Arc<dyn Sender> {
+    match &r.kind {
+        ReceiverKind::Webhook(_) => Arc::new(webhook::sender(client.clone(), r)),
+        ReceiverKind::Alertmanager { .. } => Arc::new(alertmanager::sender(client.clone(), r)),
+    }
+}
+
+/// The notifier's entry point.
+#[derive(Debug)]
+pub struct Notifier;
+
+impl Notifier {
+    /// Records the configured receivers (so the alarm commit fans notices
+    /// out to them: call this before the evaluator starts), then starts the
+    /// planner and one task per receiver until `stop`.
+    pub async fn start(
+        store: Arc<Store>,
+        receivers: Vec<Receiver>,
+        clock: SharedClock,
+        metrics: Arc<ServerMetrics>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<NotifierHandle, StoreError> {
+        let names: Vec<(String, String)> = receivers
+            .iter()
+            .map(|r| (r.name.clone(), r.kind.as_str().to_string()))
+            .collect();
+        let dead = store.sync_receivers(&names, clock.now_ms()).await?;
+        if dead > 0 {
+            tracing::warn!(
+                deliveries = dead,
+                "pending deliveries of receivers removed or changed in the configuration are now dead letters"
+            );
+        }
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("metrolog/", env!("CARGO_PKG_VERSION")))
+            // A webhook that redirects is misconfigured: say so in the attempt.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        let lanes: Vec<Arc<Lane>> = receivers
+            .into_iter()
+            .map(|r| {
+                Arc::new(Lane {
+                    timing: Timing::of(&r.kind),
+                    sender: sender_for(&client, &r),
+                    receiver: r,
+                    wake: Notify::new(),
+                })
+            })
+            .collect();
+        let plan = Arc::new(Notify::new());
+        let inner = Arc::new(Inner {
+            store,
+            lanes,
+            clock,
+            metrics,
+            plan: plan.clone(),
+            slots: Semaphore::new(MAX_IN_FLIGHT),
+        });
+        let mut tasks = Vec::new();
+        if !inner.lanes.is_empty() {
+            tasks.push(tokio::spawn(inner.clone().plan_loop(stop.clone())));
+            for lane in &inner.lanes {
+                tasks.push(tokio::spawn(
+                    inner.clone().send_loop(lane.clone(), stop.clone()),
+                ));
+            }
+        } else {
+            inner.update_backlog().await;
+        }
+        Ok(NotifierHandle { plan, tasks })
+    }
+}
+
+fn until(now_ms: i64, at_ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(at_ms.saturating_sub(now_ms)).unwrap_or(0))
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+impl Inner {
+    async fn update_backlog(&self) {
+        if let Ok(n) = self.store.outbox_backlog().await {
+            self.metrics.notify.backlog.set(n);
+        }
+    }
+
+    async fn plan_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut next_prune = self.clock.now_ms();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let now = self.clock.now_ms();
+            let mut next = now + 3_600_000;
+            for lane in &self.lanes {
+                match self.plan_receiver(lane, now).await {
+                    Ok((built, due)) => {
+                        if built {
+                            lane.wake.notify_one();
+                        }
+                        if let Some(d) = due {
+                            next = next.min(d);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(receiver = %lane.receiver.name, error = %e, "cannot plan notifications; trying again in 5 s");
+                        next = next.min(now + STORE_RETRY.as_millis() as i64);
+                    }
+                }
+            }
+            self.update_backlog().await;
+            if now >= next_prune {
+                let cutoff = now - KEEP_DONE.as_millis() as i64;
+                match self.store.prune_outbox(cutoff, KEEP_DONE_ROWS).await {
+                    Ok(n) if n > 0 => tracing::info!(deliveries = n, "old deliveries pruned"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot prune the outbox"),
+                }
+                next_prune = now + 3_600_000;
+            }
+            next = next.min(next_prune);
+            tokio::select! {
+                _ = self.plan.notified() => {}
+                _ = tokio::time::sleep(until(self.clock.now_ms(), next)) => {}
+                _ = stopped(&mut stop) => break,
+            }
+        }
+    }
+
+    /// Flushes the receiver's due groups. Returns whether a delivery was
+    /// built, and when to look again.
+    async fn plan_receiver(
+        &self,
+        lane: &Lane,
+        now_ms: i64,
+    ) -> Result<(bool, Option<i64>), StoreError> {
+        let r = &lane.receiver;
+        let t = &lane.timing;
+        let alerts = self.store.receiver_alerts(&r.name).await?;
+        let flushed = self.store.receiver_groups(&r.name).await?;
+        let mut groups: BTreeMap<String, (BTreeMap<String, String>, Vec<&AlertState>)> =
+            BTreeMap::new();
+        for a in &alerts {
+            let (key, labels) = match &r.kind {
+                ReceiverKind::Webhook(g) => group::group_of(&g.group_by, &a.labels),
+                ReceiverKind::Alertmanager { .. } => (String::new(), BTreeMap::new()),
+            };
+            groups
+                .entry(key)
+                .or_insert_with(|| (labels, Vec::new()))
+                .1
+                .push(a);
+        }
+        let stale: Vec<String> = flushed
+            .keys()
+            .filter(|k| !groups.contains_key(*k))
+            .cloned()
+            .collect();
+        self.store.forget_groups(&r.name, &stale).await?;
+        let mut built = false;
+        let mut next: Option<i64> = None;
+        for (key, (labels, members)) in groups {
+            let last = flushed.get(&key).copied();
+            let d = group::decide(t, last, &members, now_ms);
+            let garbage: Vec<&AlertState> = members
+                .iter()
+                .copied()
+                .filter(|a| a.is_garbage(t))
+                .collect();
+            if !d.flush && garbage.is_empty() {
+                next = min_opt(next, d.next_ms);
+                continue;
+            }
+            let body = if d.flush {
+                group::body_alerts(t, &members)
+            } else {
+                Vec::new()
+            };
+            let bodies: Vec<String> = if body.is_empty() {
+                Vec::new()
+            } else {
+                match &r.kind {
+                    ReceiverKind::Webhook(g) => vec![webhook::body(r, g, &key, labels, &body)],
+                    ReceiverKind::Alertmanager { resend_delay } => {
+                        alertmanager::bodies(r, *resend_delay, &body, now_ms.div_euclid(1000))
+                    }
+                }
+            };
+            let firing = body
+                .iter()
+                .filter(|a| a.status == AlertStatus::Firing)
+                .count();
+            let summary = format!("{key} firing: {firing}, resolved: {}", body.len() - firing);
+            let mut forget: Vec<(String, i64)> = garbage
+                .iter()
+                .chain(body.iter().filter(|a| a.status == AlertStatus::Resolved))
+                .map(|a| (a.fingerprint.clone(), a.seq))
+                .collect();
+            forget.sort();
+            forget.dedup();
+            let flush = Flush {
+                receiver: r.name.clone(),
+                kind: r.kind.as_str().to_string(),
+                group_key: key.clone(),
+                group_empty: forget.len() == members.len(),
+                bodies: bodies.into_iter().map(|b| (b, summary.clone())).collect(),
+                sent: body
+                    .iter()
+                    .map(|a| (a.fingerprint.clone(), a.seq))
+                    .collect(),
+                forget,
+                now_ms,
+            };
+            let ids = self.store.flush_group(&flush).await?;
+            if !ids.is_empty() {
+                built = true;
+                tracing::debug!(receiver = %r.name, group = %key, deliveries = ?ids, "notification built");
+            }
+            // Decide again on the state just written (repeats, what is left).
+            next = Some(now_ms);
+        }
+        Ok((built, next))
+    }
+
+    async fn send_loop(self: Arc<Self>, lane: Arc<Lane>, mut stop: watch::Receiver<bool>) {
+        let mut jitter = Jitter::from_entropy();
+        let name = lane.receiver.name.clone();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let head = match self.store.next_delivery(&name).await {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::error!(receiver = %name, error = %e, "cannot read the outbox; trying again in 5 s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(STORE_RETRY) => continue,
+                        _ = stopped(&mut stop) => break,
+                    }
+                }
+            };
+            let Some(d) = head else {
+                tokio::select! {
+                    _ = lane.wake.notified() => continue,
+                    _ = stopped(&mut stop) => break,
+                }
+            };
+            let now = self.clock.now_ms();
+            if d.next_attempt_ms > now {
+                tokio::select! {
+                    _ = tokio::time::sleep(until(now, d.next_attempt_ms)) => {}
+                    _ = lane.wake.notified() => {}
+                    _ = stopped(&mut stop) => break,
+                }
+                continue;
+            }
+            if !self.attempt(&lane, &d, &mut jitter, &mut stop).await {
+                break;
+            }
+        }
+    }
+
+    /// One attempt of the receiver's head delivery, recorded. False when
+    /// stopping cut it short (it is sent again at the next start).
+    async fn attempt(
+        &self,
+        lane: &Lane,
+        d: &DeliveryRow,
+        jitter: &mut Jitter,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let policy: RetryPolicy = lane.receiver.retry;
+        let name = &lane.receiver.name;
+        let Ok(_slot) = self.slots.acquire().await else {
+            return false;
+        };
+        let at_ms = self.clock.now_ms();
+        let started = std::time::Instant::now();
+        let send = tokio::time::timeout(
+            policy.timeout,
+            lane.sender.send(Attempt {
+                delivery_id: d.id,
+                idempotency_key: &d.idempotency_key,
+                payload: &d.payload,
+                number: d.attempts + 1,
+            }),
+        );
+        let answer = tokio::select! {
+            r = send => match r {
+                Ok(r) => r,
+                Err(_) => Err(format!("timed out after {}", humantime::format_duration(policy.timeout))),
+            },
+            _ = async { stopped(stop).await; tokio::time::sleep(STOP_GRACE).await } => return false,
+        };
+        let latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let now = self.clock.now_ms();
+        let verdict = retry::judge(
+            &policy,
+            &answer,
+            d.attempts + 1,
+            d.created_ms,
+            now,
+            jitter.unit(),
+        );
+        let row = match &answer {
+            Ok(a) => AttemptRow {
+                at_ms,
+                status: Some(a.status),
+                error: None,
+                latency_ms,
+                excerpt: a.excerpt.clone(),
+            },
+            Err(e) => AttemptRow {
+                at_ms,
+                status: None,
+                error: Some(e.clone()),
+                latency_ms,
+                excerpt: String::new(),
+            },
+        };
+        match &verdict {
+            Verdict::Delivered => {
+                let age = u64::try_from(now - d.created_ms).unwrap_or(0);
+                self.metrics.notify.update(name, |c| {
+                    c.sent += 1;
+                    c.latency_ms_sum += age;
+                });
+                tracing::debug!(receiver = %name, delivery = d.id, attempt = d.attempts + 1, "delivered");
+            }
+            Verdict::Retry { at_ms, reason } => {
+                self.metrics.notify.update(name, |c| c.failed += 1);
+                tracing::warn!(receiver = %name, delivery = d.id, attempt = d.attempts + 1, retry_in_ms = at_ms - now, "delivery failed ({reason}); retrying");
+            }
+            Verdict::Dead { reason } => {
+                self.metrics.notify.update(name, |c| {
+                    c.failed += 1;
+                    c.dead += 1;
+                });
+                tracing::error!(receiver = %name, delivery = d.id, attempt = d.attempts + 1, "delivery is a dead letter: {reason}");
+            }
+        }
+        // Until this is recorded the delivery would be sent again: keep trying.
+        loop {
+            match self.store.record_attempt(d.id, &row, &verdict).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::error!(receiver = %name, delivery = d.id, error = %e, "cannot record a delivery attempt; trying again in 5 s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(STORE_RETRY) => {}
+                        _ = stopped(stop) => return false,
+                    }
+                }
+            }
+        }
+        self.update_backlog().await;
+        true
+    }
+}
+
+fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
