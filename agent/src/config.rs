@@ -6,7 +6,7 @@
 
 use metrolog_protocol::series::validate_labels;
 use metrolog_protocol::units::{parse_duration, serde_duration, serde_size};
-use metrolog_protocol::{Labels, LogFileSettings, LogFilterSettings, LogSettings};
+use metrolog_protocol::{CheckSettings, Labels, LogFileSettings, LogFilterSettings, LogSettings};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::fmt;
@@ -513,7 +513,7 @@ impl Severity {
     }
 }
 
-/// One `[[checks]]` entry: a Nagios plugin run on an interval (a later release runs them).
+/// One `[[checks]]` entry: a Nagios plugin run on an interval (see `docs/checks.md`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CheckConfig {
@@ -546,6 +546,44 @@ impl Default for CheckConfig {
 }
 
 impl CheckConfig {
+    /// A check pushed by the server; what it leaves out takes the defaults.
+    pub fn from_settings(s: &CheckSettings) -> Self {
+        let d = Self::default();
+        let ms = Duration::from_millis;
+        Self {
+            name: s.name.clone(),
+            command: s.command.clone(),
+            interval: s.interval_ms.map_or(d.interval, ms),
+            retry_interval: s.retry_interval_ms.map_or(d.retry_interval, ms),
+            timeout: s.timeout_ms.map_or(d.timeout, ms),
+            max_attempts: s.max_attempts.unwrap_or(d.max_attempts),
+            shell: s.shell,
+        }
+    }
+
+    /// The wire form, as the server pushes it.
+    pub fn to_settings(&self) -> CheckSettings {
+        let ms = |d: Duration| Some(d.as_millis().min(u128::from(u64::MAX)) as u64);
+        CheckSettings {
+            name: self.name.clone(),
+            command: self.command.clone(),
+            interval_ms: ms(self.interval),
+            retry_interval_ms: ms(self.retry_interval),
+            timeout_ms: ms(self.timeout),
+            max_attempts: Some(self.max_attempts),
+            shell: self.shell,
+        }
+    }
+
+    /// Every problem of this check, keys prefixed with `at` (`checks[0]`).
+    /// The server checks the checks of its `[[agents]]` sections with this
+    /// too, so what it pushes is what an agent accepts.
+    pub fn problems(&self, at: &str) -> ConfigErrors {
+        let mut errs = ConfigErrors::default();
+        self.validate(at, &mut errs);
+        errs
+    }
+
     fn validate(&self, at: &str, errs: &mut ConfigErrors) {
         if self.name.is_empty() {
             errs.push(format!("{at}.name"), "is missing");
@@ -577,6 +615,18 @@ impl CheckConfig {
         }
         if self.timeout.is_zero() {
             errs.push(format!("{at}.timeout"), "must be greater than 0");
+        }
+        for (key, d) in [
+            ("interval", self.interval),
+            ("retry_interval", self.retry_interval),
+            ("timeout", self.timeout),
+        ] {
+            if d > Duration::from_secs(86_400) {
+                errs.push(format!("{at}.{key}"), "must be at most 1d");
+            }
+        }
+        if self.max_attempts > 100 {
+            errs.push(format!("{at}.max_attempts"), "must be at most 100");
         }
         if self.max_attempts == 0 {
             errs.push(format!("{at}.max_attempts"), "must be at least 1");

@@ -12,6 +12,7 @@
 //! # }
 //! ```
 
+pub mod checks;
 pub mod collect;
 pub mod config;
 pub mod downsample;
@@ -114,12 +115,15 @@ pub async fn run(
             .map_err(|e| RunError::Task(e.to_string()))?
     };
     let known_logs = known.as_ref().and_then(|k| k.logs.clone());
+    let known_checks = known.as_ref().and_then(|k| k.checks.clone());
     let intervals = match &known {
         Some(k) => local_intervals.with(k),
         None => local_intervals,
     };
     let (intervals_tx, intervals_rx) = watch::channel(intervals);
     let (logs_tx, logs_rx) = watch::channel(known_logs.clone());
+    let (checks_tx, checks_rx) = watch::channel(known_checks.clone());
+    let check_book = std::sync::Arc::new(checks::CheckBook::default());
     let log_pipeline = logs::LogPipeline::start(&config.logs, known_logs.as_ref(), &state).await?;
     let handoff = Handoff::with_listener(ship::queue::DEFAULT_CAPACITY, log_pipeline.book.clone());
     let client = Client::new(&config.servers).map_err(RunError::Client)?;
@@ -140,14 +144,24 @@ pub async fn run(
         Backoff::new(backoff::BASE, backoff::MAX, random::Jitter::from_entropy()),
     )
     .with_known_settings(local_intervals, known)
-    .with_log_settings(logs_tx);
+    .with_log_settings(logs_tx)
+    .with_check_settings(checks_tx);
     let sampler = sampler::Sampler::new(config.procfs.clone(), stream, handoff, intervals_rx)
-        .with_logs(log_pipeline.book.clone());
+        .with_logs(log_pipeline.book.clone())
+        .with_checks(check_book.clone());
+    let running_checks =
+        checks::Checks::start(config.checks.clone(), known_checks.as_deref(), check_book);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = watch::channel(false);
     let (logs_stop_tx, logs_stop_rx) = watch::channel(false);
+    let (checks_stop_tx, checks_stop_rx) = watch::channel(false);
     let mut logging = tokio::spawn(follow_log_settings(log_pipeline, logs_rx, logs_stop_rx));
+    let mut checking = tokio::spawn(follow_check_settings(
+        running_checks,
+        checks_rx,
+        checks_stop_rx,
+    ));
     let mut sampling = tokio::spawn(sampler.run(stop_rx));
     let mut shipping = tokio::spawn(shipper.run(drain_rx));
 
@@ -156,11 +170,15 @@ pub async fn run(
         r = &mut sampling => return Err(RunError::Task(format!("sampler stopped: {r:?}"))),
         r = &mut shipping => return Err(RunError::Task(format!("shipper stopped: {r:?}"))),
         r = &mut logging => return Err(RunError::Task(format!("log settings stopped: {:?}", r.err()))),
+        r = &mut checking => return Err(RunError::Task(format!("checks stopped: {:?}", r.err()))),
     }
     tracing::info!("shutting down");
-    // Nothing more is read; the sampler seals its last batch (with every log
-    // record read) before the shipper is told to drain; the offsets the
+    // Nothing more is read and no check runs (a plugin running is killed);
+    // the sampler seals its last batch (with every log record read and every
+    // check result) before the shipper is told to drain; the offsets the
     // server acknowledged are saved last.
+    let _ = checks_stop_tx.send(true);
+    let _ = checking.await;
     let _ = logs_stop_tx.send(true);
     let mut log_pipeline = logging
         .await
@@ -198,4 +216,27 @@ async fn follow_log_settings(
     }
     let _ = stop.wait_for(|s| *s).await;
     pipeline
+}
+
+/// Applies the server's checks as they change, until `stop`; then stops
+/// every check (killing plugins that run).
+async fn follow_check_settings(
+    mut checks: checks::Checks,
+    mut settings: watch::Receiver<Option<Vec<metrolog_protocol::CheckSettings>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let changed = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            changed = settings.changed() => changed,
+        };
+        if changed.is_err() {
+            // The shipper is gone: nothing will change any more.
+            let _ = stop.wait_for(|s| *s).await;
+            break;
+        }
+        let pushed = settings.borrow_and_update().clone();
+        checks.reconfigure(pushed.as_deref());
+    }
+    checks.stop().await;
 }

@@ -3,10 +3,14 @@
 //! batch for the shipper. The first batch is sealed as soon as the first bucket
 //! closes, so a new host shows data within seconds.
 //!
+//! Check results (and their perfdata series) done since the last batch ride
+//! in the next one, as the metrics do.
+//!
 //! Log records read since the last batch ride in the next one; when more wait
 //! than one batch may carry, they fill several, and a full batch of them is
 //! sealed without waiting for the ship interval.
 
+use crate::checks::CheckBook;
 use crate::collect::Collectors;
 use crate::downsample::Consolidator;
 use crate::logs::LogBook;
@@ -29,6 +33,7 @@ pub struct Sampler {
     handoff: Handoff,
     intervals: watch::Receiver<Intervals>,
     logs: Option<Arc<LogBook>>,
+    checks: Option<Arc<CheckBook>>,
 }
 
 fn unix_now() -> f64 {
@@ -62,12 +67,19 @@ impl Sampler {
             handoff,
             intervals,
             logs: None,
+            checks: None,
         }
     }
 
     /// Ships the log records of `book` in this sampler's batches.
     pub fn with_logs(mut self, book: Arc<LogBook>) -> Self {
         self.logs = Some(book);
+        self
+    }
+
+    /// Ships the check results of `book` in this sampler's batches.
+    pub fn with_checks(mut self, book: Arc<CheckBook>) -> Self {
+        self.checks = Some(book);
         self
     }
 
@@ -128,6 +140,7 @@ impl Sampler {
             self.consolidator.add(&s.key, wall, s.value);
         }
         self.sample_log_stats(wall);
+        self.sample_check_stats(wall);
         let now = unix_now();
         let Intervals { sample, ship } = *self.intervals.borrow();
         // Half a sample interval of slack, so tick jitter does not push a seal
@@ -136,7 +149,8 @@ impl Sampler {
             .last_seal
             .is_none_or(|t| t.elapsed() + sample / 2 >= ship);
         let logs_pending = self.logs.as_ref().is_some_and(|b| b.has_pending());
-        if due && (self.consolidator.has_closed(now) || logs_pending) {
+        let checks_pending = self.checks.as_ref().is_some_and(|b| b.has_pending());
+        if due && (self.consolidator.has_closed(now) || logs_pending || checks_pending) {
             self.seal(now, false);
         } else if self.logs.as_ref().is_some_and(|b| b.batch_full()) {
             self.seal(now, true);
@@ -166,9 +180,31 @@ impl Sampler {
         }
     }
 
-    /// Puts the closed buckets and the pending log records in batches on the
-    /// queue: one batch, or several when the records do not fit in one. With
-    /// `only_full_logs`, seals only batches the records fill, and no metrics.
+    /// The checks' counters, as series of this host (cumulative since start).
+    fn sample_check_stats(&mut self, wall: f64) {
+        let Some(book) = &self.checks else { return };
+        let runs = book.runs_done.load(Ordering::Relaxed);
+        if runs == 0 {
+            return;
+        }
+        for (name, value) in [
+            ("agent.checks.runs", runs),
+            ("agent.checks.dropped", book.dropped.load(Ordering::Relaxed)),
+            (
+                "agent.checks.perf_skipped",
+                book.perf_skipped.load(Ordering::Relaxed),
+            ),
+        ] {
+            if let Ok(key) = SeriesKey::new(name, Labels::new()) {
+                self.consolidator.add(&key, wall, value as f64);
+            }
+        }
+    }
+
+    /// Puts the closed buckets, the pending log records and check results in
+    /// batches on the queue: one batch, or several when the records do not
+    /// fit in one. With `only_full_logs`, seals only batches the records
+    /// fill, and no metrics or checks.
     fn seal(&mut self, now: f64, only_full_logs: bool) {
         let mut metrics = if only_full_logs {
             Vec::new()
@@ -182,7 +218,15 @@ impl Sampler {
                 }
                 _ => Vec::new(),
             };
-            if metrics.is_empty() && logs.is_empty() {
+            let checks = match &self.checks {
+                Some(book) if !only_full_logs => {
+                    let (results, series) = book.take_batch();
+                    metrics.extend(series);
+                    results
+                }
+                _ => Vec::new(),
+            };
+            if metrics.is_empty() && logs.is_empty() && checks.is_empty() {
                 return;
             }
             let batch = Batch {
@@ -192,7 +236,7 @@ impl Sampler {
                 },
                 sent_at: now as i64,
                 logs,
-                checks: Vec::new(),
+                checks,
                 metrics: std::mem::take(&mut metrics),
             };
             self.next_seq += 1;

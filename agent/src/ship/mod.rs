@@ -20,7 +20,7 @@ pub use queue::BatchQueue;
 use crate::config::Secret;
 use crate::state::{Credential, KnownSettings, StateDir};
 use backoff::Backoff;
-use metrolog_protocol::{AgentSettings, Batch, BatchId, EnrollRequest, LogSettings};
+use metrolog_protocol::{AgentSettings, Batch, BatchId, CheckSettings, EnrollRequest, LogSettings};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -159,6 +159,8 @@ pub struct Shipper {
     local: Intervals,
     /// Where the server's log settings go (the log pipeline).
     logs: Option<watch::Sender<Option<LogSettings>>>,
+    /// Where the server's checks go (the running checks).
+    checks: Option<watch::Sender<Option<Vec<CheckSettings>>>>,
     /// The server's settings last applied.
     settings: Option<AgentSettings>,
     /// When to ask the server for its settings again.
@@ -193,6 +195,7 @@ impl Shipper {
             last_contact: Instant::now(),
             local,
             logs: None,
+            checks: None,
             settings: None,
             next_refresh: Instant::now(),
             unsaved: Arc::default(),
@@ -210,6 +213,15 @@ impl Shipper {
     /// Sends the server's log settings to `logs` when they change.
     pub fn with_log_settings(mut self, logs: watch::Sender<Option<LogSettings>>) -> Self {
         self.logs = Some(logs);
+        self
+    }
+
+    /// Sends the server's checks to `checks` when they change.
+    pub fn with_check_settings(
+        mut self,
+        checks: watch::Sender<Option<Vec<CheckSettings>>>,
+    ) -> Self {
+        self.checks = Some(checks);
         self
     }
 
@@ -431,6 +443,15 @@ impl Shipper {
                     return false;
                 }
                 cur.clone_from(&settings.logs);
+                true
+            });
+        }
+        if let Some(checks) = &self.checks {
+            checks.send_if_modified(|cur| {
+                if *cur == settings.checks {
+                    return false;
+                }
+                cur.clone_from(&settings.checks);
                 true
             });
         }
