@@ -8,6 +8,7 @@ mod fleet;
 mod full_disk;
 mod graphite;
 mod logs;
+mod notify;
 mod pushed_logs;
 mod startup;
 mod syslog_tls;
