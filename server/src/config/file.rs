@@ -338,7 +338,9 @@ pub struct HookSection {
 pub struct AgentsSection {
     pub group: String,
     pub metrics: AgentMetrics,
-    pub checks: Vec<AgentCheck>,
+    /// Checks pushed to the group, with the keys of the agent's own
+    /// `[[checks]]` (the same type, so both sides accept the same values).
+    pub checks: Vec<metrolog_agent::config::CheckConfig>,
     pub logs: AgentLogs,
 }
 
@@ -358,7 +360,10 @@ pub struct AgentLogs {
 const AGENTS_KEYS: &[&str] = &["group", "metrics", "checks", "logs"];
 
 /// Reads `[[agents]]`, every error with its key (`agents[0].logs.files[1]: …`).
+/// A check name may be pushed once per group: two sections naming the same
+/// check for one group are an error, not a silent override.
 fn parse_agents(table: &toml::Table, errors: &mut Vec<String>) -> Vec<AgentsSection> {
+    let mut pushed: std::collections::HashMap<(String, String), String> = Default::default();
     let Some(value) = table.get("agents") else {
         return Vec::new();
     };
@@ -405,6 +410,24 @@ fn parse_agents(table: &toml::Table, errors: &mut Vec<String>) -> Vec<AgentsSect
             };
             for e in logs.problems().0 {
                 errors.push(format!("{at}.{}: {}", e.key, e.message));
+            }
+            for (j, c) in section.checks.iter().enumerate() {
+                let key = format!("checks[{j}]");
+                for e in c.problems(&key).0 {
+                    errors.push(format!("{at}.{}: {}", e.key, e.message));
+                }
+                if c.name.is_empty() {
+                    continue;
+                }
+                let here = format!("{at}.{key}");
+                if let Some(first) = pushed.get(&(section.group.clone(), c.name.clone())) {
+                    errors.push(format!(
+                        "{here}.name: {:?} is already pushed to group {:?} by {first}",
+                        c.name, section.group
+                    ));
+                } else {
+                    pushed.insert((section.group.clone(), c.name.clone()), here);
+                }
             }
         }
         if errors.len() == before {
@@ -464,20 +487,6 @@ pub struct AgentMetrics {
     pub sample_interval: Option<Duration>,
     #[serde(default, with = "opt_duration")]
     pub ship_interval: Option<Duration>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AgentCheck {
-    pub name: String,
-    pub command: Vec<String>,
-    #[serde(default, with = "opt_duration")]
-    pub interval: Option<Duration>,
-    #[serde(default, with = "opt_duration")]
-    pub retry_interval: Option<Duration>,
-    #[serde(default, with = "opt_duration")]
-    pub timeout: Option<Duration>,
-    pub max_attempts: Option<u32>,
 }
 
 mod opt_duration {
@@ -839,6 +848,68 @@ mod tests {
             .0
             .join("\n");
         assert!(errs.contains("agents[0].group: missing"), "{errs}");
+    }
+
+    #[test]
+    fn pushed_checks_are_checked_as_an_agent_checks_its_own() {
+        let errs = FileConfig::parse(
+            r#"
+            [[agents]]
+            group = "web"
+            checks = [
+                { name = "Bad Name", command = ["/x"] },
+                { name = "sh", command = ["a", "b"], shell = true, interval = "0s" },
+                { name = "http", command = [], max_attempts = 0 },
+                { name = "typo", command = ["/x"], intervall = "5s" },
+            ]
+            [[agents]]
+            group = "web"
+            checks = [{ name = "ok", command = ["/bin/true"] }, { name = "ok", command = ["/bin/false"] }]
+            [[agents]]
+            group = "db"
+            checks = [{ name = "ok", command = ["/bin/true"] }]
+            "#,
+        )
+        .unwrap_err()
+        .0;
+        let all = errs.join("\n");
+        for key in [
+            "agents[0].checks[3]: unknown field `intervall`",
+            "agents[1].checks[1].name: \"ok\" is already pushed to group \"web\" by agents[1].checks[0]",
+        ] {
+            assert!(all.contains(key), "missing {key:?} in:\n{all}");
+        }
+        let errs = FileConfig::parse(
+            r#"
+            [[agents]]
+            group = "web"
+            checks = [
+                { name = "Bad Name", command = ["/x"] },
+                { name = "sh", command = ["a", "b"], shell = true, interval = "0s" },
+                { name = "http", command = [], max_attempts = 0 },
+            ]
+            "#,
+        )
+        .unwrap_err()
+        .0
+        .join("\n");
+        for key in [
+            "agents[0].checks[0].name: \"Bad Name\" may only hold",
+            "agents[0].checks[1].command: with shell = true",
+            "agents[0].checks[1].interval: must be at least 1s",
+            "agents[0].checks[2].command: is missing",
+            "agents[0].checks[2].max_attempts: must be at least 1",
+        ] {
+            assert!(errs.contains(key), "missing {key:?} in:\n{errs}");
+        }
+        let ok = FileConfig::parse(
+            "[[agents]]\ngroup = \"web\"\nchecks = [{ name = \"http\", command = [\"/bin/true\"], timeout = \"2s\" }]",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            ok.agents[0].checks[0].timeout,
+            std::time::Duration::from_secs(2)
+        );
     }
 
     #[test]

@@ -73,11 +73,20 @@ fn settings_for(state: &AppState, group: Option<&str>) -> AgentSettings {
 
 /// The settings of `group` from its `[[agents]]` sections, in file order:
 /// a later section's interval or filter replaces an earlier one's; log files
-/// add up (a path listed twice counts once, as first given).
+/// add up (a path listed twice counts once, as first given); checks add up
+/// (the configuration refuses a check name pushed twice to one group).
 fn settings_of(sections: &[AgentsSection], group: Option<&str>) -> AgentSettings {
     let mut s = AgentSettings::default();
     let mut logs: Option<LogSettings> = None;
     for a in sections.iter().filter(|a| Some(a.group.as_str()) == group) {
+        if !a.checks.is_empty() {
+            let checks = s.checks.get_or_insert_with(Vec::new);
+            for c in &a.checks {
+                if !checks.iter().any(|have| have.name == c.name) {
+                    checks.push(c.to_settings());
+                }
+            }
+        }
         if let Some(d) = a.metrics.sample_interval {
             s.sample_interval_ms = Some(d.as_millis() as u64);
         }
@@ -196,9 +205,30 @@ mod tests {
             [[agents]]
             group = "batch"
             metrics = { sample_interval = "5s" }
+            checks = [{ name = "http", command = ["/usr/lib/nagios/plugins/check_http", "-H", "127.0.0.1"] }]
+            [[agents]]
+            group = "batch"
+            checks = [{ name = "sh", command = ["check_x | tail -1"], shell = true, interval = "5s", max_attempts = 2 }]
             "#,
         )
         .unwrap_or_else(|e| panic!("{e}"));
+        let batch = settings_of(&cfg.agents, Some("batch")).checks.unwrap();
+        assert_eq!(batch.len(), 2);
+        assert_eq!(batch[0].name, "http");
+        assert_eq!(
+            (
+                batch[0].interval_ms,
+                batch[0].timeout_ms,
+                batch[0].max_attempts
+            ),
+            (Some(60_000), Some(10_000), Some(3)),
+            "defaults are sent, so every agent version runs the same check"
+        );
+        assert_eq!(
+            (batch[1].shell, batch[1].interval_ms, batch[1].max_attempts),
+            (true, Some(5000), Some(2))
+        );
+        assert_eq!(settings_of(&cfg.agents, Some("web")).checks, None);
         let web = settings_of(&cfg.agents, Some("web"));
         assert_eq!(web.ship_interval_ms, Some(10_000));
         let logs = web.logs.unwrap();
