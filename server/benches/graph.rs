@@ -154,6 +154,7 @@ fn main() {
             line("cpu.user_pct", &series[1]),
         ],
         thresholds: Vec::new(),
+        marks: Vec::new(),
         utc_offset: 0,
     };
     graph::init();

@@ -425,3 +425,58 @@ async fn a_silence_is_created_listed_and_expired() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_graph_marks_when_its_alarm_fired_and_draws_the_rules_thresholds() {
+    let app = spawn_app().await;
+    // A rule made through the API (not the file): its lines and marks are drawn too.
+    let r = app
+        .post_json(
+            "/api/v1/rules",
+            &app.admin,
+            &json!({"name": "slow", "kind": "threshold", "metric": "app.latency_ms",
+                    "warning": "~:50", "critical": "~:100"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let t = now() - 600;
+    let points: Vec<_> = (0..10)
+        .map(|i| json!([t + i * 10, if i < 5 { 20.0 } else { 150.0 }]))
+        .collect();
+    let r = app
+        .post_json(
+            "/api/v1/import",
+            &app.admin,
+            &json!({"host": "web-1", "series": [
+                {"name": "app.latency_ms", "points": points},
+                {"name": "app.rps", "points": [[t, 3.0]]}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    app.wait_json("/api/v1/alarms?state=active", |v| {
+        v.as_array()
+            .is_some_and(|a| a.iter().any(|x| x["state"] == "CRITICAL"))
+    })
+    .await;
+    let svg = app
+        .get(
+            "/api/v1/graph.svg?host=web-1&name=app.latency_ms&from=-1h",
+            Some(&app.viewer),
+        )
+        .await
+        .text();
+    // The red triangle of the hard CRITICAL transition, and the rule's lines.
+    assert!(svg.contains(r##"fill="#D62728""##), "no alarm mark drawn");
+    assert!(svg.contains("critical 100"), "no critical line");
+    assert!(svg.contains("warning 50"), "no warning line");
+    // Another metric of the same host is not judged by the rule: no marks.
+    let other = app
+        .get(
+            "/api/v1/graph.svg?host=web-1&name=app.rps&from=-1h",
+            Some(&app.viewer),
+        )
+        .await
+        .text();
+    assert!(!other.contains(r##"fill="#D62728""##));
+    assert!(!other.contains("critical 100"));
+}

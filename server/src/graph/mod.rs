@@ -5,12 +5,14 @@
 //! with current, min, average and max) with Grafana's colours. Text is drawn
 //! with DejaVu Sans embedded in the binary, so no system font is needed.
 
+pub mod marks;
 pub mod png;
 pub mod text;
 pub mod threshold;
 pub mod time;
 pub mod units;
 
+pub use marks::Mark;
 use text::{Label, Style};
 pub use threshold::{range_bounds, Level, Threshold};
 pub use units::Unit;
@@ -72,6 +74,8 @@ pub struct Graph {
     pub unit: Unit,
     pub lines: Vec<Line>,
     pub thresholds: Vec<Threshold>,
+    /// Transitions of the alarms that judge what is drawn.
+    pub marks: Vec<Mark>,
     /// Time zone of the axis labels, seconds east of UTC.
     pub utc_offset: i32,
 }
@@ -151,6 +155,7 @@ const GRID: RGBColor = RGBColor(0xe7, 0xe9, 0xed);
 const AXIS: RGBColor = RGBColor(0xb8, 0xbd, 0xc6);
 const WARNING: RGBColor = RGBColor(0xe0, 0x9b, 0x00);
 const CRITICAL: RGBColor = RGBColor(0xd6, 0x27, 0x28);
+const RECOVERED: RGBColor = RGBColor(0x2e, 0x9e, 0x44);
 
 /// The colour of line `i`.
 pub fn color(i: usize) -> RGBColor {
@@ -444,6 +449,7 @@ fn draw<DB: DrawingBackend>(root: &Area<DB>, g: &Graph) -> Result<(), GraphError
             VPos::Bottom,
         )?;
     }
+    draw_marks(root, &f, &g.marks)?;
     for (i, l) in g.lines.iter().enumerate() {
         draw_line(root, &f, &l.points, g.step, color(i))?;
     }
@@ -464,6 +470,44 @@ fn draw<DB: DrawingBackend>(root: &Area<DB>, g: &Graph) -> Result<(), GraphError
         draw_legend_table(root, g, &legend_font, &small, x0, x1, ly, line_h)?;
     } else if legend_rows > 0 {
         draw_legend_flow(root, g, &legend_font, x0, x1, ly, line_h, legend_rows)?;
+    }
+    Ok(())
+}
+
+/// Alarm transitions: a dotted vertical line through the plot and a small
+/// triangle at its top, in the colour of the state the alarm went to (green
+/// for a recovery). Soft states get the line only.
+fn draw_marks<DB: DrawingBackend>(
+    root: &Area<DB>,
+    f: &Frame,
+    marks: &[Mark],
+) -> Result<(), GraphError> {
+    use metrolog_protocol::nagios::CheckStatus;
+    for m in marks {
+        if m.at <= f.from || m.at > f.to {
+            continue;
+        }
+        let c = match m.to {
+            CheckStatus::Ok => RECOVERED,
+            CheckStatus::Warning => WARNING,
+            CheckStatus::Critical => CRITICAL,
+            CheckStatus::Unknown => MUTED,
+        };
+        let x = f.x(m.at);
+        root.draw(&DashedPathElement::new(
+            vec![(x, f.y0), (x, f.y1)],
+            2,
+            3,
+            c.mix(0.8).stroke_width(1),
+        ))
+        .map_err(err)?;
+        if m.hard {
+            root.draw(&Polygon::new(
+                vec![(x - 4, f.y0), (x + 4, f.y0), (x, f.y0 + 6)],
+                c.filled(),
+            ))
+            .map_err(err)?;
+        }
     }
     Ok(())
 }

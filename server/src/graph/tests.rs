@@ -52,6 +52,7 @@ fn graph(width: u32, height: u32) -> Graph {
                 level: Level::Critical,
             },
         ],
+        marks: Vec::new(),
         utc_offset: 0,
     }
 }
@@ -198,4 +199,75 @@ fn dump() {
         render_svg(&graph(800, 300)).unwrap(),
     )
     .unwrap();
+}
+
+#[test]
+fn alarm_transitions_are_marked_where_they_happened() {
+    use metrolog_protocol::nagios::CheckStatus;
+    let (w, h) = (800u32, 300u32);
+    let pixels = |g: &Graph| {
+        let mut rgb = vec![0u8; (w * h * 3) as usize];
+        {
+            let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+            init();
+            draw(&root, g).unwrap();
+            root.present().unwrap();
+        }
+        rgb
+    };
+    let mut g = graph(w, h);
+    g.lines.clear();
+    g.thresholds.clear();
+    // Fired critical at a quarter of the range, recovered at three quarters;
+    // one soft warning and one mark outside the range (not drawn).
+    let quarter = (g.to - g.from) / 4;
+    g.marks = vec![
+        Mark {
+            at: g.from + quarter,
+            to: CheckStatus::Critical,
+            hard: true,
+        },
+        Mark {
+            at: g.from + 3 * quarter,
+            to: CheckStatus::Ok,
+            hard: true,
+        },
+        Mark {
+            at: g.from - 100,
+            to: CheckStatus::Critical,
+            hard: true,
+        },
+    ];
+    let rgb = pixels(&g);
+    let px = |x: u32, y: u32| {
+        let i = ((y * w + x) * 3) as usize;
+        (rgb[i], rgb[i + 1], rgb[i + 2])
+    };
+    // Columns holding the colour of each state, near the top of the plot.
+    let columns_of = |c: RGBColor| -> Vec<u32> {
+        (0..w)
+            .filter(|&x| (8..40).any(|y| px(x, y) == (c.0, c.1, c.2)))
+            .collect()
+    };
+    let red = columns_of(CRITICAL);
+    let green = columns_of(RECOVERED);
+    assert!(!red.is_empty() && !green.is_empty(), "marks drawn");
+    let mid = |cols: &[u32]| cols.iter().sum::<u32>() / cols.len() as u32;
+    // The plot spans PLOT_LEFT..w-PLOT_RIGHT: the red mark sits near its
+    // first quarter, the green one near its third.
+    let span = (w as i32 - PLOT_RIGHT - PLOT_LEFT) as f64;
+    let expect = |f: f64| (PLOT_LEFT as f64 + f * span) as i64;
+    assert!(
+        (mid(&red) as i64 - expect(0.25)).abs() < 12,
+        "red at {red:?}"
+    );
+    assert!(
+        (mid(&green) as i64 - expect(0.75)).abs() < 12,
+        "green at {green:?}"
+    );
+    // Without marks, neither colour is there.
+    g.marks.clear();
+    let rgb = pixels(&g);
+    let any = |c: RGBColor| rgb.chunks(3).any(|p| p == [c.0, c.1, c.2]);
+    assert!(!any(RECOVERED));
 }

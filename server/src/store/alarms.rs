@@ -490,3 +490,60 @@ fn host_entry(r: &sqlx::sqlite::SqliteRow) -> HostEntry {
         passive: r.get(6),
     }
 }
+
+/// One transition as a graph marks it.
+#[derive(Debug, Clone)]
+pub struct MarkRow {
+    pub at: i64,
+    pub to: Status,
+    pub hard: bool,
+    pub host_id: Option<i64>,
+    /// The alarm's notification labels (series labels among them).
+    pub labels: Labels,
+}
+
+impl Store {
+    /// Transitions in `(from, to]` of the alarms of `rules` whose subject is
+    /// one of `host_ids` or the group `group`, newest first, at most `limit`.
+    pub async fn graph_marks(
+        &self,
+        rules: &[String],
+        host_ids: &[i64],
+        group: Option<&str>,
+        (from, to): (i64, i64),
+        limit: i64,
+    ) -> Result<Vec<MarkRow>> {
+        if rules.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The lists travel as JSON arrays: one statement whatever their length.
+        let rules_json = serde_json::to_string(rules).unwrap_or_else(|_| "[]".into());
+        let hosts_json = serde_json::to_string(host_ids).unwrap_or_else(|_| "[]".into());
+        let rows = sqlx::query(
+            "SELECT t.at, t.to_state, t.hard, a.host_id, a.labels
+             FROM alarms a JOIN alarm_transitions t ON t.alarm_id = a.id
+             WHERE a.rule IN (SELECT value FROM json_each(?1))
+               AND (a.host_id IN (SELECT value FROM json_each(?2)) OR a.subject = 'group:' || ?3)
+               AND t.at > ?4 AND t.at <= ?5
+             ORDER BY t.at DESC, t.id DESC LIMIT ?6",
+        )
+        .bind(rules_json)
+        .bind(hosts_json)
+        .bind(group)
+        .bind(from)
+        .bind(to)
+        .bind(limit.clamp(1, 10_000))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| MarkRow {
+                at: r.get(0),
+                to: status(r.get::<&str, _>(1)),
+                hard: r.get::<i64, _>(2) != 0,
+                host_id: r.get(3),
+                labels: serde_json::from_str(r.get::<&str, _>(4)).unwrap_or_default(),
+            })
+            .collect())
+    }
+}

@@ -385,21 +385,25 @@ struct RuleView {
 }
 
 async fn rules(_op: Operator, State(state): State<AppState>) -> ApiResult<Json<Vec<RuleView>>> {
-    let mut out: Vec<RuleView> = state
-        .file_rules
-        .iter()
-        .cloned()
-        .map(|rule| RuleView { rule })
-        .collect();
+    let rules = all_rules(&state).await?;
+    Ok(Json(
+        rules.into_iter().map(|rule| RuleView { rule }).collect(),
+    ))
+}
+
+/// Every rule in force: the file's, then the API's (a stored rule that no
+/// longer parses, or whose name the file took since, is left out).
+pub(crate) async fn all_rules(state: &AppState) -> ApiResult<Vec<Rule>> {
+    let mut out: Vec<Rule> = state.file_rules.clone();
     let ctx = state.config.file.rule_context();
     for stored in state.store.api_rules().await? {
         if let Ok(rule) = parse_stored_rule(&stored.definition, ctx) {
-            if !out.iter().any(|r| r.rule.name == rule.name) {
-                out.push(RuleView { rule });
+            if !out.iter().any(|r| r.name == rule.name) {
+                out.push(rule);
             }
         }
     }
-    Ok(Json(out))
+    Ok(out)
 }
 
 /// Checks a rule body as the file's rules are checked; 400 naming every field.

@@ -1,6 +1,7 @@
 //! `GET /api/v1/graph.png` and `GET /api/v1/graph.svg`: the selectors of
 //! `/api/v1/query` drawn as a picture, with min–max bands for coarse archives
-//! and the threshold lines of matching rules. Rendering runs on the blocking
+//! the threshold lines of matching rules and the transitions of their
+//! alarms. Rendering runs on the blocking
 //! pool.
 //!
 //! Extra parameters: `width`, `height`, `title`, `utc_offset` (minutes east
@@ -8,7 +9,9 @@
 //! one line per member instead of the aggregate.
 
 use super::metrics::query_pairs;
-use crate::graph::{self, Graph, Level, Line, Threshold, Unit};
+use crate::alarms::rules::Kind;
+use crate::alarms::Rule;
+use crate::graph::{self, Graph, Level, Line, Mark, Threshold, Unit};
 use crate::http::auth::Operator;
 use crate::http::error::{ApiResult, AppError};
 use crate::http::AppState;
@@ -177,7 +180,7 @@ async fn build(state: &AppState, spec: &QuerySpec, look: &Look, now: i64) -> Api
         result.series.iter().map(|s| s.name.as_str()).collect()
     };
     let unit = Unit::common(names.iter().copied());
-    let thresholds = thresholds(state, spec, &result, &names).await?;
+    let (thresholds, marks) = judged(state, spec, &result, &names).await?;
     let hosts: BTreeSet<&str> = result.series.iter().map(|s| s.host.as_str()).collect();
     let show_host = hosts.len() > 1;
     let lines = std::mem::take(&mut result.series)
@@ -212,6 +215,7 @@ async fn build(state: &AppState, spec: &QuerySpec, look: &Look, now: i64) -> Api
         unit,
         lines,
         thresholds,
+        marks,
         utc_offset: look.utc_offset,
     })
 }
@@ -301,66 +305,95 @@ fn label(spec: &QuerySpec, s: &SeriesPoints, show_host: bool) -> String {
     out
 }
 
-/// Threshold lines of the `[[rules]]` of kind threshold whose metric is one
-/// of the series shown and whose scope (host or group) covers them.
-async fn thresholds(
+/// What the rules that judge the drawn series add to the picture: their
+/// threshold lines and the transitions of their alarms in the range.
+async fn judged(
     state: &AppState,
     spec: &QuerySpec,
     result: &QueryResult,
     names: &[&str],
-) -> ApiResult<Vec<Threshold>> {
-    let rules: Vec<_> = state
-        .config
-        .file
-        .rules
-        .iter()
-        // `RuleKind` is not exported by `config`; its Debug name is stable.
-        .filter(|r| format!("{:?}", r.kind) == "Threshold")
-        .filter(|r| r.metric.as_deref().is_some_and(|m| names.contains(&m)))
+) -> ApiResult<(Vec<Threshold>, Vec<Mark>)> {
+    let rules: Vec<Rule> = super::alarms::all_rules(state)
+        .await?
+        .into_iter()
+        .filter(|r| match &r.kind {
+            Kind::Threshold { metric, .. } => names.contains(&metric.as_str()),
+            _ => false,
+        })
         .collect();
     if rules.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     // Hostnames and groups of what is drawn, for scoped rules.
     let mut hostnames = BTreeSet::new();
     let mut groups = BTreeSet::new();
-    match &spec.target {
+    let host_ids: BTreeSet<i64> = result.series.iter().filter_map(|s| s.host_id).collect();
+    let group = match &spec.target {
         Target::Group { group, .. } => {
             groups.insert(group.clone());
+            Some(group.as_str())
         }
         Target::Host(_) => {
-            let ids: BTreeSet<i64> = result.series.iter().filter_map(|s| s.host_id).collect();
-            for id in ids {
+            for &id in &host_ids {
                 if let Some(h) = state.store.host(id).await? {
                     hostnames.insert(h.hostname);
                     groups.extend(h.group);
                 }
             }
+            None
         }
-    }
-    let mut out: Vec<Threshold> = Vec::new();
-    for r in rules {
-        if let Some(h) = &r.host {
-            if !hostnames.contains(h) {
-                continue;
-            }
-        }
-        if let Some(g) = &r.group {
-            if !groups.contains(g) {
-                continue;
-            }
-        }
-        for (text, level) in [(&r.warning, Level::Warning), (&r.critical, Level::Critical)] {
-            let Some(bounds) = text.as_deref().and_then(graph::range_bounds) else {
-                continue;
-            };
-            for value in bounds {
+    };
+    let rules: Vec<Rule> = rules
+        .into_iter()
+        .filter(|r| {
+            r.selector
+                .host
+                .as_ref()
+                .is_none_or(|h| hostnames.contains(h))
+        })
+        .filter(|r| r.selector.group.as_ref().is_none_or(|g| groups.contains(g)))
+        .collect();
+    let mut lines: Vec<Threshold> = Vec::new();
+    for r in &rules {
+        for (range, level) in [(&r.warning, Level::Warning), (&r.critical, Level::Critical)] {
+            for value in range.iter().flat_map(|r| r.bounds()) {
                 let t = Threshold { value, level };
-                if !out.contains(&t) {
-                    out.push(t);
+                if !lines.contains(&t) {
+                    lines.push(t);
                 }
             }
         }
     }
-    Ok(out)
+    let names: Vec<String> = rules.iter().map(|r| r.name.clone()).collect();
+    let ids: Vec<i64> = host_ids.iter().copied().collect();
+    let rows = state
+        .store
+        .graph_marks(
+            &names,
+            &ids,
+            group,
+            (result.from, result.to),
+            graph::marks::MAX_MARKS as i64,
+        )
+        .await?;
+    // An alarm per mount or interface marks only the graph of its series:
+    // its labels must agree with the labels of some drawn series of its host.
+    let marks = rows
+        .into_iter()
+        .filter(|m| {
+            m.host_id.is_none()
+                || result.series.iter().any(|s| {
+                    s.host_id == m.host_id
+                        && s.labels
+                            .iter()
+                            .all(|(k, v)| m.labels.get(k).is_none_or(|mv| mv == v))
+                })
+        })
+        .map(|m| Mark {
+            at: m.at,
+            to: m.to,
+            hard: m.hard,
+        })
+        .collect();
+    Ok((lines, marks))
 }
