@@ -3,6 +3,7 @@
 
 mod agent_logs;
 mod archives;
+mod checks;
 mod dashboard;
 mod fleet;
 mod full_disk;
