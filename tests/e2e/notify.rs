@@ -150,7 +150,10 @@ fn a_delivery_pending_across_a_kill_9_is_accepted_exactly_once_after_restart() -
     // Wait until the failed attempt is recorded, then kill -9.
     eventually(Duration::from_secs(10), || {
         let d = deliveries(&api, "")?;
-        Ok((d.len() == 1 && d[0]["attempt_count"] == 1 && d[0]["state"] == "pending").then_some(()))
+        Ok(
+            (d.len() == 1 && d[0]["attempt_count"] == 1 && d[0]["state"] == "pending")
+                .then_some(()),
+        )
     })?;
     server.proc.child.kill()?;
     server.proc.child.wait()?;
@@ -165,13 +168,20 @@ fn a_delivery_pending_across_a_kill_9_is_accepted_exactly_once_after_restart() -
         .recv_timeout(Duration::from_secs(15))
         .context("the pending delivery was not sent after the restart")?;
     assert_eq!(second.status, 200);
-    assert_eq!(second.idempotency_key, first.idempotency_key, "the same delivery, resent");
+    assert_eq!(
+        second.idempotency_key, first.idempotency_key,
+        "the same delivery, resent"
+    );
     assert_eq!(second.body, first.body, "the payload was frozen");
     let list = eventually(Duration::from_secs(10), || {
         let d = deliveries(&api, "")?;
         Ok(d.iter().all(|x| x["state"] == "delivered").then_some(d))
     })?;
-    assert_eq!(list.len(), 1, "the restart built no second notification: {list:?}");
+    assert_eq!(
+        list.len(),
+        1,
+        "the restart built no second notification: {list:?}"
+    );
     let statuses: Vec<i64> = list[0]["attempts"]
         .as_array()
         .unwrap()
@@ -228,7 +238,10 @@ fn a_real_alertmanager_holds_the_alert_active_then_resolved() -> Result<()> {
     let am_url = format!("http://127.0.0.1:{port}");
     let mut cmd = Command::new("/usr/bin/prometheus-alertmanager");
     cmd.arg(format!("--config.file={}", am_config.display()))
-        .arg(format!("--storage.path={}", dir.path().join("am").display()))
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("am").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--cluster.listen-address=");
     let mut am = Proc::spawn("alertmanager", cmd)?;
@@ -264,7 +277,10 @@ fn a_real_alertmanager_holds_the_alert_active_then_resolved() -> Result<()> {
     assert_eq!(active["status"]["state"], "active");
     let delivered = deliveries(&api, "?receiver=am&state=delivered")?;
     assert!(!delivered.is_empty());
-    assert!(delivered[0]["payload"].is_array(), "API v2 takes an array of alerts");
+    assert!(
+        delivered[0]["payload"].is_array(),
+        "API v2 takes an array of alerts"
+    );
 
     // Recovery: Alertmanager is told endsAt = now and drops it from the active alerts.
     import(&api, t + 60, &[10.0, 10.0, 10.0, 10.0, 10.0, 10.0])?;
@@ -273,13 +289,15 @@ fn a_real_alertmanager_holds_the_alert_active_then_resolved() -> Result<()> {
         Ok((!alerts.iter().any(|a| a["labels"]["alertname"] == "latency")).then_some(()))
     })?;
     let resolved = probe
-        .get(format!("{am_url}/api/v2/alerts?active=false&silenced=false&inhibited=false&unprocessed=false"))
+        .get(format!(
+            "{am_url}/api/v2/alerts?active=false&silenced=false&inhibited=false&unprocessed=false"
+        ))
         .send()?
         .json::<Value>()?;
     assert!(
-        !resolved
-            .as_array()
-            .is_some_and(|a| a.iter().any(|x| x["labels"]["alertname"] == "latency" && x["status"]["state"] == "active")),
+        !resolved.as_array().is_some_and(|a| a
+            .iter()
+            .any(|x| x["labels"]["alertname"] == "latency" && x["status"]["state"] == "active")),
         "{resolved}"
     );
     assert!(deliveries(&api, "?state=dead")?.is_empty());
