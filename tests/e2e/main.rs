@@ -8,6 +8,7 @@ mod dashboard;
 mod fleet;
 mod full_disk;
 mod graphite;
+mod liveness;
 mod logs;
 mod notify;
 mod pushed_logs;

@@ -2,6 +2,8 @@
 //! `metrolog-server` and `metrolog-agent` binaries on random ports, talk to
 //! them over real sockets, and wait for conditions with deadlines.
 
+pub mod receiver;
+
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,127 @@
+//! A webhook receiver played by the test: the outside party (an
+//! Alertmanager receiver, an autoscaler) that Metrolog notifies. It answers
+//! each request with the next status of a script (then 200) and hands every
+//! request it got to the test.
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The status it was answered with.
+    pub status: u16,
+}
+
+impl Received {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub struct Receiver {
+    pub url: String,
+    rx: mpsc::Receiver<Received>,
+}
+
+impl Receiver {
+    /// Listens on a random loopback port; answers the n-th request with
+    /// `script[n]`, and 200 once the script is used up.
+    pub fn start(script: Vec<u16>) -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut script = script.into_iter();
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let status = script.next().unwrap_or(200);
+                match read_request(&mut conn) {
+                    Ok(mut req) => {
+                        req.status = status;
+                        let reason = if status < 300 { "OK" } else { "Error" };
+                        let _ = write!(
+                            conn,
+                            "HTTP/1.1 {status} {reason}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                        );
+                        let _ = conn.flush();
+                        if tx.send(req).is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => continue,
+                }
+            }
+        });
+        Ok(Self { url, rx })
+    }
+
+    /// The next request, within `timeout`.
+    pub fn next(&self, timeout: Duration) -> Result<Received> {
+        self.rx
+            .recv_timeout(timeout)
+            .with_context(|| format!("no request reached the receiver within {timeout:?}"))
+    }
+
+    /// Every request that arrives within `window` (for "nothing more came").
+    pub fn drain(&self, window: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + window;
+        let mut out = Vec::new();
+        while let Ok(r) = self
+            .rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            out.push(r);
+        }
+        out
+    }
+}
+
+fn read_request(conn: &mut std::net::TcpStream) -> Result<Received> {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_string();
+    let path = parts.next().unwrap_or_default().to_string();
+    let mut headers = Vec::new();
+    let mut length = 0usize;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+            if k == "content-length" {
+                length = v.parse().unwrap_or(0);
+            }
+            headers.push((k, v));
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok(Received {
+        method,
+        path,
+        headers,
+        body,
+        status: 0,
+    })
+}
