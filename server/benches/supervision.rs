@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+/// When each host's firing notification arrived.
+type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
 
 const ENROLL: &str = "mlg_bench-enrollment-token-0123456789abcdef";
 /// Series per regular batch: about what the default collectors send.
@@ -220,13 +222,10 @@ async fn alarm_to_webhook() -> Res<()> {
     let alarms = if quick() { 100 } else { 1_000 };
     let background = if quick() { 100 } else { 1_000 };
     // The receiver: records when each host's firing notification arrived.
-    let arrivals: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let arrivals: Arrivals = Arc::default();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
     async fn hook(
-        State((arrivals, done)): State<(
-            Arc<Mutex<HashMap<String, Instant>>>,
-            mpsc::UnboundedSender<()>,
-        )>,
+        State((arrivals, done)): State<(Arrivals, mpsc::UnboundedSender<()>)>,
         Json(body): Json<Value>,
     ) -> &'static str {
         let at = Instant::now();

@@ -300,6 +300,20 @@ async fn a_receiver_answering_400_leaves_a_visible_dead_letter() {
     );
     let metrics = app.get("/metrics", None).await.text();
     assert!(metrics.contains("metrolog_notifications_dead_total{receiver=\"ops\"} 1"));
+    // The operator sees it on the alarms page, with why, the receiver's
+    // answer escaped.
+    let page = app.get("/alarms", Some(&app.viewer)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let html = page.text();
+    let id = dead[0]["id"].as_i64().unwrap();
+    let row = html
+        .split(&format!("id=\"delivery-{id}\""))
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .unwrap_or_else(|| panic!("no row for delivery {id} in the page"));
+    assert!(row.contains(">dead<"), "{row}");
+    assert!(row.contains("HTTP 400"), "{row}");
+    assert!(row.contains("400 in "), "{row}");
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
 //! The alarms page (`/alarms`): problems first by severity, then the recent
-//! history of transitions and the silences; acknowledgement and silence
+//! history of transitions, the silences and the notifications sent; acknowledgement and silence
 //! forms for admins. Rendered by askama, which escapes everything (rule
 //! names, hostnames, plugin output are attacker-controlled).
 
@@ -10,7 +10,7 @@ use super::AppState;
 use crate::alarms::silence::{MatcherSpec, Op, Silence};
 use crate::auth::Role;
 use crate::http::auth::Operator;
-use crate::store::{AlarmRow, SilenceRow, TransitionRow};
+use crate::store::{AlarmRow, DeliveryFilter, DeliveryView, SilenceRow, TransitionRow};
 use askama::Template;
 use axum::extract::{Form, Path, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -92,7 +92,36 @@ struct AlarmsPage<'a> {
     active: Vec<AlarmItem>,
     history: Vec<(String, TransitionRow)>,
     silences: Vec<(String, String, SilenceRow)>,
+    deliveries: Vec<DeliveryItem>,
     message: Option<String>,
+}
+
+/// One outbox delivery as the page shows it: what went where, and how its
+/// attempts went.
+pub struct DeliveryItem {
+    pub row: DeliveryView,
+    pub created: String,
+    /// `200 in 12 ms`, `timeout after 10000 ms`: the last attempt.
+    pub last: String,
+}
+
+impl DeliveryItem {
+    fn new(row: DeliveryView) -> Self {
+        let last = row
+            .attempts
+            .last()
+            .map(|a| match (a.status, &a.error) {
+                (Some(s), _) => format!("{s} in {} ms", a.latency_ms),
+                (None, Some(e)) => format!("{e} ({} ms)", a.latency_ms),
+                (None, None) => format!("no answer ({} ms)", a.latency_ms),
+            })
+            .unwrap_or_else(|| "not tried yet".into());
+        DeliveryItem {
+            created: when(row.created_ms / 1000),
+            last,
+            row,
+        }
+    }
 }
 
 impl AlarmsPage<'_> {
@@ -119,10 +148,17 @@ async fn render_page(state: &AppState, op: &Operator, message: Option<String>) -
         let active = state.store.alarms(true, None).await?;
         let history = state.store.transitions(None, None, None, 100).await?;
         let silences = state.store.silences(Some(crate::store::now())).await?;
-        Ok::<_, crate::store::StoreError>((active, history, silences))
+        let deliveries = state
+            .store
+            .deliveries(&DeliveryFilter {
+                limit: 50,
+                ..Default::default()
+            })
+            .await?;
+        Ok::<_, crate::store::StoreError>((active, history, silences, deliveries))
     }
     .await;
-    let (active, history, silences) = match data {
+    let (active, history, silences, deliveries) = match data {
         Ok(d) => d,
         Err(e) => return AppError::from(e).into_response(),
     };
@@ -138,6 +174,7 @@ async fn render_page(state: &AppState, op: &Operator, message: Option<String>) -
             .into_iter()
             .map(|s| (when(s.starts_at), when(s.ends_at), s))
             .collect(),
+        deliveries: deliveries.into_iter().map(DeliveryItem::new).collect(),
         message,
     };
     match page.render() {
