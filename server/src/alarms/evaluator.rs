@@ -56,11 +56,43 @@ pub struct HostEntry {
 
 type Key = (String, Subject);
 
+/// The threshold rules of one metric, split by what they select, so a batch
+/// only meets the rules that can concern its host: a server with 10 000
+/// per-host rules judges each batch against its own few, not all of them.
+#[derive(Debug, Default)]
+struct MetricRules {
+    any: Vec<usize>,
+    by_host: HashMap<String, Vec<usize>>,
+    by_group: HashMap<String, Vec<usize>>,
+}
+
+impl MetricRules {
+    /// The rules that may concern a series of `host` (a member, or the row
+    /// that owns a group's own series); the selector is still checked.
+    fn candidates(&self, host: &HostEntry) -> Vec<usize> {
+        let mut out = self.any.clone();
+        if let Some(v) = self.by_host.get(&host.hostname) {
+            out.extend_from_slice(v);
+        }
+        let owner = host
+            .owner_of
+            .as_ref()
+            .filter(|o| Some(*o) != host.group.as_ref());
+        for g in [host.group.as_ref(), owner].into_iter().flatten() {
+            if let Some(v) = self.by_group.get(g) {
+                out.extend_from_slice(v);
+            }
+        }
+        out
+    }
+}
+
 #[derive(Debug)]
 pub struct Evaluator {
     rules: Vec<Arc<Rule>>,
-    /// Threshold rules by metric name, check rules by check name.
-    by_metric: HashMap<String, Vec<usize>>,
+    /// Threshold rules by metric name (and by the host or group they
+    /// select), check rules by check name.
+    by_metric: HashMap<String, MetricRules>,
     by_check: HashMap<String, Vec<usize>>,
     alarms: HashMap<Key, Alarm>,
     conditions: HashMap<Key, Condition>,
@@ -101,11 +133,17 @@ impl Evaluator {
         self.by_check.clear();
         for (i, r) in self.rules.iter().enumerate() {
             match &r.kind {
-                Kind::Threshold { metric, .. } => self
-                    .by_metric
-                    .entry(metric.as_str().to_string())
-                    .or_default()
-                    .push(i),
+                Kind::Threshold { metric, .. } => {
+                    let m = self
+                        .by_metric
+                        .entry(metric.as_str().to_string())
+                        .or_default();
+                    match (&r.selector.host, &r.selector.group) {
+                        (Some(h), _) => m.by_host.entry(h.clone()).or_default().push(i),
+                        (None, Some(g)) => m.by_group.entry(g.clone()).or_default().push(i),
+                        (None, None) => m.any.push(i),
+                    }
+                }
                 Kind::Check { check } => self
                     .by_check
                     .entry(check.as_str().to_string())
@@ -350,7 +388,11 @@ impl Evaluator {
             }
         }
         for (key, buckets) in &s.series {
-            let Some(idx) = self.by_metric.get(key.name.as_str()).cloned() else {
+            let Some(idx) = self
+                .by_metric
+                .get(key.name.as_str())
+                .map(|m| m.candidates(&host))
+            else {
                 continue;
             };
             for i in idx {
@@ -416,6 +458,7 @@ impl Evaluator {
             }
         };
         let ck = (rule.name.clone(), subject.clone());
+        let has_alarm = self.alarms.contains_key(&ck);
         let cond = self
             .conditions
             .entry(ck)
@@ -428,6 +471,12 @@ impl Evaluator {
         };
         let judged = rule.judge(value);
         let gated = cond.datapoint(rule, judged, Some(value), now);
+        if gated == Status::Ok && !has_alarm {
+            // The common case, kept cheap: nothing to say, no alarm to
+            // update, so no labels or text are built.
+            self.evaluations += 1;
+            return;
+        }
         let labels = match &subject {
             Subject::Host { .. } => self.host_labels(rule, host_id, &key.labels),
             Subject::Group(g) => Self::group_labels(rule, g),
@@ -830,7 +879,11 @@ impl Evaluator {
         let Some(host) = self.hosts.get(&host_id).cloned() else {
             return out;
         };
-        let Some(idx) = self.by_metric.get(key.name.as_str()).cloned() else {
+        let Some(idx) = self
+            .by_metric
+            .get(key.name.as_str())
+            .map(|m| m.candidates(&host))
+        else {
             return out;
         };
         for i in idx {

@@ -454,3 +454,70 @@ fn an_acknowledgement_needs_a_problem_and_removing_a_rule_resolves_its_alarms() 
     assert_eq!(notices(&w), [(AlertStatus::Resolved, "critical".into())]);
     assert!(ev.alarm(7).is_none());
 }
+
+#[test]
+fn rules_are_met_by_the_hosts_and_groups_they_select() {
+    let mut ev = evaluator(
+        r#"
+[[rules]]
+name = "only-web-1"
+kind = "threshold"
+metric = "cpu.busy_pct"
+host = "web-1"
+critical = "~:90"
+
+[[rules]]
+name = "web-members"
+kind = "threshold"
+metric = "cpu.busy_pct"
+group = "web"
+critical = "~:90"
+
+[[rules]]
+name = "everyone"
+kind = "threshold"
+metric = "cpu.busy_pct"
+critical = "~:90"
+
+[[rules]]
+name = "web-avg"
+kind = "threshold"
+metric = "cpu.busy_pct"
+group = "web"
+scope = "group"
+aggregation = "avg"
+critical = "~:90"
+"#,
+    );
+    let host = |id| Subject::Host {
+        id,
+        series_labels: String::new(),
+    };
+    for id in [1, 2, 3] {
+        ev.on_event(&samples(id, "cpu.busy_pct", &[], 100, 99.0), 100);
+    }
+    ev.on_event(
+        &samples(100, "cpu.busy_pct", &[("agg", "avg")], 100, 99.0),
+        100,
+    );
+    let fired = |rule: &str, s: Subject| state(&ev, rule, s).map(|(st, _)| st);
+    assert_eq!(fired("only-web-1", host(1)), Some(Status::Critical));
+    assert_eq!(fired("only-web-1", host(2)), None);
+    assert_eq!(fired("web-members", host(2)), Some(Status::Critical));
+    assert_eq!(fired("web-members", host(3)), None, "db-1 is not in web");
+    assert_eq!(fired("everyone", host(3)), Some(Status::Critical));
+    assert_eq!(
+        fired("web-avg", Subject::Group("web".into())),
+        Some(Status::Critical)
+    );
+    assert_eq!(
+        fired("web-avg", host(1)),
+        None,
+        "a group rule judges the aggregate"
+    );
+    assert_eq!(
+        fired("web-members", host(100)),
+        None,
+        "not the group's own row"
+    );
+}
