@@ -587,14 +587,14 @@ impl CheckConfig {
     fn validate(&self, at: &str, errs: &mut ConfigErrors) {
         if self.name.is_empty() {
             errs.push(format!("{at}.name"), "is missing");
-        } else if metrolog_protocol::SeriesName::parse(&self.name).is_err()
-            || self.name.contains('.')
-        {
+        } else if metrolog_protocol::nagios::CheckName::parse(&self.name).is_err() {
             errs.push(
                 format!("{at}.name"),
                 format!(
-                    "{:?} may only hold a-z, 0-9, '_' and '-' (it becomes series check.<name>.*)",
-                    self.name
+                    "{:?} may only hold a-z, 0-9, '_' and '-', at most {} bytes (it becomes \
+                     series check.<name>.*)",
+                    self.name,
+                    metrolog_protocol::nagios::MAX_CHECK_NAME
                 ),
             );
         }
@@ -1185,6 +1185,23 @@ max_attempts = 0
         ] {
             assert!(keys.contains(&key), "{key} missing from {errs}");
         }
+    }
+
+    #[test]
+    fn a_check_name_too_long_for_a_series_is_refused() {
+        let c = CheckConfig {
+            name: "c".repeat(65),
+            command: vec!["/bin/true".into()],
+            ..CheckConfig::default()
+        };
+        let errs = c.problems("checks[0]").to_string();
+        assert!(errs.starts_with("checks[0].name: "), "{errs}");
+        assert!(errs.contains("at most 64 bytes"), "{errs}");
+        let ok = CheckConfig {
+            name: "c".repeat(64),
+            ..c
+        };
+        assert!(ok.problems("checks[0]").is_empty());
     }
 
     #[test]
