@@ -22,6 +22,7 @@ pub mod ingest;
 pub mod local_agent;
 pub mod logs;
 pub mod notify;
+pub mod prometheus;
 pub mod query;
 pub mod startup;
 pub mod store;

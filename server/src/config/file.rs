@@ -26,6 +26,7 @@ pub struct FileConfig {
     pub notify: Vec<NotifySection>,
     pub scaling: ScalingSection,
     pub agents: Vec<AgentsSection>,
+    pub prometheus: crate::prometheus::PrometheusSection,
 }
 
 /// `[hosts]`: membership and liveness.
@@ -516,6 +517,7 @@ const TOP_KEYS: &[&str] = &[
     "notify",
     "scaling",
     "agents",
+    "prometheus",
 ];
 
 impl FileConfig {
@@ -579,6 +581,7 @@ impl FileConfig {
             notify: take_list(&table, "notify", &mut errors),
             scaling: ScalingSection::default(),
             agents: parse_agents(&table, &mut errors),
+            prometheus: take(&table, "prometheus", &mut errors).unwrap_or_default(),
         };
         if let Some(scaling) = table.get("scaling") {
             match scaling.as_table() {

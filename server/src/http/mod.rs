@@ -118,6 +118,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
         .merge(api::router(&state))
+        .merge(crate::prometheus::router())
         .merge(dashboard::router())
         .merge(logs_page::router())
         .merge(alarms_page::router())

@@ -9,6 +9,7 @@
 mod alarms;
 pub mod archive;
 mod auth;
+mod catalog;
 mod checkpoint;
 mod checks;
 mod groups;
@@ -21,6 +22,7 @@ pub use alarms::{AlarmRow, SilenceRow, StoredRule, TransitionRow};
 pub use archive::journal::Sample;
 pub use archive::{Accepted, ArchiveStats, FlushOutcome, LoadOutcome};
 pub use auth::{SessionRow, TokenRow, UserRow};
+pub use catalog::CatalogRow;
 pub use checks::CheckRow;
 pub use groups::{GroupMembers, MemberSeries};
 pub use hosts::{HostFacts, HostFilter, HostRow, HostSource, HostState};
