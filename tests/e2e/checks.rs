@@ -5,6 +5,7 @@
 //! the perfdata as series `check.<name>.time`. And checks pushed by the
 //! server's `[[agents]]` section, where a local check of the same name wins.
 
+use metrolog_e2e::receiver::Receiver;
 use metrolog_e2e::{eventually, start_agent, unique, Api, Proc, Server};
 use serde_json::Value;
 use std::net::TcpListener;
@@ -113,10 +114,16 @@ fn check_tcp_drives_an_alarm_through_soft_and_hard_critical_and_back() -> anyhow
     let dir = tempfile::tempdir()?;
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
+    // The receiver an Alertmanager webhook config would point at.
+    let receiver = Receiver::start(Vec::new())?;
     let server_toml = dir.path().join("server.toml");
     std::fs::write(
         &server_toml,
-        "[[rules]]\nname = \"tcp-down\"\nkind = \"check\"\ncheck = \"tcp\"\n",
+        format!(
+            "[[rules]]\nname = \"tcp-down\"\nkind = \"check\"\ncheck = \"tcp\"\n\n\
+             [[notify]]\nname = \"ops\"\nurl = \"{}/hook\"\ngroup_wait = \"0s\"\ngroup_interval = \"1s\"\n",
+            receiver.url
+        ),
     )?;
     let server = Server::start(&[
         "--no-local-agent",
@@ -172,6 +179,18 @@ fn check_tcp_drives_an_alarm_through_soft_and_hard_critical_and_back() -> anyhow
     )?;
     let (_, alarms) = api.get(&format!("/api/v1/alarms?host={host}"))?;
     assert_eq!(alarms[0]["rule"], "tcp-down", "{alarms}");
+    // Told once, at the hard state (the soft ones tell nobody).
+    let fired = receiver.next(WAIT)?.json();
+    assert_eq!(fired["status"], "firing", "{fired}");
+    assert_eq!(
+        fired["alerts"][0]["labels"]["alertname"], "tcp-down",
+        "{fired}"
+    );
+    assert_eq!(fired["alerts"][0]["labels"]["check"], "tcp", "{fired}");
+    assert_eq!(
+        fired["alerts"][0]["labels"]["severity"], "critical",
+        "{fired}"
+    );
     assert_eq!(
         (&alarms[0]["state"], &alarms[0]["state_type"]),
         (&Value::from("CRITICAL"), &Value::from("hard")),
@@ -192,6 +211,16 @@ fn check_tcp_drives_an_alarm_through_soft_and_hard_critical_and_back() -> anyhow
         &mut agent,
     )?;
 
+    let resolved = receiver.next(WAIT)?.json();
+    assert_eq!(resolved["status"], "resolved", "{resolved}");
+    assert_eq!(resolved["alerts"][0]["status"], "resolved", "{resolved}");
+    assert!(
+        resolved["alerts"][0]["endsAt"]
+            .as_str()
+            .is_some_and(|t| !t.starts_with("0001")),
+        "{resolved}"
+    );
+
     // The perfdata is a series: response times in seconds.
     let id = host_id(&api, &host)?;
     let points = eventually(WAIT, || {
@@ -211,6 +240,9 @@ fn check_tcp_drives_an_alarm_through_soft_and_hard_critical_and_back() -> anyhow
         points.iter().all(|t| (0.0..3.0).contains(t)),
         "response times in seconds: {points:?}"
     );
+    // Exactly one of each: nothing else was sent.
+    let more = receiver.drain(Duration::from_secs(2));
+    assert!(more.is_empty(), "more notifications: {more:?}");
     Ok(())
 }
 
