@@ -82,7 +82,11 @@ async fn receiver(
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = Router::new().route("/hook", post(hook)).with_state(state);
+    // `/hook` for webhook receivers, Alertmanager's own path for `kind = "alertmanager"`.
+    let app = Router::new()
+        .route("/hook", post(hook))
+        .route("/api/v2/alerts", post(hook))
+        .with_state(state);
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (format!("http://{addr}/hook"), rx)
 }
@@ -353,4 +357,29 @@ async fn a_silenced_alarm_sends_nothing() {
     let list = deliveries(&app, "", |d| d.iter().all(|x| x["state"] == "delivered")).await;
     assert_eq!(list.len(), 1);
     assert!(rx.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn an_alertmanager_answering_400_leaves_a_visible_dead_letter() {
+    let (url, mut rx) = receiver(|_| Reply::Status(400)).await;
+    let base = url.trim_end_matches("/hook");
+    let app = spawn_app_with(&format!(
+        "{RULE}\n[[notify]]\nname = \"am\"\nkind = \"alertmanager\"\nurl = \"{base}\"\n"
+    ))
+    .await;
+    let (_, token) = app.enroll("db-1", "db").await;
+    app.post_batch(&token, &check(CheckStatus::Critical, 1))
+        .await;
+    let got = next(&mut rx, "the alerts pushed to Alertmanager's API").await;
+    assert_eq!(got.status, 400);
+    // API v2: a bare array of alerts, not the webhook body.
+    let alerts = got.body.as_array().expect("an array of alerts");
+    assert_eq!(alerts[0]["labels"]["alertname"], "disk");
+    let dead = deliveries(&app, "?receiver=am&state=dead", |d| d.len() == 1).await;
+    assert_eq!(
+        dead[0]["attempt_count"], 1,
+        "a 4xx is never retried verbatim"
+    );
+    assert_eq!(dead[0]["attempts"][0]["status"], 400);
+    assert!(rx.try_recv().is_err(), "no second attempt");
 }
