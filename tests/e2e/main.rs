@@ -11,6 +11,7 @@ mod graphite;
 mod liveness;
 mod logs;
 mod notify;
+mod prometheus;
 mod pushed_logs;
 mod startup;
 mod syslog_tls;
