@@ -24,6 +24,7 @@ pub mod logs;
 pub mod notify;
 pub mod prometheus;
 pub mod query;
+pub mod scaling;
 pub mod startup;
 pub mod store;
 pub mod syslog;

@@ -170,14 +170,19 @@ impl Application {
         let clock: crate::clock::SharedClock = Arc::new(crate::clock::SystemClock);
         // The receivers are recorded before the evaluator commits anything,
         // so no notice misses them.
-        let notifier = crate::notify::Notifier::start(
+        let notifier = crate::notify::Notifier::start_with(
             store.clone(),
             self.config.receivers(),
+            crate::scaling::lanes(&self.state.hooks),
             clock.clone(),
             self.state.metrics.clone(),
             stop_rx.clone(),
         )
         .await?;
+        let scaling = self
+            .state
+            .scaling_runner(clock.clone(), notifier.lane_waker())
+            .map(|(runner, commands)| tokio::spawn(runner.run(commands, stop_rx.clone())));
         let evaluator = self
             .state
             .alarm_runner(clock, notifier.waker())
@@ -232,6 +237,9 @@ impl Application {
         let _ = housekeeping.await;
         if let Some(e) = evaluator {
             let _ = e.await;
+        }
+        if let Some(s) = scaling {
+            let _ = s.await;
         }
         notifier.join().await;
         let _ = group_recorder.await;

@@ -132,6 +132,8 @@ pub struct ServerMetrics {
     pub alarms_unknown: Gauge,
     /// Notifications and their outbox (server/src/notify).
     pub notify: NotifyMetrics,
+    /// Scaling events by type (server/src/scaling).
+    pub scaling: crate::scaling::runner::ScalingMetrics,
 }
 
 /// What each receiver was sent, by outcome, and the outbox's backlog.
@@ -426,7 +428,34 @@ impl ServerMetrics {
             let _ = writeln!(out, "metrolog_hosts{{state=\"{state}\"}} {n}");
         }
         self.notify.render(&mut out);
+        self.render_scaling(&mut out);
         out
+    }
+
+    fn render_scaling(&self, out: &mut String) {
+        use crate::scaling::hook::EventType;
+        let _ = writeln!(
+            out,
+            "# HELP metrolog_scaling_events_total Scaling events stored (and handed to their hooks), by type.\n# TYPE metrolog_scaling_events_total counter"
+        );
+        for t in EventType::ALL {
+            let _ = writeln!(
+                out,
+                "metrolog_scaling_events_total{{type=\"{}\"}} {}",
+                t.as_str(),
+                self.scaling.get(t)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP metrolog_scaling_commit_failures_total Scaling event commits that failed (retried).\n# TYPE metrolog_scaling_commit_failures_total counter\nmetrolog_scaling_commit_failures_total {}",
+            self.scaling.commit_failures.get()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP metrolog_scaling_resyncs_total Times the scaling runner fell behind the event bus.\n# TYPE metrolog_scaling_resyncs_total counter\nmetrolog_scaling_resyncs_total {}",
+            self.scaling.resyncs.get()
+        );
     }
 
     /// The central-logs counters.

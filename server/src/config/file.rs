@@ -121,6 +121,24 @@ impl Default for GraphiteSection {
 pub struct RetentionSection {
     pub logs: LogRetention,
     pub alarms: AlarmRetention,
+    pub scaling: ScalingRetention,
+}
+
+/// `[retention.scaling]`: how long scaling events are kept (at most
+/// 100 000 of them in any case).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScalingRetention {
+    #[serde(with = "serde_duration")]
+    pub max_age: Duration,
+}
+
+impl Default for ScalingRetention {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(90 * 86400),
+        }
+    }
 }
 
 /// `[retention.alarms]`: how long alarm transitions (and OK alarms that
@@ -296,41 +314,7 @@ pub struct ScalingSection {
     pub hooks: Vec<HookSection>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicySection {
-    pub name: String,
-    pub group: String,
-    pub metric: String,
-    pub aggregation: Option<String>,
-    #[serde(default, with = "opt_duration")]
-    pub window: Option<Duration>,
-    pub scale_out_above: Option<f64>,
-    pub scale_in_below: Option<f64>,
-    #[serde(rename = "for", default, with = "opt_duration")]
-    pub for_: Option<Duration>,
-    pub datapoints: Option<String>,
-    #[serde(default, with = "opt_duration")]
-    pub cooldown: Option<Duration>,
-    pub min_size: Option<u32>,
-    pub max_size: Option<u32>,
-    pub target: Option<f64>,
-    pub tolerance: Option<f64>,
-    #[serde(default, with = "opt_duration")]
-    pub warmup: Option<Duration>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HookSection {
-    pub name: String,
-    pub group: Option<String>,
-    pub url: Option<String>,
-    pub secret: Option<String>,
-    pub command: Option<Vec<String>>,
-    #[serde(default)]
-    pub events: Vec<String>,
-}
+pub use crate::scaling::{HookSection, PolicySection};
 
 /// `[[agents]]`: configuration pushed to the agents of a group. Read key by
 /// key ([`parse_agents`]) so that a mistake deep inside (`logs.files[1]`) is
@@ -656,13 +640,14 @@ impl FileConfig {
         if let Err(problems) = crate::notify::Receiver::parse_all(&self.notify) {
             errors.extend(problems);
         }
-        for (i, hook) in self.scaling.hooks.iter().enumerate() {
-            if hook.url.is_some() == hook.command.is_some() {
-                errors.push(format!(
-                    "scaling.hooks[{i}] ({}): give exactly one of `url` or `command`",
-                    hook.name
-                ));
-            }
+        let base_step = self.rule_context().base_step;
+        if let Err(problems) = crate::scaling::Policy::parse_all(&self.scaling.policies, base_step)
+        {
+            errors.extend(problems);
+        }
+        let notify_names: Vec<String> = self.notify.iter().map(|n| n.name.clone()).collect();
+        if let Err(problems) = crate::scaling::Hook::parse_all(&self.scaling.hooks, &notify_names) {
+            errors.extend(problems);
         }
     }
 }

@@ -276,6 +276,28 @@ impl ServerConfig {
         }
         receivers
     }
+
+    /// The `[[scaling.policies]]`, checked (as [`Self::receivers`]).
+    pub fn policies(&self) -> Vec<crate::scaling::Policy> {
+        let base_step = self.file.rule_context().base_step;
+        crate::scaling::Policy::parse_all(&self.file.scaling.policies, base_step).unwrap_or_else(
+            |problems| {
+                tracing::error!(?problems, "[[scaling.policies]] do not parse; none is used");
+                Vec::new()
+            },
+        )
+    }
+
+    /// The `[[scaling.hooks]]`, checked (as [`Self::receivers`]).
+    pub fn hooks(&self) -> Vec<crate::scaling::Hook> {
+        let names: Vec<String> = self.file.notify.iter().map(|n| n.name.clone()).collect();
+        crate::scaling::Hook::parse_all(&self.file.scaling.hooks, &names).unwrap_or_else(
+            |problems| {
+                tracing::error!(?problems, "[[scaling.hooks]] do not parse; none is used");
+                Vec::new()
+            },
+        )
+    }
 }
 
 fn sqlite_url(data_dir: &Path) -> String {

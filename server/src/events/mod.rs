@@ -164,6 +164,11 @@ impl Bus {
         self.tx.receiver_count() > 0
     }
 
+    /// How many listen on the control lane (tests wait for their evaluators).
+    pub fn subscribers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
     /// Publishes one event. Call only after the transaction that made it true
     /// committed.
     pub fn publish(&self, event: Event) {

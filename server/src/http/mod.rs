@@ -45,6 +45,26 @@ pub struct Shared {
         std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<crate::alarms::evaluator::Command>>>,
     /// The rules of the server's file, checked (the API lists them beside its own).
     pub file_rules: Vec<crate::alarms::Rule>,
+    /// The scaling runner's mailbox (reloads) and its other end.
+    pub scaling: crate::scaling::ScalingHandle,
+    pub scaling_commands:
+        std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<crate::scaling::runner::Command>>>,
+    /// The file's scaling policies and hooks, checked.
+    pub file_policies: Vec<crate::scaling::Policy>,
+    pub hooks: Vec<crate::scaling::Hook>,
+    /// Wakes an outbox lane (a dead letter retried by hand); set once the
+    /// notifier runs.
+    pub lane_wake: std::sync::OnceLock<LaneWake>,
+}
+
+/// [`crate::notify::worker::LaneWake`], printable.
+#[derive(Clone)]
+pub struct LaneWake(pub crate::notify::worker::LaneWake);
+
+impl std::fmt::Debug for LaneWake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LaneWake")
+    }
 }
 
 impl Deref for AppState {
@@ -78,6 +98,34 @@ impl AppState {
         ))
     }
 
+    /// The scaling runner's task, for whoever runs it (once: the mailbox is
+    /// taken).
+    pub fn scaling_runner(
+        &self,
+        clock: crate::clock::SharedClock,
+        wake: crate::notify::worker::LaneWake,
+    ) -> Option<(
+        crate::scaling::Runner,
+        tokio::sync::mpsc::Receiver<crate::scaling::runner::Command>,
+    )> {
+        let rx = self.scaling_commands.lock().ok()?.take()?;
+        let _ = self.lane_wake.set(LaneWake(wake.clone()));
+        Some((
+            crate::scaling::Runner {
+                store: self.store.clone(),
+                clock,
+                metrics: self.metrics.clone(),
+                file_policies: self.file_policies.clone(),
+                hooks: self.hooks.clone(),
+                base_step: i64::from(self.store.archive_spec().base_step),
+                staleness: self.config.liveness_timeout().as_secs().max(1) as i64,
+                keep_events: self.config.file.retention.scaling.max_age,
+                wake,
+            },
+            rx,
+        ))
+    }
+
     pub fn new(store: Arc<Store>, config: Arc<ServerConfig>, metrics: Arc<ServerMetrics>) -> Self {
         let ingest = Ingestor::new(store.clone(), metrics.clone());
         let limiter = LoginLimiter::new(config.http.login_attempts_per_minute);
@@ -96,6 +144,9 @@ impl AppState {
                     );
                     Vec::new()
                 });
+        let (scaling, scaling_commands) = crate::scaling::ScalingHandle::channel();
+        let file_policies = config.policies();
+        let hooks = config.hooks();
         AppState(Arc::new(Shared {
             store,
             config,
@@ -107,6 +158,11 @@ impl AppState {
             alarms,
             alarm_commands: std::sync::Mutex::new(Some(alarm_commands)),
             file_rules,
+            scaling,
+            scaling_commands: std::sync::Mutex::new(Some(scaling_commands)),
+            file_policies,
+            hooks,
+            lane_wake: std::sync::OnceLock::new(),
         }))
     }
 }

@@ -59,7 +59,16 @@ impl Sender for HttpPost {
                 }
                 None => req,
             };
-            let mut resp = req.send().await.map_err(describe)?;
+            let resp = req.send().await.map_err(describe)?;
+            Ok(answer_of(resp).await)
+        })
+    }
+}
+
+/// What came back: the status, `Retry-After` and an excerpt of the body.
+pub async fn answer_of(mut resp: reqwest::Response) -> Answer {
+    {
+        {
             let status = resp.status().as_u16();
             let retry_after = resp
                 .headers()
@@ -75,12 +84,12 @@ impl Sender for HttpPost {
                     Ok(None) | Err(_) => break,
                 }
             }
-            Ok(Answer {
+            Answer {
                 status,
                 retry_after,
                 excerpt: excerpt(&body),
-            })
-        })
+            }
+        }
     }
 }
 
@@ -94,7 +103,8 @@ pub fn excerpt(body: &[u8]) -> String {
     text[..end].to_string()
 }
 
-fn describe(e: reqwest::Error) -> String {
+/// Why a request got no answer, with its causes.
+pub fn describe(e: reqwest::Error) -> String {
     use std::error::Error;
     let mut msg = if e.is_connect() {
         "cannot connect".to_string()

@@ -39,12 +39,31 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 /// One receiver at run time.
 #[derive(Debug)]
 struct Lane {
-    receiver: Receiver,
-    timing: Timing,
+    name: String,
+    retry: RetryPolicy,
+    /// A notification receiver: what the planner groups for it. `None` for
+    /// a lane whose deliveries someone else writes (a scaling hook).
+    plan: Option<(Receiver, Timing)>,
     sender: Arc<dyn Sender>,
     /// Wakes the lane's sending task: a delivery was built for it.
     wake: Notify,
 }
+
+/// A lane the planner does not feed: its deliveries are written by another
+/// commit (scaling events write their hooks' rows), which then wakes it
+/// ([`NotifierHandle::lane_waker`]). The worker sends them in order with the
+/// same retries, timeouts and dead letters.
+#[derive(Debug)]
+pub struct ExtraLane {
+    pub name: String,
+    /// The outbox's `kind` of its deliveries.
+    pub kind: &'static str,
+    pub retry: RetryPolicy,
+    pub sender: Arc<dyn Sender>,
+}
+
+/// Wakes the sending task of the lane named so.
+pub type LaneWake = Arc<dyn Fn(&str) + Send + Sync>;
 
 #[derive(Debug)]
 struct Inner {
@@ -61,6 +80,7 @@ struct Inner {
 #[derive(Debug)]
 pub struct NotifierHandle {
     plan: Arc<Notify>,
+    lanes: Vec<Arc<Lane>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -69,6 +89,17 @@ impl NotifierHandle {
     pub fn waker(&self) -> crate::alarms::evaluator::Wake {
         let plan = self.plan.clone();
         Arc::new(move || plan.notify_one())
+    }
+
+    /// What a commit that wrote deliveries for a lane calls (scaling hooks,
+    /// a dead letter retried by hand).
+    pub fn lane_waker(&self) -> LaneWake {
+        let lanes = self.lanes.clone();
+        Arc::new(move |name: &str| {
+            if let Some(l) = lanes.iter().find(|l| l.name == name) {
+                l.wake.notify_one();
+            }
+        })
     }
 
     /// Waits for every task (after the stop signal).
@@ -102,9 +133,22 @@ impl Notifier {
         metrics: Arc<ServerMetrics>,
         stop: watch::Receiver<bool>,
     ) -> Result<NotifierHandle, StoreError> {
+        Self::start_with(store, receivers, Vec::new(), clock, metrics, stop).await
+    }
+
+    /// [`Notifier::start`] with lanes the planner does not feed (scaling hooks).
+    pub async fn start_with(
+        store: Arc<Store>,
+        receivers: Vec<Receiver>,
+        extra: Vec<ExtraLane>,
+        clock: SharedClock,
+        metrics: Arc<ServerMetrics>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<NotifierHandle, StoreError> {
         let names: Vec<(String, String)> = receivers
             .iter()
             .map(|r| (r.name.clone(), r.kind.as_str().to_string()))
+            .chain(extra.iter().map(|l| (l.name.clone(), l.kind.to_string())))
             .collect();
         let dead = store.sync_receivers(&names, clock.now_ms()).await?;
         if dead > 0 {
@@ -123,12 +167,22 @@ impl Notifier {
             .into_iter()
             .map(|r| {
                 Arc::new(Lane {
-                    timing: Timing::of(&r.kind),
+                    name: r.name.clone(),
+                    retry: r.retry,
                     sender: sender_for(&client, &r),
-                    receiver: r,
+                    plan: Some((r.clone(), Timing::of(&r.kind))),
                     wake: Notify::new(),
                 })
             })
+            .chain(extra.into_iter().map(|l| {
+                Arc::new(Lane {
+                    name: l.name,
+                    retry: l.retry,
+                    plan: None,
+                    sender: l.sender,
+                    wake: Notify::new(),
+                })
+            }))
             .collect();
         let plan = Arc::new(Notify::new());
         let inner = Arc::new(Inner {
@@ -150,7 +204,11 @@ impl Notifier {
         } else {
             inner.update_backlog().await;
         }
-        Ok(NotifierHandle { plan, tasks })
+        Ok(NotifierHandle {
+            plan,
+            lanes: inner.lanes.clone(),
+            tasks,
+        })
     }
 }
 
@@ -179,7 +237,7 @@ impl Inner {
             }
             let now = self.clock.now_ms();
             let mut next = now + 3_600_000;
-            for lane in &self.lanes {
+            for lane in self.lanes.iter().filter(|l| l.plan.is_some()) {
                 match self.plan_receiver(lane, now).await {
                     Ok((built, due)) => {
                         if built {
@@ -190,7 +248,7 @@ impl Inner {
                         }
                     }
                     Err(e) => {
-                        tracing::error!(receiver = %lane.receiver.name, error = %e, "cannot plan notifications; trying again in 5 s");
+                        tracing::error!(receiver = %lane.name, error = %e, "cannot plan notifications; trying again in 5 s");
                         next = next.min(now + STORE_RETRY.as_millis() as i64);
                     }
                 }
@@ -221,8 +279,9 @@ impl Inner {
         lane: &Lane,
         now_ms: i64,
     ) -> Result<(bool, Option<i64>), StoreError> {
-        let r = &lane.receiver;
-        let t = &lane.timing;
+        let Some((r, t)) = &lane.plan else {
+            return Ok((false, None));
+        };
         let alerts = self.store.receiver_alerts(&r.name).await?;
         let flushed = self.store.receiver_groups(&r.name).await?;
         let mut groups: BTreeMap<String, (BTreeMap<String, String>, Vec<&AlertState>)> =
@@ -311,7 +370,7 @@ impl Inner {
 
     async fn send_loop(self: Arc<Self>, lane: Arc<Lane>, mut stop: watch::Receiver<bool>) {
         let mut jitter = Jitter::from_entropy();
-        let name = lane.receiver.name.clone();
+        let name = lane.name.clone();
         loop {
             if *stop.borrow() {
                 break;
@@ -356,8 +415,8 @@ impl Inner {
         jitter: &mut Jitter,
         stop: &mut watch::Receiver<bool>,
     ) -> bool {
-        let policy: RetryPolicy = lane.receiver.retry;
-        let name = &lane.receiver.name;
+        let policy: RetryPolicy = lane.retry;
+        let name = &lane.name;
         let Ok(_slot) = self.slots.acquire().await else {
             return false;
         };

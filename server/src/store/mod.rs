@@ -17,6 +17,7 @@ mod hosts;
 pub mod logs;
 mod metrics;
 pub mod outbox;
+mod scaling;
 
 pub use alarms::{AlarmRow, SilenceRow, StoredRule, TransitionRow};
 pub use archive::journal::Sample;
@@ -28,6 +29,7 @@ pub use groups::{GroupMembers, MemberSeries};
 pub use hosts::{HostFacts, HostFilter, HostRow, HostSource, HostState};
 pub use metrics::{CommitOutcome, ImportOutcome, SeriesRow};
 pub use outbox::{AttemptRow, DeliveryFilter, DeliveryRow, DeliveryView, Flush};
+pub use scaling::{HookDelivery, Requeue, StoredPolicy};
 
 use metrolog_protocol::rrd::RrdSpec;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};

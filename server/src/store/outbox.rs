@@ -20,11 +20,14 @@ pub(crate) async fn enqueue_alerts(
     now_ms: i64,
 ) -> Result<()> {
     for a in alerts {
-        // `WHERE 1`: SQLite needs a WHERE to tell an upsert's ON from a join's.
+        // Only notification receivers: scaling hooks share the table (and the
+        // outbox) but hear of scaling events, not alerts. (The WHERE also lets
+        // SQLite tell the upsert's ON from a join's.)
         sqlx::query(
             "INSERT INTO notify_alerts (receiver, fingerprint, status, labels, annotations, starts_at, ends_at,
                                         generator_url, muted, seq, updated_ms)
-             SELECT name, ?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 1, ?8 FROM notify_receivers WHERE 1
+             SELECT name, ?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 1, ?8 FROM notify_receivers
+             WHERE kind IN ('webhook', 'alertmanager')
              ON CONFLICT (receiver, fingerprint) DO UPDATE SET
                 status = excluded.status, labels = excluded.labels, annotations = excluded.annotations,
                 starts_at = excluded.starts_at, ends_at = excluded.ends_at,
@@ -305,7 +308,9 @@ impl Store {
     /// out in order.
     pub async fn next_delivery(&self, receiver: &str) -> Result<Option<DeliveryRow>> {
         let row = sqlx::query(
-            "SELECT id, receiver, kind, idempotency_key, payload, attempts, created_ms, next_attempt_ms
+            // A delivery an operator retried counts its schedule from then.
+            "SELECT id, receiver, kind, idempotency_key, payload, attempts, coalesce(requeued_ms, created_ms),
+                    next_attempt_ms
              FROM outbox WHERE state = 'pending' AND receiver = ? ORDER BY id LIMIT 1",
         )
         .bind(receiver)

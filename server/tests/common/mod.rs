@@ -62,15 +62,24 @@ pub async fn spawn_app_with(file: &str) -> TestApp {
     // The real evaluator, on the wall clock, as the server runs it.
     let (alarms_stop, stop_rx) = tokio::sync::watch::channel(false);
     // And the notifier, woken by the evaluator's commits.
-    let notifier = metrolog_server::notify::Notifier::start(
+    let notifier = metrolog_server::notify::Notifier::start_with(
         store.clone(),
         state.config.receivers(),
+        metrolog_server::scaling::lanes(&state.hooks),
         Arc::new(metrolog_server::clock::SystemClock),
         state.metrics.clone(),
         stop_rx.clone(),
     )
     .await
     .unwrap();
+    // And the scaling runner, on the bus too.
+    let (scaler, scaling_commands) = state
+        .scaling_runner(
+            Arc::new(metrolog_server::clock::SystemClock),
+            notifier.lane_waker(),
+        )
+        .unwrap();
+    tokio::spawn(scaler.run(scaling_commands, stop_rx.clone()));
     let (runner, commands) = state
         .alarm_runner(
             Arc::new(metrolog_server::clock::SystemClock),
@@ -78,8 +87,8 @@ pub async fn spawn_app_with(file: &str) -> TestApp {
         )
         .unwrap();
     tokio::spawn(runner.run(commands, stop_rx));
-    // It subscribes first thing: wait for that, so no test event is missed.
-    while !store.bus().has_subscribers() {
+    // They subscribe first thing: wait for that, so no test event is missed.
+    while store.bus().subscribers() < 2 {
         tokio::task::yield_now().await;
     }
     let router =

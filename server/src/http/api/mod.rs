@@ -8,6 +8,7 @@ pub mod hosts;
 mod import;
 mod logs;
 mod metrics;
+mod scaling;
 
 use super::error::AppError;
 use super::AppState;
@@ -28,6 +29,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(agent::router())
         .merge(alarms::router())
         .merge(deliveries::router())
+        .merge(scaling::router())
         // The limit applies to the decompressed body, so a small zstd bomb
         // cannot expand past it.
         .layer(DefaultBodyLimit::max(limit))
