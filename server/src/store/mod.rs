@@ -116,6 +116,8 @@ pub struct Store {
     archives: Mutex<archive::ArchiveCache>,
     /// Held shared by archive reads, exclusively by a flush commit.
     flush_gate: tokio::sync::RwLock<()>,
+    /// One archive flush at a time (it reads chunks outside the write lock).
+    flush_lock: tokio::sync::Mutex<()>,
     /// What loading the archives found at open.
     loaded: LoadOutcome,
     /// Agent batches waiting for the next group commit (see `commit_batch`).
@@ -225,6 +227,7 @@ impl Store {
             series_ids: Mutex::new(HashMap::new()),
             archives: Mutex::new(cache),
             flush_gate: tokio::sync::RwLock::new(()),
+            flush_lock: tokio::sync::Mutex::new(()),
             loaded,
             pending: Mutex::new(Vec::new()),
             log_index,

@@ -54,6 +54,10 @@ pub(crate) struct ArchiveCache {
     seq: i64,
     /// Journal rows exist that no flush has removed yet.
     journal_dirty: bool,
+    /// Which build of memory this is: a reload from the database (after a
+    /// failed commit) makes a new one, and a flush that started on the old
+    /// one stops writing.
+    epoch: u64,
 }
 
 impl std::fmt::Debug for ArchiveCache {
@@ -63,6 +67,76 @@ impl std::fmt::Debug for ArchiveCache {
             .field("seq", &self.seq)
             .finish()
     }
+}
+
+/// Series written by one flush slice transaction.
+const FLUSH_SLICE_SERIES: usize = 500;
+
+/// What a flush copies of one dirty series under the write lock.
+struct FlushSnap {
+    id: i64,
+    spec: Arc<RrdSpec>,
+    writes: Vec<RowWrite>,
+    state: Vec<u8>,
+    applied_seq: i64,
+    last: Option<(i64, f64)>,
+}
+
+/// The chunk bytes to write per series (archive, chunk, data), the rows
+/// placed, and the unreadable chunks found (their rows restart unknown).
+type Encoded = (HashMap<i64, Vec<(u32, u32, Vec<u8>)>>, u64, u64);
+
+/// Places each snapshot's rows into its chunks (as stored, or new) and
+/// encodes them. Pure CPU work, for the blocking pool.
+fn encode_flush(
+    snaps: &[FlushSnap],
+    keys: Vec<(i64, u32, u32)>,
+    stored: Vec<((i64, u32, u32), Vec<u8>)>,
+) -> Encoded {
+    let specs: HashMap<i64, &Arc<RrdSpec>> = snaps.iter().map(|s| (s.id, &s.spec)).collect();
+    let mut chunks: BTreeMap<(i64, u32, u32), Option<Vec<Row>>> =
+        keys.into_iter().map(|k| (k, None)).collect();
+    let mut corrupt = 0;
+    for (key, data) in stored {
+        let Some(spec) = specs.get(&key.0) else {
+            continue;
+        };
+        let a = key.1 as usize;
+        let n = chunk::rows_in_chunk(spec.archives[a].rows, key.2);
+        match chunk::decode(&data, n, spec.pdp_per_row(a)) {
+            Ok(rows) => {
+                chunks.insert(key, Some(rows));
+            }
+            Err(e) => {
+                corrupt += 1;
+                tracing::error!(series = key.0, archive = key.1, chunk = key.2, error = %e, "archive chunk unreadable; its rows restart unknown");
+            }
+        }
+    }
+    let mut placed = 0;
+    for s in snaps {
+        for w in &s.writes {
+            let a = s.spec.archives[w.archive];
+            let slot = metrolog_protocol::rrd::archive_slot(a.step, a.rows, w.label);
+            let c = slot / chunk::CHUNK_ROWS;
+            let rows = chunks
+                .get_mut(&(s.id, w.archive as u32, c))
+                .expect("every written chunk was listed")
+                .get_or_insert_with(|| vec![Row::UNKNOWN; chunk::rows_in_chunk(a.rows, c)]);
+            rows[(slot % chunk::CHUNK_ROWS) as usize] = w.row;
+            placed += 1;
+        }
+    }
+    let mut buf = Vec::new();
+    let mut out: HashMap<i64, Vec<(u32, u32, Vec<u8>)>> = HashMap::new();
+    for ((id, a, c), rows) in chunks {
+        let (Some(rows), Some(spec)) = (rows, specs.get(&id)) else {
+            continue;
+        };
+        chunk::encode(&rows, spec.pdp_per_row(a as usize), &mut buf);
+        out.entry(id).or_default().push((a, c, buf.clone()));
+    }
+    (out, placed, corrupt)
 }
 
 /// What a commit did to one batch's samples.
@@ -108,6 +182,10 @@ impl ArchiveCache {
             series: HashMap::new(),
             seq: 0,
             journal_dirty: false,
+            epoch: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
         }
     }
 
@@ -386,23 +464,22 @@ impl Store {
     /// states of the series they belong to, and deletes the journal rows that are
     /// now covered, in one transaction.
     pub async fn flush_archives(&self) -> Result<FlushOutcome> {
-        let _w = self.write.lock().await;
+        // One flush at a time: only a flush writes chunks, so the chunks read
+        // below stay what the database holds until this flush writes them.
+        let _one = self.flush_lock.lock().await;
         let mut out = FlushOutcome::default();
-        struct Snap {
-            id: i64,
-            spec: Arc<RrdSpec>,
-            writes: Vec<RowWrite>,
-            state: Vec<u8>,
-            applied_seq: i64,
-            last: Option<(i64, f64)>,
-        }
-        let (snaps, through, journal_dirty) = {
+        // The snapshot is taken under the write lock, between group commits:
+        // a group applies its batches to memory before its COMMIT, so only
+        // there does memory hold nothing the database lacks. Copying is all
+        // that happens under it; reading, encoding and writing come after.
+        let (snaps, through, journal_dirty, epoch) = {
+            let _w = self.write.lock().await;
             let cache = self.cache();
-            let snaps: Vec<Snap> = cache
+            let snaps: Vec<FlushSnap> = cache
                 .series
                 .iter()
                 .filter(|(_, h)| h.dirty)
-                .map(|(&id, h)| Snap {
+                .map(|(&id, h)| FlushSnap {
                     id,
                     spec: h.state.spec_arc().clone(),
                     writes: h.pending.clone(),
@@ -411,27 +488,25 @@ impl Store {
                     last: h.last,
                 })
                 .collect();
-            (snaps, cache.seq, cache.journal_dirty)
+            (snaps, cache.seq, cache.journal_dirty, cache.epoch)
         };
         if snaps.is_empty() && !journal_dirty {
             return Ok(out);
         }
-        // Readers must not combine chunks from after this commit with rows they took
-        // from memory before it.
-        let _gate = self.flush_gate.write().await;
-        let mut tx = self.pool.begin().await?;
 
-        // Chunks to rewrite, with the rows they will hold.
-        let mut chunks: BTreeMap<(i64, u32, u32), Option<Vec<Row>>> = BTreeMap::new();
+        // The chunks the rows land in, read on a reader connection (WAL:
+        // writers go on meanwhile).
+        let mut keys: Vec<(i64, u32, u32)> = Vec::new();
         for s in &snaps {
             for w in &s.writes {
                 let a = s.spec.archives[w.archive];
                 let slot = metrolog_protocol::rrd::archive_slot(a.step, a.rows, w.label);
-                chunks.insert((s.id, w.archive as u32, slot / chunk::CHUNK_ROWS), None);
+                keys.push((s.id, w.archive as u32, slot / chunk::CHUNK_ROWS));
             }
         }
-        let keys: Vec<(i64, u32, u32)> = chunks.keys().copied().collect();
-        let specs: HashMap<i64, &Arc<RrdSpec>> = snaps.iter().map(|s| (s.id, &s.spec)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut stored: Vec<((i64, u32, u32), Vec<u8>)> = Vec::new();
         for batch in keys.chunks(READ_BATCH) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "SELECT series_id, archive, chunk, data FROM archive_chunks WHERE (series_id, archive, chunk) IN (VALUES ",
@@ -447,93 +522,108 @@ impl Store {
                     .push_unseparated(")");
             }
             q.push(")");
-            for r in q.build().fetch_all(&mut *tx).await? {
-                let key: (i64, u32, u32) = (
-                    r.get(0),
+            for r in q.build().fetch_all(&self.pool).await? {
+                let key = (
+                    r.get::<i64, _>(0),
                     r.get::<i64, _>(1) as u32,
                     r.get::<i64, _>(2) as u32,
                 );
-                let data: Vec<u8> = r.get(3);
-                let Some(spec) = specs.get(&key.0) else {
-                    continue;
-                };
-                let a = key.1 as usize;
-                let n = chunk::rows_in_chunk(spec.archives[a].rows, key.2);
-                match chunk::decode(&data, n, spec.pdp_per_row(a)) {
-                    Ok(rows) => {
-                        chunks.insert(key, Some(rows));
-                    }
-                    Err(e) => {
-                        out.corrupt_chunks += 1;
-                        tracing::error!(series = key.0, archive = key.1, chunk = key.2, error = %e, "archive chunk unreadable; its rows restart unknown");
-                    }
+                stored.push((key, r.get(3)));
+            }
+        }
+
+        // Decoding, placing the rows and encoding are CPU work: the blocking
+        // pool does it, so the runtime keeps serving requests.
+        let (snaps, encoded, rows, corrupt) = tokio::task::spawn_blocking(move || {
+            let encoded = encode_flush(&snaps, keys, stored);
+            (snaps, encoded.0, encoded.1, encoded.2)
+        })
+        .await
+        .map_err(|e| StoreError::Invalid(format!("archive flush task failed: {e}")))?;
+        out.rows = rows;
+        out.corrupt_chunks = corrupt;
+        out.chunks = encoded.values().map(Vec::len).sum::<usize>() as u64;
+
+        // Written in slices of whole series, each a short transaction under the
+        // write lock, so batch commits wait for one slice, never for the whole
+        // flush. A series' chunks and state commit together: a crash between
+        // slices leaves every series flushed or replayed from the journal.
+        let mut encoded = encoded;
+        for slice in snaps.chunks(FLUSH_SLICE_SERIES) {
+            let _w = self.write.lock().await;
+            let _gate = self.flush_gate.write().await;
+            let live: Vec<&FlushSnap> = {
+                let cache = self.cache();
+                if cache.epoch != epoch {
+                    // Memory was rebuilt from the database (a failed commit):
+                    // what is left stays dirty there and goes at the next flush.
+                    return Ok(out);
+                }
+                // Series removed since the snapshot are not written back.
+                slice
+                    .iter()
+                    .filter(|s| cache.series.contains_key(&s.id))
+                    .collect()
+            };
+            let mut tx = self.pool.begin().await?;
+            let chunks: Vec<(i64, u32, u32, Vec<u8>)> = live
+                .iter()
+                .flat_map(|s| {
+                    encoded
+                        .remove(&s.id)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(move |(a, c, data)| (s.id, a, c, data))
+                })
+                .collect();
+            for batch in chunks.chunks(WRITE_BATCH) {
+                let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                    "INSERT OR REPLACE INTO archive_chunks (series_id, archive, chunk, data) ",
+                );
+                q.push_values(batch, |mut b, (id, a, c, data)| {
+                    b.push_bind(*id)
+                        .push_bind(i64::from(*a))
+                        .push_bind(i64::from(*c))
+                        .push_bind(data.as_slice());
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+            for batch in live.chunks(WRITE_BATCH) {
+                let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                    "INSERT OR REPLACE INTO archive_state (series_id, state, applied_seq, last_ts, last_value) ",
+                );
+                q.push_values(batch, |mut b, s| {
+                    b.push_bind(s.id)
+                        .push_bind(s.state.as_slice())
+                        .push_bind(s.applied_seq)
+                        .push_bind(s.last.map(|l| l.0))
+                        .push_bind(s.last.map(|l| l.1));
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            out.series += live.len() as u64;
+            let mut cache = self.cache();
+            for s in live {
+                if let Some(h) = cache.series.get_mut(&s.id) {
+                    let n = s.writes.len().min(h.pending.len());
+                    h.pending.drain(..n);
+                    h.dirty = !h.pending.is_empty() || h.applied_seq > s.applied_seq;
                 }
             }
         }
-        for s in &snaps {
-            for w in &s.writes {
-                let a = s.spec.archives[w.archive];
-                let slot = metrolog_protocol::rrd::archive_slot(a.step, a.rows, w.label);
-                let c = slot / chunk::CHUNK_ROWS;
-                let rows = chunks
-                    .get_mut(&(s.id, w.archive as u32, c))
-                    .expect("every written chunk was listed above")
-                    .get_or_insert_with(|| vec![Row::UNKNOWN; chunk::rows_in_chunk(a.rows, c)]);
-                rows[(slot % chunk::CHUNK_ROWS) as usize] = w.row;
-                out.rows += 1;
-            }
-        }
-        let mut buf = Vec::new();
-        let encoded: Vec<(i64, u32, u32, Vec<u8>)> = chunks
-            .into_iter()
-            .filter_map(|((id, a, c), rows)| {
-                let rows = rows?;
-                let spec = specs.get(&id)?;
-                chunk::encode(&rows, spec.pdp_per_row(a as usize), &mut buf);
-                Some((id, a, c, buf.clone()))
-            })
-            .collect();
-        out.chunks = encoded.len() as u64;
-        for batch in encoded.chunks(WRITE_BATCH) {
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT OR REPLACE INTO archive_chunks (series_id, archive, chunk, data) ",
-            );
-            q.push_values(batch, |mut b, (id, a, c, data)| {
-                b.push_bind(*id)
-                    .push_bind(i64::from(*a))
-                    .push_bind(i64::from(*c))
-                    .push_bind(data.as_slice());
-            });
-            q.build().execute(&mut *tx).await?;
-        }
-        for batch in snaps.chunks(WRITE_BATCH) {
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT OR REPLACE INTO archive_state (series_id, state, applied_seq, last_ts, last_value) ",
-            );
-            q.push_values(batch, |mut b, s| {
-                b.push_bind(s.id)
-                    .push_bind(s.state.as_slice())
-                    .push_bind(s.applied_seq)
-                    .push_bind(s.last.map(|l| l.0))
-                    .push_bind(s.last.map(|l| l.1));
-            });
-            q.build().execute(&mut *tx).await?;
+
+        // Every series' state now holds the journal through `through`.
+        let _w = self.write.lock().await;
+        if self.cache().epoch != epoch {
+            return Ok(out);
         }
         out.journal_rows = sqlx::query("DELETE FROM archive_journal WHERE seq <= ?")
             .bind(through)
-            .execute(&mut *tx)
+            .execute(&self.pool)
             .await?
             .rows_affected();
-        tx.commit().await?;
-        out.series = snaps.len() as u64;
         let mut cache = self.cache();
-        for s in &snaps {
-            if let Some(h) = cache.series.get_mut(&s.id) {
-                let n = s.writes.len().min(h.pending.len());
-                h.pending.drain(..n);
-                h.dirty = !h.pending.is_empty() || h.applied_seq > s.applied_seq;
-            }
-        }
         cache.journal_dirty = cache.seq > through;
         Ok(out)
     }
