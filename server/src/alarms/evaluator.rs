@@ -1119,17 +1119,17 @@ impl Runner {
             Ok(hosts) => pending.extend(ev.reconcile_hosts(hosts, now)),
             Err(e) => tracing::error!(error = %e, "cannot read hosts for the alarm evaluator"),
         }
-        // Threshold windows from the finest archive.
-        let wanted: Vec<(String, i64)> = ev
-            .rules()
-            .iter()
-            .filter_map(|r| match &r.kind {
-                Kind::Threshold { metric, window, .. } => {
-                    Some((metric.as_str().to_string(), (*window).max(3 * ev.base_step)))
-                }
-                _ => None,
-            })
-            .collect();
+        // Threshold windows from the finest archive: each metric once, over
+        // the longest window of its rules (10 000 rules over 20 metrics read
+        // 20 metrics' series, not 10 000 times theirs).
+        let mut wanted: HashMap<String, i64> = HashMap::new();
+        for r in ev.rules() {
+            if let Kind::Threshold { metric, window, .. } = &r.kind {
+                let w = (*window).max(3 * ev.base_step);
+                let e = wanted.entry(metric.as_str().to_string()).or_insert(w);
+                *e = (*e).max(w);
+            }
+        }
         let step = u32::try_from(ev.base_step).unwrap_or(10);
         for (metric, window) in wanted {
             let series = match self.store.all_series_named(&metric).await {
