@@ -13,5 +13,6 @@ mod logs;
 mod notify;
 mod prometheus;
 mod pushed_logs;
+mod scaling;
 mod startup;
 mod syslog_tls;
