@@ -94,6 +94,10 @@ pub struct Evaluator {
     /// select), check rules by check name.
     by_metric: HashMap<String, MetricRules>,
     by_check: HashMap<String, Vec<usize>>,
+    /// Rules by name: the timer walks every condition each second.
+    by_name: HashMap<String, usize>,
+    /// The log rules, for every committed chunk of records.
+    log_rules: Vec<usize>,
     alarms: HashMap<Key, Alarm>,
     conditions: HashMap<Key, Condition>,
     hosts: HashMap<i64, HostEntry>,
@@ -113,6 +117,8 @@ impl Evaluator {
             rules: Vec::new(),
             by_metric: HashMap::new(),
             by_check: HashMap::new(),
+            by_name: HashMap::new(),
+            log_rules: Vec::new(),
             alarms: HashMap::new(),
             conditions: HashMap::new(),
             hosts: HashMap::new(),
@@ -131,7 +137,13 @@ impl Evaluator {
         self.rules = rules.into_iter().map(Arc::new).collect();
         self.by_metric.clear();
         self.by_check.clear();
+        self.by_name.clear();
+        self.log_rules.clear();
         for (i, r) in self.rules.iter().enumerate() {
+            self.by_name.insert(r.name.clone(), i);
+            if matches!(r.kind, Kind::Log { .. }) {
+                self.log_rules.push(i);
+            }
             match &r.kind {
                 Kind::Threshold { metric, .. } => {
                     let m = self
@@ -156,6 +168,10 @@ impl Evaluator {
 
     pub fn rules(&self) -> &[Arc<Rule>] {
         &self.rules
+    }
+
+    fn rule_named(&self, name: &str) -> Option<Arc<Rule>> {
+        self.by_name.get(name).map(|&i| self.rules[i].clone())
     }
 
     pub fn has_log_rules(&self) -> bool {
@@ -557,7 +573,7 @@ impl Evaluator {
                     .cloned()
                     .collect();
                 for key in keys {
-                    let Some(rule) = self.rules.iter().find(|r| r.name == key.0).cloned() else {
+                    let Some(rule) = self.rule_named(&key.0) else {
                         continue;
                     };
                     let obs = Observation {
@@ -627,10 +643,9 @@ impl Evaluator {
     pub fn on_logs(&mut self, batch: &FeedBatch, now: i64) -> Vec<AlarmWrite> {
         let mut out = Vec::new();
         let rules: Vec<Arc<Rule>> = self
-            .rules
+            .log_rules
             .iter()
-            .filter(|r| matches!(r.kind, Kind::Log { .. }))
-            .cloned()
+            .map(|&i| self.rules[i].clone())
             .collect();
         if rules.is_empty() {
             return out;
@@ -680,7 +695,7 @@ impl Evaluator {
             }
         }
         for key in touched {
-            if let Some(rule) = rules.iter().find(|r| r.name == key.0).cloned() {
+            if let Some(rule) = self.rule_named(&key.0) {
                 self.judge_log(&rule, &key, now, &mut out);
             }
         }
@@ -714,7 +729,7 @@ impl Evaluator {
         let mut out = Vec::new();
         let keys: Vec<Key> = self.conditions.keys().cloned().collect();
         for key in keys {
-            let Some(rule) = self.rules.iter().find(|r| r.name == key.0).cloned() else {
+            let Some(rule) = self.rule_named(&key.0) else {
                 continue;
             };
             match &rule.kind {
