@@ -305,6 +305,7 @@ impl Inner {
         self.store.forget_groups(&r.name, &stale).await?;
         let mut built = false;
         let mut next: Option<i64> = None;
+        let mut flushes: Vec<Flush> = Vec::new();
         for (key, (labels, members)) in groups {
             let last = flushed.get(&key).copied();
             let d = group::decide(t, last, &members, now_ms);
@@ -336,7 +337,13 @@ impl Inner {
                 .iter()
                 .filter(|a| a.status == AlertStatus::Firing)
                 .count();
-            let summary = format!("{key} firing: {firing}, resolved: {}", body.len() - firing);
+            // For people: the group's labels and what it tells.
+            let what = key.strip_prefix("{}:").unwrap_or(&key);
+            let summary = match body.len() - firing {
+                0 => format!("{what}: {firing} firing"),
+                resolved if firing == 0 => format!("{what}: {resolved} resolved"),
+                resolved => format!("{what}: {firing} firing, {resolved} resolved"),
+            };
             let mut forget: Vec<(String, i64)> = garbage
                 .iter()
                 .chain(body.iter().filter(|a| a.status == AlertStatus::Resolved))
@@ -357,13 +364,17 @@ impl Inner {
                 forget,
                 now_ms,
             };
-            let ids = self.store.flush_group(&flush).await?;
-            if !ids.is_empty() {
-                built = true;
-                tracing::debug!(receiver = %r.name, group = %key, deliveries = ?ids, "notification built");
-            }
+            flushes.push(flush);
             // Decide again on the state just written (repeats, what is left).
             next = Some(now_ms);
+        }
+        // Every due group of the pass in one transaction: an alarm storm
+        // costs one commit per pass, not one per group.
+        for (f, ids) in flushes.iter().zip(self.store.flush_groups(&flushes).await?) {
+            if !ids.is_empty() {
+                built = true;
+                tracing::debug!(receiver = %r.name, group = %f.group_key, deliveries = ?ids, "notification built");
+            }
         }
         Ok((built, next))
     }

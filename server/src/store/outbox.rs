@@ -227,11 +227,34 @@ impl Store {
     /// Writes one group's flush: its deliveries, what they told, the
     /// resolved alerts now done with, and the group's flush time.
     pub async fn flush_group(&self, f: &Flush) -> Result<Vec<i64>> {
+        Ok(self
+            .flush_groups(std::slice::from_ref(f))
+            .await?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    /// Several groups' flushes in one transaction; the ids built per flush.
+    pub async fn flush_groups(&self, flushes: &[Flush]) -> Result<Vec<Vec<i64>>> {
+        if flushes.is_empty() {
+            return Ok(Vec::new());
+        }
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
-        let mut ids = Vec::new();
-        for (payload, summary) in &f.bodies {
-            let id: i64 = sqlx::query_scalar(
+        let mut out = Vec::with_capacity(flushes.len());
+        for f in flushes {
+            out.push(flush_one(&mut tx, f).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+}
+
+/// One group's flush, inside the caller's transaction.
+async fn flush_one(tx: &mut sqlx::SqliteConnection, f: &Flush) -> Result<Vec<i64>> {
+    let mut ids = Vec::new();
+    for (payload, summary) in &f.bodies {
+        let id: i64 = sqlx::query_scalar(
                 "INSERT INTO outbox (receiver, kind, idempotency_key, payload, summary, state, created_ms, next_attempt_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6) RETURNING id",
             )
@@ -243,10 +266,10 @@ impl Store {
             .bind(f.now_ms)
             .fetch_one(&mut *tx)
             .await?;
-            ids.push(id);
-        }
-        for (fp, seq) in &f.sent {
-            sqlx::query(
+        ids.push(id);
+    }
+    for (fp, seq) in &f.sent {
+        sqlx::query(
                 "UPDATE notify_alerts SET sent_seq = ?3, sent_ms = ?4 WHERE receiver = ?1 AND fingerprint = ?2",
             )
             .bind(&f.receiver)
@@ -255,39 +278,39 @@ impl Store {
             .bind(f.now_ms)
             .execute(&mut *tx)
             .await?;
-        }
-        for (fp, seq) in &f.forget {
-            // Only if no notice came since it was read.
-            sqlx::query(
-                "DELETE FROM notify_alerts WHERE receiver = ?1 AND fingerprint = ?2 AND seq = ?3",
-            )
-            .bind(&f.receiver)
-            .bind(fp)
-            .bind(seq)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if f.group_empty {
-            sqlx::query("DELETE FROM notify_groups WHERE receiver = ? AND group_key = ?")
-                .bind(&f.receiver)
-                .bind(&f.group_key)
-                .execute(&mut *tx)
-                .await?;
-        } else if !f.bodies.is_empty() {
-            sqlx::query(
-                "INSERT INTO notify_groups (receiver, group_key, flushed_ms) VALUES (?, ?, ?)
-                 ON CONFLICT (receiver, group_key) DO UPDATE SET flushed_ms = excluded.flushed_ms",
-            )
+    }
+    for (fp, seq) in &f.forget {
+        // Only if no notice came since it was read.
+        sqlx::query(
+            "DELETE FROM notify_alerts WHERE receiver = ?1 AND fingerprint = ?2 AND seq = ?3",
+        )
+        .bind(&f.receiver)
+        .bind(fp)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if f.group_empty {
+        sqlx::query("DELETE FROM notify_groups WHERE receiver = ? AND group_key = ?")
             .bind(&f.receiver)
             .bind(&f.group_key)
-            .bind(f.now_ms)
             .execute(&mut *tx)
             .await?;
-        }
-        tx.commit().await?;
-        Ok(ids)
+    } else if !f.bodies.is_empty() {
+        sqlx::query(
+            "INSERT INTO notify_groups (receiver, group_key, flushed_ms) VALUES (?, ?, ?)
+                 ON CONFLICT (receiver, group_key) DO UPDATE SET flushed_ms = excluded.flushed_ms",
+        )
+        .bind(&f.receiver)
+        .bind(&f.group_key)
+        .bind(f.now_ms)
+        .execute(&mut *tx)
+        .await?;
     }
+    Ok(ids)
+}
 
+impl Store {
     /// Removes group rows of a receiver that no alert belongs to any more.
     pub async fn forget_groups(&self, receiver: &str, keys: &[String]) -> Result<()> {
         if keys.is_empty() {
