@@ -12,8 +12,14 @@
 //!    with 10 000 threshold rules that every batch's metrics select; the rate
 //!    counts until the evaluator has judged the last batch (a sentinel alarm
 //!    fires), so an evaluator that only falls behind is not hidden.
+//! c. **Scaling**: 10 members report each second on a 1 s base step, 3 s
+//!    above the policy's upper threshold, 3 s below its lower one, and so on:
+//!    from the group round (bus) and from the crossing batch's ack to the
+//!    scale webhook; then members fall silent one at a time at the group's
+//!    minimum: from the liveness timeout and from the `down` event to the
+//!    heal webhook.
 //!
-//! Run: `cargo bench -p metrolog-server --bench supervision`.
+//! Run: `cargo bench -p metrolog-server --bench supervision [-- a b c]`.
 //! `METROLOG_BENCH_QUICK=1` shrinks every size for a smoke run.
 
 use axum::extract::State;
@@ -191,23 +197,46 @@ fn batch(agent: &mut Agent, ts: i64, cpu: f64) -> Batch {
     }
 }
 
-async fn send(http: &reqwest::Client, base: &str, token: &str, b: &Batch) -> Res<()> {
-    let resp = http
-        .post(format!("{base}/api/v1/agent/batch"))
-        .bearer_auth(token)
-        .json(b)
-        .send()
-        .await?;
-    let status = resp.status();
-    if !status.is_success() {
+/// Sends a batch as an agent does: a 503 (the server's batch cap) is retried
+/// after its `Retry-After`. Returns when the accepted attempt started.
+async fn send(http: &reqwest::Client, base: &str, token: &str, b: &Batch) -> Res<Instant> {
+    let body = serde_json::to_vec(b)?;
+    for _ in 0..100 {
+        let started = Instant::now();
+        let resp = http
+            .post(format!("{base}/api/v1/agent/batch"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(started);
+        }
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            BUSY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let wait = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.1)
+                .min(1.0);
+            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+            continue;
+        }
         return Err(format!(
             "batch answered {status}: {}",
             resp.text().await.unwrap_or_default()
         )
         .into());
     }
-    Ok(())
+    Err("the server stayed busy for 100 attempts".into())
 }
+
+/// 503 answers (batch cap reached) the clients retried.
+static BUSY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -288,26 +317,26 @@ group_wait = "0s"
 
     // Background: every host's batch every 10 s, arrivals spread evenly.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bg_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut bg_tasks = Vec::new();
     let per_host = Duration::from_secs(10);
     for (i, mut a) in bg_hosts.into_iter().enumerate() {
         let http = http.clone();
         let base = base.clone();
         let stop = stop.clone();
+        let bg_sent = bg_sent.clone();
         let offset = per_host.mul_f64(i as f64 / background as f64);
         bg_tasks.push(tokio::spawn(async move {
             tokio::time::sleep(offset).await;
             let mut tick = tokio::time::interval(per_host);
-            let mut sent = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 tick.tick().await;
                 let t = now();
                 let b = batch(&mut a, t - t % 10, 30.0);
                 if send(&http, &base, &a.token.clone(), &b).await.is_ok() {
-                    sent += 1;
+                    bg_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             }
-            sent
         }));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -325,14 +354,13 @@ group_wait = "0s"
         senders.push(tokio::spawn(async move {
             let t = now();
             let b = batch(&mut a, t - t % 10 + 10, 99.0);
-            let start = Instant::now();
-            let r = send(&http, &base, &a.token.clone(), &b).await;
+            let start = send(&http, &base, &a.token.clone(), &b).await?;
             let acked = Instant::now();
             sent_at
                 .lock()
                 .unwrap()
                 .insert(a.hostname.clone(), (start, acked));
-            r
+            Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
         }));
     }
     for s in senders {
@@ -348,13 +376,11 @@ group_wait = "0s"
     }
     let elapsed = began.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut bg_batches = 0;
     for t in bg_tasks {
         t.abort();
-        if let Ok(n) = t.await {
-            bg_batches += n;
-        }
+        let _ = t.await;
     }
+    let bg_batches = bg_sent.load(std::sync::atomic::Ordering::Relaxed);
     let arrivals = arrivals.lock().unwrap().clone();
     let sent_at = sent_at.lock().unwrap().clone();
     let mut from_send = Vec::new();
@@ -377,9 +403,11 @@ group_wait = "0s"
         "\n== (a) alarm to webhook: {alarms} alarms, {background} background hosts every 10 s =="
     );
     println!(
-        "notified {}/{alarms} in {:.1} s; background batches sent meanwhile: {bg_batches}",
+        "notified {}/{alarms} in {:.1} s; background batches sent meanwhile: {bg_batches}; \
+         503 busy answers retried: {}",
         from_send.len(),
-        elapsed.as_secs_f64()
+        elapsed.as_secs_f64(),
+        BUSY.swap(0, std::sync::atomic::Ordering::Relaxed)
     );
     println!(
         "from sending the breaching batch: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
@@ -503,16 +531,22 @@ critical = "~:0"
             break;
         }
         if Instant::now() > deadline {
-            return Err("the sentinel alarm never fired".into());
+            return Err(format!(
+                "the sentinel alarm never fired (evaluator resyncs {}, evaluations {})",
+                server.state.metrics.alarm_evaluator_resyncs.get(),
+                server.state.metrics.alarm_evaluations.get()
+            )
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let judged = began.elapsed();
     let batches = (hosts * rounds) as f64;
     let resyncs = server.state.metrics.alarm_evaluator_resyncs.get();
+    let busy = BUSY.swap(0, std::sync::atomic::Ordering::Relaxed);
     println!(
         "{rules:>6} rules: {batches} batches ({} samples) acknowledged in {:.2} s = {:.0} batches/s; \
-         judged by the evaluator after {:.2} s = {:.0} batches/s ({:.0} samples/s); evaluator resyncs {resyncs}",
+         judged by the evaluator after {:.2} s = {:.0} batches/s ({:.0} samples/s); evaluator resyncs {resyncs}, 503s retried {busy}",
         batches as usize * SERIES,
         acked.as_secs_f64(),
         batches / acked.as_secs_f64(),
@@ -534,12 +568,280 @@ fn async_channel<T>(cap: usize) -> (mpsc::Sender<T>, Arc<tokio::sync::Mutex<mpsc
     (tx, Arc::new(tokio::sync::Mutex::new(rx)))
 }
 
+/// Per scaling webhook: (type, `at` of the event, when it arrived).
+type Hooked = Arc<Mutex<Vec<(String, i64, Instant)>>>;
+
+/// A batch of one 1 s bucket of `app.load` (part c runs on a 1 s base step).
+fn load_batch(agent: &mut Agent, ts: i64, v: f64) -> Batch {
+    agent.seq += 1;
+    Batch {
+        id: BatchId {
+            stream: "00000000000000c0".into(),
+            seq: agent.seq,
+        },
+        sent_at: ts,
+        metrics: vec![SeriesBuckets {
+            key: SeriesKey::new("app.load", Labels::new()).unwrap(),
+            step: 1,
+            buckets: vec![Bucket {
+                ts,
+                avg: v,
+                min: v,
+                max: v,
+                last: v,
+                count: 1,
+            }],
+        }],
+        logs: Vec::new(),
+        checks: Vec::new(),
+    }
+}
+
+fn stats(name: &str, mut ms: Vec<f64>) {
+    ms.sort_by(f64::total_cmp);
+    println!(
+        "{name}: n {}, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms.len(),
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.99),
+        ms.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
+/// (c) Scaling: group rounds to scale webhooks, and a member's liveness
+/// timeout to the heal webhook.
+async fn scaling_to_webhook() -> Res<()> {
+    let seconds = if quick() { 12 } else { 40 };
+    let members = 10usize;
+    let hooked: Hooked = Arc::default();
+    async fn hook(State(h): State<Hooked>, Json(body): Json<Value>) -> &'static str {
+        let at = chrono::DateTime::parse_from_rfc3339(body["at"].as_str().unwrap_or_default())
+            .map(|t| t.timestamp())
+            .unwrap_or(0);
+        let kind = body["type"].as_str().unwrap_or_default().to_string();
+        h.lock().unwrap().push((kind, at, Instant::now()));
+        "ok"
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/scale", listener.local_addr()?);
+    let receiver = Router::new()
+        .route("/scale", post(hook))
+        .with_state(hooked.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, receiver).await;
+    });
+    // Rounds every second (1 s base step) so the run is short; the default
+    // 10 s step changes how long a batch waits for its round, not what a
+    // round costs.
+    let file = format!(
+        r#"
+[hosts]
+liveness_timeout = "2s"
+
+[archives]
+ladder = [{{ step = "1s", rows = 3600 }}, {{ step = "1m", rows = 1440 }}]
+
+[[scaling.policies]]
+name = "load"
+group = "scale"
+metric = "app.load"
+window = "1s"
+scale_out_above = 75
+scale_in_below = 25
+cooldown = "1s"
+min_size = {members}
+max_size = 1000
+replacement_timeout = "1h"
+
+[[scaling.hooks]]
+name = "asg"
+group = "scale"
+url = "{url}"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+events = ["scale_out", "scale_in", "heal"]
+"#
+    );
+    let server = start(&file).await?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    let base = server.base.clone();
+    // The rounds and downs as the bus publishes them.
+    let rounds: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
+    let downs: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    {
+        let (mut rx, _) = server.state.store.bus().subscribe();
+        let (rounds, downs) = (rounds.clone(), downs.clone());
+        tokio::spawn(async move {
+            while let Ok(env) = rx.recv().await {
+                match &env.event {
+                    metrolog_server::events::Event::GroupRound(r) => {
+                        rounds.lock().unwrap().insert(r.ts, Instant::now());
+                    }
+                    metrolog_server::events::Event::Host(h)
+                        if h.change == metrolog_server::events::HostChange::Down =>
+                    {
+                        downs.lock().unwrap().push(Instant::now());
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+    let mut agents = Vec::new();
+    for i in 0..members {
+        agents.push(enroll(&http, &base, format!("scale-{i}"), "scale").await?);
+    }
+    // Every member reports each second: 3 s high, 3 s low, …; the crossing
+    // batches' acknowledgements are kept.
+    let mut crossings: Vec<Instant> = Vec::new();
+    let mut last_acks: Vec<Instant> = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_high = None;
+    for k in 0..seconds {
+        tick.tick().await;
+        let high = (k / 3) % 2 == 1;
+        let v = if high { 95.0 } else { 5.0 };
+        let t = now();
+        let mut acks = Vec::new();
+        for a in agents.iter_mut() {
+            let b = load_batch(a, t, v);
+            let token = a.token.clone();
+            send(&http, &base, &token, &b).await?;
+            acks.push(Instant::now());
+        }
+        last_acks = acks.clone();
+        if last_high.is_some_and(|h| h != high) {
+            crossings.push(*acks.last().unwrap());
+        }
+        last_high = Some(high);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let scale: Vec<(String, i64, Instant)> = hooked
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, _, _)| k == "scale_out" || k == "scale_in")
+        .cloned()
+        .collect();
+    let rounds_seen = rounds.lock().unwrap().clone();
+    let from_round: Vec<f64> = scale
+        .iter()
+        .filter_map(|(_, at, arrived)| {
+            rounds_seen
+                .get(at)
+                .map(|r| arrived.saturating_duration_since(*r).as_secs_f64() * 1e3)
+        })
+        .collect();
+    // The first event after each crossing, from the crossing batch's ack.
+    let mut from_batch = Vec::new();
+    for c in &crossings {
+        if let Some((_, _, arrived)) = scale.iter().find(|(_, _, a)| a > c) {
+            from_batch.push(arrived.duration_since(*c).as_secs_f64() * 1e3);
+        }
+    }
+
+    // Healing: members stop reporting one at a time (the group is at its
+    // minimum), a replacement enrolls after each heal.
+    let heal_cycles = if quick() { 2 } else { 5 };
+    let mut from_down = Vec::new();
+    let mut from_timeout = Vec::new();
+    let mut replacements = 0;
+    let mut last_ack: Vec<Instant> = last_acks;
+    for cycle in 0..heal_cycles {
+        let victim = cycle % agents.len();
+        let heals_before = hooked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h.0 == "heal")
+            .count();
+        let downs_before = downs.lock().unwrap().len();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let arrived = loop {
+            tick.tick().await;
+            let t = now();
+            // Everyone but the victim keeps reporting.
+            for (i, a) in agents.iter_mut().enumerate() {
+                if i == victim {
+                    continue;
+                }
+                let b = load_batch(a, t, 50.0);
+                let token = a.token.clone();
+                if send(&http, &base, &token, &b).await.is_ok() {
+                    last_ack[i] = Instant::now();
+                }
+            }
+            let heal = hooked
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|h| h.0 == "heal")
+                .nth(heals_before)
+                .map(|h| h.2);
+            if heal.is_some() || Instant::now() > deadline {
+                break heal;
+            }
+        };
+        let Some(arrived) = arrived else {
+            return Err(format!("no heal in cycle {cycle}").into());
+        };
+        if let Some(d) = downs.lock().unwrap().get(downs_before) {
+            from_down.push(arrived.saturating_duration_since(*d).as_secs_f64() * 1e3);
+        }
+        // The victim's liveness timeout (2 s) ran out 2 s after its last
+        // acknowledged batch (the server keeps last_seen in whole seconds).
+        let timed_out = last_ack[victim] + Duration::from_secs(2);
+        from_timeout.push(arrived.saturating_duration_since(timed_out).as_secs_f64() * 1e3);
+        // A replacement joins and takes the victim's place.
+        replacements += 1;
+        agents[victim] = enroll(&http, &base, format!("scale-r{replacements}"), "scale").await?;
+        last_ack[victim] = Instant::now();
+    }
+    println!(
+        "\n== (c) scaling: {members} members, 1 s rounds, {seconds} s alternating high/low =="
+    );
+    println!(
+        "events: {} scale_out/scale_in, {} heals",
+        scale.len(),
+        heal_cycles
+    );
+    stats("group round recorded → scale webhook arrived", from_round);
+    stats("crossing batch acknowledged → scale webhook arrived (waits for the next round: ≤ 1 base step)", from_batch);
+    stats("member marked down → heal webhook arrived", from_down);
+    stats("liveness timeout ran out → heal webhook arrived (includes the liveness sweep's ≤ 1 s tick)", from_timeout);
+    println!(
+        "for comparison: CloudWatch alarm + EC2 Auto Scaling: 1 min periods, 300 s default cooldown; \
+         Kubernetes HPA: 15 s sync loop, 300 s scale-down stabilization"
+    );
+    server.shutdown().await;
+    Ok(())
+}
+
 fn main() -> Res<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        alarm_to_webhook().await?;
+        // `cargo bench` passes `--bench`; any other argument selects parts.
+        let args: Vec<String> = std::env::args()
+            .skip(1)
+            .filter(|a| !a.starts_with("--"))
+            .collect();
+        let run = |p: &str| args.is_empty() || args.iter().any(|a| a == p);
+        if run("c") {
+            scaling_to_webhook().await?;
+        }
+        if !run("a") && !run("b") {
+            return Ok(());
+        }
+        if run("a") {
+            alarm_to_webhook().await?;
+        }
+        if !run("b") {
+            return Ok(());
+        }
         println!("\n== (b) rules on the ingest path: {SERIES} series per batch, 16 clients ==");
         let (base_ack, base_judged) = ingest_with_rules(0).await?;
         let (ack, judged) = ingest_with_rules(10_000).await?;
