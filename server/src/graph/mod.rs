@@ -156,6 +156,11 @@ const AXIS: RGBColor = RGBColor(0xb8, 0xbd, 0xc6);
 const WARNING: RGBColor = RGBColor(0xe0, 0x9b, 0x00);
 const CRITICAL: RGBColor = RGBColor(0xd6, 0x27, 0x28);
 const RECOVERED: RGBColor = RGBColor(0x2e, 0x9e, 0x44);
+// Scaling: out blue, in violet, heal orange (apart from the palette's first
+// lines and from the alarm colours).
+const SCALE_OUT: RGBColor = RGBColor(0x25, 0x63, 0xeb);
+const SCALE_IN: RGBColor = RGBColor(0x7c, 0x3a, 0xed);
+const HEAL: RGBColor = RGBColor(0xea, 0x58, 0x0c);
 
 /// The colour of line `i`.
 pub fn color(i: usize) -> RGBColor {
@@ -321,9 +326,13 @@ fn value_range(g: &Graph) -> Option<(f64, f64)> {
         lo = 0.0;
     }
     // A threshold close above the data is worth showing; a far one would
-    // flatten the lines.
+    // flatten the lines. A scaling policy's lines are what its graph is
+    // about: always in range.
     for t in &g.thresholds {
-        if t.value > hi && t.value <= hi.max(f64::EPSILON) * 1.6 {
+        if t.level.is_scaling() {
+            lo = lo.min(t.value);
+            hi = hi.max(t.value);
+        } else if t.value > hi && t.value <= hi.max(f64::EPSILON) * 1.6 {
             hi = t.value;
         }
     }
@@ -426,6 +435,8 @@ fn draw<DB: DrawingBackend>(root: &Area<DB>, g: &Graph) -> Result<(), GraphError
         let c = match t.level {
             Level::Warning => WARNING,
             Level::Critical => CRITICAL,
+            Level::ScaleOut => SCALE_OUT,
+            Level::ScaleIn => SCALE_IN,
         };
         let y = f.y(t.value);
         root.draw(&DashedPathElement::new(
@@ -435,11 +446,12 @@ fn draw<DB: DrawingBackend>(root: &Area<DB>, g: &Graph) -> Result<(), GraphError
             c.stroke_width(1),
         ))
         .map_err(err)?;
-        let what = match t.level {
-            Level::Warning => "warning",
-            Level::Critical => "critical",
+        let label = match t.level {
+            Level::Warning => format!("warning {}", g.unit.format_short(t.value)),
+            Level::Critical => format!("critical {}", g.unit.format_short(t.value)),
+            Level::ScaleOut => format!("scale out above {}", g.unit.format_short(t.value)),
+            Level::ScaleIn => format!("scale in below {}", g.unit.format_short(t.value)),
         };
-        let label = format!("{what} {}", g.unit.format_short(t.value));
         put(
             root,
             &label,
@@ -474,39 +486,75 @@ fn draw<DB: DrawingBackend>(root: &Area<DB>, g: &Graph) -> Result<(), GraphError
     Ok(())
 }
 
-/// Alarm transitions: a dotted vertical line through the plot and a small
-/// triangle at its top, in the colour of the state the alarm went to (green
-/// for a recovery). Soft states get the line only.
+/// Marks: a dotted vertical line through the plot and a small shape at its
+/// end. Alarm transitions: a triangle at the top in the colour of the state
+/// the alarm went to (green for a recovery; soft states get the line only).
+/// Scaling events: ▲ scale out, ▼ scale in, ◆ heal; filled at the top for
+/// events that fired, outlined at the bottom for a dry-run's.
 fn draw_marks<DB: DrawingBackend>(
     root: &Area<DB>,
     f: &Frame,
     marks: &[Mark],
 ) -> Result<(), GraphError> {
+    use marks::{MarkKind, ScaleMark};
     use metrolog_protocol::nagios::CheckStatus;
     for m in marks {
         if m.at <= f.from || m.at > f.to {
             continue;
         }
-        let c = match m.to {
-            CheckStatus::Ok => RECOVERED,
-            CheckStatus::Warning => WARNING,
-            CheckStatus::Critical => CRITICAL,
-            CheckStatus::Unknown => MUTED,
-        };
         let x = f.x(m.at);
-        root.draw(&DashedPathElement::new(
-            vec![(x, f.y0), (x, f.y1)],
-            2,
-            3,
-            c.mix(0.8).stroke_width(1),
-        ))
-        .map_err(err)?;
-        if m.hard {
-            root.draw(&Polygon::new(
-                vec![(x - 4, f.y0), (x + 4, f.y0), (x, f.y0 + 6)],
-                c.filled(),
+        let line = |c: RGBColor| {
+            root.draw(&DashedPathElement::new(
+                vec![(x, f.y0), (x, f.y1)],
+                2,
+                3,
+                c.mix(0.8).stroke_width(1),
             ))
-            .map_err(err)?;
+            .map_err(err)
+        };
+        match m.kind {
+            MarkKind::Alarm { to, hard } => {
+                let c = match to {
+                    CheckStatus::Ok => RECOVERED,
+                    CheckStatus::Warning => WARNING,
+                    CheckStatus::Critical => CRITICAL,
+                    CheckStatus::Unknown => MUTED,
+                };
+                line(c)?;
+                if hard {
+                    root.draw(&Polygon::new(
+                        vec![(x - 4, f.y0), (x + 4, f.y0), (x, f.y0 + 6)],
+                        c.filled(),
+                    ))
+                    .map_err(err)?;
+                }
+            }
+            MarkKind::Scaling { event, dry_run } => {
+                let c = match event {
+                    ScaleMark::Out => SCALE_OUT,
+                    ScaleMark::In => SCALE_IN,
+                    ScaleMark::Heal => HEAL,
+                };
+                line(c)?;
+                // The shape's top edge: inside the plot at its top, or at
+                // its bottom for a dry-run.
+                let y = if dry_run { f.y1 - 11 } else { f.y0 };
+                let shape = match event {
+                    ScaleMark::Out => vec![(x - 5, y + 9), (x + 5, y + 9), (x, y)],
+                    ScaleMark::In => vec![(x - 5, y), (x + 5, y), (x, y + 9)],
+                    ScaleMark::Heal => vec![(x, y), (x + 5, y + 5), (x, y + 10), (x - 5, y + 5)],
+                };
+                if dry_run {
+                    let mut outline = shape.clone();
+                    outline.push(shape[0]);
+                    root.draw(&Polygon::new(shape, WHITE.filled()))
+                        .map_err(err)?;
+                    root.draw(&PathElement::new(outline, c.stroke_width(2)))
+                        .map_err(err)?;
+                } else {
+                    root.draw(&Polygon::new(shape, c.filled())).map_err(err)?;
+                }
+            }
         }
     }
     Ok(())

@@ -222,21 +222,9 @@ fn alarm_transitions_are_marked_where_they_happened() {
     // one soft warning and one mark outside the range (not drawn).
     let quarter = (g.to - g.from) / 4;
     g.marks = vec![
-        Mark {
-            at: g.from + quarter,
-            to: CheckStatus::Critical,
-            hard: true,
-        },
-        Mark {
-            at: g.from + 3 * quarter,
-            to: CheckStatus::Ok,
-            hard: true,
-        },
-        Mark {
-            at: g.from - 100,
-            to: CheckStatus::Critical,
-            hard: true,
-        },
+        Mark::alarm(g.from + quarter, CheckStatus::Critical, true),
+        Mark::alarm(g.from + 3 * quarter, CheckStatus::Ok, true),
+        Mark::alarm(g.from - 100, CheckStatus::Critical, true),
     ];
     let rgb = pixels(&g);
     let px = |x: u32, y: u32| {
@@ -270,4 +258,61 @@ fn alarm_transitions_are_marked_where_they_happened() {
     let rgb = pixels(&g);
     let any = |c: RGBColor| rgb.chunks(3).any(|p| p == [c.0, c.1, c.2]);
     assert!(!any(RECOVERED));
+}
+
+#[test]
+fn scaling_events_are_marked_filled_at_the_top_and_dry_runs_outlined_at_the_bottom() {
+    use marks::ScaleMark;
+    let (w, h) = (800u32, 300u32);
+    let mut g = graph(w, h);
+    g.lines.clear();
+    g.thresholds.clear();
+    let quarter = (g.to - g.from) / 4;
+    g.marks = vec![
+        Mark::scaling(g.from + quarter, ScaleMark::Out, false),
+        Mark::scaling(g.from + 3 * quarter, ScaleMark::Out, true),
+        Mark::scaling(g.from + 2 * quarter, ScaleMark::Heal, false),
+    ];
+    let mut rgb = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+        init();
+        draw(&root, &g).unwrap();
+        root.present().unwrap();
+    }
+    let px = |x: u32, y: u32| {
+        let i = ((y * w + x) * 3) as usize;
+        (rgb[i], rgb[i + 1], rgb[i + 2])
+    };
+    // Solid pixels of a colour in a band of rows: (columns, rows).
+    let found = |c: RGBColor, rows: std::ops::Range<u32>| -> Vec<(u32, u32)> {
+        (0..w)
+            .flat_map(|x| rows.clone().map(move |y| (x, y)))
+            .filter(|&(x, y)| px(x, y) == (c.0, c.1, c.2))
+            .collect()
+    };
+    let span = (w as i32 - PLOT_RIGHT - PLOT_LEFT) as f64;
+    let expect = |f: f64| (PLOT_LEFT as f64 + f * span) as i64;
+    let near = |pts: &[(u32, u32)], f: f64| {
+        !pts.is_empty()
+            && pts
+                .iter()
+                .all(|&(x, _)| (i64::from(x) - expect(f)).abs() < 12)
+    };
+    // The fired scale_out: a filled blue shape at the top, at a quarter.
+    let top = found(SCALE_OUT, 20..40);
+    assert!(near(&top, 0.25), "top marks at {top:?}");
+    // The dry-run's: outlined at the bottom, at three quarters.
+    let bottom = found(SCALE_OUT, h / 2..h);
+    let outline: Vec<_> = bottom
+        .iter()
+        .copied()
+        .filter(|&(x, _)| (i64::from(x) - expect(0.75)).abs() < 12)
+        .collect();
+    assert!(
+        outline.len() > 10,
+        "a dry-run shape at the bottom: {bottom:?}"
+    );
+    // The heal: orange, at the middle.
+    assert!(near(&found(HEAL, 20..40), 0.5));
 }

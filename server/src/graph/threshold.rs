@@ -1,11 +1,25 @@
 //! Threshold lines: the finite bounds of a rule's Nagios ranges (`10`,
-//! `10:`, `~:10`, `10:20`, `@10:20`), drawn where an alarm would change state.
+//! `10:`, `~:10`, `10:20`, `@10:20`), drawn where an alarm would change state,
+//! and a scaling policy's two thresholds (`scale_out_above`,
+//! `scale_in_below`).
 
-/// How serious crossing a line is.
+/// What crossing a line means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
     Warning,
     Critical,
+    /// Above it a scaling policy asks for more members.
+    ScaleOut,
+    /// Below it a scaling policy asks for fewer.
+    ScaleIn,
+}
+
+impl Level {
+    /// A policy's line: always drawn, even far from the data (the graph
+    /// is about it).
+    pub fn is_scaling(self) -> bool {
+        matches!(self, Level::ScaleOut | Level::ScaleIn)
+    }
 }
 
 /// One horizontal line on a graph.

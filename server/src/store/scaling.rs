@@ -115,6 +115,29 @@ impl Store {
             .collect())
     }
 
+    /// (time, type) of the scale and heal events of `policy` in
+    /// `(from, to]`, newest first: the marks of its graph.
+    pub async fn policy_event_times(
+        &self,
+        policy: &str,
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>> {
+        let rows = sqlx::query(
+            "SELECT at, type FROM scaling_events
+             WHERE policy = ?1 AND type IN ('scale_out', 'scale_in', 'heal') AND at > ?2 AND at <= ?3
+             ORDER BY at DESC LIMIT ?4",
+        )
+        .bind(policy)
+        .bind(from)
+        .bind(to)
+        .bind(limit.clamp(1, 10_000))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     /// (policy, type) → time of its last event: cooldowns and heal waits
     /// resume from these.
     pub async fn last_scaling_events(&self) -> Result<HashMap<(String, String), i64>> {

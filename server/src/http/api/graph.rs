@@ -6,11 +6,16 @@
 //!
 //! Extra parameters: `width`, `height`, `title`, `utc_offset` (minutes east
 //! of UTC for the time labels, default 0) and, with `group`, `per_host=1` for
-//! one line per member instead of the aggregate.
+//! one line per member instead of the aggregate. With `group`, `policy=<name>`
+//! (a scaling policy of that group) adds the policy's two thresholds and its
+//! scale and heal events; `dry_run=1` adds the events a dry-run of it over
+//! the graph's range would have fired, with `scale_out_above` /
+//! `scale_in_below` replacing the policy's thresholds for that replay.
 
 use super::metrics::query_pairs;
 use crate::alarms::rules::Kind;
 use crate::alarms::Rule;
+use crate::graph::marks::ScaleMark;
 use crate::graph::{self, Graph, Level, Line, Mark, Threshold, Unit};
 use crate::http::auth::Operator;
 use crate::http::error::{ApiResult, AppError};
@@ -28,7 +33,17 @@ pub const WIDTHS: std::ops::RangeInclusive<u32> = 50..=4000;
 pub const HEIGHTS: std::ops::RangeInclusive<u32> = 20..=2000;
 /// Most member lines drawn with `per_host=1`.
 const MAX_MEMBER_LINES: usize = 50;
-const EXTRA: &[&str] = &["width", "height", "title", "utc_offset", "per_host"];
+const EXTRA: &[&str] = &[
+    "width",
+    "height",
+    "title",
+    "utc_offset",
+    "per_host",
+    "policy",
+    "dry_run",
+    "scale_out_above",
+    "scale_in_below",
+];
 
 pub fn router() -> Router<AppState> {
     graph::init();
@@ -59,6 +74,16 @@ struct Look {
     title: Option<String>,
     utc_offset: i32,
     per_host: bool,
+    scaling: Option<PolicyLook>,
+}
+
+/// `policy=` and its dry-run parameters.
+#[derive(Debug)]
+struct PolicyLook {
+    name: String,
+    dry_run: bool,
+    scale_out_above: Option<f64>,
+    scale_in_below: Option<f64>,
 }
 
 fn parse_look(pairs: &[(String, String)]) -> ApiResult<Look> {
@@ -102,7 +127,38 @@ fn parse_look(pairs: &[(String, String)]) -> ApiResult<Look> {
         Some("1" | "true") => true,
         Some(v) => return Err(AppError::BadRequest(format!("per_host {v:?}: use 1 or 0"))),
     };
+    let number = |k: &str| -> ApiResult<Option<f64>> {
+        match get(k) {
+            None | Some("") => Ok(None),
+            Some(v) => v
+                .parse::<f64>()
+                .ok()
+                .filter(|n| n.is_finite())
+                .map(Some)
+                .ok_or_else(|| AppError::BadRequest(format!("{k} {v:?} must be a number"))),
+        }
+    };
+    let dry_run = match get("dry_run") {
+        None | Some("" | "0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(v) => return Err(AppError::BadRequest(format!("dry_run {v:?}: use 1 or 0"))),
+    };
+    let scaling = match get("policy").filter(|p| !p.is_empty()) {
+        Some(name) => Some(PolicyLook {
+            name: name.to_string(),
+            dry_run,
+            scale_out_above: number("scale_out_above")?,
+            scale_in_below: number("scale_in_below")?,
+        }),
+        None if dry_run || get("scale_out_above").is_some() || get("scale_in_below").is_some() => {
+            return Err(AppError::BadRequest(
+                "dry_run, scale_out_above and scale_in_below go with policy=<name>".into(),
+            ))
+        }
+        None => None,
+    };
     Ok(Look {
+        scaling,
         width: size("width", 800, &WIDTHS)?,
         height: size("height", 300, &HEIGHTS)?,
         title: get("title")
@@ -180,7 +236,12 @@ async fn build(state: &AppState, spec: &QuerySpec, look: &Look, now: i64) -> Api
         result.series.iter().map(|s| s.name.as_str()).collect()
     };
     let unit = Unit::common(names.iter().copied());
-    let (thresholds, marks) = judged(state, spec, &result, &names).await?;
+    let (mut thresholds, mut marks) = judged(state, spec, &result, &names).await?;
+    if let Some(p) = &look.scaling {
+        let (t, m) = policy_marks(state, spec, p, (result.from, result.to), now).await?;
+        thresholds.extend(t);
+        marks.extend(m);
+    }
     let hosts: BTreeSet<&str> = result.series.iter().map(|s| s.host.as_str()).collect();
     let show_host = hosts.len() > 1;
     let lines = std::mem::take(&mut result.series)
@@ -389,11 +450,104 @@ async fn judged(
                             .all(|(k, v)| m.labels.get(k).is_none_or(|mv| mv == v))
                 })
         })
-        .map(|m| Mark {
-            at: m.at,
-            to: m.to,
-            hard: m.hard,
-        })
+        .map(|m| Mark::alarm(m.at, m.to, m.hard))
         .collect();
     Ok((lines, marks))
+}
+
+/// A scaling policy's thresholds with the resolved policy for a dry-run:
+/// the edited ones when given, else the policy's (with `target` alone: the
+/// edges of its tolerance band).
+pub fn policy_thresholds(p: &crate::scaling::Policy) -> Vec<Threshold> {
+    let (out, inn) = match (p.scale_out_above, p.scale_in_below, p.target) {
+        (None, None, Some(t)) => (Some(t * (1.0 + p.tolerance)), Some(t * (1.0 - p.tolerance))),
+        (o, i, _) => (o, i),
+    };
+    out.map(|value| Threshold {
+        value,
+        level: Level::ScaleOut,
+    })
+    .into_iter()
+    .chain(inn.map(|value| Threshold {
+        value,
+        level: Level::ScaleIn,
+    }))
+    .collect()
+}
+
+/// The policy with a dry-run's edited thresholds, checked as a policy is:
+/// `scale_in_below` below `scale_out_above`.
+pub fn edited_policy(
+    mut p: crate::scaling::Policy,
+    scale_out_above: Option<f64>,
+    scale_in_below: Option<f64>,
+) -> Result<crate::scaling::Policy, String> {
+    if scale_out_above.is_some() {
+        p.scale_out_above = scale_out_above;
+    }
+    if scale_in_below.is_some() {
+        p.scale_in_below = scale_in_below;
+    }
+    if let (Some(out), Some(inn)) = (p.scale_out_above, p.scale_in_below) {
+        if inn >= out {
+            return Err(format!(
+                "scale_in_below ({inn}) must be below scale_out_above ({out})"
+            ));
+        }
+    }
+    Ok(p)
+}
+
+/// What `policy=` adds: its thresholds (the edited ones for a dry-run), its
+/// events in the range, and with `dry_run=1` what a replay would have fired.
+async fn policy_marks(
+    state: &AppState,
+    spec: &QuerySpec,
+    look: &PolicyLook,
+    (from, to): (i64, i64),
+    now: i64,
+) -> ApiResult<(Vec<Threshold>, Vec<Mark>)> {
+    let p = crate::scaling::runner::all_policies(
+        &state.store,
+        &state.file_policies,
+        i64::from(state.store.archive_spec().base_step),
+    )
+    .await
+    .into_iter()
+    .find(|p| p.name == look.name)
+    .ok_or_else(|| AppError::NotFound(format!("no scaling policy {:?}", look.name)))?;
+    match &spec.target {
+        Target::Group { group, .. } if *group == p.group => {}
+        _ => {
+            return Err(AppError::BadRequest(format!(
+                "policy {:?} judges group {:?}: draw it with group={}",
+                p.name, p.group, p.group
+            )))
+        }
+    }
+    let mut marks: Vec<Mark> = state
+        .store
+        .policy_event_times(&p.name, from, to, graph::marks::MAX_MARKS as i64)
+        .await?
+        .into_iter()
+        .filter_map(|(at, t)| ScaleMark::of_event_type(&t).map(|k| Mark::scaling(at, k, false)))
+        .collect();
+    let p = if look.dry_run {
+        let p = edited_policy(p, look.scale_out_above, look.scale_in_below)
+            .map_err(AppError::BadRequest)?;
+        let run = crate::scaling::dryrun::run(&state.store, &p, from, to, now).await?;
+        marks.extend(
+            run.events
+                .iter()
+                .rev()
+                .take(graph::marks::MAX_MARKS)
+                .filter_map(|e| {
+                    ScaleMark::of_event_type(&e.kind).map(|k| Mark::scaling(e.at_secs(), k, true))
+                }),
+        );
+        p
+    } else {
+        p
+    };
+    Ok((policy_thresholds(&p), marks))
 }

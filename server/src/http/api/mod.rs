@@ -2,8 +2,8 @@
 
 mod agent;
 pub mod alarms;
-mod deliveries;
-mod graph;
+pub(crate) mod deliveries;
+pub(crate) mod graph;
 pub mod hosts;
 mod import;
 mod logs;
