@@ -5,6 +5,11 @@
 // Each <figure class="panel" data-query="…"> gets an <img> of
 // /api/v1/graph.svg with the page's range and the panel's width. No value is
 // ever put into the page as HTML.
+//
+// A figure with data-from/data-to (the scaling page's dry-run) keeps that
+// window: the range bar does not move it. With data-values, the hover
+// readout reads that query instead of data-query (which may carry
+// graph-only parameters such as policy=).
 
 // Plot gutters of the server's graphs (server/src/graph): the plot starts
 // this far from the left edge and ends this far from the right one.
@@ -93,9 +98,16 @@ function src(fig, from, to, width) {
   return `/api/v1/graph.svg?${q}&${p}`;
 }
 
+function pinned(fig) {
+  const from = Number(fig.dataset.from);
+  const to = Number(fig.dataset.to);
+  return from > 0 && to > from ? { from, to } : null;
+}
+
 function load() {
-  const { from, to } = window_();
+  const live = window_();
   for (const fig of document.querySelectorAll("figure.panel")) {
+    const { from, to } = pinned(fig) || live;
     const img = fig.querySelector("img");
     const width = Math.max(240, Math.min(4000, Math.floor(fig.querySelector(".frame").clientWidth)));
     const url = src(fig, from, to, width);
@@ -199,7 +211,7 @@ function rowsFor(fig) {
   const shown = new URL(src, location.href).searchParams;
   const from = Number(shown.get("from"));
   const to = Number(shown.get("to"));
-  const url = `/api/v1/query?${fig.dataset.query}&from=${from}&to=${to}`;
+  const url = `/api/v1/query?${fig.dataset.values || fig.dataset.query}&from=${from}&to=${to}`;
   if (!fetched.has(url)) {
     if (fetched.size > 64) fetched.clear();
     fetched.set(url, fetch(url, { credentials: "same-origin" })
@@ -324,7 +336,7 @@ function main() {
     });
   }
   for (const fig of document.querySelectorAll("figure.panel")) {
-    dragToZoom(fig);
+    if (!pinned(fig)) dragToZoom(fig);
     readout(fig);
   }
   let resize = null;

@@ -445,3 +445,311 @@ async fn a_dead_letter_is_retried_by_hand_with_its_attempts_kept() {
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
+
+// ---- The scaling pages (`/scaling`, `/groups/{name}/scaling`) ----
+
+/// A dashboard session of a new user with `role`: (cookie header, CSRF token).
+async fn session(app: &TestApp, role: &str) -> (String, String) {
+    let store = &app.state.store;
+    let name = format!("{role}-user");
+    let id = store.create_user(&name, "unused", role).await.unwrap();
+    let sid = metrolog_server::auth::random_string(32);
+    let csrf = metrolog_server::auth::random_string(24);
+    store
+        .create_session(
+            &metrolog_server::auth::token_hash(&sid),
+            id,
+            &csrf,
+            now() + 3600,
+        )
+        .await
+        .unwrap();
+    (format!("ml_session={sid}"), csrf)
+}
+
+async fn page_get(app: &TestApp, path: &str, cookie: &str) -> common::Resp {
+    app.send(
+        axum::http::Request::get(path)
+            .header(axum::http::header::COOKIE, cookie)
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+}
+
+async fn form_post(app: &TestApp, path: &str, cookie: &str, body: &str) -> common::Resp {
+    app.send(
+        axum::http::Request::post(path)
+            .header(axum::http::header::COOKIE, cookie)
+            .header(
+                axum::http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap(),
+    )
+    .await
+}
+
+/// Four members of `web` at 50 then 90: one scale_out (for = 0s) at t0+10,
+/// its delivery refused with the first of `statuses`.
+async fn scaled_out(statuses: Vec<u16>) -> (TestApp, mpsc::UnboundedReceiver<Got>, i64) {
+    let (url, mut rx) = receiver(statuses).await;
+    let app = spawn_app_with(&config(&url).replace("for = \"20s\"", "for = \"0s\"")).await;
+    let mut hosts = Vec::new();
+    for i in 1..=4 {
+        hosts.push(member(&app, &format!("web-{i}")).await);
+    }
+    let t0 = (now() - 300) / 10 * 10;
+    for (k, v) in [50.0, 90.0].iter().enumerate() {
+        let ts = t0 + 10 * k as i64;
+        for h in &hosts {
+            feed(&app, *h, ts, *v).await;
+        }
+        record_once(&app.state.store, ts, 10, 15).await.unwrap();
+    }
+    let first = next(&mut rx).await;
+    assert_eq!(first.body["type"], "scale_out");
+    (app, rx, t0)
+}
+
+#[tokio::test]
+async fn scaling_page_shows_policy_events_deliveries_and_retries_a_dead_letter_by_form() {
+    let (app, mut rx, _) = scaled_out(vec![400]).await;
+    let dead = app
+        .wait_json("/api/v1/deliveries?receiver=asg", |v| {
+            v["deliveries"][0]["state"] == "dead"
+        })
+        .await;
+    let id = dead["deliveries"][0]["id"].as_i64().unwrap();
+    let (admin, csrf) = session(&app, "admin").await;
+    let (viewer, viewer_csrf) = session(&app, "viewer").await;
+
+    // The list links the group.
+    let r = page_get(&app, "/scaling", &viewer).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let html = r.text();
+    assert!(html.contains("href=\"/groups/web/scaling\""), "{html}");
+    assert!(
+        html.contains("web-load") && html.contains("scale_out 4 → 5"),
+        "{html}"
+    );
+    // The group page links its scaling page.
+    let html = page_get(&app, "/groups/web", &viewer).await.text();
+    assert!(html.contains("href=\"/groups/web/scaling\""), "{html}");
+
+    let r = page_get(&app, "/groups/web/scaling", &admin).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let html = r.text();
+    // The policy, with where it comes from and its settings.
+    for want in [
+        "web-load",
+        "file",
+        "avg(app.load) over 10s",
+        "out above 75, in below 25",
+        "1m each way",
+        "3–10",
+    ] {
+        assert!(html.contains(want), "no {want:?} in {html}");
+    }
+    // Its graph draws the policy; the member count beside it.
+    assert!(html.contains("policy=web-load"), "{html}");
+    assert!(html.contains("name=group.members"), "{html}");
+    // The event, with its sizes and reason.
+    assert!(html.contains("ev-scale-out"), "{html}");
+    assert!(html.contains("4 → 5"), "{html}");
+    assert!(
+        html.contains("&gt; 75 above scale_out_above")
+            || html.contains("&#62; 75 above scale_out_above"),
+        "{html}"
+    );
+    // The dead delivery with its attempt and an admin's Retry form.
+    assert!(html.contains(&format!("id=\"delivery-{id}\"")), "{html}");
+    assert!(html.contains("400 in "), "the attempt is listed: {html}");
+    let action = format!("/groups/web/scaling/deliveries/{id}/retry");
+    assert!(html.contains(&format!("action=\"{action}\"")), "{html}");
+    assert!(html.contains(&format!("value=\"{csrf}\"")), "{html}");
+    // A viewer sees no Retry button.
+    let html = page_get(&app, "/groups/web/scaling", &viewer).await.text();
+    assert!(!html.contains(&action), "{html}");
+
+    // The form needs an admin and the session's CSRF token.
+    let r = form_post(&app, &action, &viewer, &format!("csrf={viewer_csrf}")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = form_post(&app, &action, &admin, "csrf=forged").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = form_post(&app, &action, &admin, "").await;
+    assert!(r.status.is_client_error(), "{}", r.status);
+    let still = app
+        .get("/api/v1/deliveries?receiver=asg", Some(&app.admin))
+        .await
+        .json();
+    assert_eq!(
+        still["deliveries"][0]["state"], "dead",
+        "nothing was requeued"
+    );
+
+    let r = form_post(&app, &action, &admin, &format!("csrf={csrf}")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+    assert_eq!(
+        r.header(axum::http::header::LOCATION),
+        "/groups/web/scaling#deliveries"
+    );
+    let again = next(&mut rx).await;
+    assert_eq!(again.body["type"], "scale_out", "sent again");
+    app.wait_json("/api/v1/deliveries?receiver=asg", |v| {
+        v["deliveries"][0]["state"] == "delivered"
+            && v["deliveries"][0]["attempts"].as_array().map(Vec::len) == Some(2)
+    })
+    .await;
+    // Retrying what is not dead says why, on the page.
+    let r = form_post(&app, &action, &admin, &format!("csrf={csrf}")).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(
+        r.text().contains("only dead letters are retried by hand"),
+        "{}",
+        r.text()
+    );
+}
+
+#[tokio::test]
+async fn scaling_page_escapes_hostile_names_and_explains_an_empty_group() {
+    let (url, _rx) = receiver(vec![]).await;
+    let app = spawn_app_with(&config(&url)).await;
+    let (viewer, _) = session(&app, "viewer").await;
+    // A hostile hostname joins: its member_joined event is listed as text.
+    let evil = "<script>alert(1)</script>";
+    app.enroll(evil, "web").await;
+    app.wait_json("/api/v1/scaling/events?group=web", |v| {
+        v["events"].as_array().is_some_and(|e| !e.is_empty())
+    })
+    .await;
+    let html = page_get(&app, "/groups/web/scaling", &viewer).await.text();
+    assert!(html.contains("member_joined"), "{html}");
+    assert!(!html.contains(evil), "{html}");
+    assert!(
+        html.contains("&#60;script&#62;alert(1)&#60;/script&#62;")
+            || html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
+    // A hostile group name in the path is never echoed raw.
+    let r = page_get(
+        &app,
+        "/groups/%3Cscript%3Ealert(1)%3C%2Fscript%3E/scaling",
+        &viewer,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(!r.text().contains(evil));
+
+    // A group with members and no policy explains how to add one.
+    app.enroll("db-1", "db").await;
+    let r = page_get(&app, "/groups/db/scaling", &viewer).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let html = r.text();
+    assert!(html.contains("No policy for this group"), "{html}");
+    assert!(html.contains("[[scaling.policies]]"), "{html}");
+    assert!(html.contains("POST /api/v1/scaling/policies"), "{html}");
+    assert!(
+        html.contains("group = \"db\""),
+        "the example names the group: {html}"
+    );
+    assert!(
+        !html.contains("id=\"dry-run\""),
+        "no dry-run without a policy"
+    );
+}
+
+#[tokio::test]
+async fn scaling_graph_with_policy_draws_thresholds_fired_and_dry_run_marks() {
+    let (app, _rx, _) = scaled_out(vec![]).await;
+    let graph = |extra: &str| {
+        format!(
+            "/api/v1/graph.svg?group=web&agg=avg&name=app.load&from=-30m&policy=web-load{extra}"
+        )
+    };
+    let r = app.get(&graph(""), Some(&app.viewer)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let svg = r.text();
+    assert!(svg.contains("scale out above 75"), "no scale-out line");
+    assert!(svg.contains("scale in below 25"), "no scale-in line");
+    // The scale_out that fired: a filled blue triangle.
+    assert!(
+        svg.contains(r##"fill="#2563EB""##),
+        "no scale-out mark: {svg}"
+    );
+    // Without policy=, neither.
+    let plain = app
+        .get(
+            "/api/v1/graph.svg?group=web&agg=avg&name=app.load&from=-30m",
+            Some(&app.viewer),
+        )
+        .await
+        .text();
+    assert!(!plain.contains("scale out above") && !plain.contains(r##"fill="#2563EB""##));
+
+    // A dry-run with the edited thresholds: its lines, and its scale_out
+    // outlined (a white shape with a blue outline).
+    let r = app
+        .get(
+            &graph("&dry_run=1&scale_out_above=60&scale_in_below=20"),
+            Some(&app.viewer),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let svg = r.text();
+    assert!(svg.contains("scale out above 60") && svg.contains("scale in below 20"));
+    assert!(
+        !svg.contains("scale out above 75"),
+        "the edited lines replace the policy's"
+    );
+    assert!(
+        svg.contains(r##"stroke="#2563EB" stroke-width="2""##),
+        "no dry-run mark: {svg}"
+    );
+
+    // Bad input says what was wrong.
+    let r = app
+        .get(
+            &graph("&dry_run=1&scale_out_above=10&scale_in_below=20"),
+            Some(&app.viewer),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    let r = app
+        .get(
+            "/api/v1/graph.svg?group=web&agg=avg&name=app.load&policy=nope",
+            Some(&app.viewer),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = app
+        .get(
+            "/api/v1/graph.svg?host=web-1&name=app.load&policy=web-load",
+            Some(&app.viewer),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+
+    // The page's dry-run form lists the events and pins its graph.
+    let (viewer, _) = session(&app, "viewer").await;
+    let r = page_get(
+        &app,
+        "/groups/web/scaling?dry_run=1&policy=web-load&from=-30m&to=now&scale_out_above=60&scale_in_below=20",
+        &viewer,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let html = r.text();
+    assert!(html.contains("event(s) it would have fired"), "{html}");
+    assert!(html.contains("dry_run=1"), "{html}");
+    assert!(html.contains("data-from="), "{html}");
+    assert!(html.contains("scaling-events dry"), "{html}");
+    let r = page_get(
+        &app,
+        "/groups/web/scaling?dry_run=1&scale_out_above=10&scale_in_below=20",
+        &viewer,
+    )
+    .await;
+    assert!(r.text().contains("Dry-run not run"), "{}", r.text());
+}

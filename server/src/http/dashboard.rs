@@ -372,6 +372,7 @@ struct GroupPage<'a> {
     down: usize,
     left: usize,
     panels: Vec<Panel>,
+    scaling_href: String,
 }
 
 impl GroupPage<'_> {
@@ -390,7 +391,7 @@ struct NotFoundPage<'a> {
     what: &'a str,
 }
 
-fn not_found_page(op: &Operator, what: &str) -> Response {
+pub(super) fn not_found_page(op: &Operator, what: &str) -> Response {
     let mut resp = render(&NotFoundPage {
         user: &op.name,
         role: op.role.as_str(),
@@ -486,5 +487,6 @@ async fn group_page(
         down: count(crate::store::HostState::Down),
         left: count(crate::store::HostState::Left),
         panels: group_panels(&g.group),
+        scaling_href: format!("{}/scaling", group_href(&g.group)),
     })
 }

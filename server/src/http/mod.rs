@@ -8,6 +8,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod error;
 mod logs_page;
+mod scaling_page;
 
 use crate::auth::LoginLimiter;
 use crate::config::ServerConfig;
@@ -178,6 +179,7 @@ pub fn app(state: AppState) -> Router {
         .merge(dashboard::router())
         .merge(logs_page::router())
         .merge(alarms_page::router())
+        .merge(scaling_page::router())
         .merge(assets::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

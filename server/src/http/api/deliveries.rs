@@ -78,6 +78,18 @@ async fn retry(
     State(state): State<AppState>,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Requeued>> {
+    let receiver = retry_dead(&state, id).await?;
+    Ok(Json(Requeued {
+        id,
+        receiver,
+        state: "pending",
+    }))
+}
+
+/// Sends dead letter `id` again (the API's and the dashboard's retry): back
+/// to pending and its lane woken. Returns its receiver. 404 for an unknown
+/// id, 409 when it is not dead or its receiver is no longer configured.
+pub async fn retry_dead(state: &AppState, id: i64) -> ApiResult<String> {
     let lanes: Vec<String> = state
         .config
         .receivers()
@@ -111,11 +123,7 @@ async fn retry(
             if let Some(w) = state.lane_wake.get() {
                 (w.0)(&receiver);
             }
-            Ok(Json(Requeued {
-                id,
-                receiver,
-                state: "pending",
-            }))
+            Ok(receiver)
         }
         crate::store::Requeue::NotFound => Err(AppError::NotFound(format!("no delivery {id}"))),
         crate::store::Requeue::NotDead(s) => Err(AppError::Conflict(format!(
