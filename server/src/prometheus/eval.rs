@@ -62,6 +62,8 @@ impl Range {
         self.step_ms == 0
     }
 
+    /// Steps evaluated (never 0: an instant query is one).
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
         if self.step_ms == 0 {
             1
@@ -755,7 +757,9 @@ pub fn binary(
 /// Returns the series and whether some input had no `le`.
 pub fn histogram_quantile(phi: &[f64], input: Vec<Series>, n: usize) -> (Vec<Series>, bool) {
     let mut missing_le = false;
-    let mut groups: BTreeMap<LabelSet, Vec<(f64, Vec<Option<f64>>)>> = BTreeMap::new();
+    // Per label set less `le`: (upper bound, values at each step).
+    type Buckets = Vec<(f64, Vec<Option<f64>>)>;
+    let mut groups: BTreeMap<LabelSet, Buckets> = BTreeMap::new();
     for s in input {
         let Some(le) = s.labels.get("le").and_then(|v| parse_le(v)) else {
             missing_le = true;
