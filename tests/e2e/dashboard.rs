@@ -1,5 +1,7 @@
-//! The dashboard in a real browser: log in, open the host page in headless
-//! Chromium and check that every graph image loaded.
+//! The dashboard in a real browser: log in, open the host page and a
+//! group's scaling page in headless Chromium and check that every graph
+//! image loaded (and, on the scaling page, that nothing was logged as an
+//! error).
 //!
 //! Chromium is driven over the DevTools protocol on a pipe
 //! (`--remote-debugging-pipe`: JSON messages ending in NUL on fds 3 and 4), so
@@ -21,6 +23,8 @@ struct Browser {
     to: ChildStdin,
     from: BufReader<ChildStdout>,
     next_id: u64,
+    /// Events that arrived while waiting for answers.
+    events: Vec<Value>,
     _profile: tempfile::TempDir,
 }
 
@@ -58,6 +62,7 @@ impl Browser {
             to,
             from,
             next_id: 0,
+            events: Vec::new(),
             _profile: profile,
         })
     }
@@ -87,6 +92,9 @@ impl Browser {
                     bail!("{method}: {e}");
                 }
                 return Ok(answer["result"].clone());
+            }
+            if answer.get("method").is_some() && self.events.len() < 10_000 {
+                self.events.push(answer);
             }
         }
     }
@@ -255,6 +263,171 @@ fn host_page_graphs_load_in_chromium() -> Result<()> {
         (read - want).abs() <= 0.5,
         "readout shows the newest CPU value {want}: {shown}"
     );
+    drop(b);
+    server.proc.terminate();
+    let _ = server.proc.wait_exit(Duration::from_secs(20));
+    Ok(())
+}
+
+/// The errors a page reported: console errors, uncaught exceptions, and
+/// browser log entries (failed loads, CSP refusals). The browser's own
+/// request for /favicon.ico (the dashboard has none) is not the page's.
+fn page_errors(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| {
+            !e["params"]["entry"]["url"]
+                .as_str()
+                .is_some_and(|u| u.ends_with("/favicon.ico"))
+        })
+        .filter_map(|e| match e["method"].as_str()? {
+            "Runtime.exceptionThrown" => Some(e["params"]["exceptionDetails"].to_string()),
+            "Runtime.consoleAPICalled" if e["params"]["type"] == "error" => {
+                Some(e["params"]["args"].to_string())
+            }
+            "Log.entryAdded" if e["params"]["entry"]["level"] == "error" => {
+                Some(e["params"]["entry"].to_string())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn scaling_page_graphs_load_in_chromium_without_errors() -> Result<()> {
+    if !Path::new(CHROMIUM).exists() {
+        eprintln!("skipped: {CHROMIUM} is not installed (apt-get install chromium)");
+        return Ok(());
+    }
+    let mut server = Server::start(&[])?;
+    let admin = Api::new(&server.url, &server.token("admin")?);
+    // Once the local agent's group records cpu.busy_pct, a policy on it.
+    eventually(Duration::from_secs(60), || {
+        let (_, v) =
+            admin.get("/api/v1/query?group=metrolog&agg=avg&name=cpu.busy_pct&from=-10m")?;
+        Ok(v["series"][0]["points"]
+            .as_array()
+            .is_some_and(|p| p.iter().filter(|p| p[1].is_number()).count() >= 2)
+            .then_some(()))
+    })
+    .map_err(|e| anyhow!("{e}\n{}", server.proc.log()))?;
+    let policy = json!({"name": "metrolog-cpu", "group": "metrolog", "metric": "cpu.busy_pct",
+        "window": "10s", "scale_out_above": 75, "scale_in_below": 25, "min_size": 1, "max_size": 4});
+    eventually(Duration::from_secs(30), || {
+        let (status, _) =
+            admin.post_json("/api/v1/scaling/policies", Some(&admin.token), &policy)?;
+        Ok((status == 201).then_some(()))
+    })
+    .map_err(|e| anyhow!("{e}\n{}", server.proc.log()))?;
+    let session = login(&server.url, &server.admin_password)?;
+
+    let mut b = Browser::start()?;
+    b.call(
+        None,
+        "Storage.setCookies",
+        json!({"cookies": [{"name": "ml_session", "value": session, "url": server.url}]}),
+    )?;
+    let target = b.call(None, "Target.createTarget", json!({"url": "about:blank"}))?;
+    let attached = b.call(
+        None,
+        "Target.attachToTarget",
+        json!({"targetId": target["targetId"], "flatten": true}),
+    )?;
+    let sid = attached["sessionId"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no session id"))?
+        .to_string();
+    b.call(Some(&sid), "Runtime.enable", json!({}))?;
+    b.call(Some(&sid), "Log.enable", json!({}))?;
+    // With a dry-run: the policy's graph, the member count, and the dry-run's
+    // pinned graph.
+    let url = format!(
+        "{}/groups/metrolog/scaling?dry_run=1&policy=metrolog-cpu&from=-10m&to=now&scale_out_above=50&scale_in_below=10#range=3600",
+        server.url
+    );
+    let shots = std::env::var_os("METROLOG_E2E_SCREENSHOT_DIR").map(std::path::PathBuf::from);
+    for width in [1400u32, 390] {
+        b.call(
+            Some(&sid),
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": 1000, "deviceScaleFactor": 1, "mobile": width < 600}),
+        )?;
+        b.call(Some(&sid), "Page.navigate", json!({"url": url}))?;
+        let probe = "JSON.stringify({title: document.title, \
+            dry: !!document.getElementById('dry-run'), \
+            overflow: document.documentElement.scrollWidth - window.innerWidth, \
+            imgs: [...document.querySelectorAll('figure.panel img')].map(i => \
+            ({w: i.naturalWidth, done: i.complete, shown: i.clientWidth, \
+              src: i.getAttribute('src') || ''}))})";
+        let start = Instant::now();
+        let last = loop {
+            let r = b.call(
+                Some(&sid),
+                "Runtime.evaluate",
+                json!({"expression": probe, "returnByValue": true}),
+            )?;
+            let v: Value = serde_json::from_str(r["result"]["value"].as_str().unwrap_or("null"))?;
+            let imgs = v["imgs"].as_array().cloned().unwrap_or_default();
+            if imgs.len() == 3
+                && imgs
+                    .iter()
+                    .all(|i| i["w"].as_u64().unwrap_or(0) <= i["shown"].as_u64().unwrap_or(0) + 40)
+                && imgs.iter().all(|i| {
+                    i["done"] == json!(true)
+                        && i["w"].as_u64().unwrap_or(0) > 0
+                        && i["src"]
+                            .as_str()
+                            .unwrap_or("")
+                            .contains("/api/v1/graph.svg")
+                })
+            {
+                break v;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!("scaling graphs did not load at {width} px: {v}");
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        };
+        assert!(
+            last["title"]
+                .as_str()
+                .unwrap_or("")
+                .contains("Scaling metrolog"),
+            "{last}"
+        );
+        assert_eq!(last["dry"], json!(true), "{last}");
+        let srcs: Vec<&str> = last["imgs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["src"].as_str())
+            .collect();
+        assert!(
+            srcs.iter()
+                .any(|s| s.contains("policy=metrolog-cpu") && !s.contains("dry_run")),
+            "{last}"
+        );
+        assert!(srcs.iter().any(|s| s.contains("dry_run=1")), "{last}");
+        assert!(srcs.iter().any(|s| s.contains("group.members")), "{last}");
+        // Each picture is drawn for the width it is shown at (not shrunk).
+        assert!(
+            last["overflow"].as_i64().unwrap_or(1) <= 0,
+            "the page is wider than {width} px: {last}"
+        );
+        if let Some(dir) = &shots {
+            let shot = b.call(
+                Some(&sid),
+                "Page.captureScreenshot",
+                json!({"format": "png", "captureBeyondViewport": true}),
+            )?;
+            use base64::Engine;
+            let png = base64::engine::general_purpose::STANDARD
+                .decode(shot["data"].as_str().unwrap_or_default())?;
+            std::fs::write(dir.join(format!("scaling-{width}.png")), png)?;
+        }
+    }
+    let errors = page_errors(&b.events);
+    assert!(errors.is_empty(), "the page logged errors: {errors:#?}");
     drop(b);
     server.proc.terminate();
     let _ = server.proc.wait_exit(Duration::from_secs(20));
