@@ -56,6 +56,9 @@ pub struct HostEntry {
 
 type Key = (String, Subject);
 
+/// Most bus events judged before their writes are committed together.
+const MAX_EVENTS_PER_COMMIT: usize = 256;
+
 /// The threshold rules of one metric, split by what they select, so a batch
 /// only meets the rules that can concern its host: a server with 10 000
 /// per-host rules judges each batch against its own few, not all of them.
@@ -1259,8 +1262,32 @@ impl Runner {
                         let started = std::time::Instant::now();
                         self.learn_hosts(&mut ev, &env.event).await;
                         pending.extend(ev.on_event(&env.event, self.clock.now()));
+                        // Events already waiting are judged before the commit,
+                        // so a burst of breaching batches costs one transaction
+                        // (one fsync), not one each: under load the evaluator
+                        // keeps up instead of queueing behind its own commits.
+                        let mut lagged = None;
+                        for _ in 0..MAX_EVENTS_PER_COMMIT {
+                            match rx.try_recv() {
+                                Ok(env) => {
+                                    self.learn_hosts(&mut ev, &env.event).await;
+                                    pending.extend(ev.on_event(&env.event, self.clock.now()));
+                                }
+                                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                                    lagged = Some(n);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
                         self.commit(&mut ev, &mut pending).await;
                         self.metrics.alarm_eval_last_us.set(started.elapsed().as_micros() as u64);
+                        if let Some(n) = lagged {
+                            self.metrics.alarm_evaluator_resyncs.inc();
+                            tracing::warn!(missed = n, "the alarm evaluator fell behind the event bus; re-reading hosts and windows from the store");
+                            self.load(&mut ev, &mut pending).await;
+                            self.commit(&mut ev, &mut pending).await;
+                        }
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         self.metrics.alarm_evaluator_resyncs.inc();
