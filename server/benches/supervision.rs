@@ -711,7 +711,9 @@ events = ["scale_out", "scale_in", "heal"]
             acks.push(Instant::now());
         }
         last_acks = acks.clone();
-        if last_high.is_some_and(|h| h != high) {
+        // Upward crossings: the group sits at its minimum, so going low
+        // fires nothing (a scale_in would go below min_size).
+        if high && last_high == Some(false) {
             crossings.push(*acks.last().unwrap());
         }
         last_high = Some(high);
@@ -736,7 +738,7 @@ events = ["scale_out", "scale_in", "heal"]
     // The first event after each crossing, from the crossing batch's ack.
     let mut from_batch = Vec::new();
     for c in &crossings {
-        if let Some((_, _, arrived)) = scale.iter().find(|(_, _, a)| a > c) {
+        if let Some((_, _, arrived)) = scale.iter().find(|(k, _, a)| k == "scale_out" && a > c) {
             from_batch.push(arrived.duration_since(*c).as_secs_f64() * 1e3);
         }
     }
