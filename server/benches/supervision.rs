@@ -35,6 +35,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+/// Per alarm host: when its breaching batch's accepted attempt started, when
+/// it was acknowledged, and its host id.
+type SentAt = Arc<Mutex<HashMap<String, (Instant, Instant, i64)>>>;
 /// When each host's firing notification arrived.
 type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
 
@@ -359,7 +362,7 @@ group_wait = "0s"
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // The breaching batches, one every 20 ms.
-    let sent_at: Arc<Mutex<HashMap<String, (Instant, Instant, i64)>>> = Arc::default();
+    let sent_at: SentAt = Arc::default();
     let mut senders = Vec::new();
     let mut pace = tokio::time::interval(Duration::from_millis(20));
     let began = Instant::now();
