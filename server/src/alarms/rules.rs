@@ -27,18 +27,18 @@ pub struct RuleSection {
     pub host: Option<String>,
     pub scope: Option<String>,
     pub aggregation: Option<String>,
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "crate::config::opt_duration")]
     pub window: Option<Duration>,
     pub cf: Option<String>,
     pub warning: Option<String>,
     pub critical: Option<String>,
-    #[serde(rename = "for", default, with = "opt_duration")]
+    #[serde(rename = "for", default, with = "crate::config::opt_duration")]
     pub for_: Option<Duration>,
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "crate::config::opt_duration")]
     pub keep_firing_for: Option<Duration>,
     pub datapoints: Option<String>,
     pub no_data: Option<String>,
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "crate::config::opt_duration")]
     pub timeout: Option<Duration>,
     pub check: Option<String>,
     pub query: Option<String>,
@@ -59,18 +59,6 @@ pub enum RuleKind {
     Liveness,
     Check,
     Log,
-}
-
-mod opt_duration {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let text = String::deserialize(d)?;
-        metrolog_protocol::parse_duration(&text)
-            .map(Some)
-            .map_err(serde::de::Error::custom)
-    }
 }
 
 /// Where a rule comes from: the file is the source of truth for its rules,

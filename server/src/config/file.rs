@@ -183,11 +183,11 @@ impl Default for LogRetention {
 pub struct ArchivesSection {
     /// Seconds per primary data point (rrdtool's `--step`). Default: the finest
     /// archive's step.
-    #[serde(with = "opt_duration")]
+    #[serde(with = "crate::config::opt_duration")]
     pub base_step: Option<Duration>,
     /// Longest gap between two samples that still counts as known. Default:
     /// 3 × base_step.
-    #[serde(with = "opt_duration")]
+    #[serde(with = "crate::config::opt_duration")]
     pub heartbeat: Option<Duration>,
     /// Largest unknown fraction of a consolidated row that leaves it known, in [0, 1).
     pub xff: f64,
@@ -468,22 +468,10 @@ fn list_as<T: DeserializeOwned>(value: &toml::Value, at: &str, errors: &mut Vec<
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentMetrics {
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "crate::config::opt_duration")]
     pub sample_interval: Option<Duration>,
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "crate::config::opt_duration")]
     pub ship_interval: Option<Duration>,
-}
-
-mod opt_duration {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let text = String::deserialize(d)?;
-        metrolog_protocol::parse_duration(&text)
-            .map(Some)
-            .map_err(serde::de::Error::custom)
-    }
 }
 
 const TOP_KEYS: &[&str] = &[

@@ -18,31 +18,31 @@ pub struct NotifySection {
     pub url: String,
     /// Labels that make one aggregation group; `["..."]`: every label.
     pub group_by: Option<Vec<String>>,
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "crate::config::opt_duration")]
     pub group_wait: Option<Duration>,
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "crate::config::opt_duration")]
     pub group_interval: Option<Duration>,
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "crate::config::opt_duration")]
     pub repeat_interval: Option<Duration>,
     pub send_resolved: Option<bool>,
     /// Alerts per webhook body at most; 0: no limit.
     pub max_alerts: Option<u32>,
     /// kind = "alertmanager": how often active alerts are re-sent.
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "crate::config::opt_duration")]
     pub resend_delay: Option<Duration>,
     /// One attempt's limit, connection to last byte.
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "crate::config::opt_duration")]
     pub timeout: Option<Duration>,
     /// Retries stop this long after the delivery was built.
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "crate::config::opt_duration")]
     pub max_retry_age: Option<Duration>,
     /// Attempts at most (first included); 0: only `max_retry_age` bounds.
     pub max_attempts: Option<u32>,
     /// First retry delay ceiling; doubles per attempt (full jitter).
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "crate::config::opt_duration")]
     pub retry_backoff: Option<Duration>,
     /// Ceiling of any retry delay.
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "crate::config::opt_duration")]
     pub retry_backoff_max: Option<Duration>,
     #[serde(default, deserialize_with = "opt_secret")]
     pub bearer_token: Option<Secret>,
@@ -65,18 +65,6 @@ fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
 
 fn opt_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
     String::deserialize(d).map(|s| Some(Secret::new(s)))
-}
-
-mod opt_duration {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let text = String::deserialize(d)?;
-        metrolog_protocol::parse_duration(&text)
-            .map(Some)
-            .map_err(serde::de::Error::custom)
-    }
 }
 
 /// Which labels make an aggregation group.

@@ -28,27 +28,15 @@ pub struct HookSection {
     /// Default: scale_out, scale_in, heal.
     #[serde(default)]
     pub events: Vec<String>,
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "crate::config::opt_duration")]
     pub timeout: Option<Duration>,
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "crate::config::opt_duration")]
     pub max_retry_age: Option<Duration>,
     pub max_attempts: Option<u32>,
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "crate::config::opt_duration")]
     pub retry_backoff: Option<Duration>,
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "crate::config::opt_duration")]
     pub retry_backoff_max: Option<Duration>,
-}
-
-mod opt_duration {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let text = String::deserialize(d)?;
-        metrolog_protocol::parse_duration(&text)
-            .map(Some)
-            .map_err(serde::de::Error::custom)
-    }
 }
 
 /// The events of SPEC §7.

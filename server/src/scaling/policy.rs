@@ -36,7 +36,7 @@ pub struct PolicySection {
     pub aggregation: Option<String>,
     #[serde(
         default,
-        with = "opt_duration",
+        with = "crate::config::opt_duration",
         skip_serializing_if = "Option::is_none"
     )]
     pub window: Option<Duration>,
@@ -47,7 +47,7 @@ pub struct PolicySection {
     #[serde(
         rename = "for",
         default,
-        with = "opt_duration",
+        with = "crate::config::opt_duration",
         skip_serializing_if = "Option::is_none"
     )]
     pub for_: Option<Duration>,
@@ -56,7 +56,7 @@ pub struct PolicySection {
     pub datapoints: Option<String>,
     #[serde(
         default,
-        with = "opt_duration",
+        with = "crate::config::opt_duration",
         skip_serializing_if = "Option::is_none"
     )]
     pub cooldown: Option<Duration>,
@@ -70,7 +70,7 @@ pub struct PolicySection {
     pub tolerance: Option<f64>,
     #[serde(
         default,
-        with = "opt_duration",
+        with = "crate::config::opt_duration",
         skip_serializing_if = "Option::is_none"
     )]
     pub warmup: Option<Duration>,
@@ -80,29 +80,10 @@ pub struct PolicySection {
     /// A heal is fired again when the group is still short this long after.
     #[serde(
         default,
-        with = "opt_duration",
+        with = "crate::config::opt_duration",
         skip_serializing_if = "Option::is_none"
     )]
     pub replacement_timeout: Option<Duration>,
-}
-
-mod opt_duration {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let text = String::deserialize(d)?;
-        metrolog_protocol::parse_duration(&text)
-            .map(Some)
-            .map_err(serde::de::Error::custom)
-    }
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
-            None => s.serialize_none(),
-        }
-    }
 }
 
 /// What a scale event asks for.
