@@ -5,7 +5,8 @@
 //!
 //! Chromium is driven over the DevTools protocol on a pipe
 //! (`--remote-debugging-pipe`: JSON messages ending in NUL on fds 3 and 4), so
-//! no WebSocket client is needed. Skipped when Chromium is not installed.
+//! no WebSocket client is needed. A missing Chromium fails the tests (CI
+//! installs the Debian package).
 
 use anyhow::{anyhow, bail, Context, Result};
 use metrolog_e2e::{eventually, Api, Server};
@@ -29,7 +30,11 @@ struct Browser {
 }
 
 impl Browser {
+    /// Starts Chromium; a missing one fails the test (CI installs it).
     fn start() -> Result<Browser> {
+        if !Path::new(CHROMIUM).exists() {
+            bail!("{CHROMIUM} is not installed: apt-get install chromium (the Debian package)");
+        }
         let profile = tempfile::tempdir()?;
         // The shell hands our pipes to Chromium as fds 3 (commands) and 4
         // (answers), which is where --remote-debugging-pipe expects them.
@@ -69,6 +74,25 @@ impl Browser {
 
     /// Sends one command (to a page when `session` is given) and returns its
     /// result, skipping the events in between.
+    /// A new tab carrying the dashboard's session cookie; its session id.
+    fn logged_in_tab(&mut self, base: &str, session: &str) -> Result<String> {
+        self.call(
+            None,
+            "Storage.setCookies",
+            json!({"cookies": [{"name": "ml_session", "value": session, "url": base}]}),
+        )?;
+        let target = self.call(None, "Target.createTarget", json!({"url": "about:blank"}))?;
+        let attached = self.call(
+            None,
+            "Target.attachToTarget",
+            json!({"targetId": target["targetId"], "flatten": true}),
+        )?;
+        Ok(attached["sessionId"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no session id"))?
+            .to_string())
+    }
+
     fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Result<Value> {
         self.next_id += 1;
         let id = self.next_id;
@@ -146,10 +170,6 @@ fn cookie(resp: &reqwest::blocking::Response, name: &str) -> Result<String> {
 
 #[test]
 fn host_page_graphs_load_in_chromium() -> Result<()> {
-    if !Path::new(CHROMIUM).exists() {
-        eprintln!("skipped: {CHROMIUM} is not installed (apt-get install chromium)");
-        return Ok(());
-    }
     let mut server = Server::start(&[])?;
     let api = Api::new(&server.url, &server.token("viewer")?);
     // Wait for the local agent's first CPU values.
@@ -166,21 +186,7 @@ fn host_page_graphs_load_in_chromium() -> Result<()> {
     let session = login(&server.url, &server.admin_password)?;
 
     let mut b = Browser::start()?;
-    b.call(
-        None,
-        "Storage.setCookies",
-        json!({"cookies": [{"name": "ml_session", "value": session, "url": server.url}]}),
-    )?;
-    let target = b.call(None, "Target.createTarget", json!({"url": "about:blank"}))?;
-    let attached = b.call(
-        None,
-        "Target.attachToTarget",
-        json!({"targetId": target["targetId"], "flatten": true}),
-    )?;
-    let sid = attached["sessionId"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no session id"))?
-        .to_string();
+    let sid = b.logged_in_tab(&server.url, &session)?;
     let url = format!("{}/hosts/{host_id}#range=3600", server.url);
     b.call(Some(&sid), "Page.navigate", json!({"url": url}))?;
 
@@ -295,10 +301,6 @@ fn page_errors(events: &[Value]) -> Vec<String> {
 
 #[test]
 fn scaling_page_graphs_load_in_chromium_without_errors() -> Result<()> {
-    if !Path::new(CHROMIUM).exists() {
-        eprintln!("skipped: {CHROMIUM} is not installed (apt-get install chromium)");
-        return Ok(());
-    }
     let mut server = Server::start(&[])?;
     let admin = Api::new(&server.url, &server.token("admin")?);
     // Once the local agent's group records cpu.busy_pct, a policy on it.
@@ -322,21 +324,7 @@ fn scaling_page_graphs_load_in_chromium_without_errors() -> Result<()> {
     let session = login(&server.url, &server.admin_password)?;
 
     let mut b = Browser::start()?;
-    b.call(
-        None,
-        "Storage.setCookies",
-        json!({"cookies": [{"name": "ml_session", "value": session, "url": server.url}]}),
-    )?;
-    let target = b.call(None, "Target.createTarget", json!({"url": "about:blank"}))?;
-    let attached = b.call(
-        None,
-        "Target.attachToTarget",
-        json!({"targetId": target["targetId"], "flatten": true}),
-    )?;
-    let sid = attached["sessionId"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no session id"))?
-        .to_string();
+    let sid = b.logged_in_tab(&server.url, &session)?;
     b.call(Some(&sid), "Runtime.enable", json!({}))?;
     b.call(Some(&sid), "Log.enable", json!({}))?;
     // With a dry-run: the policy's graph, the member count, and the dry-run's
