@@ -244,28 +244,10 @@ impl PolicyState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alarms::rules::RuleSource;
-    use crate::scaling::policy::{Policy, PolicySection};
+    use crate::scaling::policy::Policy;
 
     fn policy(extra: &str) -> Policy {
-        // The base keys, unless `extra` gives them.
-        let base = r#"name = "p"
-group = "web"
-metric = "cpu.busy_pct"
-window = "10s"
-min_size = 3
-max_size = 10"#;
-        let mut text: String = base
-            .lines()
-            .filter(|l| {
-                let key = l.split(' ').next().unwrap_or_default();
-                !extra.lines().any(|e| e.starts_with(&format!("{key} ")))
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
-        text.push_str(extra);
-        let s: PolicySection = toml::from_str(&text).unwrap();
-        Policy::parse(&s, RuleSource::File, 10, "p").unwrap()
+        crate::scaling::policy::test_policy("p", "cpu.busy_pct", extra)
     }
 
     /// Rounds every 10 s from t = 1000, one value each, at `size` members.

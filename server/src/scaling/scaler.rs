@@ -351,29 +351,10 @@ impl Scaler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alarms::rules::RuleSource;
     use crate::clock::{Clock, ManualClock};
-    use crate::scaling::policy::PolicySection;
 
     fn policy(extra: &str) -> Policy {
-        // The base keys, unless `extra` gives them.
-        let base = r#"name = "web-load"
-group = "web"
-metric = "app.load"
-window = "10s"
-min_size = 3
-max_size = 10"#;
-        let mut text: String = base
-            .lines()
-            .filter(|l| {
-                let key = l.split(' ').next().unwrap_or_default();
-                !extra.lines().any(|e| e.starts_with(&format!("{key} ")))
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
-        text.push_str(extra);
-        let s: PolicySection = toml::from_str(&text).unwrap();
-        Policy::parse(&s, RuleSource::File, 10, "p").unwrap()
+        crate::scaling::policy::test_policy("web-load", "app.load", extra)
     }
 
     fn member(name: &str, since: i64) -> Member {
