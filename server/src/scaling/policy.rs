@@ -388,6 +388,26 @@ pub fn check_known(p: &Policy, known: &KnownGroups, declared: &[String], at: &st
     errs
 }
 
+/// A checked policy for tests: group `web`, a 10 s window, sizes 3–10, with
+/// `extra` TOML lines added or replacing those keys.
+#[cfg(test)]
+pub(crate) fn test_policy(name: &str, metric: &str, extra: &str) -> Policy {
+    let base = format!(
+        "name = \"{name}\"\ngroup = \"web\"\nmetric = \"{metric}\"\nwindow = \"10s\"\nmin_size = 3\nmax_size = 10"
+    );
+    let mut text: String = base
+        .lines()
+        .filter(|l| {
+            let key = l.split(' ').next().unwrap_or_default();
+            !extra.lines().any(|e| e.starts_with(&format!("{key} ")))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    text.push_str(extra);
+    let s: PolicySection = toml::from_str(&text).unwrap();
+    Policy::parse(&s, crate::alarms::rules::RuleSource::File, 10, "p").unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,24 +507,4 @@ tolerance = 1.5
         assert_eq!(back.for_, 30);
         assert_eq!(back.source, RuleSource::Api);
     }
-}
-
-/// A checked policy for tests: group `web`, a 10 s window, sizes 3–10, with
-/// `extra` TOML lines added or replacing those keys.
-#[cfg(test)]
-pub(crate) fn test_policy(name: &str, metric: &str, extra: &str) -> Policy {
-    let base = format!(
-        "name = \"{name}\"\ngroup = \"web\"\nmetric = \"{metric}\"\nwindow = \"10s\"\nmin_size = 3\nmax_size = 10"
-    );
-    let mut text: String = base
-        .lines()
-        .filter(|l| {
-            let key = l.split(' ').next().unwrap_or_default();
-            !extra.lines().any(|e| e.starts_with(&format!("{key} ")))
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    text.push_str(extra);
-    let s: PolicySection = toml::from_str(&text).unwrap();
-    Policy::parse(&s, crate::alarms::rules::RuleSource::File, 10, "p").unwrap()
 }
