@@ -85,6 +85,12 @@ impl Receiver {
     /// Listens on a random loopback port; answers the n-th request with
     /// `script[n]`, and 200 once the script is used up.
     pub fn start(script: Vec<u16>) -> Result<Self> {
+        Self::start_with_retry_after(script.into_iter().map(|s| (s, None)).collect())
+    }
+
+    /// As [`Receiver::start`], each answer with an optional `Retry-After`
+    /// (seconds).
+    pub fn start_with_retry_after(script: Vec<(u16, Option<u64>)>) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let url = format!("http://{}", listener.local_addr()?);
         let (tx, rx) = mpsc::channel();
@@ -92,14 +98,17 @@ impl Receiver {
             let mut script = script.into_iter();
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
-                let status = script.next().unwrap_or(200);
+                let (status, retry_after) = script.next().unwrap_or((200, None));
                 match read_request(&mut conn) {
                     Ok(mut req) => {
                         req.status = status;
                         let reason = if status < 300 { "OK" } else { "Error" };
+                        let extra = retry_after
+                            .map(|s| format!("retry-after: {s}\r\n"))
+                            .unwrap_or_default();
                         let _ = write!(
                             conn,
-                            "HTTP/1.1 {status} {reason}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                            "HTTP/1.1 {status} {reason}\r\n{extra}content-length: 2\r\nconnection: close\r\n\r\nok"
                         );
                         let _ = conn.flush();
                         if tx.send(req).is_err() {
@@ -111,6 +120,11 @@ impl Receiver {
             }
         });
         Ok(Self { url, rx })
+    }
+
+    /// A request that already arrived, if any.
+    pub fn try_next(&self) -> Option<Received> {
+        self.rx.try_recv().ok()
     }
 
     /// The next request, within `timeout`.
