@@ -69,6 +69,8 @@ pub struct AgentConfig {
     pub logs: LogsConfig,
     pub checks: Vec<CheckConfig>,
     pub spool: SpoolConfig,
+    /// `[[scrape]]`: Prometheus exporters scraped (see `docs/scrape.md`).
+    pub scrape: Vec<crate::scrape::ScrapeConfig>,
 }
 
 impl AgentConfig {
@@ -87,6 +89,7 @@ impl AgentConfig {
             logs: LogsConfig::default(),
             checks: Vec::new(),
             spool: SpoolConfig::default(),
+            scrape: Vec::new(),
         }
     }
 
@@ -135,6 +138,7 @@ impl AgentConfig {
         }
         self.metrics.validate(&mut errs);
         self.logs.validate(&mut errs);
+        crate::scrape::config::validate_all(&self.scrape, &mut errs);
         let mut names = std::collections::HashSet::new();
         for (i, c) in self.checks.iter().enumerate() {
             c.validate(&format!("checks[{i}]"), &mut errs);
@@ -717,6 +721,7 @@ pub struct FileConfig {
     pub logs: Option<LogsConfig>,
     pub checks: Option<Vec<CheckConfig>>,
     pub spool: Option<SpoolConfig>,
+    pub scrape: Option<Vec<crate::scrape::ScrapeConfig>>,
 }
 
 /// `server` may be one URL or a list.
@@ -766,10 +771,11 @@ impl FileConfig {
                 "logs" => cfg.logs = Some(parse_logs(value, &mut errs)),
                 "checks" => cfg.checks = array(&key, value, &mut errs),
                 "spool" => cfg.spool = section(&key, value, &mut errs),
+                "scrape" => cfg.scrape = array(&key, value, &mut errs),
                 _ => errs.push(
                     key.as_str(),
                     "unknown key (expected one of server, enroll_token, group, hostname, \
-                     instance_id, state_dir, procfs, labels, metrics, logs, checks, spool)",
+                     instance_id, state_dir, procfs, labels, metrics, logs, checks, spool, scrape)",
                 ),
             }
         }
@@ -1029,6 +1035,7 @@ fn merge(top: Overrides, file: FileConfig) -> Result<AgentConfig, ConfigErrors> 
     cfg.logs = file.logs.unwrap_or_default();
     cfg.checks = file.checks.unwrap_or_default();
     cfg.spool = file.spool.unwrap_or_default();
+    cfg.scrape = file.scrape.unwrap_or_default();
     errs.into_result().map(|()| cfg)
 }
 

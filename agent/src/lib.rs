@@ -19,6 +19,7 @@ pub mod downsample;
 pub mod logs;
 pub mod random;
 pub mod sampler;
+pub mod scrape;
 pub mod ship;
 pub mod state;
 
@@ -149,6 +150,9 @@ pub async fn run(
     let sampler = sampler::Sampler::new(config.procfs.clone(), stream, handoff, intervals_rx)
         .with_logs(log_pipeline.book.clone())
         .with_checks(check_book.clone());
+    let scrape_book = std::sync::Arc::new(scrape::SampleBook::default());
+    let scrapes = scrape::Scrapes::start(&config.scrape, scrape_book.clone());
+    let sampler = sampler.with_samples(scrape_book);
     let running_checks =
         checks::Checks::start(config.checks.clone(), known_checks.as_deref(), check_book);
 
@@ -179,6 +183,7 @@ pub async fn run(
     // server acknowledged are saved last.
     let _ = checks_stop_tx.send(true);
     let _ = checking.await;
+    scrapes.stop().await;
     let _ = logs_stop_tx.send(true);
     let mut log_pipeline = logging
         .await

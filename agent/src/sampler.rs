@@ -14,6 +14,7 @@ use crate::checks::CheckBook;
 use crate::collect::Collectors;
 use crate::downsample::Consolidator;
 use crate::logs::LogBook;
+use crate::scrape::SampleBook;
 use crate::ship::{Handoff, Intervals};
 use metrolog_protocol::{Batch, BatchId, Labels, SeriesKey};
 use std::path::PathBuf;
@@ -34,6 +35,7 @@ pub struct Sampler {
     intervals: watch::Receiver<Intervals>,
     logs: Option<Arc<LogBook>>,
     checks: Option<Arc<CheckBook>>,
+    samples: Option<Arc<SampleBook>>,
 }
 
 fn unix_now() -> f64 {
@@ -68,6 +70,7 @@ impl Sampler {
             intervals,
             logs: None,
             checks: None,
+            samples: None,
         }
     }
 
@@ -80,6 +83,13 @@ impl Sampler {
     /// Ships the check results of `book` in this sampler's batches.
     pub fn with_checks(mut self, book: Arc<CheckBook>) -> Self {
         self.checks = Some(book);
+        self
+    }
+
+    /// Consolidates the samples of `book` (scraped exporters) with the
+    /// collectors' own.
+    pub fn with_samples(mut self, book: Arc<SampleBook>) -> Self {
+        self.samples = Some(book);
         self
     }
 
@@ -138,6 +148,19 @@ impl Sampler {
         }
         for s in &samples.samples {
             self.consolidator.add(&s.key, wall, s.value);
+        }
+        if let Some(book) = &self.samples {
+            // Taken at this round's time: a scrape that ended just before a
+            // bucket closed still lands in a bucket not yet shipped.
+            for (key, value) in book.drain() {
+                self.consolidator.add(&key, wall, value);
+            }
+            let dropped = book.dropped.load(Ordering::Relaxed);
+            if dropped > 0 {
+                if let Ok(key) = SeriesKey::new("agent.scrape.dropped", Labels::new()) {
+                    self.consolidator.add(&key, wall, dropped as f64);
+                }
+            }
         }
         self.sample_log_stats(wall);
         self.sample_check_stats(wall);
