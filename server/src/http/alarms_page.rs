@@ -189,17 +189,12 @@ async fn page(State(state): State<AppState>, PageUser(op): PageUser) -> Response
 
 /// A form post's operator: an admin whose session's CSRF token came along.
 fn form_admin(op: &Operator, csrf: &str) -> Result<(), AppError> {
-    if op.role != Role::Admin {
-        return Err(AppError::Forbidden("this needs the admin role".into()));
-    }
-    if op.csrf.is_none() || op.csrf.as_deref() != Some(csrf) {
-        return Err(AppError::Forbidden("missing or wrong CSRF token".into()));
-    }
-    Ok(())
+    op.check_form(csrf, true)
 }
 
 #[derive(Debug, Deserialize)]
 struct AckForm {
+    #[serde(default)]
     csrf: String,
     #[serde(default)]
     comment: String,
@@ -235,9 +230,12 @@ async fn ack(
 
 #[derive(Debug, Deserialize)]
 struct SilenceForm {
+    #[serde(default)]
     csrf: String,
     /// `group=web, alertname=~cpu.*`
+    #[serde(default)]
     matchers: String,
+    #[serde(default)]
     duration: String,
     #[serde(default)]
     comment: String,
@@ -311,6 +309,7 @@ async fn silence(
 
 #[derive(Debug, Deserialize)]
 struct CsrfForm {
+    #[serde(default)]
     csrf: String,
 }
 

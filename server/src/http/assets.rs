@@ -43,6 +43,11 @@ const ASSETS: &[Asset] = &[
         mime: "text/javascript; charset=utf-8",
         body: include_str!("../../../static/graphs.js"),
     },
+    Asset {
+        name: "favicon.svg",
+        mime: "image/svg+xml",
+        body: include_str!("../../../static/favicon.svg"),
+    },
 ];
 
 /// Short content hash of all assets, appended to asset URLs for cache busting.
@@ -63,6 +68,11 @@ pub fn version() -> &'static str {
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/static/{name}", get(serve))
+        // Browsers ask for it whatever the page links; an SVG answers.
+        .route(
+            "/favicon.ico",
+            get(|| async { serve(Path("favicon.svg".to_string())).await }),
+        )
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,
             HeaderValue::from_static("public, max-age=31536000, immutable"),

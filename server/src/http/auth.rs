@@ -3,7 +3,7 @@
 
 use super::error::AppError;
 use super::AppState;
-use crate::auth::{token_hash, Role};
+use crate::auth::{secrets_match, token_hash, Role};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, Method};
@@ -18,6 +18,23 @@ pub struct Operator {
     pub role: Role,
     /// CSRF token of the session, when authenticated by cookie.
     pub csrf: Option<String>,
+}
+
+impl Operator {
+    /// A dashboard form's check: the session's CSRF token came in the form's
+    /// `csrf` field, and, with `admin`, the operator is an admin. Bearer
+    /// callers have no session, so they cannot post forms.
+    pub fn check_form(&self, csrf: &str, admin: bool) -> Result<(), AppError> {
+        if admin && self.role != Role::Admin {
+            return Err(AppError::Forbidden("this needs the admin role".into()));
+        }
+        match &self.csrf {
+            Some(expected) if secrets_match(csrf, expected) => Ok(()),
+            _ => Err(AppError::Forbidden(
+                "missing or wrong CSRF token: reload the page and try again".into(),
+            )),
+        }
+    }
 }
 
 /// An operator with the admin role.
@@ -66,6 +83,11 @@ async fn token_role(
         })?;
     let role = Role::parse(&row.role)
         .ok_or_else(|| AppError::Internal(format!("token {} has unknown role", row.id)))?;
+    // The admin page shows when a token was last used; a failure to note it
+    // must not fail the request.
+    if let Err(e) = state.store.touch_token(&row).await {
+        tracing::warn!(error = %e, token = row.id, "could not note the token's last use");
+    }
     Ok((role, row))
 }
 
@@ -122,7 +144,7 @@ impl FromRequestParts<AppState> for Admin {
         if let Some(csrf) = &op.csrf {
             let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
             let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-            if !safe && sent != Some(csrf.as_str()) {
+            if !safe && !sent.is_some_and(|s| secrets_match(s, csrf)) {
                 return Err(AppError::Forbidden(format!(
                     "missing or wrong {CSRF_HEADER} header"
                 )));

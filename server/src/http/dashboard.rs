@@ -7,8 +7,9 @@ use super::api::hosts::{overview_data, OverviewGroup, OverviewHost};
 use super::assets;
 use super::auth::{cookie, Operator, SESSION_COOKIE};
 use super::error::AppError;
+use super::headers::is_https;
 use super::AppState;
-use crate::auth::{random_string, token_hash, verify_password_async};
+use crate::auth::{random_string, secrets_match, token_hash, verify_password_async};
 use crate::groups;
 use crate::store::now;
 use askama::Template;
@@ -57,10 +58,13 @@ fn render(t: &impl Template) -> Response {
     }
 }
 
-fn cookie_header(name: &str, value: &str, max_age: i64) -> HeaderValue {
-    // HttpOnly + SameSite=Strict: scripts cannot read it, other sites cannot send it.
+/// HttpOnly + SameSite=Strict: scripts cannot read it, other sites cannot
+/// send it; `Secure` when the browser came over HTTPS, so it never travels in
+/// clear afterwards.
+fn cookie_header(name: &str, value: &str, max_age: i64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}"
+        "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
     ))
     .expect("cookie values are base64url")
 }
@@ -73,11 +77,11 @@ struct LoginPage<'a> {
     asset_version: &'a str,
 }
 
-async fn login_page() -> Response {
-    login_form(None, StatusCode::OK)
+async fn login_page(headers: HeaderMap) -> Response {
+    login_form(None, StatusCode::OK, is_https(&headers))
 }
 
-fn login_form(error: Option<&str>, status: StatusCode) -> Response {
+fn login_form(error: Option<&str>, status: StatusCode, secure: bool) -> Response {
     let csrf = random_string(24);
     let mut resp = render(&LoginPage {
         csrf: &csrf,
@@ -87,7 +91,7 @@ fn login_form(error: Option<&str>, status: StatusCode) -> Response {
     *resp.status_mut() = status;
     resp.headers_mut().append(
         header::SET_COOKIE,
-        cookie_header(LOGIN_CSRF_COOKIE, &csrf, 3600),
+        cookie_header(LOGIN_CSRF_COOKIE, &csrf, 3600, secure),
     );
     resp
 }
@@ -105,13 +109,15 @@ async fn login(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
+    let secure = is_https(&headers);
     // Double-submit check: the form must carry the value of the cookie set with it.
     let mut parts = axum::http::Request::new(()).into_parts().0;
     parts.headers = headers;
-    if cookie(&parts, LOGIN_CSRF_COOKIE) != Some(form.csrf.as_str()) || form.csrf.is_empty() {
+    if !cookie(&parts, LOGIN_CSRF_COOKIE).is_some_and(|c| secrets_match(&form.csrf, c)) {
         return login_form(
             Some("The form expired; please try again."),
             StatusCode::FORBIDDEN,
+            secure,
         );
     }
     let addr = peer.ip().to_string();
@@ -121,6 +127,7 @@ async fn login(
         return login_form(
             Some("Too many failed attempts; wait a minute and try again."),
             StatusCode::TOO_MANY_REQUESTS,
+            secure,
         );
     }
     let found = match state.store.user_by_name(user).await {
@@ -138,6 +145,14 @@ async fn login(
             false
         }
     };
+    if let Some(u) = found.as_ref().filter(|u| ok && u.disabled_at.is_some()) {
+        tracing::info!(user = %u.name, %addr, "login of a disabled user refused");
+        return login_form(
+            Some("This account is disabled; ask an administrator."),
+            StatusCode::FORBIDDEN,
+            secure,
+        );
+    }
     let Some(u) = found.filter(|_| ok) else {
         state.limiter.failed(user, &addr);
         state.metrics.login_failures.inc();
@@ -145,6 +160,7 @@ async fn login(
         return login_form(
             Some("Wrong user name or password."),
             StatusCode::UNAUTHORIZED,
+            secure,
         );
     };
     state.limiter.succeeded(user, &addr);
@@ -159,10 +175,14 @@ async fn login(
     }
     tracing::info!(user = %u.name, %addr, "login");
     let mut resp = Redirect::to("/").into_response();
-    resp.headers_mut()
-        .append(header::SET_COOKIE, cookie_header(SESSION_COOKIE, &sid, ttl));
-    resp.headers_mut()
-        .append(header::SET_COOKIE, cookie_header(LOGIN_CSRF_COOKIE, "", 0));
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        cookie_header(SESSION_COOKIE, &sid, ttl, secure),
+    );
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        cookie_header(LOGIN_CSRF_COOKIE, "", 0, secure),
+    );
     resp
 }
 
@@ -175,6 +195,7 @@ fn dummy_hash() -> String {
 
 #[derive(Deserialize)]
 struct LogoutForm {
+    #[serde(default)]
     csrf: String,
 }
 
@@ -184,9 +205,10 @@ async fn logout(
     headers: HeaderMap,
     Form(form): Form<LogoutForm>,
 ) -> Response {
-    if op.csrf.as_deref() != Some(form.csrf.as_str()) {
-        return AppError::Forbidden("missing or wrong CSRF token".into()).into_response();
+    if let Err(e) = op.check_form(&form.csrf, false) {
+        return e.into_response();
     }
+    let secure = is_https(&headers);
     let mut parts = axum::http::Request::new(()).into_parts().0;
     parts.headers = headers;
     if let Some(sid) = cookie(&parts, SESSION_COOKIE) {
@@ -195,8 +217,10 @@ async fn logout(
         }
     }
     let mut resp = Redirect::to("/login").into_response();
-    resp.headers_mut()
-        .append(header::SET_COOKIE, cookie_header(SESSION_COOKIE, "", 0));
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        cookie_header(SESSION_COOKIE, "", 0, secure),
+    );
     resp
 }
 

@@ -1,12 +1,14 @@
 //! The HTTP side: one router for the JSON API, the agent protocol and the
 //! dashboard, built by [`app`] so tests can drive it without a socket.
 
+pub mod access;
 mod alarms_page;
 pub mod api;
 mod assets;
 pub mod auth;
 pub mod dashboard;
 pub mod error;
+mod headers;
 mod logs_page;
 mod scaling_page;
 
@@ -187,6 +189,7 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             log_internal_errors,
         ))
+        .layer(middleware::from_fn(headers::security_headers))
         .with_state(state)
 }
 

@@ -582,6 +582,7 @@ async fn dry_run(
 
 #[derive(Debug, Deserialize)]
 struct CsrfForm {
+    #[serde(default)]
     csrf: String,
 }
 
@@ -593,11 +594,8 @@ async fn retry(
     Path((name, id)): Path<(String, i64)>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if op.role != Role::Admin {
-        return AppError::Forbidden("this needs the admin role".into()).into_response();
-    }
-    if op.csrf.is_none() || op.csrf.as_deref() != Some(form.csrf.as_str()) {
-        return AppError::Forbidden("missing or wrong CSRF token".into()).into_response();
+    if let Err(e) = op.check_form(&form.csrf, true) {
+        return e.into_response();
     }
     match super::api::deliveries::retry_dead(&state, id).await {
         Ok(_) => Redirect::to(&format!("{}#deliveries", scaling_href(&name))).into_response(),

@@ -9,6 +9,28 @@ pub struct UserRow {
     pub name: String,
     pub password_hash: String,
     pub role: String,
+    pub disabled_at: Option<i64>,
+}
+
+/// A user as the admin page lists it (no password hash).
+#[derive(Debug, Clone)]
+pub struct UserListRow {
+    pub id: i64,
+    pub name: String,
+    pub role: String,
+    pub created_at: i64,
+    pub disabled_at: Option<i64>,
+}
+
+/// An operator or enrollment token as the admin page lists it.
+#[derive(Debug, Clone)]
+pub struct TokenListRow {
+    pub id: i64,
+    pub name: String,
+    pub role: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -17,7 +39,11 @@ pub struct TokenRow {
     pub name: String,
     pub role: String,
     pub host_id: Option<i64>,
+    pub last_used_at: Option<i64>,
 }
+
+/// How stale a token's `last_used_at` may get before a use writes it again.
+const TOUCH_EVERY: i64 = 60;
 
 #[derive(Debug, Clone)]
 pub struct SessionRow {
@@ -55,15 +81,18 @@ impl Store {
     }
 
     pub async fn user_by_name(&self, name: &str) -> Result<Option<UserRow>> {
-        let row = sqlx::query("SELECT id, name, password_hash, role FROM users WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT id, name, password_hash, role, disabled_at FROM users WHERE name = ?",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(|r| UserRow {
             id: r.get(0),
             name: r.get(1),
             password_hash: r.get(2),
             role: r.get(3),
+            disabled_at: r.get(4),
         }))
     }
 
@@ -92,7 +121,8 @@ impl Store {
     /// Finds a live (not revoked) token by its hash.
     pub async fn token_by_hash(&self, token_hash: &[u8]) -> Result<Option<TokenRow>> {
         let row = sqlx::query(
-            "SELECT id, name, role, host_id FROM tokens WHERE token_hash = ? AND revoked_at IS NULL",
+            "SELECT id, name, role, host_id, last_used_at FROM tokens
+             WHERE token_hash = ? AND revoked_at IS NULL",
         )
         .bind(token_hash)
         .fetch_optional(&self.pool)
@@ -102,6 +132,7 @@ impl Store {
             name: r.get(1),
             role: r.get(2),
             host_id: r.get(3),
+            last_used_at: r.get(4),
         }))
     }
 
@@ -150,7 +181,7 @@ impl Store {
     pub async fn session(&self, id_hash: &[u8]) -> Result<Option<SessionRow>> {
         let row = sqlx::query(
             "SELECT u.name, u.role, s.csrf, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id
-             WHERE s.id_hash = ? AND s.expires_at > ?",
+             WHERE s.id_hash = ? AND s.expires_at > ? AND u.disabled_at IS NULL",
         )
         .bind(id_hash)
         .bind(now())
@@ -183,5 +214,161 @@ impl Store {
                 .fetch_one(&self.pool)
                 .await?,
         )
+    }
+}
+
+/// Administration: users and tokens as the admin pages change them.
+impl Store {
+    pub async fn users(&self) -> Result<Vec<UserListRow>> {
+        let rows =
+            sqlx::query("SELECT id, name, role, created_at, disabled_at FROM users ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| UserListRow {
+                id: r.get(0),
+                name: r.get(1),
+                role: r.get(2),
+                created_at: r.get(3),
+                disabled_at: r.get(4),
+            })
+            .collect())
+    }
+
+    /// Fails with `Conflict` when the change would leave no enabled admin
+    /// (nobody could administer the server from the dashboard any more).
+    async fn keep_an_admin(&self, user_id: i64) -> Result<()> {
+        let others: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM users WHERE role = 'admin' AND disabled_at IS NULL AND id != ?",
+        )
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await?;
+        if others == 0 {
+            return Err(StoreError::Conflict(
+                "this is the last enabled admin; make another user admin first".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Changes a user's role (`viewer` or `admin`); false when no such user.
+    pub async fn set_user_role(&self, user_id: i64, role: &str) -> Result<bool> {
+        let _w = self.write.lock().await;
+        if role != "admin" {
+            self.keep_an_admin(user_id).await?;
+        }
+        let r = sqlx::query("UPDATE users SET role = ? WHERE id = ?")
+            .bind(role)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Disables (ending its sessions) or enables a user.
+    pub async fn set_user_disabled(&self, user_id: i64, disabled: bool) -> Result<bool> {
+        let _w = self.write.lock().await;
+        if disabled {
+            self.keep_an_admin(user_id).await?;
+        }
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query("UPDATE users SET disabled_at = ? WHERE id = ?")
+            .bind(disabled.then(now))
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        if disabled {
+            sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Sets a new password hash and ends the user's sessions.
+    pub async fn set_user_password(&self, user_id: i64, password_hash: &str) -> Result<bool> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
+            .bind(password_hash)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Operator and enrollment tokens, newest first (agent credentials are
+    /// listed with their hosts).
+    pub async fn tokens(&self) -> Result<Vec<TokenListRow>> {
+        let rows = sqlx::query(
+            "SELECT id, name, role, created_at, revoked_at, last_used_at FROM tokens
+             WHERE role != 'agent' ORDER BY revoked_at IS NOT NULL, id DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| TokenListRow {
+                id: r.get(0),
+                name: r.get(1),
+                role: r.get(2),
+                created_at: r.get(3),
+                revoked_at: r.get(4),
+                last_used_at: r.get(5),
+            })
+            .collect())
+    }
+
+    /// Revokes one operator or enrollment token; false when there is no such
+    /// live token.
+    pub async fn revoke_token(&self, id: i64) -> Result<bool> {
+        let _w = self.write.lock().await;
+        let r = sqlx::query(
+            "UPDATE tokens SET revoked_at = ? WHERE id = ? AND role != 'agent' AND revoked_at IS NULL",
+        )
+        .bind(now())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Revokes a host's agent credentials: its agent gets 401 until it
+    /// enrolls again. Returns how many were live.
+    pub async fn revoke_agent_tokens(&self, host_id: i64) -> Result<u64> {
+        let _w = self.write.lock().await;
+        let r = sqlx::query(
+            "UPDATE tokens SET revoked_at = ? WHERE host_id = ? AND role = 'agent' AND revoked_at IS NULL",
+        )
+        .bind(now())
+        .bind(host_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Notes a use of a token, at most once a minute (a write per request
+    /// would queue every API call behind the write lock).
+    pub async fn touch_token(&self, token: &TokenRow) -> Result<()> {
+        let t = now();
+        if token.role == "agent" || token.last_used_at.is_some_and(|u| t - u < TOUCH_EVERY) {
+            return Ok(());
+        }
+        let _w = self.write.lock().await;
+        sqlx::query("UPDATE tokens SET last_used_at = ? WHERE id = ?")
+            .bind(t)
+            .bind(token.id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }

@@ -22,7 +22,7 @@ mod scaling;
 pub use alarms::{AlarmRow, SilenceRow, StoredRule, TransitionRow};
 pub use archive::journal::Sample;
 pub use archive::{Accepted, ArchiveStats, FlushOutcome, LoadOutcome};
-pub use auth::{SessionRow, TokenRow, UserRow};
+pub use auth::{SessionRow, TokenListRow, TokenRow, UserListRow, UserRow};
 pub use catalog::CatalogRow;
 pub use checks::CheckRow;
 pub use groups::{GroupMembers, MemberSeries};
