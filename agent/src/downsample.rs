@@ -120,10 +120,113 @@ impl Consolidator {
     }
 }
 
+/// Re-consolidates `buckets` (oldest first, of one series, each covering
+/// `(ts - from, ts]`) into buckets of `to` seconds, the way the archives
+/// consolidate rows: the average weighted by sample count, the least minimum,
+/// the greatest maximum, the newest last, the summed count. A coarse bucket is
+/// labelled with the end of its step (a multiple of `to`). Buckets are kept
+/// as they are when `to` is not a whole multiple of `from`; with `to == from`,
+/// buckets of the same step end are merged.
+pub fn reconsolidate(buckets: &[Bucket], from: u32, to: u32) -> Vec<Bucket> {
+    if to < from || from == 0 || !to.is_multiple_of(from) {
+        return buckets.to_vec();
+    }
+    let step = i64::from(to);
+    let mut out: Vec<Bucket> = Vec::new();
+    let mut weight = 0.0;
+    for b in buckets {
+        let end = b.ts.div_euclid(step) * step + if b.ts.rem_euclid(step) == 0 { 0 } else { step };
+        let w = f64::from(b.count.max(1));
+        match out.last_mut() {
+            Some(c) if c.ts == end => {
+                c.avg = (c.avg * weight + b.avg * w) / (weight + w);
+                c.min = c.min.min(b.min);
+                c.max = c.max.max(b.max);
+                c.last = b.last;
+                c.count = c.count.saturating_add(b.count);
+                weight += w;
+            }
+            _ => {
+                out.push(Bucket { ts: end, ..*b });
+                weight = w;
+            }
+        }
+    }
+    out
+}
+
+/// Splits a bucket of `step` seconds into the buckets of `fine` seconds it
+/// covers, each with the coarse values (resolution is lost, not the time it
+/// covers): the server's archives then see a sample every `fine` seconds, as
+/// from a live agent, and no gap longer than their heartbeat.
+pub fn expand(bucket: &Bucket, step: u32, fine: u32) -> Vec<Bucket> {
+    if fine == 0 || step <= fine || !step.is_multiple_of(fine) {
+        return vec![*bucket];
+    }
+    let n = step / fine;
+    let count = (bucket.count / n).max(1);
+    (0..n)
+        .map(|i| Bucket {
+            ts: bucket.ts - i64::from(step) + i64::from(fine) * i64::from(i + 1),
+            count,
+            ..*bucket
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use metrolog_protocol::Labels;
+
+    fn b(ts: i64, avg: f64, count: u32) -> Bucket {
+        Bucket {
+            ts,
+            avg,
+            min: avg - 1.0,
+            max: avg + 1.0,
+            last: avg,
+            count,
+        }
+    }
+
+    #[test]
+    fn reconsolidation_weights_by_count_and_labels_by_step_end() {
+        let fine = [
+            b(110, 1.0, 10),
+            b(120, 4.0, 5),
+            b(170, 9.0, 10),
+            b(180, 3.0, 10),
+        ];
+        let out = reconsolidate(&fine, 10, 60);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].ts, 120);
+        assert!((out[0].avg - 2.0).abs() < 1e-9, "{}", out[0].avg);
+        assert_eq!(
+            (out[0].min, out[0].max, out[0].last, out[0].count),
+            (0.0, 5.0, 4.0, 15)
+        );
+        assert_eq!(out[1].ts, 180);
+        assert_eq!((out[1].avg, out[1].last, out[1].count), (6.0, 3.0, 20));
+        // Twice over gives what once over the coarser step gives.
+        let twice = reconsolidate(&reconsolidate(&fine, 10, 60), 60, 300);
+        let once = reconsolidate(&fine, 10, 300);
+        assert_eq!(twice, once);
+        assert_eq!(
+            reconsolidate(&fine, 10, 25),
+            fine,
+            "not a multiple: unchanged"
+        );
+    }
+
+    #[test]
+    fn expansion_covers_the_coarse_step() {
+        let parts = expand(&b(120, 2.0, 60), 60, 10);
+        let ts: Vec<i64> = parts.iter().map(|p| p.ts).collect();
+        assert_eq!(ts, [70, 80, 90, 100, 110, 120]);
+        assert!(parts.iter().all(|p| p.avg == 2.0 && p.count == 10));
+        assert_eq!(expand(&b(10, 1.0, 1), 10, 10).len(), 1);
+    }
 
     fn key(name: &str) -> SeriesKey {
         SeriesKey::new(name, Labels::new()).unwrap()

@@ -21,6 +21,7 @@ pub mod random;
 pub mod sampler;
 pub mod scrape;
 pub mod ship;
+pub mod spool;
 pub mod state;
 
 pub use config::{AgentConfig, ConfigErrors, Secret};
