@@ -13,13 +13,32 @@ use std::time::Duration;
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
+    /// Mounts a tmpfs of `size` on `dir`. `None` only when the operator set
+    /// `METROLOG_SKIP_TMPFS=1` (README, "Test it"); otherwise a machine that
+    /// cannot mount fails the test, so it never passes without having run.
     fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
-        let ok = Command::new("mount")
+        let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(dir.to_path_buf()))
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs(dir.to_path_buf())),
+            _ if std::env::var_os("METROLOG_SKIP_TMPFS").is_some_and(|v| v == "1") => {
+                eprintln!("METROLOG_SKIP_TMPFS=1: not run (it needs to mount a tmpfs)");
+                None
+            }
+            Ok(o) => panic!(
+                "cannot mount a tmpfs on {} ({}: {}): this test needs root (CAP_SYS_ADMIN); \
+                 run it as root or set METROLOG_SKIP_TMPFS=1 to skip it",
+                dir.display(),
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => panic!(
+                "cannot run mount ({e}): install util-linux's mount and run as root, \
+                 or set METROLOG_SKIP_TMPFS=1 to skip this test"
+            ),
+        }
     }
 }
 
@@ -62,7 +81,6 @@ fn now() -> i64 {
 fn full_disk_refuses_batches_then_stores_everything_once_space_is_back() -> Result<()> {
     let mnt = tempfile::tempdir()?;
     let Some(_fs) = Tmpfs::mount(mnt.path(), "24m") else {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)");
         return Ok(());
     };
     let mut server = Server::start_in(&mnt.path().join("data"), &["--no-local-agent"])?;
