@@ -187,6 +187,83 @@ fn parse_fetch(text: &str) -> HashMap<i64, Option<f64>> {
         .collect()
 }
 
+/// An rrd file with the server's default ladder (10 s base, every CF) fed
+/// `pts` with `rrdtool update`; returns its path.
+fn rrdtool_fed(dir: &Path, name: &str, pts: &[(i64, Option<f64>)]) -> Result<String> {
+    let file_s = dir.join(name).display().to_string();
+    let mut create = vec![
+        "create".to_string(),
+        file_s.clone(),
+        "--start".into(),
+        (pts[0].0 - 10).to_string(),
+        "--step".into(),
+        "10".into(),
+        "DS:v:GAUGE:30:U:U".into(),
+    ];
+    for (pdp, rows) in [(1, 360), (6, 1440), (30, 2016), (360, 744), (8640, 730)] {
+        for cf in ["AVERAGE", "MIN", "MAX", "LAST"] {
+            create.push(format!("RRA:{cf}:0.5:{pdp}:{rows}"));
+        }
+    }
+    rrdtool(&create)?;
+    for part in pts.chunks(500) {
+        let mut args = vec!["update".to_string(), file_s.clone()];
+        args.extend(part.iter().map(|(t, v)| match v {
+            Some(v) => format!("{t}:{v}"),
+            None => format!("{t}:U"),
+        }));
+        rrdtool(&args)?;
+    }
+    Ok(file_s)
+}
+
+/// `rrdtool fetch FILE CF [-r STEP] -s FROM -e TO`: the step rrdtool chose
+/// (from the row labels) and its rows.
+fn rrdtool_fetch(
+    file: &str,
+    cf: &str,
+    step: Option<i64>,
+    from: i64,
+    to: i64,
+) -> Result<HashMap<i64, Option<f64>>> {
+    let mut args = vec!["fetch".to_string(), file.to_string(), cf.to_string()];
+    if let Some(step) = step {
+        args.extend(["-r".to_string(), step.to_string()]);
+    }
+    args.extend([
+        "-s".to_string(),
+        from.to_string(),
+        "-e".to_string(),
+        to.to_string(),
+    ]);
+    Ok(parse_fetch(&rrdtool(&args)?))
+}
+
+/// The row width of fetched rows (their labels' spacing).
+fn fetch_step(rows: &HashMap<i64, Option<f64>>) -> Option<i64> {
+    let mut labels: Vec<i64> = rows.keys().copied().collect();
+    labels.sort_unstable();
+    labels.windows(2).map(|w| w[1] - w[0]).min()
+}
+
+/// Compares our rows with rrdtool's, row by row; returns how many were known.
+fn same_rows(what: &str, ours: &Points, theirs: &HashMap<i64, Option<f64>>) -> Result<usize> {
+    let mut known = 0;
+    for (label, v) in ours {
+        let Some(want) = theirs.get(label) else {
+            bail!("{what}: rrdtool printed no row {label}");
+        };
+        let same = match (v, want) {
+            (None, None) => true,
+            (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1e-300),
+            _ => false,
+        };
+        ensure!(same, "{what} row {label}: metrolog {v:?}, rrdtool {want:?}");
+        known += usize::from(v.is_some());
+    }
+    Ok(known)
+}
+
 #[test]
 fn query_results_match_rrdtool_fed_the_same_samples() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -219,31 +296,7 @@ fn query_results_match_rrdtool_fed_the_same_samples() -> Result<()> {
         import(&api, "batch-1", &[("disk.io_bytes", part.to_vec())])?;
     }
 
-    let file = dir.path().join("s.rrd");
-    let file_s = file.display().to_string();
-    let mut create = vec![
-        "create".to_string(),
-        file_s.clone(),
-        "--start".into(),
-        (pts[0].0 - 10).to_string(),
-        "--step".into(),
-        "10".into(),
-        "DS:v:GAUGE:30:U:U".into(),
-    ];
-    for (pdp, rows) in [(1, 360), (6, 1440), (30, 2016), (360, 744), (8640, 730)] {
-        for cf in ["AVERAGE", "MIN", "MAX", "LAST"] {
-            create.push(format!("RRA:{cf}:0.5:{pdp}:{rows}"));
-        }
-    }
-    rrdtool(&create)?;
-    for part in pts.chunks(500) {
-        let mut args = vec!["update".to_string(), file_s.clone()];
-        args.extend(part.iter().map(|(t, v)| match v {
-            Some(v) => format!("{t}:{v}"),
-            None => format!("{t}:U"),
-        }));
-        rrdtool(&args)?;
-    }
+    let file_s = rrdtool_fed(dir.path(), "s.rrd", &pts)?;
 
     let mut compared = 0;
     let mut known = 0;
@@ -266,39 +319,115 @@ fn query_results_match_rrdtool_fed_the_same_samples() -> Result<()> {
                 &format!("host=batch-1&name=disk.io_bytes&from={from}&to={to}&step={step}&cf={cf}"),
             )?;
             ensure!(got_step == step, "asked for step {step}, got {got_step}");
-            let theirs = parse_fetch(&rrdtool(&[
-                "fetch".into(),
-                file_s.clone(),
-                rrd_cf.into(),
-                "-r".into(),
-                step.to_string(),
-                "-s".into(),
-                from.to_string(),
-                "-e".into(),
-                to.to_string(),
-            ])?);
-            for (label, v) in &ours {
-                let Some(want) = theirs.get(label) else {
-                    bail!("rrdtool printed no row {label} for step {step} {rrd_cf}");
-                };
-                let same = match (v, want) {
-                    (None, None) => true,
-                    (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1e-300),
-                    _ => false,
-                };
-                ensure!(
-                    same,
-                    "step {step} {rrd_cf} row {label}: metrolog {v:?}, rrdtool {want:?}"
-                );
-                compared += 1;
-                known += usize::from(v.is_some());
-            }
+            let theirs = rrdtool_fetch(&file_s, rrd_cf, Some(step), from, to)?;
+            known += same_rows(&format!("step {step} {rrd_cf}"), &ours, &theirs)?;
+            compared += ours.len();
         }
     }
     // Most rows carry data, so the comparison means something.
     ensure!(
         compared > 2000 && known * 2 > compared,
         "{known} known of {compared}"
+    );
+    Ok(())
+}
+
+/// A host that died two days ago: its last hours are read from the fine
+/// archives, chosen as `rrdtool fetch` chooses them (relative to the series'
+/// newest update, not to the wall clock), through the query API, a group
+/// aggregate and the Prometheus API.
+#[test]
+fn a_series_last_updated_two_days_ago_reads_its_fine_archives_like_rrdtool_fetch() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (_server, api) = start(dir.path(), "1s")?;
+    let end = (now() - 2 * 86_400) / 10 * 10;
+    let first = end - 3 * 3600;
+    let pts: Points = (1..=(end - first) / 10)
+        .map(|i| {
+            (
+                first + i * 10,
+                Some((i % 97) as f64 * 1.5 + (i / 97) as f64),
+            )
+        })
+        .collect();
+    let body = json!({
+        "host": "dead-1",
+        "group": "dead",
+        "series": [{
+            "name": "cpu.busy_pct",
+            "points": pts.iter().map(|(t, v)| json!([t, v])).collect::<Vec<_>>(),
+        }],
+    });
+    let (status, v) = api.post_json("/api/v1/import", Some(&api.token), &body)?;
+    ensure!(
+        status == 200 && v["accepted"] == json!(pts.len()),
+        "import: {status} {v}"
+    );
+    let file = rrdtool_fed(dir.path(), "dead.rrd", &pts)?;
+
+    let mut known = 0;
+    // (asked-for step, from): the last 50 minutes at 10 s, the last 3 hours at
+    // 1 min, and no step (the finest archive holding `from`).
+    for (step, from) in [
+        (Some(10), end - 3000),
+        (Some(60), first),
+        (None, end - 1800),
+    ] {
+        let to = end;
+        let theirs = rrdtool_fetch(&file, "AVERAGE", step, from, to)?;
+        let want_step = fetch_step(&theirs).context("rrdtool printed no rows")?;
+        let step_q = step.map_or(String::new(), |s| format!("&step={s}"));
+        let (got, ours) = query(
+            &api,
+            &format!("host=dead-1&name=cpu.busy_pct&from={from}&to={to}{step_q}"),
+        )?;
+        ensure!(
+            got == want_step,
+            "step {step:?} from {from}: metrolog answered at {got} s, rrdtool fetch at {want_step} s"
+        );
+        ensure!(
+            want_step == step.unwrap_or(10),
+            "rrdtool chose {want_step} s"
+        );
+        known += same_rows(&format!("host, step {step:?}"), &ours, &theirs)?;
+        let (got, ours) = query(
+            &api,
+            &format!("group=dead&agg=avg&name=cpu.busy_pct&from={from}&to={to}{step_q}"),
+        )?;
+        ensure!(
+            got == want_step,
+            "group aggregate answered at {got} s, rrdtool at {want_step} s"
+        );
+        known += same_rows(&format!("group, step {step:?}"), &ours, &theirs)?;
+    }
+    ensure!(known > 600, "only {known} known rows compared");
+
+    // The Prometheus API reads the same 10 s rows: 10 s apart, each value
+    // rrdtool's.
+    let (from, to) = (end - 600, end);
+    let (status, v) = api.get(&format!(
+        "/prometheus/api/v1/query_range?query=cpu_busy_pct%7Bhost%3D%22dead-1%22%7D&start={from}&end={to}&step=10"
+    ))?;
+    ensure!(status == 200, "query_range: {status} {v}");
+    let values = v["data"]["result"][0]["values"]
+        .as_array()
+        .with_context(|| format!("no result in {v}"))?;
+    let theirs = rrdtool_fetch(&file, "AVERAGE", Some(10), from, to)?;
+    let mut compared = 0;
+    for p in values {
+        let t = p[0].as_f64().context("time")? as i64;
+        let ours: f64 = p[1].as_str().context("value")?.parse()?;
+        if let Some(Some(want)) = theirs.get(&t) {
+            ensure!(
+                (ours - want).abs() <= 1e-9 * want.abs().max(1.0),
+                "prometheus at {t}: {ours}, rrdtool {want}"
+            );
+            compared += 1;
+        }
+    }
+    ensure!(
+        compared >= 50,
+        "only {compared} Prometheus points matched rows: {v}"
     );
     Ok(())
 }

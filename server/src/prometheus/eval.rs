@@ -32,10 +32,11 @@ pub trait Source {
         matchers: &[Matcher],
         limit: usize,
     ) -> Result<Vec<(i64, LabelSet)>, PromError>;
-    /// The row width a read of `(from, to]` at `step` gets (the archive's step,
-    /// or `step` when it is a multiple of it); the finest archive reaching
-    /// back to `from` with no step.
-    fn width(&self, from: i64, to: i64, step: Option<i64>) -> i64;
+    /// The row width a read of series `ids` over `(from, to]` at `step` gets
+    /// (the archive's step, or `step` when it is a multiple of it); the finest
+    /// archive reaching back to `from` with no step. Reach is counted from the
+    /// newest update of `ids`, as `rrdtool fetch` counts it.
+    fn width(&self, ids: &[i64], from: i64, to: i64, step: Option<i64>) -> i64;
     /// Rows of `width` labelled in `(from, to]`, both multiples of `width`.
     async fn rows(&self, id: i64, width: i64, from: i64, to: i64) -> Result<Rows, PromError>;
 }
@@ -334,7 +335,8 @@ impl<'a, S: Source> Evaluator<'a, S> {
         };
         let from_s = (t0 - reach_ms).div_euclid(1000);
         let to_s = div_ceil(t1, 1000);
-        let width = self.source.width(from_s, to_s, step_s).max(1);
+        let ids: Vec<i64> = found.iter().map(|(id, _)| *id).collect();
+        let width = self.source.width(&ids, from_s, to_s, step_s).max(1);
         let width_ms = width * 1000;
         // How far back a point looks: the lookback for an instant query, one
         // row for a range query; a window takes at least the row that covers t.

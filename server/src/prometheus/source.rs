@@ -16,7 +16,8 @@ use std::sync::Arc;
 pub struct StoreSource<'a> {
     pub store: &'a Store,
     pub spec: Arc<RrdSpec>,
-    /// Unix seconds the archives' reach is counted from.
+    /// The evaluation time: the archives' reach is counted from it for series
+    /// that hold no data (else from their newest update).
     pub now: i64,
 }
 
@@ -81,8 +82,12 @@ impl Source for StoreSource<'_> {
         Ok(out)
     }
 
-    fn width(&self, from: i64, to: i64, step: Option<i64>) -> i64 {
-        query::choose_archive(&self.spec, from, to, step, self.now).1
+    fn width(&self, ids: &[i64], from: i64, to: i64, step: Option<i64>) -> i64 {
+        let reference = self
+            .store
+            .newest_update(ids.iter().copied())
+            .unwrap_or(self.now);
+        query::choose_archive(&self.spec, from, to, step, reference).1
     }
 
     async fn rows(&self, id: i64, width: i64, from: i64, to: i64) -> Result<Rows, PromError> {

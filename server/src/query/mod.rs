@@ -7,8 +7,8 @@
 mod spec;
 
 pub use spec::{
-    host_ids, run, series_of, QueryError, QueryResult, QuerySpec, Rows, SeriesPoints, Target,
-    BASE_STEP,
+    host_ids, read, resolve, run, series_of, QueryError, QueryResult, QuerySpec, Resolved, Rows,
+    SeriesPoints, Target, BASE_STEP,
 };
 
 use metrolog_protocol::rrd::{self, FetchedRows, RrdSpec};
@@ -107,10 +107,12 @@ pub fn row_times(from: i64, to: i64, step: i64) -> impl Iterator<Item = i64> {
 }
 
 /// The archive a query reads and the row width it answers with, from the archive
-/// specification `spec` at time `now`: as `rrdtool fetch -r STEP` picks, among the
-/// archives that still hold `from`, the one whose step is nearest to the asked-for
-/// step (the finest when none was asked for); when none reaches back that far, the
-/// one covering most of the range. When the asked-for step is a multiple of the
+/// specification `spec` for series last updated at `last_update` (the newest
+/// update of the series read, as `rrdtool fetch` counts an archive's reach from
+/// the file's last update, never from the wall clock): among the archives that
+/// still hold `from`, the one whose step is nearest to the asked-for step (the
+/// finest when none was asked for); when none reaches back that far, the one
+/// covering most of the range. When the asked-for step is a multiple of the
 /// archive's, rows are consolidated further to that step. Returns
 /// `(archive step, row width)`.
 pub fn choose_archive(
@@ -118,10 +120,10 @@ pub fn choose_archive(
     from: i64,
     to: i64,
     step: Option<i64>,
-    now: i64,
+    last_update: i64,
 ) -> (i64, i64) {
     let resolution = step.map_or(1, |s| u32::try_from(s.max(1)).unwrap_or(u32::MAX));
-    let i = spec.choose_archive(now, from, to, resolution);
+    let i = spec.choose_archive(last_update, from, to, resolution);
     let archive = i64::from(spec.archives[i].step);
     match step {
         Some(s) if s > archive && s % archive == 0 => (archive, s),
@@ -269,6 +271,27 @@ mod tests {
         assert_eq!(
             choose_archive(&spec, now - 400 * 86400, now, None, now),
             (86400, 86400)
+        );
+    }
+
+    #[test]
+    fn archive_reach_counts_from_the_last_update_not_the_clock() {
+        let spec = RrdSpec::default_ladder();
+        let now = 1_000_000 * 60;
+        let died = now - 2 * 86_400;
+        // The last hour before the host died: its 10 s rows are still there.
+        assert_eq!(
+            choose_archive(&spec, died - 3600, died, Some(10), died),
+            (10, 10)
+        );
+        assert_eq!(
+            choose_archive(&spec, died - 6 * 3600, died, Some(60), died),
+            (60, 60)
+        );
+        // Counted from the clock, both would have read the 5 min archive.
+        assert_eq!(
+            choose_archive(&spec, died - 3600, died, Some(10), now).0,
+            300
         );
     }
 

@@ -226,18 +226,96 @@ async fn rows_of(
     }
 }
 
-/// Answers a query.
-pub async fn run(store: &Store, spec: &QuerySpec, now: i64) -> Result<QueryResult, QueryError> {
-    let archives = store.archive_spec();
+/// The series a query reads, found before any row is read so that the archive
+/// is chosen for the newest of them (as `rrdtool fetch` chooses relative to a
+/// file's last update, not to the wall clock).
+#[derive(Debug, Clone, Default)]
+pub struct Resolved {
+    /// A host's series, name by name.
+    host: Vec<SeriesRow>,
+    /// A group's aggregates, name by name.
+    group: Vec<GroupSeries>,
+}
+
+/// One aggregate of a group: the group's own recorded series (if any) and the
+/// members' series that fill the rows it did not record.
+#[derive(Debug, Clone)]
+struct GroupSeries {
+    name: String,
+    labels: Labels,
+    recorded: Option<SeriesRow>,
+    feeders: Vec<SeriesRow>,
+}
+
+impl Resolved {
+    /// Ids of every series the query may read.
+    pub fn series_ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.host.iter().map(|s| s.id).chain(
+            self.group
+                .iter()
+                .flat_map(|g| g.recorded.iter().chain(g.feeders.iter()).map(|s| s.id)),
+        )
+    }
+
+    /// The newest update among the series (`None` when none holds data).
+    pub fn newest_update(&self, store: &Store) -> Option<i64> {
+        store.newest_update(self.series_ids())
+    }
+}
+
+/// Finds the series `spec` reads.
+pub async fn resolve(store: &Store, spec: &QuerySpec) -> Result<Resolved, QueryError> {
+    let mut out = Resolved::default();
+    match &spec.target {
+        Target::Host(host) => {
+            for name in &spec.names {
+                out.host
+                    .extend(series_of(store, Some(host), Some(name)).await?);
+            }
+        }
+        Target::Group { group, agg } => {
+            for name in &spec.names {
+                out.group
+                    .extend(group_series(store, group, *agg, name).await?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn check_step(spec: &QuerySpec, base_step: u32) -> Result<(), QueryError> {
     if let Some(s) = spec.step {
-        if s < i64::from(archives.base_step) || s % i64::from(archives.base_step) != 0 {
+        if s < i64::from(base_step) || s % i64::from(base_step) != 0 {
             return Err(QueryError::BadRequest(format!(
-                "step {s} must be a multiple of the archives' base step, {} seconds",
-                archives.base_step
+                "step {s} must be a multiple of the archives' base step, {base_step} seconds"
             )));
         }
     }
-    let (archive, step) = choose_archive(&archives, spec.from, spec.to, spec.step, now);
+    Ok(())
+}
+
+/// Answers a query: the archive is chosen relative to the newest update of
+/// the series asked for (`now` when none holds data).
+pub async fn run(store: &Store, spec: &QuerySpec, now: i64) -> Result<QueryResult, QueryError> {
+    check_step(spec, store.archive_spec().base_step)?;
+    let series = resolve(store, spec).await?;
+    let reference = series.newest_update(store).unwrap_or(now);
+    read(store, spec, &series, reference).await
+}
+
+/// Reads the rows of resolved series with the archive chosen as `rrdtool
+/// fetch` chooses it for a series last updated at `reference`. Callers that
+/// read several queries into one picture (a graph line per member) pass the
+/// newest update of all of them, so every line has the same step.
+pub async fn read(
+    store: &Store,
+    spec: &QuerySpec,
+    series: &Resolved,
+    reference: i64,
+) -> Result<QueryResult, QueryError> {
+    let archives = store.archive_spec();
+    check_step(spec, archives.base_step)?;
+    let (archive, step) = choose_archive(&archives, spec.from, spec.to, spec.step, reference);
     let plan = Plan {
         archive,
         step,
@@ -253,26 +331,20 @@ pub async fn run(store: &Store, spec: &QuerySpec, now: i64) -> Result<QueryResul
         )));
     }
     let mut out = Vec::new();
-    match &spec.target {
-        Target::Host(host) => {
-            for name in &spec.names {
-                for s in series_of(store, Some(host), Some(name)).await? {
-                    let points = rows_of(store, &s, spec, &plan).await?;
-                    out.push(SeriesPoints {
-                        host: s.hostname,
-                        host_id: Some(s.host_id),
-                        name: s.name,
-                        labels: s.labels,
-                        members: None,
-                        points,
-                    });
-                }
-            }
-        }
-        Target::Group { group, agg } => {
-            for name in &spec.names {
-                out.extend(group_rows(store, spec, &plan, group, *agg, name).await?);
-            }
+    for s in &series.host {
+        let points = rows_of(store, s, spec, &plan).await?;
+        out.push(SeriesPoints {
+            host: s.hostname.clone(),
+            host_id: Some(s.host_id),
+            name: s.name.clone(),
+            labels: s.labels.clone(),
+            members: None,
+            points,
+        });
+    }
+    if let Target::Group { group, agg } = &spec.target {
+        for g in &series.group {
+            out.push(group_rows(store, spec, &plan, group, *agg, g).await?);
         }
     }
     Ok(QueryResult {
@@ -284,16 +356,14 @@ pub async fn run(store: &Store, spec: &QuerySpec, now: i64) -> Result<QueryResul
 }
 
 /// A group's aggregates of the series named `name` (a glob): the group's own
-/// recorded series (server/src/groups), and for the rows it did not record the
-/// current members' archives aggregated row by row.
-async fn group_rows(
+/// recorded series (server/src/groups), and the current members' series that
+/// feed the rows it did not record.
+async fn group_series(
     store: &Store,
-    spec: &QuerySpec,
-    plan: &Plan,
     group: &str,
     agg: Agg,
     name: &str,
-) -> Result<Vec<SeriesPoints>, QueryError> {
+) -> Result<Vec<GroupSeries>, QueryError> {
     type Key = (String, Labels);
     let mut keys: Vec<Key> = Vec::new();
     let mut recorded: HashMap<Key, SeriesRow> = HashMap::new();
@@ -314,49 +384,69 @@ async fn group_rows(
         }
         members.entry(key).or_default().push(s);
     }
-    let mut out = Vec::with_capacity(keys.len());
-    for key in keys {
-        let mut points = match recorded.get(&key) {
-            Some(s) => rows_of(store, s, spec, plan).await?,
-            None => row_times(plan.from, plan.to, plan.step)
-                .map(|t| (t, None))
-                .collect(),
-        };
-        let feeders = members.get(&key).map_or(&[][..], Vec::as_slice);
-        let unknown: Vec<i64> = points
-            .iter()
-            .filter(|(_, v)| v.is_none())
-            .map(|(t, _)| *t)
-            .collect();
-        if let (Some(&lo), Some(&hi)) = (unknown.first(), unknown.last()) {
-            if !feeders.is_empty() {
-                // Only the span the group did not record is read from the members.
-                let sub = Plan {
-                    from: lo - plan.step,
-                    to: hi,
-                    ..*plan
-                };
-                let mut rows = Vec::with_capacity(feeders.len());
-                for s in feeders {
-                    rows.push(rows_of(store, s, spec, &sub).await?);
-                }
-                let filled: HashMap<i64, Option<f64>> = aggregate(&rows, agg).into_iter().collect();
-                for (t, v) in points.iter_mut() {
-                    if v.is_none() {
-                        *v = filled.get(t).copied().flatten();
-                    }
+    Ok(keys
+        .into_iter()
+        .map(|key| {
+            let recorded = recorded.remove(&key);
+            let feeders = members.remove(&key).unwrap_or_default();
+            GroupSeries {
+                name: key.0,
+                labels: key.1,
+                recorded,
+                feeders,
+            }
+        })
+        .collect())
+}
+
+/// One aggregate's rows: the group's recorded rows, and for the rows it did not
+/// record the members' archives aggregated row by row.
+async fn group_rows(
+    store: &Store,
+    spec: &QuerySpec,
+    plan: &Plan,
+    group: &str,
+    agg: Agg,
+    g: &GroupSeries,
+) -> Result<SeriesPoints, QueryError> {
+    let mut points = match &g.recorded {
+        Some(s) => rows_of(store, s, spec, plan).await?,
+        None => row_times(plan.from, plan.to, plan.step)
+            .map(|t| (t, None))
+            .collect(),
+    };
+    let feeders = &g.feeders;
+    let unknown: Vec<i64> = points
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(t, _)| *t)
+        .collect();
+    if let (Some(&lo), Some(&hi)) = (unknown.first(), unknown.last()) {
+        if !feeders.is_empty() {
+            // Only the span the group did not record is read from the members.
+            let sub = Plan {
+                from: lo - plan.step,
+                to: hi,
+                ..*plan
+            };
+            let mut rows = Vec::with_capacity(feeders.len());
+            for s in feeders {
+                rows.push(rows_of(store, s, spec, &sub).await?);
+            }
+            let filled: HashMap<i64, Option<f64>> = aggregate(&rows, agg).into_iter().collect();
+            for (t, v) in points.iter_mut() {
+                if v.is_none() {
+                    *v = filled.get(t).copied().flatten();
                 }
             }
         }
-        let (name, labels) = key;
-        out.push(SeriesPoints {
-            host: format!("group:{group}"),
-            host_id: None,
-            name,
-            labels,
-            members: (!feeders.is_empty()).then_some(feeders.len()),
-            points,
-        });
     }
-    Ok(out)
+    Ok(SeriesPoints {
+        host: format!("group:{group}"),
+        host_id: None,
+        name: g.name.clone(),
+        labels: g.labels.clone(),
+        members: (!feeders.is_empty()).then_some(feeders.len()),
+        points,
+    })
 }

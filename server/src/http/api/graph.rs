@@ -293,13 +293,30 @@ async fn per_member(state: &AppState, spec: &QuerySpec, now: i64) -> ApiResult<Q
             state: None,
         })
         .await?;
-    let mut out: Option<QueryResult> = None;
+    // Every line at the same step: the archive is chosen for the newest update
+    // among all the members' series.
+    let mut each = Vec::new();
+    let mut lines = 0;
     for m in members {
+        if lines >= MAX_MEMBER_LINES {
+            break;
+        }
         let one = QuerySpec {
             target: Target::Host(m.id.to_string()),
             ..spec.clone()
         };
-        let r = query::run(&state.store, &one, now).await?;
+        let series = query::resolve(&state.store, &one).await?;
+        lines += series.series_ids().count();
+        each.push((one, series));
+    }
+    let reference = each
+        .iter()
+        .filter_map(|(_, s)| s.newest_update(&state.store))
+        .max()
+        .unwrap_or(now);
+    let mut out: Option<QueryResult> = None;
+    for (one, series) in &each {
+        let r = query::read(&state.store, one, series, reference).await?;
         match &mut out {
             None => out = Some(r),
             Some(o) => o.series.extend(r.series),

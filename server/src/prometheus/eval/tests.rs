@@ -26,7 +26,7 @@ impl Source for Fixture {
             .take(limit + 1)
             .collect())
     }
-    fn width(&self, _from: i64, _to: i64, _step: Option<i64>) -> i64 {
+    fn width(&self, _ids: &[i64], _from: i64, _to: i64, _step: Option<i64>) -> i64 {
         W
     }
     async fn rows(&self, id: i64, width: i64, from: i64, to: i64) -> Result<Rows, PromError> {

@@ -328,6 +328,19 @@ impl Store {
         self.cache().series.get(&series_id).and_then(|h| h.last)
     }
 
+    /// The newest update among `series_ids` (rrdtool's `last_update`: the time
+    /// of the newest sample the archives took, known or unknown); `None` when
+    /// none of them holds data. Queries choose their archive relative to it,
+    /// as `rrdtool fetch` does, so a series whose host died yesterday still
+    /// answers from its fine archives for its last hours.
+    pub fn newest_update(&self, series_ids: impl IntoIterator<Item = i64>) -> Option<i64> {
+        let cache = self.cache();
+        series_ids
+            .into_iter()
+            .filter_map(|id| cache.series.get(&id).map(|h| h.state.last_update()))
+            .max()
+    }
+
     /// Filters `per_series` as the archives would take it, writes one journal row
     /// with what is kept, and returns the entries to apply once `tx` commits (with
     /// the journal seq), or `None` when nothing was kept.
