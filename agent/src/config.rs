@@ -149,9 +149,7 @@ impl AgentConfig {
                 );
             }
         }
-        if self.spool.max_bytes == 0 {
-            errs.push("spool.max_bytes", "must be greater than 0");
-        }
+        self.spool.validate(&mut errs);
         errs.into_result()
     }
 }
@@ -638,19 +636,124 @@ impl CheckConfig {
     }
 }
 
-/// `[spool]`: the on-disk buffer for outages (a later release writes it).
+/// `[spool]`: the on-disk buffer of batches not yet acknowledged by a server
+/// (docs/agent-spool.md).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SpoolConfig {
     /// Cap of the spool on disk (default 100MiB).
     #[serde(with = "serde_size")]
     pub max_bytes: u64,
+    /// Percentage of `max_bytes` log records may take; past it the oldest
+    /// are dropped (default 50).
+    pub log_share: u8,
+    /// Size at which a segment file is closed (default 1MiB).
+    #[serde(with = "serde_size")]
+    pub segment_bytes: u64,
+    /// Batches kept in memory while the disk refuses spool writes
+    /// (default 360: an hour at the default ship interval).
+    pub memory_batches: usize,
+    /// Batches per second sent while the spool holds a backlog (default 5),
+    /// so a recovering server is not stampeded.
+    pub replay_rate: f64,
+    /// The re-consolidation ladder, finest first (default: after 1h → 1m,
+    /// after 6h → 5m, after 24h → 1h).
+    pub tiers: Vec<SpoolTier>,
+}
+
+/// One `[[spool.tiers]]` entry: batches older than `after` keep their
+/// metrics in buckets of `step`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolTier {
+    #[serde(with = "serde_duration")]
+    pub after: Duration,
+    #[serde(with = "serde_duration")]
+    pub step: Duration,
 }
 
 impl Default for SpoolConfig {
     fn default() -> Self {
+        let p = crate::spool::SpoolPolicy::default();
         Self {
-            max_bytes: 100 << 20,
+            max_bytes: p.max_bytes,
+            log_share: p.log_share_pct,
+            segment_bytes: p.segment_bytes,
+            memory_batches: p.memory_batches,
+            replay_rate: 5.0,
+            tiers: p
+                .tiers
+                .iter()
+                .map(|t| SpoolTier {
+                    after: t.after,
+                    step: Duration::from_secs(u64::from(t.step)),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl SpoolConfig {
+    /// The spool's policy (call on a validated configuration).
+    pub fn policy(&self) -> crate::spool::SpoolPolicy {
+        crate::spool::SpoolPolicy {
+            max_bytes: self.max_bytes,
+            log_share_pct: self.log_share,
+            segment_bytes: self.segment_bytes,
+            memory_batches: self.memory_batches,
+            tiers: self
+                .tiers
+                .iter()
+                .map(|t| crate::spool::Tier {
+                    after: t.after,
+                    step: t.step.as_secs() as u32,
+                })
+                .collect(),
+        }
+    }
+
+    fn validate(&self, errs: &mut ConfigErrors) {
+        if self.max_bytes == 0 {
+            errs.push("spool.max_bytes", "must be greater than 0");
+        }
+        if self.log_share > 100 {
+            errs.push("spool.log_share", "is a percentage: at most 100");
+        }
+        if self.segment_bytes < 4096 {
+            errs.push("spool.segment_bytes", "must be at least 4KiB");
+        }
+        if self.memory_batches == 0 {
+            errs.push("spool.memory_batches", "must be at least 1");
+        }
+        if !(self.replay_rate.is_finite() && self.replay_rate > 0.0) {
+            errs.push(
+                "spool.replay_rate",
+                "must be a positive number of batches per second",
+            );
+        }
+        let mut prev = (Duration::ZERO, u64::from(crate::downsample::STEP));
+        for (i, t) in self.tiers.iter().enumerate() {
+            let step = t.step.as_secs();
+            if t.step.subsec_nanos() != 0
+                || step <= prev.1
+                || !step.is_multiple_of(prev.1)
+                || step > 86_400
+            {
+                errs.push(
+                    format!("spool.tiers[{i}].step"),
+                    format!(
+                        "must be a whole number of seconds, a multiple of the step before ({}s), and at most 1d",
+                        prev.1
+                    ),
+                );
+            }
+            if t.after < prev.0 {
+                errs.push(
+                    format!("spool.tiers[{i}].after"),
+                    "must not be before the tier above's",
+                );
+            }
+            prev = (t.after, step.max(prev.1));
         }
     }
 }

@@ -126,8 +126,21 @@ pub async fn run(
     let (logs_tx, logs_rx) = watch::channel(known_logs.clone());
     let (checks_tx, checks_rx) = watch::channel(known_checks.clone());
     let check_book = std::sync::Arc::new(checks::CheckBook::default());
+    // The spool before the tailer: log lines of spooled batches that the
+    // saved offsets do not cover are removed from the spool, as the tailer
+    // reads them again (docs/agent-spool.md, "Crash safety").
+    let spool = {
+        let (state, policy) = (state.clone(), config.spool.policy());
+        tokio::task::spawn_blocking(move || {
+            let offsets = logs::tail::offsets::OffsetStore::new(state.clone());
+            let through = offsets.load_all().map_or(0, |(_, t)| t);
+            spool::Spool::open(state.path(), policy, through)
+        })
+        .await
+        .map_err(|e| RunError::Task(e.to_string()))?
+    };
     let log_pipeline = logs::LogPipeline::start(&config.logs, known_logs.as_ref(), &state).await?;
-    let handoff = Handoff::with_listener(ship::queue::DEFAULT_CAPACITY, log_pipeline.book.clone());
+    let handoff = Handoff::new(spool).with_listener(log_pipeline.book.clone());
     let client = Client::new(&config.servers).map_err(RunError::Client)?;
     let shipper = Shipper::new(
         client,
@@ -146,6 +159,7 @@ pub async fn run(
         Backoff::new(backoff::BASE, backoff::MAX, random::Jitter::from_entropy()),
     )
     .with_known_settings(local_intervals, known)
+    .with_replay_rate(config.spool.replay_rate)
     .with_log_settings(logs_tx)
     .with_check_settings(checks_tx);
     let sampler = sampler::Sampler::new(config.procfs.clone(), stream, handoff, intervals_rx)

@@ -35,6 +35,10 @@ pub struct Sampler {
     intervals: watch::Receiver<Intervals>,
     logs: Option<Arc<LogBook>>,
     checks: Option<Arc<CheckBook>>,
+    /// Whether the spool's series are reported (see `sample_spool_stats`).
+    spool_active: bool,
+    /// Spool drops already told to the server: (logs, buckets, batches).
+    reported_drops: (u64, u64, u64),
     samples: Option<Arc<SampleBook>>,
 }
 
@@ -70,6 +74,8 @@ impl Sampler {
             intervals,
             logs: None,
             checks: None,
+            spool_active: false,
+            reported_drops: (0, 0, 0),
             samples: None,
         }
     }
@@ -114,7 +120,7 @@ impl Sampler {
                 }
             }
         }
-        self.seal(unix_now(), false);
+        self.seal(unix_now(), false).await;
     }
 
     async fn round(&mut self) {
@@ -163,6 +169,7 @@ impl Sampler {
             }
         }
         self.sample_log_stats(wall);
+        self.sample_spool_stats(wall);
         self.sample_check_stats(wall);
         let now = unix_now();
         let Intervals { sample, ship } = *self.intervals.borrow();
@@ -174,9 +181,65 @@ impl Sampler {
         let logs_pending = self.logs.as_ref().is_some_and(|b| b.has_pending());
         let checks_pending = self.checks.as_ref().is_some_and(|b| b.has_pending());
         if due && (self.consolidator.has_closed(now) || logs_pending || checks_pending) {
-            self.seal(now, false);
+            self.seal(now, false).await;
         } else if self.logs.as_ref().is_some_and(|b| b.batch_full()) {
-            self.seal(now, true);
+            self.seal(now, true).await;
+        }
+    }
+
+    /// The spool's gauges and counters, as series of this host, from the
+    /// first time it held a backlog or dropped something; and, once a server
+    /// answers again, a log record telling what was dropped meanwhile.
+    fn sample_spool_stats(&mut self, wall: f64) {
+        let s = self.handoff.stats();
+        let (logs, buckets, batches) = s.drops();
+        let counters = [
+            ("agent.spool.bytes", s.bytes.load(Ordering::Relaxed)),
+            ("agent.spool.batches", s.batches.load(Ordering::Relaxed)),
+            (
+                "agent.spool.write_errors",
+                s.write_errors.load(Ordering::Relaxed),
+            ),
+            (
+                "agent.spool.corrupt_files",
+                s.corrupt_files.load(Ordering::Relaxed),
+            ),
+            (
+                "agent.spool.consolidated",
+                s.consolidated.load(Ordering::Relaxed),
+            ),
+            ("agent.spool.dropped_logs", logs),
+            ("agent.spool.dropped_buckets", buckets),
+            ("agent.spool.dropped_batches", batches),
+        ];
+        self.spool_active |= counters[1].1 > 1 || counters[2..].iter().any(|(_, v)| *v > 0);
+        if !self.spool_active {
+            return;
+        }
+        for (name, value) in counters {
+            if let Ok(key) = SeriesKey::new(name, Labels::new()) {
+                self.consolidator.add(&key, wall, value as f64);
+            }
+        }
+        let dropped = (logs, buckets, batches);
+        if dropped != self.reported_drops && s.connected.load(Ordering::Relaxed) {
+            let (l0, b0, n0) = self.reported_drops;
+            let mut rec = metrolog_protocol::syslog::LogRecord::whole(
+                format!(
+                    "metrolog-agent spool dropped {} log record(s), {} metric bucket(s) and {} batch(es) while no server acknowledged (spool.max_bytes, spool.log_share; since start: {logs}, {buckets}, {batches})",
+                    logs - l0,
+                    buckets - b0,
+                    batches - n0
+                ),
+                chrono::Utc::now(),
+            );
+            rec.app_name = Some("metrolog-agent".into());
+            rec.severity = Some(metrolog_protocol::syslog::Severity::Warning);
+            tracing::warn!("{}", rec.message);
+            if let Some(book) = &self.logs {
+                book.try_push(rec);
+            }
+            self.reported_drops = dropped;
         }
     }
 
@@ -228,7 +291,7 @@ impl Sampler {
     /// batches on the queue: one batch, or several when the records do not
     /// fit in one. With `only_full_logs`, seals only batches the records
     /// fill, and no metrics or checks.
-    fn seal(&mut self, now: f64, only_full_logs: bool) {
+    async fn seal(&mut self, now: f64, only_full_logs: bool) {
         let mut metrics = if only_full_logs {
             Vec::new()
         } else {
@@ -266,7 +329,7 @@ impl Sampler {
             if !only_full_logs {
                 self.last_seal = Some(Instant::now());
             }
-            self.handoff.push(batch);
+            self.handoff.push(batch).await;
         }
     }
 }

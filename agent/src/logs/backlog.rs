@@ -63,6 +63,8 @@ struct Flight {
     records: u64,
     /// Furthest offset per slot in this batch.
     marks: HashMap<u64, u64>,
+    /// `[start, end)` index ranges of the batch's records read from files.
+    files: Vec<(u32, u32)>,
 }
 
 #[derive(Debug, Default)]
@@ -74,6 +76,8 @@ struct Inner {
     flight_bytes: usize,
     /// Committed offsets not yet picked up by the tailer.
     acked: HashMap<u64, u64>,
+    /// Spool position the committed offsets cover, not yet picked up.
+    through: Option<u64>,
 }
 
 /// The shared backlog (see the module docs).
@@ -195,6 +199,11 @@ impl LogBook {
             if let Some(o) = p.origin {
                 let mark = flight.marks.entry(o.slot).or_insert(o.end);
                 *mark = (*mark).max(o.end);
+                let at = out.len() as u32;
+                match flight.files.last_mut() {
+                    Some((_, end)) if *end == at => *end = at + 1,
+                    _ => flight.files.push((at, at + 1)),
+                }
             }
             out.push(p.record);
         }
@@ -229,9 +238,54 @@ impl LogBook {
         }
     }
 
+    /// Batch `seq` and every earlier one are durably in the spool, `seq` at
+    /// spool position `position`: their memory is released and their offsets
+    /// committed (a restart reads from the spool what follows them). Their
+    /// records are counted when they leave the spool ([`LogBook::count`]).
+    pub fn spooled(&self, seq: u64, position: u64) {
+        let mut i = self.lock();
+        let later = i.flights.split_off(&(seq + 1));
+        let done = std::mem::replace(&mut i.flights, later);
+        for (_, flight) in done {
+            i.flight_bytes -= flight.bytes;
+            for (slot, end) in flight.marks {
+                let mark = i.acked.entry(slot).or_insert(end);
+                *mark = (*mark).max(end);
+            }
+        }
+        i.through = Some(i.through.map_or(position, |t| t.max(position)));
+    }
+
+    /// `records` left the spool: acknowledged by the server (`delivered`),
+    /// or dropped.
+    pub fn count(&self, records: u64, delivered: bool) {
+        let counter = if delivered {
+            &self.stats.shipped
+        } else {
+            &self.stats.lost
+        };
+        counter.fetch_add(records, Ordering::Relaxed);
+    }
+
+    /// Index ranges of batch `seq`'s records that were read from files.
+    pub fn file_ranges(&self, seq: u64) -> Vec<(u32, u32)> {
+        self.lock()
+            .flights
+            .get(&seq)
+            .map(|f| f.files.clone())
+            .unwrap_or_default()
+    }
+
     /// The offsets committed since the last call: slot → offset.
     pub fn take_acked(&self) -> HashMap<u64, u64> {
         std::mem::take(&mut self.lock().acked)
+    }
+
+    /// The offsets committed since the last call, and the spool position
+    /// they cover (see [`LogBook::spooled`]), taken together.
+    pub fn take_commit(&self) -> (HashMap<u64, u64>, Option<u64>) {
+        let mut i = self.lock();
+        (std::mem::take(&mut i.acked), i.through.take())
     }
 
     /// (records pending, bytes pending, bytes in flight), for tests and logs.
@@ -303,6 +357,26 @@ mod tests {
         assert_eq!(book.stats.lost.load(Ordering::Relaxed), 1);
         assert_eq!(book.stats.shipped.load(Ordering::Relaxed), 1);
         assert_eq!(book.take_acked(), HashMap::from([(1, 9)]));
+    }
+
+    #[test]
+    fn spooling_commits_offsets_and_the_position_they_cover() {
+        let book = LogBook::new(1 << 20);
+        book.push(rec("f1"), Some(Origin { slot: 3, end: 5 }));
+        book.push(rec("sys"), None);
+        book.push(rec("f2"), Some(Origin { slot: 3, end: 9 }));
+        book.push(rec("f3"), Some(Origin { slot: 4, end: 2 }));
+        assert_eq!(book.take_batch(1).len(), 4);
+        assert_eq!(book.file_ranges(1), [(0, 1), (2, 4)]);
+        book.spooled(1, 42);
+        assert_eq!(book.sizes(), (0, 0, 0), "memory released");
+        assert_eq!(
+            book.take_commit(),
+            (HashMap::from([(3, 9), (4, 2)]), Some(42))
+        );
+        assert_eq!(book.take_commit(), (HashMap::new(), None));
+        book.count(4, true);
+        assert_eq!(book.stats.shipped.load(Ordering::Relaxed), 4);
     }
 
     #[test]

@@ -38,8 +38,20 @@ pub enum LogsError {
 }
 
 impl SettleListener for LogBook {
+    fn file_lines(&self, id: &BatchId) -> Vec<(u32, u32)> {
+        self.file_ranges(id.seq)
+    }
+
+    fn spooled(&self, id: &BatchId, position: u64) {
+        LogBook::spooled(self, id.seq, position);
+    }
+
     fn settled(&self, id: &BatchId, delivered: bool) {
         LogBook::settled(self, id.seq, delivered);
+    }
+
+    fn counted(&self, records: u64, delivered: bool) {
+        self.count(records, delivered);
     }
 }
 

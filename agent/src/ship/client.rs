@@ -27,12 +27,18 @@ pub enum ShipError {
     Refused { status: u16, message: String },
     #[error("cannot encode the request: {0}")]
     Encode(String),
+    /// 503 or 429 with `Retry-After`: the server is up but asks to wait.
+    #[error("the server is busy ({message}); retry after {}s", retry_after.as_secs())]
+    Busy {
+        retry_after: Duration,
+        message: String,
+    },
 }
 
 impl ShipError {
     /// Whether retrying the same request later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, ShipError::Unreachable(_))
+        matches!(self, ShipError::Unreachable(_) | ShipError::Busy { .. })
     }
 }
 
@@ -57,6 +63,13 @@ pub fn classify(status: StatusCode) -> Verdict {
     }
 }
 
+/// First wait before asking the first server again after failing over.
+pub const PROBE_BASE: Duration = Duration::from_secs(5);
+/// Longest wait between two such probes.
+pub const PROBE_MAX: Duration = Duration::from_secs(60);
+/// Longest `Retry-After` honoured; a longer one is taken as this.
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
+
 #[derive(Debug)]
 pub struct Client {
     http: reqwest::Client,
@@ -64,6 +77,23 @@ pub struct Client {
     current: usize,
     /// The server the last answer came from, to log changes once.
     announced: Option<usize>,
+    /// While shipping to another than the first server: when to try the
+    /// first again, and the wait after that (doubling up to [`PROBE_MAX`]).
+    probe: Option<(std::time::Instant, Duration)>,
+}
+
+/// The `Retry-After` of a 503 or 429 (seconds; an HTTP date is taken as
+/// the longest wait), capped at [`RETRY_AFTER_MAX`].
+pub fn retry_after(status: StatusCode, headers: &header::HeaderMap) -> Option<Duration> {
+    if status != StatusCode::SERVICE_UNAVAILABLE && status != StatusCode::TOO_MANY_REQUESTS {
+        return None;
+    }
+    let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let d = match v.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => RETRY_AFTER_MAX,
+    };
+    Some(d.min(RETRY_AFTER_MAX))
 }
 
 enum Body {
@@ -95,6 +125,7 @@ impl Client {
             servers,
             current: 0,
             announced: None,
+            probe: None,
         })
     }
 
@@ -164,8 +195,16 @@ impl Client {
     ) -> Result<reqwest::Response, ShipError> {
         let n = self.servers.len();
         let mut failures = Vec::new();
+        // Back to the first server (the preferred one) once it answers:
+        // tried first again from time to time while another one serves.
+        let mut start = self.current;
+        if let Some((at, _)) = self.probe {
+            if self.current != 0 && std::time::Instant::now() >= at {
+                start = 0;
+            }
+        }
         for i in 0..n {
-            let idx = (self.current + i) % n;
+            let idx = (start + i) % n;
             let url = endpoint(&self.servers[idx], path);
             let mut req = self
                 .http
@@ -183,6 +222,14 @@ impl Client {
             };
             let outcome = match req.send().await {
                 Err(e) => Err(describe(&e)),
+                Ok(resp) if retry_after(resp.status(), resp.headers()).is_some() => {
+                    let wait = retry_after(resp.status(), resp.headers()).unwrap_or(PROBE_BASE);
+                    let status = resp.status();
+                    return Err(ShipError::Busy {
+                        retry_after: wait,
+                        message: format!("{status}: {}", error_message(resp).await),
+                    });
+                }
                 Ok(resp) => match classify(resp.status()) {
                     Verdict::Failover => {
                         Err(format!("{}: {}", resp.status(), error_message(resp).await))
@@ -192,6 +239,16 @@ impl Client {
             };
             match outcome {
                 Ok(resp) => {
+                    if idx == 0 {
+                        self.probe = None;
+                    } else if start == 0 || self.probe.is_none() {
+                        // On another server: ask the first again later, less
+                        // often each time it still does not answer.
+                        let wait = self
+                            .probe
+                            .map_or(PROBE_BASE, |(_, w)| (w * 2).min(PROBE_MAX));
+                        self.probe = Some((std::time::Instant::now() + wait, wait));
+                    }
                     self.current = idx;
                     if self.announced != Some(idx) {
                         tracing::info!(

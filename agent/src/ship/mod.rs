@@ -12,12 +12,11 @@
 
 pub mod backoff;
 pub mod client;
-pub mod queue;
 
 pub use client::{Client, ShipError};
-pub use queue::BatchQueue;
 
 use crate::config::Secret;
+use crate::spool::{Spool, SpoolPolicy, SpoolStats};
 use crate::state::{Credential, KnownSettings, StateDir};
 use backoff::Backoff;
 use metrolog_protocol::{AgentSettings, Batch, BatchId, CheckSettings, EnrollRequest, LogSettings};
@@ -63,20 +62,38 @@ impl Intervals {
     }
 }
 
-/// Told when a batch leaves the queue for good, so what rode in it (file
-/// offsets of log lines) can be committed.
+/// Told what becomes of the batches, so what rode in them (file offsets of
+/// log records, their counters) follows.
 pub trait SettleListener: Send + Sync {
-    /// Batch `id` and every earlier one are settled: `delivered` when the
-    /// server acknowledged it, `false` when it was dropped for space or
-    /// refused for good.
+    /// `[start, end)` index ranges of batch `id`'s log records read from
+    /// tailed files (kept in the spool, see `docs/agent-spool.md`).
+    fn file_lines(&self, id: &BatchId) -> Vec<(u32, u32)> {
+        let _ = id;
+        Vec::new()
+    }
+    /// Batch `id` and every earlier one of this run are durably in the
+    /// spool, `id` at spool position `position`.
+    fn spooled(&self, id: &BatchId, position: u64) {
+        let _ = (id, position);
+    }
+    /// Batch `id` of this run, kept in memory only (the disk refused it),
+    /// and every earlier one are settled: `delivered` when the server
+    /// acknowledged it, `false` when it was dropped or refused for good.
     fn settled(&self, id: &BatchId, delivered: bool);
+    /// A spooled batch carrying `records` log records left the spool:
+    /// acknowledged (`delivered`) or dropped.
+    fn counted(&self, records: u64, delivered: bool) {
+        let _ = (records, delivered);
+    }
 }
 
 /// Where the sampler hands sealed batches to the shipper (not to be confused
-/// with the server's outbox of notifications).
+/// with the server's outbox of notifications): the spool, behind a lock,
+/// used from blocking tasks (it writes and fsyncs files).
 #[derive(Clone)]
 pub struct Handoff {
-    pub queue: Arc<Mutex<BatchQueue>>,
+    spool: Arc<Mutex<Spool>>,
+    stats: Arc<SpoolStats>,
     /// Signalled when a batch is queued.
     pub wake: Arc<Notify>,
     listener: Option<Arc<dyn SettleListener>>,
@@ -85,61 +102,122 @@ pub struct Handoff {
 impl std::fmt::Debug for Handoff {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Handoff")
-            .field("queue", &self.queue)
+            .field("batches", &self.len())
             .field("listener", &self.listener.is_some())
             .finish()
     }
 }
 
 impl Handoff {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(spool: Spool) -> Self {
         Self {
-            queue: Arc::new(Mutex::new(BatchQueue::new(capacity))),
+            stats: spool.stats(),
+            spool: Arc::new(Mutex::new(spool)),
             wake: Arc::new(Notify::new()),
             listener: None,
         }
     }
 
+    /// A handoff to a spool in memory only, of `capacity` batches.
+    pub fn in_memory(capacity: usize) -> Self {
+        Self::new(Spool::in_memory(SpoolPolicy {
+            memory_batches: capacity,
+            ..SpoolPolicy::default()
+        }))
+    }
+
     /// The same, telling `listener` each batch's fate.
-    pub fn with_listener(capacity: usize, listener: Arc<dyn SettleListener>) -> Self {
-        Self {
-            listener: Some(listener),
-            ..Self::new(capacity)
+    pub fn with_listener(mut self, listener: Arc<dyn SettleListener>) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+
+    /// The spool's counters.
+    pub fn stats(&self) -> Arc<SpoolStats> {
+        self.stats.clone()
+    }
+
+    /// Batches waiting.
+    pub fn len(&self) -> usize {
+        self.stats
+            .batches
+            .load(std::sync::atomic::Ordering::Relaxed) as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Spools a batch (off the runtime: it is written and fsynced) and wakes
+    /// the shipper.
+    pub async fn push(&self, batch: Batch) {
+        let me = self.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || me.push_blocking(batch)).await {
+            tracing::error!("spooling a batch failed: {e}");
         }
     }
 
-    /// Queues a batch and wakes the shipper. When the queue is full its
-    /// oldest batch is dropped: the drop is logged, counted and reported.
-    pub fn push(&self, batch: Batch) {
-        let (dropped, total) = {
-            let mut q = self.lock();
-            (q.push(batch), q.dropped())
-        };
-        if let Some(id) = dropped {
-            tracing::warn!(
-                "queue full: dropped the oldest batch {id} ({total} dropped since start)"
-            );
-            if let Some(l) = &self.listener {
-                l.settled(&id, false);
+    /// [`Handoff::push`] from a blocking context. The order matters for
+    /// crash safety: the batch is on disk before its file offsets are
+    /// committed (`spooled`).
+    pub fn push_blocking(&self, batch: Batch) {
+        let id = batch.id.clone();
+        let files = self
+            .listener
+            .as_ref()
+            .map(|l| l.file_lines(&id))
+            .unwrap_or_default();
+        let pushed = self.lock().push(batch, files);
+        if let Some(l) = &self.listener {
+            if pushed.durable {
+                l.spooled(&id, pushed.seq);
+            }
+            for dropped in &pushed.dropped {
+                l.settled(dropped, false);
             }
         }
         self.wake.notify_one();
     }
 
-    /// Removes the batch `id` that was sent (see [`BatchQueue::ack`]) and
-    /// reports its fate.
-    pub fn settle(&self, id: &BatchId, delivered: bool) {
-        self.lock().ack(id);
-        if let Some(l) = &self.listener {
-            l.settled(id, delivered);
+    /// The oldest batch: the next to send.
+    pub async fn front(&self) -> Option<Batch> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.lock().front())
+            .await
+            .unwrap_or(None)
+    }
+
+    /// Removes the batch `id` that was sent: the server acknowledged it
+    /// (`delivered`) or refused it for good. Reports its fate.
+    pub async fn settle(&self, id: &BatchId, delivered: bool) {
+        let me = self.clone();
+        let id = id.clone();
+        let _ = tokio::task::spawn_blocking(move || me.settle_blocking(&id, delivered)).await;
+    }
+
+    pub fn settle_blocking(&self, id: &BatchId, delivered: bool) {
+        let left = {
+            let mut spool = self.lock();
+            if delivered {
+                spool.ack(id)
+            } else {
+                spool.discard(id)
+            }
+        };
+        if let (Some(left), Some(l)) = (left, &self.listener) {
+            if left.memory {
+                l.settled(id, delivered);
+            } else {
+                l.counted(left.logs, delivered);
+            }
         }
     }
 
-    /// Locks the queue. A panic elsewhere while holding the lock leaves the
-    /// queue consistent (every method is a single VecDeque operation), so a
-    /// poisoned lock is used as is.
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, BatchQueue> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    /// Locks the spool. A panic elsewhere while holding the lock leaves it
+    /// usable (its files are the truth, and each method updates memory
+    /// after the files), so a poisoned lock is used as is.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Spool> {
+        self.spool.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -168,6 +246,11 @@ pub struct Shipper {
     /// Settings waiting to be written to the state directory: the writes
     /// run off the runtime, one at a time, always the newest.
     unsaved: Arc<Mutex<Option<KnownSettings>>>,
+    /// Pause between two batches of a backlog (`spool.replay_rate`).
+    replay_gap: Duration,
+    /// Whether the last failure was logged as such (a run of identical
+    /// failures is logged once, then at debug level).
+    failing: Option<String>,
 }
 
 impl Shipper {
@@ -199,6 +282,8 @@ impl Shipper {
             settings: None,
             next_refresh: Instant::now(),
             unsaved: Arc::default(),
+            replay_gap: Duration::from_millis(200),
+            failing: None,
         }
     }
 
@@ -207,6 +292,14 @@ impl Shipper {
     pub fn with_known_settings(mut self, local: Intervals, known: Option<AgentSettings>) -> Self {
         self.local = local;
         self.settings = known;
+        self
+    }
+
+    /// Sends at most `rate` batches per second while replaying a backlog.
+    pub fn with_replay_rate(mut self, rate: f64) -> Self {
+        if rate.is_finite() && rate > 0.0 {
+            self.replay_gap = Duration::from_secs_f64(1.0 / rate);
+        }
         self
     }
 
@@ -232,15 +325,17 @@ impl Shipper {
             () = self.pump(false) => {}
             _ = drain.wait_for(|d| *d) => {}
         }
-        let pending = self.handoff.lock().len();
+        let pending = self.handoff.len();
         if pending > 0 {
             tracing::info!("shipping {pending} pending batch(es) before leaving");
             if tokio::time::timeout(DRAIN_LIMIT, self.pump(true))
                 .await
                 .is_err()
             {
-                let left = self.handoff.lock().len();
-                tracing::warn!("gave up shipping at shutdown; {left} batch(es) lost");
+                let left = self.handoff.len();
+                tracing::warn!(
+                    "gave up shipping at shutdown; {left} batch(es) stay in the spool for the next start"
+                );
             }
         }
         match tokio::time::timeout(LEAVE_LIMIT, self.leave()).await {
@@ -266,11 +361,11 @@ impl Shipper {
                 self.refresh(&token).await;
                 continue;
             }
-            let front = self.handoff.lock().front().cloned();
+            let front = self.handoff.front().await;
             match front {
                 Some(batch) => match self.client.send_batch(&token, &batch).await {
                     Ok(ack) => {
-                        self.handoff.settle(&batch.id, true);
+                        self.handoff.settle(&batch.id, true).await;
                         self.contact();
                         if ack.rejected > 0 {
                             tracing::warn!(
@@ -283,12 +378,18 @@ impl Shipper {
                         if let Some(s) = &ack.settings {
                             self.apply(s);
                         }
+                        if !until_empty && self.handoff.len() > 1 {
+                            // Replaying a backlog: at a bounded rate, so a
+                            // recovering server (and its other agents) are
+                            // not stampeded.
+                            tokio::time::sleep(self.replay_gap).await;
+                        }
                     }
                     Err(ShipError::Refused { status, message }) => {
                         // Resending would fail the same way and block every later batch.
-                        self.handoff.settle(&batch.id, false);
+                        self.handoff.settle(&batch.id, false).await;
                         tracing::error!(
-                            "server refused batch {} ({status}): {message}; dropped it",
+                            "server refused batch {} ({status}): {message}; dropped it (counted in agent.spool.refused)",
                             batch.id
                         );
                     }
@@ -340,9 +441,19 @@ impl Shipper {
     /// backoff but not the heartbeat clock.
     fn reachable(&mut self) {
         if self.backoff.failures() > 0 {
-            tracing::info!("server reachable again");
+            let spooled = self.handoff.len();
+            if spooled > 0 {
+                tracing::info!("server reachable again; replaying {spooled} spooled batch(es)");
+            } else {
+                tracing::info!("server reachable again");
+            }
         }
+        self.failing = None;
         self.backoff.reset();
+        self.handoff
+            .stats()
+            .connected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn contact(&mut self) {
@@ -366,14 +477,37 @@ impl Shipper {
     }
 
     async fn retry_later(&mut self, what: &str, e: &ShipError) {
-        let delay = self.backoff.next_delay();
-        let secs = format!("{:.1}s", delay.as_secs_f64());
-        match e {
-            ShipError::Unreachable(why) => {
-                tracing::warn!("server unreachable — retrying in {secs} ({what}: {why})")
-            }
-            _ => tracing::error!("{what}: {e} — retrying in {secs}"),
+        self.handoff
+            .stats()
+            .connected
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let mut delay = self.backoff.next_delay();
+        if let ShipError::Busy { retry_after, .. } = e {
+            // The server said when: not sooner, and not all agents at once.
+            delay = delay.max(*retry_after + delay / 4);
         }
+        let secs = format!("{:.1}s", delay.as_secs_f64());
+        let spooled = self.handoff.len();
+        // A run of the same failure is logged once, then at debug level.
+        let kind = match e {
+            ShipError::Unreachable(_) => "unreachable".to_string(),
+            other => format!("{what}: {other}"),
+        };
+        let repeat = self.failing.as_deref() == Some(kind.as_str());
+        match e {
+            ShipError::Unreachable(why) if !repeat => tracing::warn!(
+                "server unreachable — retrying in {secs}, batches are spooled ({spooled} waiting) ({what}: {why})"
+            ),
+            ShipError::Busy { message, .. } => tracing::info!(
+                "the server asks to wait ({message}) — retrying in {secs} ({spooled} batch(es) waiting)"
+            ),
+            ShipError::Refused { .. } | ShipError::Unauthorized(_) if !repeat => tracing::error!(
+                "{what}: {e} — shipping stopped; batches are spooled within spool.max_bytes until the server accepts this agent (re-enroll with a valid --enroll-token); retrying in {secs}"
+            ),
+            _ if !repeat => tracing::error!("{what}: {e} — retrying in {secs}"),
+            _ => tracing::debug!("{what}: {e} — retrying in {secs}"),
+        }
+        self.failing = Some(kind);
         tokio::time::sleep(delay).await;
     }
 

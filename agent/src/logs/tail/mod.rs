@@ -69,6 +69,8 @@ pub struct Tailer {
     commit_dirty: bool,
     /// Offsets advanced over filtered lines, not yet written.
     lazy_dirty: bool,
+    /// The spool position the committed offsets cover (saved with them).
+    spooled_through: Option<u64>,
     last_save: Instant,
     drain_grace: Duration,
 }
@@ -140,6 +142,7 @@ impl Tailer {
             buf: vec![0; READ_BUFFER],
             commit_dirty: false,
             lazy_dirty: false,
+            spooled_through: None,
             last_save: Instant::now(),
             drain_grace: DRAIN_GRACE,
         }
@@ -176,8 +179,11 @@ impl Tailer {
 
     /// Matches the saved offsets to files again (see the module docs).
     pub fn restore(&mut self) {
-        let saved = match self.store.load() {
-            Ok(s) => s,
+        let saved = match self.store.load_all() {
+            Ok((s, through)) => {
+                self.spooled_through = (through > 0).then_some(through);
+                s
+            }
             Err(e) => {
                 tracing::error!("{e}; tailed files are read again from their start");
                 Vec::new()
@@ -311,7 +317,11 @@ impl Tailer {
     }
 
     fn apply_acks(&mut self) {
-        let acked = self.book.take_acked();
+        let (acked, through) = self.book.take_commit();
+        if let Some(t) = through {
+            self.spooled_through = Some(self.spooled_through.map_or(t, |s| s.max(t)));
+            self.commit_dirty = true;
+        }
         if acked.is_empty() {
             return;
         }
@@ -518,7 +528,7 @@ impl Tailer {
                 offset: t.committed,
             })
             .collect();
-        match self.store.save(&entries) {
+        match self.store.save_through(&entries, self.spooled_through) {
             Ok(()) => {
                 self.commit_dirty = false;
                 self.lazy_dirty = false;

@@ -99,6 +99,11 @@ pub struct SavedFile {
 struct OffsetsFile {
     version: u32,
     files: Vec<SavedFile>,
+    /// The spool position these offsets cover: the lines of every spooled
+    /// batch up to it are before the offsets; the lines of later batches
+    /// are read again from the files after a crash (docs/agent-spool.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    spooled_through: Option<u64>,
 }
 
 /// Reads and writes `log-offsets.json`.
@@ -118,11 +123,16 @@ impl OffsetStore {
 
     /// The saved entries; none when the file does not exist yet.
     pub fn load(&self) -> Result<Vec<SavedFile>, StateError> {
+        self.load_all().map(|(files, _)| files)
+    }
+
+    /// The saved entries and the spool position they cover (0: none).
+    pub fn load_all(&self) -> Result<(Vec<SavedFile>, u64), StateError> {
         let Some(bytes) = self.state.read(OFFSETS_FILE)? else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), 0));
         };
         serde_json::from_slice::<OffsetsFile>(&bytes)
-            .map(|f| f.files)
+            .map(|f| (f.files, f.spooled_through.unwrap_or(0)))
             .map_err(|source| StateError::Corrupt {
                 path: self.path(),
                 source,
@@ -131,9 +141,20 @@ impl OffsetStore {
 
     /// Replaces the saved entries, atomically and durably.
     pub fn save(&self, files: &[SavedFile]) -> Result<(), StateError> {
+        self.save_through(files, None)
+    }
+
+    /// Replaces the saved entries and the spool position they cover,
+    /// atomically and durably.
+    pub fn save_through(
+        &self,
+        files: &[SavedFile],
+        through: Option<u64>,
+    ) -> Result<(), StateError> {
         let body = serde_json::to_vec(&OffsetsFile {
             version: 1,
             files: files.to_vec(),
+            spooled_through: through,
         })
         .map_err(|e| StateError::Write {
             path: self.path(),
