@@ -69,6 +69,9 @@ pub struct AgentConfig {
     pub logs: LogsConfig,
     pub checks: Vec<CheckConfig>,
     pub spool: SpoolConfig,
+    /// `[munin]`: Munin plugins run as munin-node runs them, when present
+    /// (see `docs/munin.md`).
+    pub munin: Option<crate::munin::MuninConfig>,
     /// `[[scrape]]`: Prometheus exporters scraped (see `docs/scrape.md`).
     pub scrape: Vec<crate::scrape::ScrapeConfig>,
 }
@@ -89,6 +92,7 @@ impl AgentConfig {
             logs: LogsConfig::default(),
             checks: Vec::new(),
             spool: SpoolConfig::default(),
+            munin: None,
             scrape: Vec::new(),
         }
     }
@@ -138,6 +142,9 @@ impl AgentConfig {
         }
         self.metrics.validate(&mut errs);
         self.logs.validate(&mut errs);
+        if let Some(m) = &self.munin {
+            m.validate(&mut errs);
+        }
         crate::scrape::config::validate_all(&self.scrape, &mut errs);
         let mut names = std::collections::HashSet::new();
         for (i, c) in self.checks.iter().enumerate() {
@@ -824,6 +831,7 @@ pub struct FileConfig {
     pub logs: Option<LogsConfig>,
     pub checks: Option<Vec<CheckConfig>>,
     pub spool: Option<SpoolConfig>,
+    pub munin: Option<crate::munin::MuninConfig>,
     pub scrape: Option<Vec<crate::scrape::ScrapeConfig>>,
 }
 
@@ -874,11 +882,12 @@ impl FileConfig {
                 "logs" => cfg.logs = Some(parse_logs(value, &mut errs)),
                 "checks" => cfg.checks = array(&key, value, &mut errs),
                 "spool" => cfg.spool = section(&key, value, &mut errs),
+                "munin" => cfg.munin = section(&key, value, &mut errs),
                 "scrape" => cfg.scrape = array(&key, value, &mut errs),
                 _ => errs.push(
                     key.as_str(),
                     "unknown key (expected one of server, enroll_token, group, hostname, \
-                     instance_id, state_dir, procfs, labels, metrics, logs, checks, spool, scrape)",
+                     instance_id, state_dir, procfs, labels, metrics, logs, checks, spool, munin, scrape)",
                 ),
             }
         }
@@ -1138,6 +1147,7 @@ fn merge(top: Overrides, file: FileConfig) -> Result<AgentConfig, ConfigErrors> 
     cfg.logs = file.logs.unwrap_or_default();
     cfg.checks = file.checks.unwrap_or_default();
     cfg.spool = file.spool.unwrap_or_default();
+    cfg.munin = file.munin;
     cfg.scrape = file.scrape.unwrap_or_default();
     errs.into_result().map(|()| cfg)
 }

@@ -17,12 +17,14 @@ pub mod collect;
 pub mod config;
 pub mod downsample;
 pub mod logs;
+pub mod munin;
 pub mod random;
 pub mod sampler;
 pub mod scrape;
 pub mod ship;
 pub mod spool;
 pub mod state;
+pub mod subprocess;
 
 pub use config::{AgentConfig, ConfigErrors, Secret};
 
@@ -168,6 +170,7 @@ pub async fn run(
     let scrape_book = std::sync::Arc::new(scrape::SampleBook::default());
     let scrapes = scrape::Scrapes::start(&config.scrape, scrape_book.clone());
     let sampler = sampler.with_samples(scrape_book);
+    let munin = config.munin.clone().map(|m| munin::Munin::start(m, check_book.clone()));
     let running_checks =
         checks::Checks::start(config.checks.clone(), known_checks.as_deref(), check_book);
 
@@ -198,6 +201,9 @@ pub async fn run(
     // server acknowledged are saved last.
     let _ = checks_stop_tx.send(true);
     let _ = checking.await;
+    if let Some(m) = munin {
+        m.stop().await;
+    }
     scrapes.stop().await;
     let _ = logs_stop_tx.send(true);
     let mut log_pipeline = logging

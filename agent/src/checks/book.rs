@@ -21,6 +21,9 @@ pub const MAX_PER_BATCH: usize = 200;
 pub struct PendingRun {
     pub result: CheckResult,
     pub samples: Vec<(SeriesKey, f64)>,
+    /// Samples the source stamped with their own time (unix seconds), as
+    /// Munin's `EPOCH:value`.
+    pub timed: Vec<(i64, SeriesKey, f64)>,
 }
 
 #[derive(Debug)]
@@ -101,14 +104,26 @@ impl CheckBook {
             let n = q.len().min(MAX_PER_BATCH);
             q.drain(..n).collect()
         };
-        let mut series: BTreeMap<SeriesKey, Vec<Bucket>> = BTreeMap::new();
+        let mut points: BTreeMap<SeriesKey, Vec<(i64, f64)>> = BTreeMap::new();
         let mut results = Vec::with_capacity(runs.len());
         for run in runs {
             let ts = run.result.ts;
             for (key, v) in run.samples {
-                let buckets = series.entry(key).or_default();
+                points.entry(key).or_default().push((ts, v));
+            }
+            for (at, key, v) in run.timed {
+                points.entry(key).or_default().push((at, v));
+            }
+            results.push(run.result);
+        }
+        let mut series: BTreeMap<SeriesKey, Vec<Bucket>> = BTreeMap::new();
+        for (key, mut pts) in points {
+            // Stable: two samples of one second keep their order.
+            pts.sort_by_key(|(ts, _)| *ts);
+            let buckets = series.entry(key).or_default();
+            for (ts, v) in pts {
                 match buckets.last_mut() {
-                    Some(b) if b.ts >= ts => {
+                    Some(b) if b.ts == ts => {
                         let n = f64::from(b.count);
                         b.avg = (b.avg * n + v) / (n + 1.0);
                         b.min = b.min.min(v);
@@ -126,7 +141,6 @@ impl CheckBook {
                     }),
                 }
             }
-            results.push(run.result);
         }
         let metrics = series
             .into_iter()
@@ -163,6 +177,7 @@ mod tests {
                 SeriesKey::new(&format!("check.{name}.t"), Labels::new()).unwrap(),
                 v,
             )],
+            timed: Vec::new(),
         }
     }
 
@@ -185,6 +200,18 @@ mod tests {
             (3.0, 2, 4.0)
         );
         assert!(!book.has_pending());
+    }
+
+    #[test]
+    fn timed_samples_take_their_place_in_time() {
+        let book = CheckBook::new(10);
+        let mut r = run("m", 200, 5.0);
+        let key = r.samples[0].0.clone();
+        r.timed = vec![(100, key.clone(), 1.0), (300, key.clone(), 3.0)];
+        book.push(r);
+        let (_, metrics) = book.take_batch();
+        let pts: Vec<(i64, f64)> = metrics[0].buckets.iter().map(|b| (b.ts, b.last)).collect();
+        assert_eq!(pts, [(100, 1.0), (200, 5.0), (300, 3.0)]);
     }
 
     #[test]

@@ -5,20 +5,18 @@
 //! Exit 0–3 is the plugin's verdict; any other code, a signal, a timeout or a
 //! program that cannot be started is UNKNOWN with the reason as the output.
 
+use crate::subprocess::{self, io_reason, Ending};
 use metrolog_protocol::nagios::{split_output, CheckStatus, MAX_OUTPUT_BYTES};
-use rustix::process::{kill_process_group, Pid, Signal};
+use rustix::process::Signal;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
 /// After the timeout, the group gets SIGTERM and this long to exit before
 /// SIGKILL: plugins that clean up (temporary files, remote sessions) can.
 pub const KILL_GRACE: Duration = Duration::from_millis(500);
-/// How long the output pipes may stay open once the plugin itself exited:
-/// a child it left behind that holds them is killed with the group then.
-pub const PIPE_GRACE: Duration = Duration::from_millis(250);
+/// How long the output pipes may stay open once the plugin itself exited.
+pub use subprocess::PIPE_GRACE;
 /// Stdout kept: the cap less room for the reason and the truncation mark.
 const STDOUT_CAP: usize = MAX_OUTPUT_BYTES - 512;
 /// Stderr kept: used only when the plugin printed nothing on stdout.
@@ -59,29 +57,6 @@ impl Run {
     }
 }
 
-/// The plugin's process group, killed with SIGKILL if the run is abandoned
-/// (the agent stops, or the check is removed, while it runs).
-struct Group(Option<Pid>);
-
-impl Group {
-    fn signal(&self, sig: Signal) {
-        if let Some(pid) = self.0 {
-            // ESRCH: nothing left in the group, which is what we want.
-            let _ = kill_process_group(pid, sig);
-        }
-    }
-
-    fn disarm(&mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        self.signal(Signal::KILL);
-    }
-}
-
 /// Runs `argv` (program and arguments; `["/bin/sh", "-c", line]` for a shell
 /// check) with `timeout` covering the start, the reading and the exit.
 pub async fn run(argv: &[String], timeout: Duration) -> Run {
@@ -90,15 +65,16 @@ pub async fn run(argv: &[String], timeout: Duration) -> Run {
         return Run::unknown("no command to run".into(), Duration::ZERO, None);
     };
     let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        // Should the run be dropped half-way, tokio reaps the killed child.
-        .kill_on_drop(true);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
+    cmd.args(args).process_group(0);
+    let limits = subprocess::Limits {
+        timeout,
+        stdout_cap: STDOUT_CAP,
+        stderr_cap: STDERR_CAP,
+        stop_signal: Signal::TERM,
+        kill_grace: KILL_GRACE,
+    };
+    let done = match subprocess::run(cmd, &limits).await {
+        Ok(done) => done,
         Err(e) => {
             return Run::unknown(
                 format!("cannot run {program}: {}", io_reason(&e)),
@@ -107,87 +83,35 @@ pub async fn run(argv: &[String], timeout: Duration) -> Run {
             )
         }
     };
-    let pid = child.id();
-    let mut group = Group(pid.and_then(|p| Pid::from_raw(p as i32)));
-    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Run::unknown("plugin output not captured".into(), started.elapsed(), pid);
-    };
-    let deadline = started + timeout;
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let mut out_truncated = false;
-    let mut exit: Option<(std::io::Result<ExitStatus>, Instant)> = None;
-    let timed_out = {
-        let mut out_fut = std::pin::pin!(read_capped(stdout, &mut out, STDOUT_CAP));
-        let mut err_fut = std::pin::pin!(read_capped(stderr, &mut err, STDERR_CAP));
-        let (mut out_done, mut err_done) = (false, false);
-        loop {
-            if out_done && err_done && exit.is_some() {
-                break false;
-            }
-            let until = match &exit {
-                Some((_, at)) => (*at + PIPE_GRACE).min(deadline),
-                None => deadline,
-            };
-            tokio::select! {
-                t = &mut out_fut, if !out_done => {
-                    out_done = true;
-                    out_truncated = t;
-                }
-                _ = &mut err_fut, if !err_done => err_done = true,
-                r = child.wait(), if exit.is_none() => exit = Some((r, Instant::now())),
-                () = tokio::time::sleep_until(until) => {
-                    if exit.is_some() {
-                        // The plugin exited, a child of it holds the pipes.
-                        group.signal(Signal::KILL);
-                        break false;
-                    }
-                    break true;
-                }
-            }
+    let (duration, pid) = (done.duration, done.pid);
+    let status = match done.ending {
+        Ending::Exited(s) => s,
+        Ending::TimedOut => {
+            let mut r = Run::unknown(
+                format!(
+                    "check timed out after {}",
+                    humantime::format_duration(timeout)
+                ),
+                duration,
+                pid,
+            );
+            let partial = split_output(&String::from_utf8_lossy(&done.stdout));
+            r.long_output = join_lines(&partial.summary, &partial.long_output);
+            fit(&mut r);
+            return r;
         }
-    };
-    if timed_out {
-        group.signal(Signal::TERM);
-        let exited = tokio::time::timeout(KILL_GRACE, child.wait()).await.is_ok();
-        // Whatever ignored SIGTERM (the plugin or its children) goes now.
-        group.signal(Signal::KILL);
-        if !exited {
-            // Bounded: a process stuck in the kernel (a hung NFS mount)
-            // cannot be reaped; tokio reaps it once it dies (kill_on_drop).
-            let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-        }
-        group.disarm();
-        let mut r = Run::unknown(
-            format!(
-                "check timed out after {}",
-                humantime::format_duration(timeout)
-            ),
-            started.elapsed(),
-            pid,
-        );
-        let partial = split_output(&String::from_utf8_lossy(&out));
-        r.long_output = join_lines(&partial.summary, &partial.long_output);
-        fit(&mut r);
-        return r;
-    }
-    group.disarm();
-    let duration = started.elapsed();
-    let status = match exit {
-        Some((Ok(s), _)) => s,
-        Some((Err(e), _)) => {
+        Ending::WaitFailed(reason) => {
             return Run::unknown(
-                format!("cannot wait for the plugin: {}", io_reason(&e)),
+                format!("cannot wait for the plugin: {reason}"),
                 duration,
                 pid,
             )
         }
-        None => return Run::unknown("plugin did not exit".into(), duration, pid),
     };
-    let text = if out.iter().all(u8::is_ascii_whitespace) {
-        &err
+    let text = if done.stdout.iter().all(u8::is_ascii_whitespace) {
+        &done.stderr
     } else {
-        &out
+        &done.stdout
     };
     let parts = split_output(&String::from_utf8_lossy(text));
     let mut r = Run {
@@ -196,7 +120,7 @@ pub async fn run(argv: &[String], timeout: Duration) -> Run {
         output: parts.summary,
         long_output: parts.long_output,
         perfdata: String::new(),
-        truncated: out_truncated,
+        truncated: done.stdout_truncated,
         duration,
         pid,
     };
@@ -217,27 +141,6 @@ pub async fn run(argv: &[String], timeout: Duration) -> Run {
     r
 }
 
-/// Reads `r` to its end, keeping at most `cap` bytes in `buf` and discarding
-/// the rest as it comes (memory stays bounded whatever the plugin prints).
-/// Returns whether something was discarded.
-async fn read_capped<R: AsyncRead + Unpin>(mut r: R, buf: &mut Vec<u8>, cap: usize) -> bool {
-    let mut chunk = [0u8; 8192];
-    let mut truncated = false;
-    loop {
-        let room = cap.saturating_sub(buf.len());
-        let want = if room > 0 {
-            room.min(chunk.len())
-        } else {
-            chunk.len()
-        };
-        match r.read(&mut chunk[..want]).await {
-            Ok(0) | Err(_) => return truncated,
-            Ok(n) if room > 0 => buf.extend_from_slice(&chunk[..n]),
-            Ok(_) => truncated = true,
-        }
-    }
-}
-
 /// `reason: summary`, or the reason alone.
 fn with_reason(reason: String, summary: &str) -> String {
     if summary.is_empty() {
@@ -252,15 +155,6 @@ fn join_lines(a: &str, b: &str) -> String {
         (true, _) => b.to_string(),
         (_, true) => a.to_string(),
         _ => format!("{a}\n{b}"),
-    }
-}
-
-/// The OS error without its number: "No such file or directory".
-fn io_reason(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    match text.find(" (os error") {
-        Some(i) => text[..i].to_string(),
-        None => text,
     }
 }
 

@@ -124,6 +124,7 @@ pub async fn run_check(
                 max_attempts: spec.max_attempts,
             },
             samples: samples.values,
+            timed: Vec::new(),
         });
         // From the start of the run, so a slow plugin does not drift the
         // schedule; a run longer than the interval is followed at once.

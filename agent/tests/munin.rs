@@ -1,0 +1,591 @@
+//! Munin plugins run by the agent's Munin source, against the real thing:
+//! Debian's munin-plugins-core plugins compared with `munin-run`, fixture
+//! plugins for the grammar, hangs, failures and plugin-conf.d identities.
+//!
+//! The agent must run as root here (as in CI) to run plugins as `nobody`.
+
+use metrolog_agent::checks::CheckBook;
+use metrolog_agent::munin::output::{self, Output};
+use metrolog_agent::munin::{Munin, MuninConfig, PluginView};
+use metrolog_protocol::nagios::{CheckResult, CheckStatus};
+use metrolog_protocol::SeriesBuckets;
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const DEBIAN_PLUGINS: &str = "/usr/share/munin/plugins";
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/munin");
+
+fn require_root_and_munin() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "these tests run plugins as `nobody` and `root`: run them as root (CI does)"
+    );
+    for tool in ["/usr/sbin/munin-run", "/usr/bin/pgrep"] {
+        assert!(
+            Path::new(tool).exists(),
+            "{tool} is missing: install munin-node and procps (apt-get install munin-node munin-plugins-core procps)"
+        );
+    }
+    assert!(
+        Path::new(DEBIAN_PLUGINS).join("load").exists(),
+        "{DEBIAN_PLUGINS} is missing: apt-get install munin-plugins-core"
+    );
+}
+
+/// A directory `nobody` can read (tempdirs are 0700).
+fn open_dir(mode: u32) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+    d
+}
+
+struct Setup {
+    _dirs: Vec<tempfile::TempDir>,
+    plugins: PathBuf,
+    conf: PathBuf,
+    cfg: MuninConfig,
+}
+
+fn setup(interval: Duration, timeout: Duration) -> Setup {
+    let (p, c, s) = (open_dir(0o755), open_dir(0o755), open_dir(0o755));
+    let cfg = MuninConfig {
+        plugins_dir: p.path().to_path_buf(),
+        conf_dir: c.path().to_path_buf(),
+        plugstate_dir: s.path().to_path_buf(),
+        interval,
+        timeout,
+        ..MuninConfig::default()
+    };
+    Setup {
+        plugins: p.path().to_path_buf(),
+        conf: c.path().to_path_buf(),
+        _dirs: vec![p, c, s],
+        cfg,
+    }
+}
+
+fn link(target: &Path, dir: &Path, name: &str) {
+    std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
+}
+
+/// A graph as (name, attributes, fields with their attributes).
+type Shape = (
+    String,
+    Vec<(String, String)>,
+    Vec<(String, Vec<(String, String)>)>,
+);
+
+/// Every attribute of every graph and field of a `config` output.
+fn shape(o: &Output) -> Vec<Shape> {
+    o.graphs
+        .iter()
+        .map(|g| {
+            (
+                g.name.clone(),
+                g.attrs.clone().into_iter().collect(),
+                g.fields
+                    .iter()
+                    .map(|(n, f)| (n.clone(), f.attrs.clone().into_iter().collect()))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// Copies a fixture plugin (the checkout may not be readable by `nobody`).
+fn fixture(dir: &Path, name: &str) -> PathBuf {
+    let to = dir.join(format!(".{name}.src"));
+    std::fs::copy(Path::new(FIXTURES).join(name), &to).unwrap();
+    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+    to
+}
+
+/// What the book received so far.
+#[derive(Default)]
+struct Seen {
+    results: Vec<CheckResult>,
+    metrics: Vec<SeriesBuckets>,
+}
+
+impl Seen {
+    fn take(&mut self, book: &CheckBook) {
+        loop {
+            let (r, m) = book.take_batch();
+            if r.is_empty() {
+                return;
+            }
+            self.results.extend(r);
+            self.metrics.extend(m);
+        }
+    }
+
+    /// Every (ts, last) of series `name`.
+    fn points(&self, name: &str) -> Vec<(i64, f64)> {
+        self.metrics
+            .iter()
+            .filter(|s| s.key.name.as_str() == name)
+            .flat_map(|s| s.buckets.iter().map(|b| (b.ts, b.last)))
+            .collect()
+    }
+
+    fn statuses(&self, check: &str) -> Vec<&CheckResult> {
+        self.results
+            .iter()
+            .filter(|r| r.name.as_str() == check)
+            .collect()
+    }
+}
+
+/// Polls `munin` until `done` holds for its views, or fails after `limit`.
+async fn wait_for(
+    munin: &Munin,
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&BTreeMap<String, PluginView>) -> bool,
+) -> BTreeMap<String, PluginView> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let views = munin.views();
+        if done(&views) {
+            return views;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; plugins: {:#?}",
+            views
+                .iter()
+                .map(|(n, v)| (n, v.fetches, &v.failure))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn munin_run(s: &Setup, plugin: &str, arg: Option<&str>) -> Output {
+    let mut cmd = Command::new("munin-run");
+    cmd.arg("--ignore-systemd-properties")
+        .arg("--servicedir")
+        .arg(&s.plugins)
+        .arg("--sconfdir")
+        .arg(&s.conf)
+        .arg(plugin);
+    if let Some(a) = arg {
+        cmd.arg(a);
+    }
+    let out = cmd.output().expect("munin-run runs");
+    assert!(
+        out.status.success(),
+        "munin-run {plugin} {arg:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let limits = output::Limits {
+        max_lines: 100_000,
+        max_fields: 100_000,
+    };
+    let mode = if arg == Some("config") {
+        output::Mode::Config
+    } else {
+        output::Mode::Fetch
+    };
+    output::parse(plugin, mode, &out.stdout, limits).expect("munin-run output reads")
+}
+
+/// The interface of `if_`: the first one of the machine (lo is not offered
+/// by the plugin's `suggest`, but it runs on it as on any other).
+fn machine_interface() -> String {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n != "lo")
+        .collect();
+    names.sort();
+    names.into_iter().next().unwrap_or_else(|| "lo".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debian_core_plugins_agree_with_munin_run() {
+    require_root_and_munin();
+    let s = setup(Duration::from_secs(2), Duration::from_secs(30));
+    let iface = format!("if_{}", machine_interface());
+    let plugins = [
+        "cpu",
+        "load",
+        "memory",
+        "df",
+        "swap",
+        "uptime",
+        "processes",
+        "diskstats",
+        iface.as_str(),
+        "if_lo",
+    ];
+    for p in plugins {
+        let target = if p.starts_with("if_") { "if_" } else { p };
+        link(&Path::new(DEBIAN_PLUGINS).join(target), &s.plugins, p);
+    }
+    // Debian's own plugin-conf.d: `if_*` as root, `df*` with its env.
+    std::fs::copy(
+        "/etc/munin/plugin-conf.d/munin-node",
+        s.conf.join("munin-node"),
+    )
+    .expect("Debian's /etc/munin/plugin-conf.d/munin-node (munin-node package)");
+    // diskstats prints values from its second run on (it keeps a state
+    // file): one munin-run of each first, so its runs compare.
+    for p in plugins {
+        munin_run(&s, p, None);
+    }
+    let book = Arc::new(CheckBook::default());
+    let munin = Munin::start(s.cfg.clone(), book.clone());
+    let mut seen = Seen::default();
+
+    // Two fetches each, so DERIVE fields have a rate.
+    wait_for(
+        &munin,
+        Duration::from_secs(90),
+        "two fetches of every plugin",
+        |v| {
+            plugins
+                .iter()
+                .all(|p| v.get(*p).is_some_and(|v| v.fetches >= 2))
+        },
+    )
+    .await;
+    seen.take(&book);
+
+    for p in plugins {
+        // Right after one of our fetches, so both read nearly the same state.
+        let before = munin.views()[p].fetches;
+        let views = wait_for(&munin, Duration::from_secs(30), "a fresh fetch", |v| {
+            v[p].fetches > before
+        })
+        .await;
+        let theirs_values = munin_run(&s, p, None);
+        let theirs_config = munin_run(&s, p, Some("config"));
+        let view = &views[p];
+        assert_eq!(view.failure, None, "{p}");
+        let ours_config = view.config.as_ref().unwrap();
+        let ours_values = view.fetched.as_ref().unwrap();
+
+        // Graphs, fields, titles, types, limits: all attributes equal.
+        assert_eq!(shape(ours_config), shape(&theirs_config), "{p} config");
+        assert!(ours_config.field_count() > 0, "{p} has fields");
+
+        // Values: the same fields; numbers within a tolerance (a second
+        // apart, on a machine that builds in parallel).
+        let values = |o: &Output| -> BTreeMap<(String, String), Option<f64>> {
+            o.graphs
+                .iter()
+                .flat_map(|g| {
+                    g.fields.iter().filter_map(move |(n, f)| {
+                        Some(((g.name.clone(), n.clone()), f.readings.last()?.value))
+                    })
+                })
+                .collect()
+        };
+        let (ours, theirs) = (values(ours_values), values(&theirs_values));
+        assert_eq!(
+            ours.keys().collect::<Vec<_>>(),
+            theirs.keys().collect::<Vec<_>>(),
+            "{p} fetch fields"
+        );
+        for (k, a) in &ours {
+            let b = theirs[k];
+            // diskstats computes its own rates from its state file, between
+            // its own runs: two runners see different intervals, only the
+            // presence of a number must agree.
+            if p == "diskstats" {
+                assert_eq!(a.is_some(), b.is_some(), "{p} {k:?}: {a:?} vs {b:?}");
+                continue;
+            }
+            let (Some(a), Some(b)) = (*a, b) else {
+                assert_eq!(*a, b, "{p} {k:?}");
+                continue;
+            };
+            let tolerance = 0.3 * a.abs().max(b.abs()) + 10.0;
+            assert!(
+                (a - b).abs() <= tolerance,
+                "{p} {k:?}: ours {a}, munin-run {b}"
+            );
+        }
+    }
+
+    // The series: munin.<plugin>.<field>, munin.<graph>.<field> for
+    // multigraph, and rates for DERIVE.
+    seen.take(&book);
+    assert!(!seen.points("munin.load.load").is_empty());
+    let user = seen.points("munin.cpu.user");
+    assert!(!user.is_empty(), "cpu user (DERIVE) has a rate");
+    let ncpu = std::thread::available_parallelism().unwrap().get() as f64;
+    assert!(
+        user.iter()
+            .all(|(_, v)| *v >= 0.0 && *v <= 100.0 * ncpu + 1.0),
+        "cpu user rate in percent of one CPU: {user:?}"
+    );
+    assert!(
+        seen.metrics
+            .iter()
+            .any(|s| s.key.name.as_str().starts_with("munin.diskstats_")),
+        "diskstats' multigraph graphs become their own series"
+    );
+    let statuses = seen.statuses("munin-load");
+    assert!(!statuses.is_empty());
+    assert!(statuses.iter().all(|r| r.status == CheckStatus::Ok));
+    munin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_output_grammar_becomes_series() {
+    require_root_and_munin();
+    let s = setup(Duration::from_secs(1), Duration::from_secs(10));
+    let src = fixture(&s.plugins, "grammar");
+    link(&src, &s.plugins, "grammar");
+    let book = Arc::new(CheckBook::default());
+    let munin = Munin::start(s.cfg.clone(), book.clone());
+    wait_for(&munin, Duration::from_secs(30), "three fetches", |v| {
+        v.get("grammar").is_some_and(|v| v.fetches >= 3)
+    })
+    .await;
+    munin.stop().await;
+    let mut seen = Seen::default();
+    seen.take(&book);
+
+    // `a.value EPOCH:7`: 7, at the plugin's time (5 s before its run).
+    let a = seen.points("munin.grammar.a");
+    assert!(!a.is_empty());
+    let status_times: Vec<i64> = seen
+        .statuses("munin-grammar")
+        .iter()
+        .map(|r| r.ts)
+        .collect();
+    for (ts, v) in &a {
+        assert_eq!(*v, 7.0);
+        assert!(
+            status_times.iter().any(|t| (t - ts - 5).abs() <= 1),
+            "a at {ts}, runs at {status_times:?}"
+        );
+    }
+    // `b.value U`: no sample.
+    assert!(seen.points("munin.grammar.b").is_empty());
+    // `bad-name.value 3`: sanitised.
+    assert!(seen
+        .points("munin.grammar.bad_name")
+        .iter()
+        .all(|(_, v)| *v == 3.0));
+    assert!(!seen.points("munin.grammar.bad_name").is_empty());
+    // Two levels of multigraph.
+    assert!(seen
+        .points("munin.fixture_root.x")
+        .iter()
+        .all(|(_, v)| *v == 1.0));
+    assert!(!seen.points("munin.fixture_root.x").is_empty());
+    let y = seen.points("munin.fixture_root.sub.y");
+    assert!(!y.is_empty(), "DERIVE of the nested graph has a rate");
+    assert!(y.iter().all(|(_, v)| (*v - 1.0).abs() < 0.5), "{y:?}");
+    // The unreadable line is counted and shown, and loses nothing else.
+    let last = seen
+        .statuses("munin-grammar")
+        .last()
+        .copied()
+        .unwrap()
+        .clone();
+    assert_eq!(last.status, CheckStatus::Warning);
+    assert!(
+        last.output.contains("1 unreadable line(s)"),
+        "{}",
+        last.output
+    );
+    assert!(
+        last.output.contains("this line is not munin"),
+        "{}",
+        last.output
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_and_failing_plugins_do_not_delay_the_others() {
+    require_root_and_munin();
+    let s = setup(Duration::from_secs(1), Duration::from_secs(2));
+    let pids = open_dir(0o777);
+    let pidfile = pids.path().join("hang.pid");
+    link(&Path::new(DEBIAN_PLUGINS).join("load"), &s.plugins, "load");
+    let hang = fixture(&s.plugins, "hang");
+    link(&hang, &s.plugins, "hang");
+    let fail = fixture(&s.plugins, "fail");
+    link(&fail, &s.plugins, "fail");
+    std::fs::write(
+        s.conf.join("fixtures"),
+        format!("[hang]\nenv.pidfile {}\n", pidfile.display()),
+    )
+    .unwrap();
+    let book = Arc::new(CheckBook::default());
+    let munin = Munin::start(s.cfg.clone(), book.clone());
+
+    // The hung plugin is killed at its 2 s timeout, with its child.
+    let views = wait_for(
+        &munin,
+        Duration::from_secs(20),
+        "the hang to time out",
+        |v| v.get("hang").is_some_and(|v| v.failure.is_some()),
+    )
+    .await;
+    assert_eq!(
+        views["hang"].failure.as_deref(),
+        Some("config: timed out after 2s (killed)")
+    );
+    // The first run's group is gone (a later run may be under way).
+    let pids = std::fs::read_to_string(&pidfile).unwrap();
+    assert_no_group(pids.lines().next().unwrap());
+
+    // Meanwhile, and after: load every interval.
+    let start = munin.views()["load"].fetches;
+    let t0 = Instant::now();
+    wait_for(
+        &munin,
+        Duration::from_secs(20),
+        "load fetched 6 more times",
+        |v| v["load"].fetches >= start + 6,
+    )
+    .await;
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(9),
+        "6 fetches of load at a 1 s interval took {took:?}: something delayed it"
+    );
+    let views = munin.views();
+    assert_eq!(views["load"].failure, None);
+    assert_eq!(
+        views["fail"].failure.as_deref(),
+        Some("exit code 1: something went wrong")
+    );
+    munin.stop().await;
+    let mut seen = Seen::default();
+    seen.take(&book);
+    assert!(
+        seen.points("munin.fail.x").is_empty(),
+        "a failed run's output is discarded"
+    );
+    let fail_status = seen.statuses("munin-fail");
+    assert!(fail_status.iter().all(|r| r.status == CheckStatus::Unknown));
+    let summary = seen.statuses("munin");
+    let last = summary.last().unwrap();
+    assert_eq!(last.status, CheckStatus::Warning);
+    assert!(
+        last.long_output.contains("hang: config: timed out"),
+        "{}",
+        last.long_output
+    );
+    assert!(
+        seen.points("agent.munin.failures")
+            .iter()
+            .any(|(_, v)| *v >= 2.0),
+        "failures counted"
+    );
+    // Stopping killed the runs under way too: no group is left.
+    for pid in std::fs::read_to_string(&pidfile).unwrap().lines() {
+        assert_no_group(pid);
+    }
+}
+
+/// No live process is left in process group `pgid` (`pgrep -g`, zombies
+/// aside: a killed grandchild is reparented to PID 1, which reaps it when
+/// it will; in some containers that is late). Within a second, as a
+/// SIGKILL takes effect asynchronously.
+fn assert_no_group(pgid: &str) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let pgrep = Command::new("pgrep").arg("-g").arg(pgid).output().unwrap();
+        let live: Vec<String> = String::from_utf8_lossy(&pgrep.stdout)
+            .lines()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|st| Some(st.rsplit_once(") ")?.1.starts_with('Z')))
+                    == Some(false)
+            })
+            .map(str::to_string)
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "processes left in group {pgid}: {live:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_conf_sets_user_environment_and_wildcard_parameters() {
+    require_root_and_munin();
+    let s = setup(Duration::from_secs(1), Duration::from_secs(10));
+    let src = fixture(&s.plugins, "whoami_");
+    link(&src, &s.plugins, "whoami_1");
+    link(&src, &s.plugins, "whoami_2");
+    // A wildcard for both; root for one only, in a later file.
+    std::fs::write(s.conf.join("10-all"), "[whoami_*]\nenv.greeting hello\n").unwrap();
+    std::fs::write(
+        s.conf.join("20-root"),
+        "[whoami_2]\nuser root # needs root\n",
+    )
+    .unwrap();
+    let book = Arc::new(CheckBook::default());
+    let munin = Munin::start(s.cfg.clone(), book.clone());
+    let views = wait_for(&munin, Duration::from_secs(30), "both fetched", |v| {
+        ["whoami_1", "whoami_2"]
+            .iter()
+            .all(|p| v.get(*p).is_some_and(|v| v.fetches >= 1))
+    })
+    .await;
+    munin.stop().await;
+    let value = |p: &str, f: &str| {
+        views[p].fetched.as_ref().unwrap().graphs[0]
+            .get(f)
+            .unwrap()
+            .readings[0]
+            .value
+            .unwrap()
+    };
+    let munin_gid = std::fs::read_to_string("/etc/group")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("munin:x:")?
+                .split(':')
+                .next()?
+                .parse::<f64>()
+                .ok()
+        });
+    assert_eq!(value("whoami_1", "uid"), 65534.0, "nobody by default");
+    if let Some(gid) = munin_gid {
+        assert_eq!(value("whoami_1", "gid"), gid, "group munin by default");
+    }
+    assert_eq!(
+        value("whoami_2", "uid"),
+        0.0,
+        "user root from plugin-conf.d"
+    );
+    for p in ["whoami_1", "whoami_2"] {
+        assert_eq!(
+            value(p, "param"),
+            p[7..].parse::<f64>().unwrap(),
+            "{p} reads its link name"
+        );
+        assert_eq!(value(p, "cwd"), 1.0, "{p} runs in /");
+        assert_eq!(
+            value(p, "env"),
+            1.0,
+            "{p} gets env.greeting from the wildcard"
+        );
+        assert_eq!(value(p, "cap"), 1.0, "{p} MUNIN_CAP_MULTIGRAPH");
+        assert_eq!(
+            value(p, "home"),
+            1.0,
+            "{p} gets none of the agent's environment"
+        );
+    }
+}
