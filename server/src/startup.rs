@@ -76,6 +76,10 @@ impl Application {
             .spec()
             .map_err(|p| StartupError::Store(StoreError::Invalid(p.join("; "))))?;
         let store = Arc::new(Store::open_with(&config.database_url, spec).await?);
+        store.set_series_limits(
+            config.file.archives.max_series_per_host,
+            config.file.archives.max_series,
+        );
         let bootstrapped = bootstrap::run(
             &store,
             std::env::var("METROLOG_ADMIN_PASSWORD").ok(),

@@ -66,6 +66,11 @@ pub struct ServerMetrics {
     pub archive_flushed_rows: Counter,
     pub archive_corrupt_chunks: Counter,
     pub archive_series: Gauge,
+    /// New series refused by `[archives] max_series_per_host`, `max_series`,
+    /// and their samples: the store's counts, copied at every flush tick.
+    pub series_refused_per_host: Gauge,
+    pub series_refused_total: Gauge,
+    pub series_refused_samples: Gauge,
     pub archive_pending_rows: Gauge,
     pub enrollments: Counter,
     pub graphite_lines: Counter,
@@ -267,6 +272,22 @@ impl ServerMetrics {
                     self.buckets_rejected_order.get(),
                 ),
             ],
+        );
+        counter(
+            "metrolog_series_refused_total",
+            "New series refused by a cap on series, by limit ([archives] max_series_per_host, max_series).",
+            &[
+                (
+                    "{limit=\"per_host\"}",
+                    self.series_refused_per_host.get(),
+                ),
+                ("{limit=\"total\"}", self.series_refused_total.get()),
+            ],
+        );
+        counter(
+            "metrolog_series_refused_samples_total",
+            "Samples (buckets) of refused new series, dropped.",
+            &[("", self.series_refused_samples.get())],
         );
         counter(
             "metrolog_import_requests_total",

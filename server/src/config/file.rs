@@ -196,6 +196,11 @@ pub struct ArchivesSection {
     /// How often completed rows move from memory (and the journal) to their chunks.
     #[serde(with = "serde_duration")]
     pub flush_interval: Duration,
+    /// Most series one host (agent, Graphite sender, importer) may have; a new
+    /// series beyond it is refused and counted, the existing ones go on.
+    pub max_series_per_host: u64,
+    /// Most series the server holds in all (each costs memory: docs/fleet-scale.md).
+    pub max_series: u64,
 }
 
 /// One archive of `[archives] ladder`: `rows` rows of `step` each.
@@ -223,6 +228,8 @@ impl Default for ArchivesSection {
             xff: 0.5,
             ladder,
             flush_interval: Duration::from_secs(10),
+            max_series_per_host: crate::store::DEFAULT_MAX_SERIES_PER_HOST,
+            max_series: crate::store::DEFAULT_MAX_SERIES,
         }
     }
 }
@@ -593,6 +600,12 @@ impl FileConfig {
 
     /// Checks that span keys.
     fn check(&self, errors: &mut Vec<String>) {
+        if self.archives.max_series_per_host == 0 {
+            errors.push("archives.max_series_per_host: must be at least 1".into());
+        }
+        if self.archives.max_series == 0 {
+            errors.push("archives.max_series: must be at least 1".into());
+        }
         if self.http.max_concurrent_batches == 0 {
             errors.push("http.max_concurrent_batches: must be at least 1".into());
         }

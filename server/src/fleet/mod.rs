@@ -131,4 +131,8 @@ pub async fn flush_once(store: &Store, metrics: &ServerMetrics) {
     let stats = store.archive_stats();
     metrics.archive_series.set(stats.series);
     metrics.archive_pending_rows.set(stats.pending_rows);
+    let refused = store.series_refusals();
+    metrics.series_refused_per_host.set(refused.per_host);
+    metrics.series_refused_total.set(refused.total);
+    metrics.series_refused_samples.set(refused.samples);
 }

@@ -117,7 +117,7 @@ impl Ingestor {
         Ok(IngestOutcome {
             duplicate: false,
             accepted: outcome.stored,
-            rejected: rejected + outcome.out_of_order,
+            rejected: rejected + outcome.out_of_order + outcome.over_limit,
         })
     }
 }

@@ -9,7 +9,10 @@ use metrolog_protocol::syslog::{LogRecord, LogSource};
 use metrolog_protocol::{BatchId, Bucket, Labels, SeriesKey};
 use serde::Serialize;
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Outcome of committing one batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +23,8 @@ pub struct CommitOutcome {
     pub stored: u64,
     /// Buckets refused because they were not after the series' last sample.
     pub out_of_order: u64,
+    /// Buckets of new series refused by `max_series_per_host` or `max_series`.
+    pub over_limit: u64,
     /// Log records written.
     pub logs: u64,
     /// Check results stored.
@@ -46,8 +51,93 @@ pub struct ImportOutcome {
     pub accepted: u64,
     /// Samples at or before the series' previous sample, per rrdtool update.
     pub out_of_order: u64,
+    /// Samples of new series refused by `max_series_per_host` or `max_series`.
+    pub over_limit: u64,
     /// The same, per series in the order given.
     pub per_series: Vec<super::Accepted>,
+}
+
+/// `[archives] max_series_per_host` and `max_series`: a new series beyond
+/// either is refused (its samples counted, never stored) while the series a
+/// host already has go on. Counted are series holding data in memory, which is
+/// what a series costs (docs/fleet-scale.md has the measured bytes per series).
+#[derive(Debug)]
+pub(super) struct SeriesLimits {
+    per_host: AtomicU64,
+    total: AtomicU64,
+    refused_per_host: AtomicU64,
+    refused_total: AtomicU64,
+    refused_samples: AtomicU64,
+    /// When the refusals were last logged, and how many since.
+    log: Mutex<(Option<Instant>, u64)>,
+}
+
+/// Default `[archives] max_series_per_host`.
+pub const DEFAULT_MAX_SERIES_PER_HOST: u64 = 10_000;
+/// Default `[archives] max_series`.
+pub const DEFAULT_MAX_SERIES: u64 = 1_000_000;
+/// Refusals are logged at most this often (they are counted every time).
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+
+impl Default for SeriesLimits {
+    fn default() -> Self {
+        Self {
+            per_host: AtomicU64::new(DEFAULT_MAX_SERIES_PER_HOST),
+            total: AtomicU64::new(DEFAULT_MAX_SERIES),
+            refused_per_host: AtomicU64::new(0),
+            refused_total: AtomicU64::new(0),
+            refused_samples: AtomicU64::new(0),
+            log: Mutex::new((None, 0)),
+        }
+    }
+}
+
+impl SeriesLimits {
+    fn get(&self) -> (u64, u64) {
+        (
+            self.per_host.load(Ordering::Relaxed),
+            self.total.load(Ordering::Relaxed),
+        )
+    }
+
+    fn refused_samples(&self, n: u64) {
+        self.refused_samples.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts refused new series and logs them, at most once a minute.
+    fn refused_series(&self, host_id: i64, (per_host, total): (u64, u64)) {
+        if per_host + total == 0 {
+            return;
+        }
+        self.refused_per_host.fetch_add(per_host, Ordering::Relaxed);
+        self.refused_total.fetch_add(total, Ordering::Relaxed);
+        let mut log = self.log.lock().expect("series limit log poisoned");
+        log.1 += per_host + total;
+        if log.0.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_EVERY) {
+            let (max_host, max_total) = self.get();
+            tracing::warn!(
+                host_id,
+                refused_now_per_host = per_host,
+                refused_now_total = total,
+                refused_since_last_log = log.1,
+                max_series_per_host = max_host,
+                max_series = max_total,
+                "new series refused: a cap on series is reached ([archives] max_series_per_host, max_series); their samples are dropped and counted in metrolog_series_refused_total"
+            );
+            *log = (Some(Instant::now()), 0);
+        }
+    }
+}
+
+/// What the series caps refused since start, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SeriesRefusals {
+    /// New series refused by `max_series_per_host`.
+    pub per_host: u64,
+    /// New series refused by `max_series`.
+    pub total: u64,
+    /// Their samples (buckets), dropped.
+    pub samples: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -198,6 +288,7 @@ impl Store {
                     duplicate: true,
                     stored: 0,
                     out_of_order: 0,
+                    over_limit: 0,
                     logs: 0,
                     checks: 0,
                     came_up,
@@ -206,10 +297,15 @@ impl Store {
         }
         let keys: Vec<&SeriesKey> = req.series.iter().map(|(k, _)| k).collect();
         let (ids, new_ids) = self.series_ids_tx(tx, host_id, &keys).await?;
+        let mut over_limit = 0;
         let per_series = ids
             .iter()
             .zip(&req.series)
-            .map(|(id, (_, buckets))| {
+            .filter_map(|(id, (_, buckets))| {
+                let Some(id) = id else {
+                    over_limit += buckets.len() as u64;
+                    return None;
+                };
                 let samples = buckets
                     .iter()
                     .map(|b| Sample {
@@ -218,9 +314,10 @@ impl Store {
                         ext: Some((b.min, b.max)),
                     })
                     .collect();
-                (*id, true, samples)
+                Some((*id, true, samples))
             })
             .collect();
+        self.series_limits.refused_samples(over_limit);
         let (journaled, accepted) = self.journal_tx(tx, per_series).await?;
         if !req.logs.is_empty() {
             super::logs::insert_tx(tx, Some(host_id), &req.logs, LogSource::Agent).await?;
@@ -239,6 +336,7 @@ impl Store {
             duplicate: false,
             stored: accepted.iter().map(|a| a.accepted).sum(),
             out_of_order: accepted.iter().map(|a| a.out_of_order).sum(),
+            over_limit,
             logs: req.logs.len() as u64,
             checks: req.checks.len() as u64,
             came_up,
@@ -290,7 +388,7 @@ impl Store {
         let per_series = ids
             .iter()
             .zip(series)
-            .map(|(id, (_, points))| {
+            .filter_map(|(id, (_, points))| {
                 let samples = points
                     .iter()
                     .map(|&(ts, value)| Sample {
@@ -299,10 +397,25 @@ impl Store {
                         ext: None,
                     })
                     .collect();
-                (*id, false, samples)
+                id.map(|id| (id, false, samples))
             })
             .collect();
-        let (journaled, accepted) = self.journal_tx(&mut tx, per_series).await?;
+        let (journaled, kept) = self.journal_tx(&mut tx, per_series).await?;
+        // Back to one answer per series given, refused ones included.
+        let mut kept = kept.into_iter();
+        let accepted: Vec<super::Accepted> = ids
+            .iter()
+            .zip(series)
+            .map(|(id, (_, points))| match id {
+                Some(_) => kept.next().unwrap_or_default(),
+                None => super::Accepted {
+                    over_limit: points.len() as u64,
+                    ..Default::default()
+                },
+            })
+            .collect();
+        let over_limit: u64 = accepted.iter().map(|a| a.over_limit).sum();
+        self.series_limits.refused_samples(over_limit);
         let t = now();
         let came_up = touch(&mut tx, host_id, t).await?;
         tx.commit().await?;
@@ -341,50 +454,102 @@ impl Store {
         Ok(ImportOutcome {
             accepted: accepted.iter().map(|a| a.accepted).sum(),
             out_of_order: accepted.iter().map(|a| a.out_of_order).sum(),
+            over_limit,
             per_series: accepted,
         })
     }
 
-    /// Ids of the series `keys` of `host_id`, created as needed inside `tx`; also
-    /// the ids created, to cache once `tx` commits.
+    /// Ids of the series `keys` of `host_id`, created as needed inside `tx`
+    /// (`None` for a new series the caps refuse, see [`SeriesLimits`]); also the
+    /// ids looked up or created, to cache once `tx` commits.
     #[allow(clippy::type_complexity)]
     async fn series_ids_tx(
         &self,
         tx: &mut Transaction<'_, Sqlite>,
         host_id: i64,
         keys: &[&SeriesKey],
-    ) -> Result<(Vec<i64>, Vec<((i64, String, String), i64)>)> {
+    ) -> Result<(Vec<Option<i64>>, Vec<((i64, String, String), i64)>)> {
         let mut new_ids = Vec::new();
         let mut ids = Vec::with_capacity(keys.len());
-        for key in keys {
-            let labels = key.labels_text();
-            let cached = self
-                .series_ids
-                .lock()
-                .expect("series cache poisoned")
-                .get(&(host_id, key.name.as_str().to_string(), labels.clone()))
-                .copied();
-            let id = match cached {
-                Some(id) => id,
-                None => {
-                    let id: i64 = sqlx::query_scalar(
-                        "INSERT INTO series (host_id, name, labels, labels_json) VALUES (?, ?, ?, ?)
-                         ON CONFLICT (host_id, name, labels) DO UPDATE SET name = excluded.name
-                         RETURNING id",
-                    )
-                    .bind(host_id)
-                    .bind(key.name.as_str())
-                    .bind(&labels)
-                    .bind(serde_json::to_string(&key.labels).unwrap_or_else(|_| "{}".into()))
-                    .fetch_one(&mut **tx)
-                    .await?;
-                    new_ids.push(((host_id, key.name.as_str().to_string(), labels), id));
-                    id
+        let mut missing = Vec::new();
+        {
+            let cache = self.series_ids.lock().expect("series cache poisoned");
+            for (i, key) in keys.iter().enumerate() {
+                let labels = key.labels_text();
+                let k = (host_id, key.name.as_str().to_string(), labels);
+                ids.push(cache.get(&k).copied());
+                if ids[i].is_none() {
+                    missing.push((i, k));
                 }
-            };
-            ids.push(id);
+            }
         }
+        if missing.is_empty() {
+            return Ok((ids, new_ids));
+        }
+        // Series of this host not cached: one read of the host's series (as
+        // many rows as the cap allows it to have) tells existing from new.
+        let existing: HashMap<(String, String), i64> = sqlx::query_as::<_, (String, String, i64)>(
+            "SELECT name, labels, id FROM series WHERE host_id = ?",
+        )
+        .bind(host_id)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .map(|(n, l, id)| ((n, l), id))
+        .collect();
+        let (mut host_n, mut total_n) = self.cache().series_count(host_id);
+        let (per_host_max, total_max) = self.series_limits.get();
+        let mut refused = (0u64, 0u64);
+        for (i, k) in missing {
+            if let Some(&id) = existing.get(&(k.1.clone(), k.2.clone())) {
+                ids[i] = Some(id);
+                new_ids.push((k, id));
+                continue;
+            }
+            if host_n >= per_host_max {
+                refused.0 += 1;
+                continue;
+            }
+            if total_n >= total_max {
+                refused.1 += 1;
+                continue;
+            }
+            let key = keys[i];
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO series (host_id, name, labels, labels_json) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (host_id, name, labels) DO UPDATE SET name = excluded.name
+                 RETURNING id",
+            )
+            .bind(host_id)
+            .bind(key.name.as_str())
+            .bind(&k.2)
+            .bind(serde_json::to_string(&key.labels).unwrap_or_else(|_| "{}".into()))
+            .fetch_one(&mut **tx)
+            .await?;
+            host_n += 1;
+            total_n += 1;
+            ids[i] = Some(id);
+            new_ids.push((k, id));
+        }
+        self.series_limits.refused_series(host_id, refused);
         Ok((ids, new_ids))
+    }
+
+    /// Sets `[archives] max_series_per_host` and `max_series` (both at least 1).
+    pub fn set_series_limits(&self, per_host: u64, total: u64) {
+        let l = &self.series_limits;
+        l.per_host.store(per_host.max(1), Ordering::Relaxed);
+        l.total.store(total.max(1), Ordering::Relaxed);
+    }
+
+    /// What the series caps refused since start.
+    pub fn series_refusals(&self) -> SeriesRefusals {
+        let l = &self.series_limits;
+        SeriesRefusals {
+            per_host: l.refused_per_host.load(Ordering::Relaxed),
+            total: l.refused_total.load(Ordering::Relaxed),
+            samples: l.refused_samples.load(Ordering::Relaxed),
+        }
     }
 
     /// Only committed ids enter the cache.
@@ -545,6 +710,7 @@ mod tests {
                 duplicate: false,
                 stored: 2,
                 out_of_order: 0,
+                over_limit: 0,
                 logs: 0,
                 checks: 0,
                 came_up: false,
@@ -780,5 +946,122 @@ mod group_commit_tests {
         }
         assert_eq!((ok, failed), (20, 1));
         assert_eq!(store.series(None, Some("cpu.*")).await.unwrap().len(), 20);
+    }
+}
+
+#[cfg(test)]
+mod series_limit_tests {
+    use crate::store::{temp_store, HostFacts, HostSource, SeriesRefusals, Store};
+    use metrolog_protocol::{BatchId, Bucket, Labels, SeriesKey};
+
+    async fn host(store: &Store, name: &str) -> i64 {
+        let facts = HostFacts {
+            hostname: name.into(),
+            instance_id: None,
+            group: None,
+            labels: Labels::new(),
+            agent_version: None,
+        };
+        store.upsert_host(&facts, HostSource::Agent).await.unwrap()
+    }
+
+    fn batch(from: usize, n: usize, ts: i64) -> Vec<(SeriesKey, Vec<Bucket>)> {
+        (from..from + n)
+            .map(|i| {
+                let key = SeriesKey::new(&format!("flood.s{i}"), Labels::new()).unwrap();
+                let b = Bucket {
+                    ts,
+                    avg: 1.0,
+                    min: 1.0,
+                    max: 1.0,
+                    last: 1.0,
+                    count: 10,
+                };
+                (key, vec![b])
+            })
+            .collect()
+    }
+
+    fn id(seq: u64) -> BatchId {
+        BatchId {
+            stream: "s".into(),
+            seq,
+        }
+    }
+
+    /// A host sending 100 000 series gets the cap: the rest is refused and
+    /// counted, its existing series go on, and other hosts are not starved
+    /// until the global cap.
+    #[tokio::test]
+    async fn a_host_sending_100_000_series_gets_the_cap_not_the_memory() {
+        let (store, _dir) = temp_store().await;
+        store.set_series_limits(1_000, 1_500);
+        let flood = host(&store, "flood").await;
+        let t = 1_700_000_010;
+        let out = store
+            .commit_batch(
+                flood,
+                &id(1),
+                batch(0, 100_000, t),
+                Default::default(),
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!((out.stored, out.over_limit), (1_000, 99_000));
+        assert_eq!(store.archive_stats().series, 1_000);
+        let stored = store.series(Some(flood), Some("flood.*")).await.unwrap();
+        assert_eq!(stored.len(), 1_000, "refused series leave no row either");
+        assert_eq!(
+            store.series_refusals(),
+            SeriesRefusals {
+                per_host: 99_000,
+                total: 0,
+                samples: 99_000
+            }
+        );
+        // The next batch: the 1 000 it has go on, new ones are still refused.
+        let out = store
+            .commit_batch(
+                flood,
+                &id(2),
+                batch(0, 1_200, t + 10),
+                Default::default(),
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!((out.stored, out.over_limit), (1_000, 200));
+        // Another host gets its series until the global cap (1 500).
+        let other = host(&store, "other").await;
+        let out = store
+            .commit_batch(
+                other,
+                &id(1),
+                batch(0, 800, t),
+                Default::default(),
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!((out.stored, out.over_limit), (500, 300));
+        assert_eq!(store.archive_stats().series, 1_500);
+        assert_eq!(store.series_refusals().total, 300);
+        // Imports (and so Graphite) are capped the same way.
+        let imported = host(&store, "graphite-1").await;
+        let series: Vec<(SeriesKey, Vec<(i64, f64)>)> = (0..10)
+            .map(|i| {
+                let key = SeriesKey::new(&format!("carbon.s{i}"), Labels::new()).unwrap();
+                (key, vec![(t, 1.0)])
+            })
+            .collect();
+        let out = store.import_samples(imported, &series).await.unwrap();
+        assert_eq!((out.accepted, out.over_limit), (0, 10));
+        assert!(out.per_series.iter().all(|a| a.over_limit == 1));
+        // Removing the flooding host frees its share.
+        store.set_series_limits(1_000, 1_500);
+        store.delete_host(flood).await.unwrap();
+        let out = store.import_samples(imported, &series).await.unwrap();
+        assert_eq!((out.accepted, out.over_limit), (10, 0));
     }
 }

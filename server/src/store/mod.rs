@@ -27,7 +27,10 @@ pub use catalog::CatalogRow;
 pub use checks::CheckRow;
 pub use groups::{GroupMembers, MemberSeries};
 pub use hosts::{HostFacts, HostFilter, HostRow, HostSource, HostState};
-pub use metrics::{CommitOutcome, ImportOutcome, SeriesRow};
+pub use metrics::{
+    CommitOutcome, ImportOutcome, SeriesRefusals, SeriesRow, DEFAULT_MAX_SERIES,
+    DEFAULT_MAX_SERIES_PER_HOST,
+};
 pub use outbox::{AttemptRow, DeliveryFilter, DeliveryRow, DeliveryView, Flush};
 pub use scaling::{HookDelivery, Requeue, StoredPolicy};
 
@@ -128,6 +131,8 @@ pub struct Store {
     checkpointers: [checkpoint::Checkpointer; 2],
     /// Where every commit is published once it is durable (see `events`).
     bus: crate::events::Bus,
+    /// Caps on the number of series, and what they refused.
+    series_limits: metrics::SeriesLimits,
 }
 
 const SERIES_CACHE_MAX: usize = 1_000_000;
@@ -233,6 +238,7 @@ impl Store {
             log_index,
             checkpointers,
             bus: crate::events::Bus::new(),
+            series_limits: metrics::SeriesLimits::default(),
         })
     }
 

@@ -50,6 +50,8 @@ struct SeriesHot {
 pub(crate) struct ArchiveCache {
     spec: Arc<RrdSpec>,
     series: HashMap<i64, SeriesHot>,
+    /// Series in `series` per host, for the series caps.
+    per_host: HashMap<i64, u64>,
     /// Last journal seq committed (and applied).
     seq: i64,
     /// Journal rows exist that no flush has removed yet.
@@ -147,6 +149,8 @@ pub struct Accepted {
     pub accepted: u64,
     /// At or before the series' last sample (or before an earlier one in the request).
     pub out_of_order: u64,
+    /// Of a new series refused by `max_series_per_host` or `max_series`.
+    pub over_limit: u64,
 }
 
 /// What one flush wrote.
@@ -182,6 +186,7 @@ impl ArchiveCache {
         Self {
             spec: Arc::new(spec),
             series: HashMap::new(),
+            per_host: HashMap::new(),
             seq: 0,
             journal_dirty: false,
             epoch: {
@@ -233,6 +238,7 @@ impl ArchiveCache {
                 let Ok(state) = RrdState::new(spec, start) else {
                     return 0;
                 };
+                *self.per_host.entry(host_id).or_default() += 1;
                 v.insert(SeriesHot {
                     host_id,
                     state,
@@ -272,6 +278,15 @@ impl ArchiveCache {
 
     pub(super) fn forget_hosts(&mut self, host_ids: &[i64]) {
         self.series.retain(|_, h| !host_ids.contains(&h.host_id));
+        self.per_host.retain(|h, _| !host_ids.contains(h));
+    }
+
+    /// Series holding data: of `host_id`, and in all.
+    pub(super) fn series_count(&self, host_id: i64) -> (u64, u64) {
+        (
+            self.per_host.get(&host_id).copied().unwrap_or(0),
+            self.series.len() as u64,
+        )
     }
 
     /// Series of `host_ids` whose newest sample is before `cutoff`.
@@ -285,7 +300,11 @@ impl ArchiveCache {
 
     pub(super) fn forget_series(&mut self, series_ids: &[i64]) {
         for id in series_ids {
-            self.series.remove(id);
+            if let Some(h) = self.series.remove(id) {
+                if let Some(n) = self.per_host.get_mut(&h.host_id) {
+                    *n = n.saturating_sub(1);
+                }
+            }
         }
     }
 }
@@ -358,6 +377,7 @@ impl Store {
                 out.push(Accepted {
                     accepted: keep.len() as u64,
                     out_of_order: rejected,
+                    over_limit: 0,
                 });
                 if !keep.is_empty() {
                     entries.push(Entry {
@@ -416,10 +436,12 @@ impl Store {
                         _ => None,
                     };
                     cache.seq = cache.seq.max(applied_seq);
+                    let host_id: i64 = r.get(1);
+                    *cache.per_host.entry(host_id).or_default() += 1;
                     cache.series.insert(
                         series_id,
                         SeriesHot {
-                            host_id: r.get(1),
+                            host_id,
                             state,
                             pending: Vec::new(),
                             applied_seq,
