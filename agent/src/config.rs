@@ -74,6 +74,8 @@ pub struct AgentConfig {
     pub munin: Option<crate::munin::MuninConfig>,
     /// `[[scrape]]`: Prometheus exporters scraped (see `docs/scrape.md`).
     pub scrape: Vec<crate::scrape::ScrapeConfig>,
+    /// `[cloud]`: metadata facts and user-data settings (see `docs/cloud.md`).
+    pub cloud: crate::cloud::CloudConfig,
 }
 
 impl AgentConfig {
@@ -94,6 +96,7 @@ impl AgentConfig {
             spool: SpoolConfig::default(),
             munin: None,
             scrape: Vec::new(),
+            cloud: crate::cloud::CloudConfig::default(),
         }
     }
 
@@ -146,6 +149,7 @@ impl AgentConfig {
             m.validate(&mut errs);
         }
         crate::scrape::config::validate_all(&self.scrape, &mut errs);
+        self.cloud.validate(&mut errs);
         let mut names = std::collections::HashSet::new();
         for (i, c) in self.checks.iter().enumerate() {
             c.validate(&format!("checks[{i}]"), &mut errs);
@@ -833,6 +837,7 @@ pub struct FileConfig {
     pub spool: Option<SpoolConfig>,
     pub munin: Option<crate::munin::MuninConfig>,
     pub scrape: Option<Vec<crate::scrape::ScrapeConfig>>,
+    pub cloud: Option<crate::cloud::CloudConfig>,
 }
 
 /// `server` may be one URL or a list.
@@ -884,14 +889,31 @@ impl FileConfig {
                 "spool" => cfg.spool = section(&key, value, &mut errs),
                 "munin" => cfg.munin = section(&key, value, &mut errs),
                 "scrape" => cfg.scrape = array(&key, value, &mut errs),
+                "cloud" => cfg.cloud = section(&key, value, &mut errs),
                 _ => errs.push(
                     key.as_str(),
                     "unknown key (expected one of server, enroll_token, group, hostname, \
-                     instance_id, state_dir, procfs, labels, metrics, logs, checks, spool, munin, scrape)",
+                     instance_id, state_dir, procfs, labels, metrics, logs, checks, spool, munin, scrape, cloud)",
                 ),
             }
         }
         (cfg, errs)
+    }
+
+    /// This file's keys over `lower`'s, for the keys user-data may set
+    /// (`server`, `enroll_token`, `group`, `labels` merged key by key).
+    pub fn over(mut self, lower: FileConfig) -> FileConfig {
+        self.server = self.server.or(lower.server);
+        self.enroll_token = self.enroll_token.or(lower.enroll_token);
+        self.group = self.group.or(lower.group);
+        self.labels = match (lower.labels, self.labels) {
+            (Some(mut under), Some(over)) => {
+                under.extend(over);
+                Some(under)
+            }
+            (under, over) => over.or(under),
+        };
+        self
     }
 
     pub fn read(path: &Path) -> Result<Self, ConfigErrors> {
@@ -1028,6 +1050,8 @@ pub struct Overrides {
     pub procfs: Option<PathBuf>,
     pub sample_interval: Option<String>,
     pub ship_interval: Option<String>,
+    /// `cloud.metadata_url` (`METROLOG_AGENT_METADATA_URL`).
+    pub metadata_url: Option<String>,
 }
 
 impl Overrides {
@@ -1059,6 +1083,7 @@ impl Overrides {
             procfs: get("PROCFS").map(PathBuf::from),
             sample_interval: get("SAMPLE_INTERVAL"),
             ship_interval: get("SHIP_INTERVAL"),
+            metadata_url: get("METADATA_URL"),
         }
     }
 
@@ -1081,6 +1106,7 @@ impl Overrides {
             procfs: self.procfs.or(lower.procfs),
             sample_interval: self.sample_interval.or(lower.sample_interval),
             ship_interval: self.ship_interval.or(lower.ship_interval),
+            metadata_url: self.metadata_url.or(lower.metadata_url),
         }
     }
 }
@@ -1095,6 +1121,21 @@ pub fn load(flags: Overrides, env: Overrides) -> Result<AgentConfig, ConfigError
         None => FileConfig::default(),
     };
     merge(top, file)
+}
+
+/// [`load`] with `under` (agent settings from cloud user-data) layered
+/// between the file and the defaults.
+pub fn load_under(
+    flags: Overrides,
+    env: Overrides,
+    under: FileConfig,
+) -> Result<AgentConfig, ConfigErrors> {
+    let top = flags.over(env);
+    let file = match &top.config {
+        Some(path) => FileConfig::read(path)?,
+        None => FileConfig::default(),
+    };
+    merge(top, file.over(under))
 }
 
 fn merge(top: Overrides, file: FileConfig) -> Result<AgentConfig, ConfigErrors> {
@@ -1149,6 +1190,10 @@ fn merge(top: Overrides, file: FileConfig) -> Result<AgentConfig, ConfigErrors> 
     cfg.spool = file.spool.unwrap_or_default();
     cfg.munin = file.munin;
     cfg.scrape = file.scrape.unwrap_or_default();
+    cfg.cloud = file.cloud.unwrap_or_default();
+    if let Some(url) = top.metadata_url {
+        cfg.cloud.metadata_url = Some(url);
+    }
     errs.into_result().map(|()| cfg)
 }
 

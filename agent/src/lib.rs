@@ -13,6 +13,7 @@
 //! ```
 
 pub mod checks;
+pub mod cloud;
 pub mod collect;
 pub mod config;
 pub mod downsample;
@@ -169,6 +170,7 @@ pub async fn run(
         .with_checks(check_book.clone());
     let scrape_book = std::sync::Arc::new(scrape::SampleBook::default());
     let scrapes = scrape::Scrapes::start(&config.scrape, scrape_book.clone());
+    scrape_book.push(cloud::failure_series());
     let sampler = sampler.with_samples(scrape_book);
     let munin = config.munin.clone().map(|m| munin::Munin::start(m, check_book.clone()));
     let running_checks =

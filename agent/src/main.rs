@@ -61,6 +61,9 @@ struct RunArgs {
     /// e.g. "10s" [default: 10s]
     #[arg(long, value_name = "DURATION")]
     ship_interval: Option<String>,
+    /// Cloud metadata service to ask at start (cloud.metadata_url) [default: the EC2 address, on EC2 only]
+    #[arg(long, value_name = "URL")]
+    metadata_url: Option<String>,
 }
 
 impl From<RunArgs> for Overrides {
@@ -77,6 +80,7 @@ impl From<RunArgs> for Overrides {
             procfs: a.procfs,
             sample_interval: a.sample_interval,
             ship_interval: a.ship_interval,
+            metadata_url: a.metadata_url,
         }
     }
 }
@@ -98,7 +102,21 @@ fn main() -> ExitCode {
             }
         };
     }
-    let cfg = match config::load(cli.run.into(), env) {
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Flags, environment and file, with what cloud metadata and user-data
+    // say under them (no request unless on EC2 or cloud.metadata_url is set).
+    let cfg = match runtime.block_on(metrolog_agent::cloud::configure(cli.run.into(), env)) {
         Ok(c) => c,
         Err(errs) => {
             for e in &errs.0 {
@@ -113,18 +131,6 @@ fn main() -> ExitCode {
         }
         return ExitCode::FAILURE;
     }
-    init_tracing();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .max_blocking_threads(4)
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     match runtime.block_on(metrolog_agent::run(cfg, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
