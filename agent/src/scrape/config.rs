@@ -21,10 +21,10 @@ pub struct ScrapeConfig {
     /// How often it is scraped (default 10s).
     #[serde(with = "serde_duration")]
     pub interval: Duration,
-    /// A scrape not done after this fails with reason `timeout` (default 5s;
-    /// at most `interval`).
-    #[serde(with = "serde_duration")]
-    pub timeout: Duration,
+    /// A scrape not done after this fails with reason `timeout` (default 5s,
+    /// or the interval when shorter; at most `interval`). See [`Self::timeout`].
+    #[serde(deserialize_with = "some_duration")]
+    pub timeout: Option<Duration>,
     /// A scrape with more samples fails whole with reason `sample_limit`, as
     /// in Prometheus (default 5000).
     pub sample_limit: usize,
@@ -42,7 +42,7 @@ impl Default for ScrapeConfig {
             name: String::new(),
             url: String::new(),
             interval: Duration::from_secs(10),
-            timeout: Duration::from_secs(5),
+            timeout: None,
             sample_limit: 5000,
             body_limit: 16 << 20,
             labels: Labels::new(),
@@ -50,7 +50,20 @@ impl Default for ScrapeConfig {
     }
 }
 
+/// Timeout of a target that sets none (cut to its interval when shorter).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn some_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    serde_duration::deserialize(d).map(Some)
+}
+
 impl ScrapeConfig {
+    /// The timeout in force: the one set, else 5s or the interval when shorter.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+            .unwrap_or_else(|| DEFAULT_TIMEOUT.min(self.interval))
+    }
+
     /// Every problem of this target, keys prefixed with `at` (`scrape[0]`).
     pub fn problems(&self, at: &str) -> ConfigErrors {
         let mut errs = ConfigErrors::default();
@@ -89,9 +102,9 @@ impl ScrapeConfig {
         if self.interval < Duration::from_secs(1) || self.interval > Duration::from_secs(3600) {
             errs.push(format!("{at}.interval"), "must be between 1s and 1h");
         }
-        if self.timeout.is_zero() {
+        if self.timeout().is_zero() {
             errs.push(format!("{at}.timeout"), "must be greater than 0");
-        } else if self.timeout > self.interval {
+        } else if self.timeout() > self.interval {
             errs.push(
                 format!("{at}.timeout"),
                 "must be at most the interval (a scrape never overlaps the next)",
@@ -144,11 +157,22 @@ mod tests {
             ..ScrapeConfig::default()
         };
         assert!(ok.problems("scrape[0]").is_empty());
+        assert_eq!(ok.timeout(), DEFAULT_TIMEOUT);
+        let quick = ScrapeConfig {
+            interval: Duration::from_secs(2),
+            ..ok.clone()
+        };
+        assert_eq!(
+            quick.timeout(),
+            Duration::from_secs(2),
+            "cut to the interval"
+        );
+        assert!(quick.problems("scrape[0]").is_empty());
         let bad = ScrapeConfig {
             name: "Node Exporter".into(),
             url: "ftp://x".into(),
             interval: Duration::from_secs(5),
-            timeout: Duration::from_secs(6),
+            timeout: Some(Duration::from_secs(6)),
             sample_limit: 0,
             body_limit: 10,
             labels: [("job".to_string(), "x".to_string())].into(),

@@ -58,7 +58,7 @@ impl Scrapes {
                     "scrape {} every {} (timeout {}, sample_limit {}): {}",
                     t.name,
                     humantime::format_duration(t.interval),
-                    humantime::format_duration(t.timeout),
+                    humantime::format_duration(t.timeout()),
                     t.sample_limit,
                     t.url
                 );

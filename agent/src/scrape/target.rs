@@ -126,10 +126,10 @@ impl Target {
     pub async fn scrape_once(&mut self) -> Vec<(SeriesKey, f64)> {
         let started = Instant::now();
         let now = unix_now();
-        let result = match tokio::time::timeout(self.cfg.timeout, self.fetch()).await {
+        let result = match tokio::time::timeout(self.cfg.timeout(), self.fetch()).await {
             Ok(Ok((body, format))) => self.convert(body, format, now).await,
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(ScrapeError::Timeout(self.cfg.timeout)),
+            Err(_) => Err(ScrapeError::Timeout(self.cfg.timeout())),
         };
         let took = started.elapsed();
         let (mut out, up, samples) = match result {
@@ -219,7 +219,7 @@ impl Target {
             .header(reqwest::header::ACCEPT, ACCEPT)
             .header(
                 "X-Prometheus-Scrape-Timeout-Seconds",
-                format!("{}", self.cfg.timeout.as_secs_f64()),
+                format!("{}", self.cfg.timeout().as_secs_f64()),
             )
             .send()
             .await
@@ -380,7 +380,7 @@ mod tests {
         let mut cfg = ScrapeConfig {
             name: "t".into(),
             url,
-            timeout: Duration::from_millis(500),
+            timeout: Some(Duration::from_millis(500)),
             ..ScrapeConfig::default()
         };
         tune(&mut cfg);
@@ -471,7 +471,7 @@ mod tests {
     #[tokio::test]
     async fn a_hanging_target_is_cut_by_the_timeout() {
         let mut t = target(exporter(Answer::Hang).await, |c| {
-            c.timeout = Duration::from_millis(300)
+            c.timeout = Some(Duration::from_millis(300))
         });
         let started = Instant::now();
         let out = t.scrape_once().await;
@@ -489,7 +489,7 @@ mod tests {
         let mut t = target(exporter(Answer::Endless(50 << 20)).await, |c| {
             c.body_limit = 1 << 20;
             c.sample_limit = 1_000_000;
-            c.timeout = Duration::from_secs(5);
+            c.timeout = Some(Duration::from_secs(5));
         });
         let out = t.scrape_once().await;
         assert_eq!(prom_series(&out), 0);
