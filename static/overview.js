@@ -19,7 +19,10 @@ function render(groups) {
   const root = document.getElementById("groups");
   const out = [];
   if (groups.length === 0) {
-    out.push(el("p", { class: "empty" }, "No host has reported yet. Start an agent: see the README."));
+    // The server's empty state carries the enroll command: keep it as it is.
+    const empty = document.getElementById("no-agents");
+    if (empty) return;
+    out.push(el("p", { class: "empty" }, "No agent yet: reload the page to see the command that enrolls one."));
   }
   for (const g of groups) {
     const tbody = el("tbody");

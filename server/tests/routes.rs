@@ -82,6 +82,11 @@ fn expect(access: Access, who: Who) -> Expect {
             EnrollToken | AgentToken => Forbidden,
             _ => Allowed,
         },
+        Access::AdminPage => match who {
+            Nobody => ToLogin,
+            AdminToken | AdminSession | AdminSessionNoCsrf => Allowed,
+            _ => Forbidden,
+        },
         Access::SessionForm => match who {
             Nobody => ToLogin,
             ViewerSession | AdminSession => Allowed,

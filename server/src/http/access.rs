@@ -25,6 +25,8 @@ pub enum Access {
     /// A dashboard page: any operator; without a session, a redirect to
     /// `/login`.
     Page,
+    /// A dashboard page for admins only: 403 for a viewer.
+    AdminPage,
     /// A dashboard form any logged-in operator may send (log out): the
     /// session's CSRF token in the `csrf` field, else 403.
     SessionForm,
@@ -79,6 +81,16 @@ pub const ROUTES: &[Route] = &[
         "/groups/{name}/scaling/deliveries/{id}/retry",
         AdminForm,
     ),
+    r(Method::GET, "/admin", AdminPage),
+    r(Method::POST, "/admin/users", AdminForm),
+    r(Method::POST, "/admin/users/{id}/role", AdminForm),
+    r(Method::POST, "/admin/users/{id}/disable", AdminForm),
+    r(Method::POST, "/admin/users/{id}/enable", AdminForm),
+    r(Method::POST, "/admin/users/{id}/password", AdminForm),
+    r(Method::POST, "/admin/tokens", AdminForm),
+    r(Method::POST, "/admin/tokens/{id}/revoke", AdminForm),
+    r(Method::POST, "/admin/agents/{id}/revoke", AdminForm),
+    r(Method::POST, "/admin/agents/{id}/remove", AdminForm),
     // Agent protocol.
     r(Method::POST, "/api/v1/agent/enroll", Enroll),
     r(Method::POST, "/api/v1/agent/batch", Agent),

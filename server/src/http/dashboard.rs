@@ -232,6 +232,9 @@ struct OverviewPage<'a> {
     csrf: &'a str,
     groups: &'a [OverviewGroup],
     asset_version: &'a str,
+    /// With no host yet, for an admin: the command that enrolls an instance,
+    /// with a fresh enrollment token.
+    enroll_command: Option<String>,
 }
 
 impl OverviewPage<'_> {
@@ -266,18 +269,56 @@ pub fn group_href(name: &str) -> String {
 /// What the overview calls hosts without a group.
 const NO_GROUP: &str = "(no group)";
 
-async fn overview(State(state): State<AppState>, PageUser(op): PageUser) -> Response {
+/// The name of the enrollment token the empty overview shows (each showing
+/// revokes the one before: only the latest page's command works).
+const ONBOARDING_TOKEN: &str = "dashboard-onboarding";
+
+async fn overview(
+    State(state): State<AppState>,
+    PageUser(op): PageUser,
+    headers: HeaderMap,
+) -> Response {
     let groups = match overview_data(&state).await {
         Ok(g) => g,
         Err(e) => return e.into_response(),
     };
-    render(&OverviewPage {
+    let mut enroll_command = None;
+    if groups.is_empty() && op.role == crate::auth::Role::Admin {
+        let token = crate::auth::new_token();
+        let rotate = async {
+            state
+                .store
+                .revoke_tokens_named(ONBOARDING_TOKEN, "enroll")
+                .await?;
+            state
+                .store
+                .insert_token(
+                    ONBOARDING_TOKEN,
+                    "enroll",
+                    &token_hash(token.expose()),
+                    None,
+                )
+                .await
+        };
+        if let Err(e) = rotate.await {
+            return AppError::from(e).into_response();
+        }
+        enroll_command = Some(super::admin_page::enroll_command(
+            &super::headers::server_url(&headers),
+            token.expose(),
+        ));
+    }
+    let mut resp = render(&OverviewPage {
         user: &op.name,
         role: op.role.as_str(),
         csrf: op.csrf.as_deref().unwrap_or(""),
         groups: &groups,
         asset_version: assets::version(),
-    })
+        enroll_command,
+    });
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 /// One graph panel: its caption and the query string it draws

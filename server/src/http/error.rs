@@ -37,6 +37,23 @@ pub struct StorageFull(pub String);
 pub type ApiResult<T> = Result<T, AppError>;
 
 impl AppError {
+    /// The status the client gets.
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    /// The message the client sees (never an internal detail), for a page
+    /// that shows it.
+    pub fn message(&self) -> &str {
+        self.parts().2
+    }
+
+    /// Whether it is the server's fault (logged by the middleware: answer with
+    /// the error itself rather than a page).
+    pub fn is_internal(&self) -> bool {
+        self.status().is_server_error()
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, &str) {
         match self {
             AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),

@@ -35,3 +35,24 @@ pub fn is_https(req_headers: &axum::http::HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
 }
+
+/// The URL browsers reach this server at, as the request names it (for the
+/// enroll command the dashboard shows). Falls back to the default address.
+pub fn server_url(req_headers: &axum::http::HeaderMap) -> String {
+    let host = req_headers
+        .get("x-forwarded-host")
+        .or_else(|| req_headers.get(header::HOST))
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+        })
+        .unwrap_or("127.0.0.1:8080");
+    let scheme = if is_https(req_headers) {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{host}")
+}

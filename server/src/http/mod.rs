@@ -2,6 +2,7 @@
 //! dashboard, built by [`app`] so tests can drive it without a socket.
 
 pub mod access;
+mod admin_page;
 mod alarms_page;
 pub mod api;
 mod assets;
@@ -182,6 +183,7 @@ pub fn app(state: AppState) -> Router {
         .merge(logs_page::router())
         .merge(alarms_page::router())
         .merge(scaling_page::router())
+        .merge(admin_page::router())
         .merge(assets::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -372,3 +372,16 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// Live agent credentials per host id (hosts without any are absent).
+    pub async fn live_agent_tokens(&self) -> Result<std::collections::HashMap<i64, i64>> {
+        let rows = sqlx::query(
+            "SELECT host_id, count(*) FROM tokens
+             WHERE role = 'agent' AND revoked_at IS NULL AND host_id IS NOT NULL GROUP BY host_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}
