@@ -12,6 +12,7 @@ mod liveness;
 mod logs;
 mod notify;
 mod prometheus;
+mod scrape;
 mod pushed_logs;
 mod scaling;
 mod startup;
