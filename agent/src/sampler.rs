@@ -304,15 +304,18 @@ impl Sampler {
                 }
                 _ => Vec::new(),
             };
+            let mut series_meta = Vec::new();
             let checks = match &self.checks {
                 Some(book) if !only_full_logs => {
                     let (results, series) = book.take_batch();
                     metrics.extend(series);
+                    series_meta = book.take_meta();
                     results
                 }
                 _ => Vec::new(),
             };
-            if metrics.is_empty() && logs.is_empty() && checks.is_empty() {
+            if metrics.is_empty() && logs.is_empty() && checks.is_empty() && series_meta.is_empty()
+            {
                 return;
             }
             let batch = Batch {
@@ -324,6 +327,7 @@ impl Sampler {
                 logs,
                 checks,
                 metrics: std::mem::take(&mut metrics),
+                series_meta,
             };
             self.next_seq += 1;
             if !only_full_logs {

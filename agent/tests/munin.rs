@@ -353,6 +353,38 @@ async fn the_output_grammar_becomes_series() {
     let mut seen = Seen::default();
     seen.take(&book);
 
+    // What config says travels as series metadata: titles, categories,
+    // labels, types, thresholds.
+    let meta = book.take_meta();
+    let m = meta
+        .iter()
+        .find(|m| m.name.as_str() == "munin.grammar.bad_name")
+        .expect("metadata of bad-name");
+    assert_eq!(
+        (m.graph.as_str(), m.title.as_deref(), m.category.as_deref()),
+        ("munin.grammar", Some("Grammar fixture"), Some("tests"))
+    );
+    assert_eq!(
+        (
+            m.label.as_deref(),
+            m.warning.as_deref(),
+            m.critical.as_deref()
+        ),
+        (Some("needs sanitising"), Some("10"), Some("20"))
+    );
+    let y = meta
+        .iter()
+        .find(|m| m.name.as_str() == "munin.fixture_root.sub.y")
+        .expect("metadata of the nested graph");
+    assert_eq!(
+        (y.graph.as_str(), y.title.as_deref(), y.kind.as_deref()),
+        (
+            "munin.fixture_root.sub",
+            Some("Nested graph"),
+            Some("DERIVE")
+        )
+    );
+
     // `a.value EPOCH:7`: 7, at the plugin's time (5 s before its run).
     let a = seen.points("munin.grammar.a");
     assert!(!a.is_empty());

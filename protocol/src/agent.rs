@@ -202,6 +202,53 @@ pub struct Batch {
     /// in `metrics` as `check.<name>.<label>` series).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<crate::nagios::CheckResult>,
+    /// What sources say about their series (Munin's graph titles, labels,
+    /// types, thresholds), sent when new or changed; the server keeps the
+    /// latest of each series.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub series_meta: Vec<SeriesMeta>,
+}
+
+/// Longest text of a [`SeriesMeta`] field the server keeps, in bytes.
+pub const MAX_META_TEXT: usize = 1024;
+
+/// How a series is drawn and judged, as its source describes it (Munin's
+/// `graph_title`, `graph_category`, `label`, `type`, `warning`, …). Every
+/// text is optional and at most [`MAX_META_TEXT`] bytes (longer is cut).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SeriesMeta {
+    pub name: crate::series::SeriesName,
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
+    /// The graph the series is drawn in (`munin.load`); the series of one
+    /// graph share it.
+    pub graph: String,
+    /// The series' place in its graph (Munin's field order).
+    #[serde(default)]
+    pub order: u32,
+    /// Title of the graph (`graph_title`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Category the graph is listed under (`graph_category`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// Label of the vertical axis (`graph_vlabel`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlabel: Option<String>,
+    /// The series' name in the legend (`label`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<String>,
+    /// Source type (`GAUGE`, `DERIVE`, `COUNTER`, `ABSOLUTE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Munin ranges (`max`, `min:max`, `min:`): outside is WARNING/CRITICAL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical: Option<String>,
 }
 
 /// The server's answer to a batch: 200 only once the batch is durably committed.
@@ -253,6 +300,7 @@ mod tests {
                     count: 10,
                 }],
             }],
+            series_meta: Vec::new(),
         };
         let text = serde_json::to_string(&batch).unwrap();
         assert!(

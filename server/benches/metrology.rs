@@ -121,6 +121,7 @@ fn batch(seq: u64, keys: &[SeriesKey], t_end: i64, per: i64, rng: &mut Rng) -> B
                     .collect(),
             })
             .collect(),
+        series_meta: Vec::new(),
     }
 }
 
@@ -331,6 +332,7 @@ async fn feed_with(
                             .collect(),
                     })
                     .collect(),
+                series_meta: Vec::new(),
             };
             n += ingestor.ingest(*id, b, now()).await?.accepted;
         }

@@ -199,6 +199,7 @@ fn batch(agent: &mut Agent, ts: i64, cpu: f64) -> Batch {
         metrics,
         logs: Vec::new(),
         checks: Vec::new(),
+        series_meta: Vec::new(),
     }
 }
 
@@ -577,6 +578,7 @@ critical = "~:0"
             }],
             logs: Vec::new(),
             checks: Vec::new(),
+            series_meta: Vec::new(),
         };
         send(&http, &base, &a.token.clone(), &b).await?;
     }
@@ -650,6 +652,7 @@ fn load_batch(agent: &mut Agent, ts: i64, v: f64) -> Batch {
         }],
         logs: Vec::new(),
         checks: Vec::new(),
+        series_meta: Vec::new(),
     }
 }
 

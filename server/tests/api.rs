@@ -33,6 +33,7 @@ fn batch(stream: &str, seq: u64, name: &str, points: &[(i64, f64)]) -> Batch {
                 })
                 .collect(),
         }],
+        series_meta: Vec::new(),
     }
 }
 

@@ -52,6 +52,7 @@ impl TestApp {
                 step: 10,
                 buckets,
             }],
+            series_meta: Vec::new(),
         };
         let r = self.post_batch(token, &batch).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());

@@ -173,6 +173,7 @@ async fn filters_by_host_group_app_severity_text_and_time() {
         metrics: vec![],
         logs: vec![rec("<11>Feb 22 16:45:25 app-1 worker: job failed")],
         checks: Vec::new(),
+        series_meta: Vec::new(),
     };
     app.state
         .ingest

@@ -142,6 +142,7 @@ fn check(status: CheckStatus, seq: u64) -> Batch {
             attempt: 3,
             max_attempts: 3,
         }],
+        series_meta: Vec::new(),
     }
 }
 

@@ -22,6 +22,7 @@ fn batch(seq: u64, checks: Vec<CheckResult>) -> Batch {
         metrics: Vec::new(),
         logs: Vec::new(),
         checks,
+        series_meta: Vec::new(),
     }
 }
 

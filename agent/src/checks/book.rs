@@ -6,7 +6,7 @@
 //! and the drop counted (series `agent.checks.dropped`).
 
 use metrolog_protocol::nagios::CheckResult;
-use metrolog_protocol::{Bucket, SeriesBuckets, SeriesKey};
+use metrolog_protocol::{Bucket, SeriesBuckets, SeriesKey, SeriesMeta};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -15,6 +15,12 @@ use std::sync::Mutex;
 pub const DEFAULT_CAPACITY: usize = 1000;
 /// Results in one batch, at most (16 KiB of output each: a few MiB).
 pub const MAX_PER_BATCH: usize = 200;
+/// Series descriptions waiting for a batch, at most; more are dropped and
+/// counted (`meta_dropped`): a source sends them again when its series
+/// change.
+pub const MAX_META: usize = 20_000;
+/// Series descriptions in one batch, at most.
+pub const MAX_META_PER_BATCH: usize = 2_000;
 
 /// One run: its result and its samples, taken at `result.ts`.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +35,7 @@ pub struct PendingRun {
 #[derive(Debug)]
 pub struct CheckBook {
     runs: Mutex<VecDeque<PendingRun>>,
+    meta: Mutex<VecDeque<SeriesMeta>>,
     capacity: usize,
     /// Results dropped because the book was full, since start.
     pub dropped: AtomicU64,
@@ -36,6 +43,8 @@ pub struct CheckBook {
     pub perf_skipped: AtomicU64,
     /// Runs done since start.
     pub runs_done: AtomicU64,
+    /// Series descriptions dropped because [`MAX_META`] were waiting.
+    pub meta_dropped: AtomicU64,
 }
 
 impl Default for CheckBook {
@@ -48,11 +57,36 @@ impl CheckBook {
     pub fn new(capacity: usize) -> Self {
         Self {
             runs: Mutex::new(VecDeque::new()),
+            meta: Mutex::new(VecDeque::new()),
             capacity: capacity.max(1),
             dropped: AtomicU64::new(0),
             perf_skipped: AtomicU64::new(0),
             runs_done: AtomicU64::new(0),
+            meta_dropped: AtomicU64::new(0),
         }
+    }
+
+    /// Queues descriptions of series for the next batches (Munin's graph
+    /// and field attributes).
+    pub fn push_meta(&self, meta: Vec<SeriesMeta>) {
+        let mut q = self.meta.lock().unwrap_or_else(|p| p.into_inner());
+        let room = MAX_META.saturating_sub(q.len());
+        let over = meta.len().saturating_sub(room);
+        q.extend(meta.into_iter().take(room));
+        drop(q);
+        if over > 0 {
+            self.meta_dropped.fetch_add(over as u64, Ordering::Relaxed);
+            tracing::warn!(
+                "{over} series description(s) dropped: {MAX_META} already wait for a batch"
+            );
+        }
+    }
+
+    /// The oldest descriptions waiting, at most [`MAX_META_PER_BATCH`].
+    pub fn take_meta(&self) -> Vec<SeriesMeta> {
+        let mut q = self.meta.lock().unwrap_or_else(|p| p.into_inner());
+        let n = q.len().min(MAX_META_PER_BATCH);
+        q.drain(..n).collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<PendingRun>> {

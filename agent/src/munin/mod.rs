@@ -28,7 +28,7 @@ pub use config::MuninConfig;
 
 use crate::checks::book::{CheckBook, PendingRun};
 use metrolog_protocol::nagios::{CheckName, CheckResult, CheckStatus, MAX_CHECK_NAME};
-use metrolog_protocol::{Labels, SeriesKey, SeriesName};
+use metrolog_protocol::{Labels, SeriesKey, SeriesMeta, SeriesName, MAX_META_TEXT};
 use output::Output;
 use plugin_conf::PluginConfs;
 use rates::{Kind, Rates, Rule};
@@ -430,6 +430,56 @@ fn push_summary(shared: &Shared, running: usize, unrunnable: &BTreeMap<String, S
     });
 }
 
+/// `text` cut to [`MAX_META_TEXT`] bytes on a character boundary.
+fn meta_text(text: &str) -> String {
+    let mut end = text.len().min(MAX_META_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+/// What the plugin's `config` says of each of its series, for the server
+/// to title, group and draw them as Munin does.
+pub fn series_meta(plugin: &str, config: &Output) -> Vec<SeriesMeta> {
+    let mut out = Vec::new();
+    for g in &config.graphs {
+        let graph_key = series_name(plugin, &g.name, "x");
+        let graph = graph_key.trim_end_matches(".x").to_string();
+        let period = g.attrs.get("graph_period").map_or("second", String::as_str);
+        let attr = |k: &str| g.attrs.get(k).map(|v| meta_text(v));
+        for (order, (field, f)) in g.fields.iter().enumerate() {
+            let Ok(name) = SeriesName::parse(&series_name(plugin, &g.name, field)) else {
+                continue;
+            };
+            let fattr = |k: &str| f.attrs.get(k).map(|v| meta_text(v));
+            out.push(SeriesMeta {
+                name,
+                labels: Labels::new(),
+                graph: graph.clone(),
+                order: u32::try_from(order).unwrap_or(u32::MAX),
+                title: attr("graph_title"),
+                // Munin lists a graph without a category under "other".
+                category: Some(attr("graph_category").unwrap_or_else(|| "other".into())),
+                vlabel: attr("graph_vlabel").map(|v| v.replace("${graph_period}", period)),
+                label: fattr("label"),
+                info: fattr("info"),
+                kind: Some(
+                    f.attrs
+                        .get("type")
+                        .and_then(|t| Kind::parse(t))
+                        .unwrap_or(Kind::Gauge)
+                        .as_str()
+                        .to_string(),
+                ),
+                warning: fattr("warning"),
+                critical: fattr("critical"),
+            });
+        }
+    }
+    out
+}
+
 /// The type and bounds of each field, from the plugin's `config`.
 fn rules(config: Option<&Output>, graph: &str, field: &str) -> Rule {
     let Some(f) = config
@@ -471,6 +521,7 @@ async fn run_plugin(shared: Arc<Shared>, inv: Invocation, mut rounds: watch::Rec
                         .iter()
                         .any(|g| g.fields.iter().any(|(_, f)| !f.readings.is_empty()));
                     shared.view(&inv.name, |v| v.config = Some(out.clone()));
+                    shared.book.push_meta(series_meta(&inv.name, &out));
                     if dirty {
                         values = Some((out.clone(), took));
                     }
@@ -632,6 +683,40 @@ async fn run_and_read(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meta_titles_and_groups_as_munin() {
+        let config = output::parse(
+            "load",
+            output::Mode::Config,
+            b"graph_title Load average\ngraph_vlabel load per ${graph_period}\n\
+              load.label load\nload.warning 10\nload.critical 120\n\
+              multigraph load_x.y\nz.label z\nz.type DERIVE\n",
+            output::Limits {
+                max_lines: 100,
+                max_fields: 100,
+            },
+        )
+        .unwrap();
+        let meta = series_meta("load", &config);
+        assert_eq!(meta.len(), 2);
+        let m = &meta[0];
+        assert_eq!(
+            (m.name.as_str(), m.graph.as_str(), m.title.as_deref()),
+            ("munin.load.load", "munin.load", Some("Load average"))
+        );
+        assert_eq!(m.vlabel.as_deref(), Some("load per second"));
+        assert_eq!(
+            (m.warning.as_deref(), m.critical.as_deref()),
+            (Some("10"), Some("120"))
+        );
+        assert_eq!(m.category.as_deref(), Some("other"));
+        assert_eq!(m.kind.as_deref(), Some("GAUGE"));
+        assert_eq!(
+            (meta[1].graph.as_str(), meta[1].kind.as_deref()),
+            ("munin.load_x.y", Some("DERIVE"))
+        );
+    }
 
     #[test]
     fn names() {

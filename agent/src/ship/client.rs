@@ -391,6 +391,7 @@ mod tests {
                     count: 1,
                 }],
             }],
+            series_meta: Vec::new(),
         };
         let body = encode_batch(&batch).unwrap();
         let json = zstd::stream::decode_all(&body[..]).unwrap();

@@ -173,6 +173,7 @@ mod tests {
                     .collect(),
                 checks: Vec::new(),
                 metrics: Vec::new(),
+                series_meta: Vec::new(),
             },
             file_logs: Vec::new(),
         }

@@ -36,6 +36,7 @@ fn batch(seq: u64, sent_at: i64, series: &[&str], logs: &[&str]) -> Batch {
                 }],
             })
             .collect(),
+        series_meta: Vec::new(),
     }
 }
 
