@@ -1,7 +1,9 @@
 //! The dashboard in a real browser: log in, open the host page and a
 //! group's scaling page in headless Chromium and check that every graph
 //! image loaded (and, on the scaling page, that nothing was logged as an
-//! error).
+//! error); visit every page at 1280 and 390 px with hostile text in a
+//! hostname, a log line and a check output (shown as text, screenshots under
+//! target/e2e-screenshots), and create and revoke a token on the admin page.
 //!
 //! Chromium is driven over the DevTools protocol on a pipe
 //! (`--remote-debugging-pipe`: JSON messages ending in NUL on fds 3 and 4), so
@@ -277,7 +279,7 @@ fn host_page_graphs_load_in_chromium() -> Result<()> {
 
 /// The errors a page reported: console errors, uncaught exceptions, and
 /// browser log entries (failed loads, CSP refusals). The browser's own
-/// request for /favicon.ico (the dashboard has none) is not the page's.
+/// request for /favicon.ico is not the page's (it is served all the same).
 fn page_errors(events: &[Value]) -> Vec<String> {
     events
         .iter()
@@ -416,6 +418,258 @@ fn scaling_page_graphs_load_in_chromium_without_errors() -> Result<()> {
     }
     let errors = page_errors(&b.events);
     assert!(errors.is_empty(), "the page logged errors: {errors:#?}");
+    drop(b);
+    server.proc.terminate();
+    let _ = server.proc.wait_exit(Duration::from_secs(20));
+    Ok(())
+}
+
+/// What hostile input looks like: markup that would run script if a page
+/// inserted it as HTML. Hostnames cannot hold spaces, so theirs uses `/`.
+const HOSTILE: &str = "<img src=x onerror=alert(1)>";
+const HOSTILE_HOST: &str = "<img/src=x/onerror=alert(1)>";
+
+/// Evaluates `expr` in the page (awaiting a promise) and returns its value.
+fn eval(b: &mut Browser, sid: &str, expr: &str) -> Result<Value> {
+    let r = b.call(
+        Some(sid),
+        "Runtime.evaluate",
+        json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
+    )?;
+    if let Some(e) = r.get("exceptionDetails") {
+        bail!("{expr}: {e}");
+    }
+    Ok(r["result"]["value"].clone())
+}
+
+/// Polls `expr` in the page until it is true, for at most `secs`.
+fn wait_true(b: &mut Browser, sid: &str, expr: &str, secs: u64, what: &str) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        if eval(b, sid, expr).unwrap_or(Value::Null) == json!(true) {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(secs) {
+            let text = eval(
+                b,
+                sid,
+                "document.body ? document.body.innerText.slice(0, 2000) : ''",
+            )
+            .unwrap_or(Value::Null);
+            bail!("{what}: not seen within {secs} s; the page shows: {text}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Where screenshots go: `$METROLOG_E2E_SCREENSHOT_DIR`, else
+/// `target/e2e-screenshots` (CI keeps it as an artifact).
+fn screenshot_dir() -> Result<std::path::PathBuf> {
+    let dir = match std::env::var_os("METROLOG_E2E_SCREENSHOT_DIR") {
+        Some(d) => std::path::PathBuf::from(d),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+            .join("e2e-screenshots"),
+    };
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn screenshot(b: &mut Browser, sid: &str, path: &Path) -> Result<()> {
+    use base64::Engine;
+    let shot = b.call(
+        Some(sid),
+        "Page.captureScreenshot",
+        json!({"format": "png", "captureBeyondViewport": true}),
+    )?;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot["data"].as_str().unwrap_or_default())?;
+    std::fs::write(path, png)?;
+    Ok(())
+}
+
+#[test]
+fn every_page_renders_hostile_text_as_text_and_admins_create_and_revoke_tokens() -> Result<()> {
+    let mut server = Server::start(&[])?;
+    // A host whose name, log line and check output are markup.
+    let enroll = Api::new(&server.url, &server.enroll_token);
+    let (status, enrolled) = enroll.post_json(
+        "/api/v1/agent/enroll",
+        Some(&server.enroll_token),
+        &json!({"hostname": HOSTILE_HOST, "group": "web", "labels": {}, "agent_version": "e2e"}),
+    )?;
+    anyhow::ensure!(status == 200, "enroll: {status} {enrolled}");
+    let host_id = enrolled["host_id"].as_i64().unwrap_or_default();
+    let agent_token = enrolled["agent_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    let batch = json!({
+        "id": {"stream": "e2ehostile000001", "seq": 1},
+        "sent_at": now,
+        "logs": [{"ts": now * 1_000_000, "received_at": now * 1_000_000, "app_name": "xss",
+                  "severity": 3, "message": format!("login failed for {HOSTILE}")}],
+        "checks": [{"name": "xss", "status": 2, "output": format!("CRITICAL - {HOSTILE}"),
+                    "ts": now, "duration_ms": 3, "attempt": 1, "max_attempts": 1}],
+    });
+    let (status, ack) = enroll.post_json("/api/v1/agent/batch", Some(&agent_token), &batch)?;
+    anyhow::ensure!(status == 200, "batch: {status} {ack}");
+    let session = login(&server.url, &server.admin_password)?;
+
+    let mut b = Browser::start()?;
+    let sid = b.logged_in_tab(&server.url, &session)?;
+    b.call(Some(&sid), "Runtime.enable", json!({}))?;
+    b.call(Some(&sid), "Log.enable", json!({}))?;
+    let dir = screenshot_dir()?;
+    // Each page, what shows it is ready, and whether the hostile text is on it.
+    let pages = [
+        ("overview", "/".to_string(), Some(HOSTILE_HOST)),
+        ("host", format!("/hosts/{host_id}"), Some(HOSTILE)),
+        ("group", "/groups/web".to_string(), Some(HOSTILE_HOST)),
+        ("logs", "/logs".to_string(), Some(HOSTILE)),
+        ("alarms", "/alarms".to_string(), None),
+        ("scaling", "/scaling".to_string(), None),
+        ("admin", "/admin".to_string(), Some(HOSTILE_HOST)),
+    ];
+    for width in [1280u32, 390] {
+        b.call(
+            Some(&sid),
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 600}),
+        )?;
+        for (name, path, hostile) in &pages {
+            let url = format!("{}{path}", server.url);
+            b.call(Some(&sid), "Page.navigate", json!({"url": url}))?;
+            wait_true(
+                &mut b,
+                &sid,
+                &format!(
+                    "document.readyState === 'complete' && location.pathname === {}",
+                    json!(path)
+                ),
+                20,
+                &format!("{name} page loaded"),
+            )?;
+            if let Some(text) = hostile {
+                // Shown as the characters it is made of, never as an element.
+                wait_true(
+                    &mut b,
+                    &sid,
+                    &format!("document.body.innerText.includes({})", json!(text)),
+                    20,
+                    &format!("{name} page shows {text} as text"),
+                )?;
+            }
+            let injected = eval(
+                &mut b,
+                &sid,
+                "document.querySelectorAll('img[src=\"x\"], img:not([src])').length",
+            )?;
+            assert_eq!(
+                injected,
+                json!(0),
+                "{name}: markup from input became an element"
+            );
+            let nav = eval(
+                &mut b,
+                &sid,
+                "[...document.querySelectorAll('header.top nav a')].map(a => a.textContent).join(',')",
+            )?;
+            assert_eq!(
+                nav,
+                json!("Overview,Logs,Alarms,Scaling,Admin"),
+                "{name}: the navigation"
+            );
+            let overflow = eval(
+                &mut b,
+                &sid,
+                "document.documentElement.scrollWidth - window.innerWidth",
+            )?;
+            assert!(
+                overflow.as_i64().unwrap_or(1) <= 0,
+                "{name} is wider than {width} px ({overflow} px too wide)"
+            );
+            screenshot(&mut b, &sid, &dir.join(format!("{name}-{width}.png")))?;
+        }
+    }
+    // The red host says why: the check's rule, its state and its output.
+    b.call(
+        Some(&sid),
+        "Page.navigate",
+        json!({"url": format!("{}/hosts/{host_id}", server.url)}),
+    )?;
+    wait_true(
+        &mut b,
+        &sid,
+        "!!document.querySelector('table.checks .state-critical')",
+        20,
+        "the host page's CRITICAL check",
+    )?;
+
+    // An admin creates a token: shown once, it works; revoked, it does not.
+    b.call(
+        Some(&sid),
+        "Page.navigate",
+        json!({"url": format!("{}/admin", server.url)}),
+    )?;
+    wait_true(
+        &mut b,
+        &sid,
+        "!!document.getElementById('create-token')",
+        20,
+        "admin page",
+    )?;
+    eval(
+        &mut b,
+        &sid,
+        "(() => { const f = document.getElementById('create-token'); \
+           f.querySelector('[name=name]').value = 'from-the-browser'; \
+           f.querySelector('[name=role]').value = 'viewer'; f.requestSubmit(); return true; })()",
+    )?;
+    wait_true(
+        &mut b,
+        &sid,
+        "!!document.getElementById('new-token')",
+        20,
+        "the new token",
+    )?;
+    let secret = eval(
+        &mut b,
+        &sid,
+        "document.getElementById('new-token').textContent",
+    )?
+    .as_str()
+    .unwrap_or_default()
+    .to_string();
+    anyhow::ensure!(secret.starts_with("mlg_"), "the page shows {secret:?}");
+    let reader = Api::new(&server.url, &secret);
+    let (status, _) = reader.get("/api/v1/hosts")?;
+    assert_eq!(status, 200, "the new token reads the API");
+    eval(
+        &mut b,
+        &sid,
+        "(() => { const row = [...document.querySelectorAll('#tokens tr')] \
+           .find(r => r.cells[0] && r.cells[0].textContent === 'from-the-browser'); \
+           row.querySelector('button').click(); return true; })()",
+    )?;
+    wait_true(
+        &mut b,
+        &sid,
+        "location.hash === '#tokens' && [...document.querySelectorAll('#tokens tr')] \
+           .some(r => r.cells[0] && r.cells[0].textContent === 'from-the-browser' \
+                 && r.textContent.includes('revoked'))",
+        20,
+        "the revoked token",
+    )?;
+    let (status, _) = reader.get("/api/v1/hosts")?;
+    assert_eq!(status, 401, "a revoked token is refused");
+
+    let errors = page_errors(&b.events);
+    assert!(errors.is_empty(), "pages logged errors: {errors:#?}");
     drop(b);
     server.proc.terminate();
     let _ = server.proc.wait_exit(Duration::from_secs(20));
