@@ -475,6 +475,16 @@ group_wait = "0s"
         from_ack.last().copied().unwrap_or(f64::NAN)
     );
     println!("slowest: {}", slow_text.join(", "));
+    let w = server.state.store.write_lock_stats();
+    println!(
+        "store write lock: {} holds, mean wait {:.2} ms, mean hold {:.2} ms, max hold {:.1} ms, \
+         {} holds over 50 ms",
+        w.acquisitions,
+        w.wait_us as f64 / w.acquisitions.max(1) as f64 / 1e3,
+        w.hold_us as f64 / w.acquisitions.max(1) as f64 / 1e3,
+        w.max_hold_us as f64 / 1e3,
+        w.slow_holds
+    );
     println!(
         "for comparison, defaults: Prometheus 1 min evaluation_interval + Alertmanager 30 s group_wait \
          (30-90 s); CloudWatch alarms on 1 min periods (60-120 s)"

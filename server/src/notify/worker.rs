@@ -33,6 +33,8 @@ pub const KEEP_DONE: Duration = Duration::from_secs(7 * 86400);
 pub const KEEP_DONE_ROWS: i64 = 100_000;
 /// How long a store error makes the worker wait before trying again.
 const STORE_RETRY: Duration = Duration::from_secs(5);
+/// Deliveries a lane reads from the outbox at once.
+const READ_AHEAD: usize = 32;
 /// How long an attempt in flight may finish after the stop signal.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -382,11 +384,19 @@ impl Inner {
     async fn send_loop(self: Arc<Self>, lane: Arc<Lane>, mut stop: watch::Receiver<bool>) {
         let mut jitter = Jitter::from_entropy();
         let name = lane.name.clone();
-        loop {
+        let mut rec = Recorder::default();
+        // Id of the last delivery sent whose record may still be committing:
+        // the next read starts after it.
+        let mut after = 0;
+        'read: loop {
             if *stop.borrow() {
                 break;
             }
-            let head = match self.store.next_delivery(&name).await {
+            let heads = match self
+                .store
+                .next_deliveries(&name, after, READ_AHEAD)
+                .await
+            {
                 Ok(h) => h,
                 Err(e) => {
                     tracing::error!(receiver = %name, error = %e, "cannot read the outbox; trying again in 5 s");
@@ -396,40 +406,117 @@ impl Inner {
                     }
                 }
             };
-            let Some(d) = head else {
+            if heads.is_empty() || after != 0 && heads[0].next_attempt_ms > self.clock.now_ms() {
+                // Idle (or only retries scheduled later): what was sent is
+                // made durable before waiting, and the next read starts from
+                // the oldest pending delivery again (one an operator retried
+                // by hand has an older id).
+                if !self.settle(&mut rec, &mut stop).await {
+                    break;
+                }
+                if after != 0 {
+                    after = 0;
+                    continue;
+                }
+            }
+            let Some(first) = heads.first() else {
                 tokio::select! {
                     _ = lane.wake.notified() => continue,
                     _ = stopped(&mut stop) => break,
                 }
             };
             let now = self.clock.now_ms();
-            if d.next_attempt_ms > now {
+            if first.next_attempt_ms > now {
                 tokio::select! {
-                    _ = tokio::time::sleep(until(now, d.next_attempt_ms)) => {}
+                    _ = tokio::time::sleep(until(now, first.next_attempt_ms)) => {}
                     _ = lane.wake.notified() => {}
                     _ = stopped(&mut stop) => break,
                 }
                 continue;
             }
-            if !self.attempt(&lane, &d, &mut jitter, &mut stop).await {
-                break;
+            for d in heads {
+                if d.next_attempt_ms > self.clock.now_ms() {
+                    continue 'read;
+                }
+                let Some((row, verdict)) = self.attempt(&lane, &d, &mut jitter, &mut stop).await
+                else {
+                    break 'read;
+                };
+                let delivered = verdict == Verdict::Delivered;
+                rec.unrecorded.push((d.id, row, verdict));
+                if delivered {
+                    // On to the next delivery while this one's record
+                    // commits: the receiver's throughput is not one commit
+                    // per notification.
+                    after = d.id;
+                    rec.kick(&self, &stop);
+                } else {
+                    // A failure: the order of this receiver's deliveries
+                    // waits on its schedule, which the next read takes from
+                    // the store.
+                    if !self.settle(&mut rec, &mut stop).await {
+                        break 'read;
+                    }
+                    after = 0;
+                    continue 'read;
+                }
             }
         }
+        // What was sent is recorded before the lane stops; if the store
+        // fails here, it is sent again at the next start (receivers
+        // deduplicate by the idempotency key).
+        let _ = self.settle(&mut rec, &mut stop).await;
     }
 
-    /// One attempt of the receiver's head delivery, recorded. False when
-    /// stopping cut it short (it is sent again at the next start).
+    /// Waits for the record in flight, then records what is left. False
+    /// when stopping cut it short.
+    async fn settle(self: &Arc<Self>, rec: &mut Recorder, stop: &mut watch::Receiver<bool>) -> bool {
+        if let Some(t) = rec.in_flight.take() {
+            let _ = t.await;
+        }
+        if rec.unrecorded.is_empty() {
+            return true;
+        }
+        let attempts = std::mem::take(&mut rec.unrecorded);
+        self.clone().record(attempts, stop.clone()).await
+    }
+
+    /// Records attempts; until they are recorded they would be sent again,
+    /// so a store error is retried. False when stopping cut it short.
+    async fn record(
+        self: Arc<Self>,
+        attempts: Vec<(i64, AttemptRow, Verdict)>,
+        mut stop: watch::Receiver<bool>,
+    ) -> bool {
+        loop {
+            match self.store.record_attempts(&attempts).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::error!(deliveries = attempts.len(), error = %e, "cannot record delivery attempts; trying again in 5 s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(STORE_RETRY) => {}
+                        _ = stopped(&mut stop) => return false,
+                    }
+                }
+            }
+        }
+        self.update_backlog().await;
+        true
+    }
+
+    /// One attempt of a delivery: the row to record and its verdict. None
+    /// when stopping cut it short (it is sent again at the next start).
     async fn attempt(
         &self,
         lane: &Lane,
         d: &DeliveryRow,
         jitter: &mut Jitter,
         stop: &mut watch::Receiver<bool>,
-    ) -> bool {
+    ) -> Option<(AttemptRow, Verdict)> {
         let policy: RetryPolicy = lane.retry;
         let name = &lane.name;
         let Ok(_slot) = self.slots.acquire().await else {
-            return false;
+            return None;
         };
         let at_ms = self.clock.now_ms();
         let started = std::time::Instant::now();
@@ -447,7 +534,7 @@ impl Inner {
                 Ok(r) => r,
                 Err(_) => Err(format!("timed out after {}", humantime::format_duration(policy.timeout))),
             },
-            _ = async { stopped(stop).await; tokio::time::sleep(STOP_GRACE).await } => return false,
+            _ = async { stopped(stop).await; tokio::time::sleep(STOP_GRACE).await } => return None,
         };
         let latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         let now = self.clock.now_ms();
@@ -496,21 +583,33 @@ impl Inner {
                 tracing::error!(receiver = %name, delivery = d.id, attempt = d.attempts + 1, "delivery is a dead letter: {reason}");
             }
         }
-        // Until this is recorded the delivery would be sent again: keep trying.
-        loop {
-            match self.store.record_attempt(d.id, &row, &verdict).await {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::error!(receiver = %name, delivery = d.id, error = %e, "cannot record a delivery attempt; trying again in 5 s");
-                    tokio::select! {
-                        _ = tokio::time::sleep(STORE_RETRY) => {}
-                        _ = stopped(stop) => return false,
-                    }
-                }
-            }
+        Some((row, verdict))
+    }
+}
+
+/// A lane's attempts sent and not yet recorded: at most one transaction
+/// records them at a time, in the background, and what is sent meanwhile
+/// goes into the next one.
+#[derive(Debug, Default)]
+struct Recorder {
+    unrecorded: Vec<(i64, AttemptRow, Verdict)>,
+    in_flight: Option<JoinHandle<bool>>,
+}
+
+impl Recorder {
+    /// Starts recording what is unrecorded unless a record is in flight.
+    fn kick(&mut self, inner: &Arc<Inner>, stop: &watch::Receiver<bool>) {
+        if self.in_flight.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
         }
-        self.update_backlog().await;
-        true
+        self.in_flight = None;
+        if self.unrecorded.is_empty() {
+            return;
+        }
+        let attempts = std::mem::take(&mut self.unrecorded);
+        self.in_flight = Some(tokio::spawn(
+            inner.clone().record(attempts, stop.clone()),
+        ));
     }
 }
 

@@ -310,6 +310,56 @@ async fn flush_one(tx: &mut sqlx::SqliteConnection, f: &Flush) -> Result<Vec<i64
     Ok(ids)
 }
 
+/// One attempt and its verdict, inside the caller's transaction.
+async fn record_one(
+    tx: &mut sqlx::SqliteConnection,
+    id: i64,
+    a: &AttemptRow,
+    verdict: &Verdict,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO outbox_attempts (delivery_id, at_ms, status, error, latency_ms, excerpt)
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(id)
+    .bind(a.at_ms)
+    .bind(a.status.map(i64::from))
+    .bind(&a.error)
+    .bind(a.latency_ms)
+    .bind(&a.excerpt)
+    .execute(&mut *tx)
+    .await?;
+    let done = a.at_ms + a.latency_ms;
+    let (state, next, done_ms, error) = match verdict {
+        Verdict::Delivered => ("delivered", done, Some(done), None),
+        Verdict::Retry { at_ms, reason } => ("pending", *at_ms, None, Some(reason.as_str())),
+        Verdict::Dead { reason } => ("dead", done, Some(done), Some(reason.as_str())),
+    };
+    sqlx::query(
+        "UPDATE outbox SET state = ?2, attempts = attempts + 1, next_attempt_ms = ?3, done_ms = ?4,
+                last_error = coalesce(?5, last_error)
+         WHERE id = ?1",
+    )
+    .bind(id)
+    .bind(state)
+    .bind(next)
+    .bind(done_ms)
+    .bind(error)
+    .execute(&mut *tx)
+    .await?;
+    // Keep the first attempt and the latest ones.
+    sqlx::query(
+        "DELETE FROM outbox_attempts WHERE delivery_id = ?1
+           AND id != (SELECT min(id) FROM outbox_attempts WHERE delivery_id = ?1)
+           AND id NOT IN (SELECT id FROM outbox_attempts WHERE delivery_id = ?1 ORDER BY id DESC LIMIT ?2)",
+    )
+    .bind(id)
+    .bind(MAX_ATTEMPT_ROWS - 1)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 impl Store {
     /// Removes group rows of a receiver that no alert belongs to any more.
     pub async fn forget_groups(&self, receiver: &str, keys: &[String]) -> Result<()> {
@@ -327,74 +377,63 @@ impl Store {
         Ok(())
     }
 
-    /// A receiver's oldest pending delivery: deliveries of one receiver go
-    /// out in order.
-    pub async fn next_delivery(&self, receiver: &str) -> Result<Option<DeliveryRow>> {
-        let row = sqlx::query(
+    /// A receiver's oldest pending deliveries after id `after` (0: from the
+    /// start), at most `limit`: deliveries of one receiver go out in order.
+    pub async fn next_deliveries(
+        &self,
+        receiver: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRow>> {
+        let rows = sqlx::query(
             // A delivery an operator retried counts its schedule from then.
             "SELECT id, receiver, kind, idempotency_key, payload, attempts, coalesce(requeued_ms, created_ms),
                     next_attempt_ms
-             FROM outbox WHERE state = 'pending' AND receiver = ? ORDER BY id LIMIT 1",
+             FROM outbox WHERE state = 'pending' AND receiver = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
         )
         .bind(receiver)
-        .fetch_optional(&self.pool)
+        .bind(after)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
         .await?;
-        Ok(row.map(|r| DeliveryRow {
-            id: r.get(0),
-            receiver: r.get(1),
-            kind: r.get(2),
-            idempotency_key: r.get(3),
-            payload: r.get(4),
-            attempts: u32::try_from(r.get::<i64, _>(5)).unwrap_or(0),
-            created_ms: r.get(6),
-            next_attempt_ms: r.get(7),
-        }))
+        Ok(rows
+            .iter()
+            .map(|r| DeliveryRow {
+                id: r.get(0),
+                receiver: r.get(1),
+                kind: r.get(2),
+                idempotency_key: r.get(3),
+                payload: r.get(4),
+                attempts: u32::try_from(r.get::<i64, _>(5)).unwrap_or(0),
+                created_ms: r.get(6),
+                next_attempt_ms: r.get(7),
+            })
+            .collect())
+    }
+
+    /// A receiver's oldest pending delivery.
+    pub async fn next_delivery(&self, receiver: &str) -> Result<Option<DeliveryRow>> {
+        Ok(self.next_deliveries(receiver, 0, 1).await?.pop())
     }
 
     /// Records an attempt and what it decided, in one transaction.
     pub async fn record_attempt(&self, id: i64, a: &AttemptRow, verdict: &Verdict) -> Result<()> {
+        self.record_attempts(&[(id, a.clone(), verdict.clone())])
+            .await
+    }
+
+    /// Records several attempts (delivery id, attempt, verdict) and what each
+    /// decided, in one transaction: a receiver that keeps up with an alarm
+    /// storm costs one commit per round of sends, not one per delivery.
+    pub async fn record_attempts(&self, attempts: &[(i64, AttemptRow, Verdict)]) -> Result<()> {
+        if attempts.is_empty() {
+            return Ok(());
+        }
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO outbox_attempts (delivery_id, at_ms, status, error, latency_ms, excerpt)
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(id)
-        .bind(a.at_ms)
-        .bind(a.status.map(i64::from))
-        .bind(&a.error)
-        .bind(a.latency_ms)
-        .bind(&a.excerpt)
-        .execute(&mut *tx)
-        .await?;
-        let done = a.at_ms + a.latency_ms;
-        let (state, next, done_ms, error) = match verdict {
-            Verdict::Delivered => ("delivered", done, Some(done), None),
-            Verdict::Retry { at_ms, reason } => ("pending", *at_ms, None, Some(reason.as_str())),
-            Verdict::Dead { reason } => ("dead", done, Some(done), Some(reason.as_str())),
-        };
-        sqlx::query(
-            "UPDATE outbox SET state = ?2, attempts = attempts + 1, next_attempt_ms = ?3, done_ms = ?4,
-                    last_error = coalesce(?5, last_error)
-             WHERE id = ?1",
-        )
-        .bind(id)
-        .bind(state)
-        .bind(next)
-        .bind(done_ms)
-        .bind(error)
-        .execute(&mut *tx)
-        .await?;
-        // Keep the first attempt and the latest ones.
-        sqlx::query(
-            "DELETE FROM outbox_attempts WHERE delivery_id = ?1
-               AND id != (SELECT min(id) FROM outbox_attempts WHERE delivery_id = ?1)
-               AND id NOT IN (SELECT id FROM outbox_attempts WHERE delivery_id = ?1 ORDER BY id DESC LIMIT ?2)",
-        )
-        .bind(id)
-        .bind(MAX_ATTEMPT_ROWS - 1)
-        .execute(&mut *tx)
-        .await?;
+        for (id, a, verdict) in attempts {
+            record_one(&mut tx, *id, a, verdict).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
