@@ -392,11 +392,7 @@ impl Inner {
             if *stop.borrow() {
                 break;
             }
-            let heads = match self
-                .store
-                .next_deliveries(&name, after, READ_AHEAD)
-                .await
-            {
+            let heads = match self.store.next_deliveries(&name, after, READ_AHEAD).await {
                 Ok(h) => h,
                 Err(e) => {
                     tracing::error!(receiver = %name, error = %e, "cannot read the outbox; trying again in 5 s");
@@ -470,7 +466,11 @@ impl Inner {
 
     /// Waits for the record in flight, then records what is left. False
     /// when stopping cut it short.
-    async fn settle(self: &Arc<Self>, rec: &mut Recorder, stop: &mut watch::Receiver<bool>) -> bool {
+    async fn settle(
+        self: &Arc<Self>,
+        rec: &mut Recorder,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
         if let Some(t) = rec.in_flight.take() {
             let _ = t.await;
         }
@@ -607,9 +607,7 @@ impl Recorder {
             return;
         }
         let attempts = std::mem::take(&mut self.unrecorded);
-        self.in_flight = Some(tokio::spawn(
-            inner.clone().record(attempts, stop.clone()),
-        ));
+        self.in_flight = Some(tokio::spawn(inner.clone().record(attempts, stop.clone())));
     }
 }
 
