@@ -4,6 +4,7 @@
 mod agent_logs;
 mod archives;
 mod checks;
+mod cloud;
 mod dashboard;
 mod fleet;
 mod full_disk;

@@ -93,14 +93,13 @@ fn series(api: &Api, host: i64) -> Result<Vec<(String, BTreeMap<String, String>)
         .collect())
 }
 
+type Labels = BTreeMap<String, String>;
+/// Bucket end → value.
+type Points = BTreeMap<i64, f64>;
+
 /// Points of every series named `name` on `host` over the last `from`
 /// (e.g. "-3m"): labels → (bucket → value).
-fn points(
-    api: &Api,
-    host: i64,
-    name: &str,
-    from: &str,
-) -> Result<Vec<(BTreeMap<String, String>, BTreeMap<i64, f64>)>> {
+fn points(api: &Api, host: i64, name: &str, from: &str) -> Result<Vec<(Labels, Points)>> {
     let (status, v) = api.get(&format!(
         "/api/v1/query?host={host}&name={name}&from={from}"
     ))?;
