@@ -10,6 +10,7 @@ mod fleet;
 mod full_disk;
 mod graphite;
 mod liveness;
+mod loadgen;
 mod logs;
 mod notify;
 mod prometheus;
