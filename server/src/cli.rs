@@ -67,6 +67,12 @@ pub enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Copy the databases (the database and its log index) into DIR while the
+    /// server runs; see docs/backup.md for restoring.
+    Backup {
+        /// Directory to write the copies into (created; must not hold them yet).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -85,6 +85,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Backup { dir }) => {
+            let config = load_config(&cli)?;
+            let copies = metrolog_server::store::backup::backup(&config.database_url, dir).await?;
+            for c in &copies {
+                println!(
+                    "{} -> {} ({} bytes)",
+                    c.from.display(),
+                    c.to.display(),
+                    c.bytes
+                );
+            }
+            eprintln!("backup complete: restore by copying these files into an empty data directory (docs/backup.md)");
+            Ok(ExitCode::SUCCESS)
+        }
         None => serve(&cli).await,
     }
 }

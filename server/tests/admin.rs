@@ -95,7 +95,7 @@ async fn users_are_added_promoted_disabled_and_reset_from_the_admin_page() {
     .await;
     assert_eq!(weak.status, StatusCode::BAD_REQUEST);
     assert!(
-        weak.text().contains("at least 10 characters"),
+        weak.text().contains("at least 8 characters"),
         "{}",
         weak.text()
     );

@@ -35,8 +35,8 @@ pub fn router() -> Router<AppState> {
         .route("/admin/agents/{id}/remove", post(remove_agent))
 }
 
-/// Shortest password the page accepts.
-pub const MIN_PASSWORD: usize = 10;
+/// Shortest password the page accepts (as `metrolog-server user add`).
+pub const MIN_PASSWORD: usize = 8;
 
 /// A token just created: its secret is shown this once.
 pub struct Created {

@@ -9,6 +9,7 @@
 mod alarms;
 pub mod archive;
 mod auth;
+pub mod backup;
 mod catalog;
 mod checkpoint;
 mod checks;
