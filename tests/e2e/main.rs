@@ -3,6 +3,7 @@
 
 mod agent_logs;
 mod archives;
+mod backup;
 mod checks;
 mod cloud;
 mod dashboard;
