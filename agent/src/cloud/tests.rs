@@ -365,3 +365,25 @@ async fn user_data_goes_under_flags_env_and_file() {
     assert_eq!(cfg.instance_id.as_deref(), Some("i-0123456789abcdef0"));
     cfg.validate().unwrap();
 }
+
+#[test]
+fn the_contract_sections_parse() {
+    // The [[scrape]] and [cloud] sections of SPEC §11, verbatim.
+    let text = r#"
+[[scrape]]
+name = "node"
+url = "http://127.0.0.1:9100/metrics"
+interval = "10s"
+sample_limit = 5000
+[cloud]
+metadata = "auto"                       # auto (EC2 detected from DMI) | ec2 | off
+# metadata_url = "http://127.0.0.1:1338" # for a local fake; default is the EC2 address
+user_data = true                        # read agent settings from user-data
+"#;
+    let file = FileConfig::parse(text).unwrap();
+    assert_eq!(file.scrape.as_ref().unwrap()[0].sample_limit, 5000);
+    assert_eq!(file.cloud.as_ref().unwrap().metadata, MetadataMode::Auto);
+    let errs = FileConfig::parse("[cloud]\nmetadata = \"gce\"\nuserdata = true\n").unwrap_err();
+    let keys: Vec<&str> = errs.0.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["cloud.metadata", "cloud.userdata"], "{errs}");
+}

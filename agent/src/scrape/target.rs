@@ -315,6 +315,7 @@ mod tests {
     #[derive(Clone)]
     enum Answer {
         Body(&'static str, String),
+        Bytes(Vec<u8>),
         /// `n` bytes of valid-looking samples, without a Content-Length.
         Endless(usize),
         /// Reads the request and never answers.
@@ -347,6 +348,12 @@ mod tests {
                             sock.write_all(head.as_bytes())
                                 .await
                                 .and(sock.write_all(body.as_bytes()).await)
+                        }
+                        Answer::Bytes(body) => {
+                            let head = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                            sock.write_all(head.as_bytes())
+                                .await
+                                .and(sock.write_all(&body).await)
                         }
                         Answer::Endless(n) => {
                             let head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nConnection: close\r\n\r\n";
@@ -463,6 +470,12 @@ mod tests {
             assert_eq!(prom_series(&out), 0);
             assert_eq!(t.failures()[reason], 1, "{out:?}");
         }
+        let mut t = target(
+            exporter(Answer::Bytes(b"m 1\nbin\xff\xfe 2\n".to_vec())).await,
+            |_| {},
+        );
+        t.scrape_once().await;
+        assert_eq!(t.failures()["encoding"], 1);
         let mut t = target(exporter(Answer::Status(500)).await, |_| {});
         t.scrape_once().await;
         assert_eq!(t.failures()["http_status"], 1);
