@@ -13,6 +13,7 @@ mod graphite;
 mod liveness;
 mod loadgen;
 mod logs;
+mod metrics;
 mod notify;
 mod prometheus;
 mod pushed_logs;

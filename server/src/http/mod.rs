@@ -221,11 +221,54 @@ async fn prometheus(State(state): State<AppState>) -> Response {
         ("down", count(HostState::Down)),
         ("left", count(HostState::Left)),
     ];
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(&by_state),
-    )
-        .into_response()
+    let mut text = state.metrics.render(&by_state);
+    render_scrape_time(&state, &mut text).await;
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// The families read at scrape time rather than counted: storage sizes,
+/// queue depths, dead letters.
+async fn render_scrape_time(state: &AppState, out: &mut String) {
+    use std::fmt::Write;
+    let mut gauge = |name: &str, help: &str, samples: &[(String, f64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    let files: Vec<(String, f64)> = crate::store::stats::storage_files(&state.config.database_url)
+        .into_iter()
+        .map(|f| {
+            // A WAL that was checkpointed away and removed is 0 bytes.
+            let bytes = std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0);
+            (format!("{{file=\"{}\"}}", f.label), bytes as f64)
+        })
+        .collect();
+    gauge(
+        "metrolog_storage_bytes",
+        "Size of each file of the embedded database: the database, the log search index, and their write-ahead logs.",
+        &files,
+    );
+    let limit = state.config.http.max_concurrent_batches.max(1) as f64;
+    let free = state.batch_slots.available_permits() as f64;
+    gauge(
+        "metrolog_ingest_batches_in_flight",
+        "Agent batches being read or committed now (http.max_concurrent_batches is the limit).",
+        &[(String::new(), (limit - free).max(0.0))],
+    );
+    gauge(
+        "metrolog_ingest_batches_in_flight_limit",
+        "http.max_concurrent_batches: beyond it, batches get 503 with Retry-After.",
+        &[(String::new(), limit)],
+    );
+    match state.store.dead_letters().await {
+        Ok(n) => gauge(
+            "metrolog_outbox_dead_letters",
+            "Deliveries given up and kept in the outbox (retry them on the alarms or scaling page).",
+            &[(String::new(), n as f64)],
+        ),
+        Err(e) => tracing::warn!(error = %e, "/metrics: cannot count dead letters"),
+    }
 }
 
 async fn not_found() -> error::AppError {

@@ -19,6 +19,7 @@ pub mod logs;
 mod metrics;
 pub mod outbox;
 mod scaling;
+pub mod stats;
 mod write_lock;
 
 pub use alarms::{AlarmRow, SilenceRow, StoredRule, TransitionRow};
