@@ -65,7 +65,7 @@ fn promtool_accepts_metrics_and_prometheus_scrapes_them() -> Result<()> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    // The families of the operator's checklist (docs/metrics.md).
+    // The families docs/deployment.md ("Health") names.
     for (line, positive) in [
         ("metrolog_ingest_batches_total", true),
         ("metrolog_ingest_buckets_total", true),
