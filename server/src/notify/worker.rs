@@ -19,7 +19,7 @@ use crate::clock::SharedClock;
 use crate::store::{AttemptRow, DeliveryRow, Flush, Store, StoreError};
 use crate::telemetry::ServerMetrics;
 use metrolog_agent::random::Jitter;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify, Semaphore};
@@ -33,6 +33,9 @@ pub const KEEP_DONE: Duration = Duration::from_secs(7 * 86400);
 pub const KEEP_DONE_ROWS: i64 = 100_000;
 /// How long a store error makes the worker wait before trying again.
 const STORE_RETRY: Duration = Duration::from_secs(5);
+/// The planner reads every alert of a receiver at least this often (ms),
+/// besides when a timer is due (see [`Inner::plan_receiver`]).
+const FULL_PASS_EVERY_MS: i64 = 60_000;
 /// Deliveries a lane reads from the outbox at once.
 const READ_AHEAD: usize = 32;
 /// How long an attempt in flight may finish after the stop signal.
@@ -233,14 +236,18 @@ impl Inner {
 
     async fn plan_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut next_prune = self.clock.now_ms();
+        let mut plans: Vec<ReceiverPlan> = self.lanes.iter().map(|_| Default::default()).collect();
         loop {
             if *stop.borrow() {
                 break;
             }
             let now = self.clock.now_ms();
             let mut next = now + 3_600_000;
-            for lane in self.lanes.iter().filter(|l| l.plan.is_some()) {
-                match self.plan_receiver(lane, now).await {
+            for (lane, plan) in self.lanes.iter().zip(plans.iter_mut()) {
+                if lane.plan.is_none() {
+                    continue;
+                }
+                match self.plan_receiver(lane, plan, now).await {
                     Ok((built, due)) => {
                         if built {
                             lane.wake.notify_one();
@@ -250,6 +257,9 @@ impl Inner {
                         }
                     }
                     Err(e) => {
+                        // Read everything again: what is in memory may be
+                        // behind what was written.
+                        *plan = ReceiverPlan::default();
                         tracing::error!(receiver = %lane.name, error = %e, "cannot plan notifications; trying again in 5 s");
                         next = next.min(now + STORE_RETRY.as_millis() as i64);
                     }
@@ -276,40 +286,73 @@ impl Inner {
 
     /// Flushes the receiver's due groups. Returns whether a delivery was
     /// built, and when to look again.
+    ///
+    /// A pass woken by the alarm commit reads only the alerts that changed
+    /// since they were last sent and decides only their groups (and those
+    /// it just flushed); it reads and decides everything at start, when a
+    /// group's timer is due, after an error and every [`FULL_PASS_EVERY`].
+    /// So an alarm storm costs each pass what changed, not every active
+    /// alert.
     async fn plan_receiver(
         &self,
         lane: &Lane,
+        plan: &mut ReceiverPlan,
         now_ms: i64,
     ) -> Result<(bool, Option<i64>), StoreError> {
         let Some((r, t)) = &lane.plan else {
             return Ok((false, None));
         };
-        let alerts = self.store.receiver_alerts(&r.name).await?;
-        let flushed = self.store.receiver_groups(&r.name).await?;
-        let mut groups: BTreeMap<String, (BTreeMap<String, String>, Vec<&AlertState>)> =
-            BTreeMap::new();
-        for a in &alerts {
-            let (key, labels) = match &r.kind {
-                ReceiverKind::Webhook(g) => group::group_of(&g.group_by, &a.labels),
-                ReceiverKind::Alertmanager { .. } => (String::new(), BTreeMap::new()),
-            };
-            groups
-                .entry(key)
-                .or_insert_with(|| (labels, Vec::new()))
-                .1
-                .push(a);
+        let key_of = |a: &AlertState| match &r.kind {
+            ReceiverKind::Webhook(g) => group::group_of(&g.group_by, &a.labels),
+            ReceiverKind::Alertmanager { .. } => (String::new(), BTreeMap::new()),
+        };
+        let full = plan
+            .full_at
+            .is_none_or(|f| now_ms - f >= FULL_PASS_EVERY_MS)
+            || plan.next_ms.is_some_and(|n| n <= now_ms);
+        // The groups to decide: None for all of them.
+        let dirty: Option<HashSet<String>> = if full {
+            let alerts = self.store.receiver_alerts(&r.name).await?;
+            plan.groups = self.store.receiver_groups(&r.name).await?;
+            plan.alerts = alerts
+                .into_iter()
+                .map(|a| (a.fingerprint.clone(), (key_of(&a).0, a)))
+                .collect();
+            plan.full_at = Some(now_ms);
+            plan.next_ms = None;
+            plan.redo.clear();
+            None
+        } else {
+            let mut keys = std::mem::take(&mut plan.redo);
+            for a in self.store.changed_alerts(&r.name).await? {
+                let key = key_of(&a).0;
+                keys.insert(key.clone());
+                plan.alerts.insert(a.fingerprint.clone(), (key, a));
+            }
+            Some(keys)
+        };
+        let chosen = |k: &str| dirty.as_ref().is_none_or(|d| d.contains(k));
+        let mut groups: BTreeMap<&str, Vec<&AlertState>> = BTreeMap::new();
+        for (key, a) in plan.alerts.values() {
+            if chosen(key) {
+                groups.entry(key.as_str()).or_default().push(a);
+            }
         }
-        let stale: Vec<String> = flushed
+        let stale: Vec<String> = plan
+            .groups
             .keys()
-            .filter(|k| !groups.contains_key(*k))
+            .filter(|k| chosen(k) && !groups.contains_key(k.as_str()))
             .cloned()
             .collect();
         self.store.forget_groups(&r.name, &stale).await?;
+        for k in &stale {
+            plan.groups.remove(k);
+        }
         let mut built = false;
         let mut next: Option<i64> = None;
         let mut flushes: Vec<Flush> = Vec::new();
-        for (key, (labels, members)) in groups {
-            let last = flushed.get(&key).copied();
+        for (key, members) in groups {
+            let last = plan.groups.get(key).copied();
             let d = group::decide(t, last, &members, now_ms);
             let garbage: Vec<&AlertState> = members
                 .iter()
@@ -329,7 +372,10 @@ impl Inner {
                 Vec::new()
             } else {
                 match &r.kind {
-                    ReceiverKind::Webhook(g) => vec![webhook::body(r, g, &key, labels, &body)],
+                    ReceiverKind::Webhook(g) => {
+                        let labels = key_of(members[0]).1;
+                        vec![webhook::body(r, g, key, labels, &body)]
+                    }
                     ReceiverKind::Alertmanager { resend_delay } => {
                         alertmanager::bodies(r, *resend_delay, &body, now_ms.div_euclid(1000))
                     }
@@ -340,7 +386,7 @@ impl Inner {
                 .filter(|a| a.status == AlertStatus::Firing)
                 .count();
             // For people: the group's labels and what it tells.
-            let what = key.strip_prefix("{}:").unwrap_or(&key);
+            let what = key.strip_prefix("{}:").unwrap_or(key);
             let summary = match body.len() - firing {
                 0 => format!("{what}: {firing} firing"),
                 resolved if firing == 0 => format!("{what}: {resolved} resolved"),
@@ -353,10 +399,10 @@ impl Inner {
                 .collect();
             forget.sort();
             forget.dedup();
-            let flush = Flush {
+            flushes.push(Flush {
                 receiver: r.name.clone(),
                 kind: r.kind.as_str().to_string(),
-                group_key: key.clone(),
+                group_key: key.to_string(),
                 group_empty: forget.len() == members.len(),
                 bodies: bodies.into_iter().map(|b| (b, summary.clone())).collect(),
                 sent: body
@@ -365,11 +411,9 @@ impl Inner {
                     .collect(),
                 forget,
                 now_ms,
-            };
-            flushes.push(flush);
-            // Decide again on the state just written (repeats, what is left).
-            next = Some(now_ms);
+            });
         }
+        plan.next_ms = min_opt(plan.next_ms, next);
         // Every due group of the pass in one transaction: an alarm storm
         // costs one commit per pass, not one per group.
         for (f, ids) in flushes.iter().zip(self.store.flush_groups(&flushes).await?) {
@@ -377,6 +421,12 @@ impl Inner {
                 built = true;
                 tracing::debug!(receiver = %r.name, group = %f.group_key, deliveries = ?ids, "notification built");
             }
+            plan.apply(f);
+        }
+        if !flushes.is_empty() {
+            // Decide again on the state just written (repeats, what is
+            // left), at once.
+            next = Some(now_ms);
         }
         Ok((built, next))
     }
@@ -587,6 +637,45 @@ impl Inner {
     }
 }
 
+/// What the planner holds of one receiver between passes (see
+/// [`Inner::plan_receiver`]): the store's `notify_alerts` and
+/// `notify_groups` rows as last read and as its own flushes changed them.
+#[derive(Debug, Default)]
+struct ReceiverPlan {
+    /// fingerprint → (group key, alert).
+    alerts: HashMap<String, (String, AlertState)>,
+    /// group key → last flush (ms).
+    groups: HashMap<String, i64>,
+    /// When everything was last read; None: read it at the next pass.
+    full_at: Option<i64>,
+    /// The earliest timer of a group (ms): everything is read again then.
+    next_ms: Option<i64>,
+    /// Groups flushed by the last pass, decided again at the next.
+    redo: HashSet<String>,
+}
+
+impl ReceiverPlan {
+    /// What a committed flush changed in the store, in memory too.
+    fn apply(&mut self, f: &Flush) {
+        for (fp, seq) in &f.sent {
+            if let Some((_, a)) = self.alerts.get_mut(fp).filter(|(_, a)| a.seq == *seq) {
+                a.sent_seq = Some(*seq);
+            }
+        }
+        for (fp, seq) in &f.forget {
+            if self.alerts.get(fp).is_some_and(|(_, a)| a.seq == *seq) {
+                self.alerts.remove(fp);
+            }
+        }
+        if f.group_empty {
+            self.groups.remove(&f.group_key);
+        } else if !f.bodies.is_empty() {
+            self.groups.insert(f.group_key.clone(), f.now_ms);
+        }
+        self.redo.insert(f.group_key.clone());
+    }
+}
+
 /// A lane's attempts sent and not yet recorded: at most one transaction
 /// records them at a time, in the background, and what is sent meanwhile
 /// goes into the next one.
@@ -616,5 +705,198 @@ fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
         (Some(x), Some(y)) => Some(x.min(y)),
         (x, None) => x,
         (None, y) => y,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::notify::{AlertNotice, NotifySection};
+    use crate::store::DeliveryFilter;
+
+    fn notice(instance: &str, status: AlertStatus, at: i64) -> AlertNotice {
+        let labels: BTreeMap<String, String> = [("alertname", "disk"), ("instance", instance)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        AlertNotice {
+            fingerprint: format!("fp-{instance}"),
+            status,
+            labels,
+            annotations: BTreeMap::new(),
+            starts_at: 1_000,
+            ends_at: (status == AlertStatus::Resolved).then_some(at),
+            generator_url: String::new(),
+        }
+    }
+
+    /// (status, [(instance, status)]) of every delivery, oldest first.
+    async fn sent(store: &Store) -> Vec<(String, Vec<(String, String)>)> {
+        let mut d = store
+            .deliveries(&DeliveryFilter {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        d.reverse();
+        d.iter()
+            .map(|d| {
+                let alerts = d.payload["alerts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| {
+                        (
+                            a["labels"]["instance"].as_str().unwrap().to_string(),
+                            a["status"].as_str().unwrap().to_string(),
+                        )
+                    })
+                    .collect();
+                (d.payload["status"].as_str().unwrap().to_string(), alerts)
+            })
+            .collect()
+    }
+
+    fn pair(i: &str, s: &str) -> (String, String) {
+        (i.to_string(), s.to_string())
+    }
+
+    #[tokio::test]
+    async fn a_pass_woken_by_a_notice_groups_it_with_the_alerts_already_known() {
+        let (store, _dir) = crate::store::temp_store().await;
+        let store = Arc::new(store);
+        let clock = ManualClock::at(1_000);
+        #[derive(serde::Deserialize)]
+        struct F {
+            notify: Vec<NotifySection>,
+        }
+        let f: F = toml::from_str(
+            "[[notify]]\nname = \"ops\"\nurl = \"http://127.0.0.1:9/hook\"\n\
+             group_wait = \"10s\"\ngroup_interval = \"1s\"\nrepeat_interval = \"1h\"\n",
+        )
+        .unwrap();
+        let r = Receiver::parse_all(&f.notify).unwrap().remove(0);
+        store
+            .sync_receivers(&[("ops".into(), "webhook".into())], clock.now_ms())
+            .await
+            .unwrap();
+        let lane = Lane {
+            name: r.name.clone(),
+            retry: r.retry,
+            sender: sender_for(&reqwest::Client::new(), &r),
+            plan: Some((r.clone(), Timing::of(&r.kind))),
+            wake: Notify::new(),
+        };
+        let inner = Inner {
+            store: store.clone(),
+            lanes: Vec::new(),
+            clock: Arc::new(clock.clone()),
+            metrics: Arc::default(),
+            plan: Arc::default(),
+            slots: Semaphore::new(1),
+        };
+        let mut plan = ReceiverPlan::default();
+        let now = |c: &ManualClock| c.now_ms();
+
+        store
+            .enqueue_alerts_for_test(&[notice("a", AlertStatus::Firing, 1_000)], now(&clock))
+            .await;
+        let (built, next) = inner
+            .plan_receiver(&lane, &mut plan, now(&clock))
+            .await
+            .unwrap();
+        assert!(!built, "group_wait holds the first notification");
+        assert_eq!(next, Some(1_010_000));
+        assert!(sent(&store).await.is_empty());
+
+        clock.set(1_010);
+        let (built, _) = inner
+            .plan_receiver(&lane, &mut plan, now(&clock))
+            .await
+            .unwrap();
+        assert!(built);
+        inner
+            .plan_receiver(&lane, &mut plan, now(&clock))
+            .await
+            .unwrap();
+        assert_eq!(
+            sent(&store).await,
+            [("firing".into(), vec![pair("a", "firing")])]
+        );
+        let full_at = plan.full_at;
+
+        // A second alert of the group: the pass reads only it, and the
+        // notification still carries the first one (Alertmanager sends the
+        // whole group).
+        clock.set(1_020);
+        store
+            .enqueue_alerts_for_test(&[notice("b", AlertStatus::Firing, 1_020)], now(&clock))
+            .await;
+        let (built, _) = inner
+            .plan_receiver(&lane, &mut plan, now(&clock))
+            .await
+            .unwrap();
+        assert!(built);
+        assert_eq!(plan.full_at, full_at, "a notice made a full read");
+        inner
+            .plan_receiver(&lane, &mut plan, now(&clock))
+            .await
+            .unwrap();
+        assert_eq!(
+            sent(&store).await[1],
+            (
+                "firing".into(),
+                vec![pair("a", "firing"), pair("b", "firing")]
+            )
+        );
+
+        // The first resolves: told once, with the other still firing, then
+        // forgotten.
+        clock.set(1_030);
+        store
+            .enqueue_alerts_for_test(&[notice("a", AlertStatus::Resolved, 1_030)], now(&clock))
+            .await;
+        inner
+            .plan_receiver(&lane, &mut plan, now(&clock))
+            .await
+            .unwrap();
+        inner
+            .plan_receiver(&lane, &mut plan, now(&clock))
+            .await
+            .unwrap();
+        assert_eq!(plan.full_at, full_at);
+        let all = sent(&store).await;
+        assert_eq!(all.len(), 3, "{all:?}");
+        assert_eq!(
+            all[2],
+            (
+                "firing".into(),
+                vec![pair("a", "resolved"), pair("b", "firing")]
+            )
+        );
+        assert_eq!(store.receiver_alerts("ops").await.unwrap().len(), 1);
+
+        // Nothing changes for an hour: the repeat timer reads everything
+        // again and sends the one still firing.
+        clock.set(1_030 + 3_599);
+        let (built, _) = inner
+            .plan_receiver(&lane, &mut plan, now(&clock))
+            .await
+            .unwrap();
+        assert!(!built, "repeated before repeat_interval");
+        assert_eq!(sent(&store).await.len(), 3);
+        clock.set(1_030 + 3_600);
+        let (built, _) = inner
+            .plan_receiver(&lane, &mut plan, now(&clock))
+            .await
+            .unwrap();
+        assert!(built);
+        assert_ne!(plan.full_at, full_at, "the timer made no full read");
+        assert_eq!(
+            sent(&store).await[3],
+            ("firing".into(), vec![pair("b", "firing")])
+        );
     }
 }

@@ -201,12 +201,35 @@ impl Store {
         Ok(dead)
     }
 
+    /// Writes notices as the alarm commit does (tests of the planner).
+    #[cfg(test)]
+    pub(crate) async fn enqueue_alerts_for_test(&self, notices: &[AlertNotice], now_ms: i64) {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await.unwrap();
+        enqueue_alerts(&mut tx, notices, now_ms).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+
     /// What a receiver knows of every alert it has state for.
     pub async fn receiver_alerts(&self, receiver: &str) -> Result<Vec<AlertState>> {
         let rows = sqlx::query(
             "SELECT fingerprint, status, labels, annotations, starts_at, ends_at, generator_url, muted,
                     seq, updated_ms, sent_seq
              FROM notify_alerts WHERE receiver = ?",
+        )
+        .bind(receiver)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(alert_state).collect())
+    }
+
+    /// A receiver's alerts changed since they were last put in a delivery:
+    /// what a planning pass woken by the alarm commit looks at.
+    pub async fn changed_alerts(&self, receiver: &str) -> Result<Vec<AlertState>> {
+        let rows = sqlx::query(
+            "SELECT fingerprint, status, labels, annotations, starts_at, ends_at, generator_url, muted,
+                    seq, updated_ms, sent_seq
+             FROM notify_alerts WHERE receiver = ? AND (sent_seq IS NULL OR sent_seq != seq)",
         )
         .bind(receiver)
         .fetch_all(&self.pool)
