@@ -57,7 +57,10 @@ fn is_created(s: &Sample) -> bool {
     matches!(
         s.typ,
         MetricType::Counter | MetricType::Histogram | MetricType::Summary
-    ) && s.name == format!("{}_created", s.family)
+    ) && s
+        .name
+        .strip_prefix(s.family.as_str())
+        .is_some_and(|suffix| suffix == "_created")
 }
 
 /// `prom.<name>` with the name made a valid series name part.
