@@ -416,6 +416,57 @@ struct HostPage<'a> {
     /// Why the host is red: its active alarms, and its checks.
     alarms: Vec<super::alarms_page::AlarmItem>,
     checks: Vec<(String, crate::store::CheckRow)>,
+    /// The host's Munin graphs, by category.
+    munin: Vec<MuninCategory>,
+}
+
+/// A category of Munin graphs (`graph_category`), in name order.
+struct MuninCategory {
+    name: String,
+    graphs: Vec<MuninGraph>,
+}
+
+/// One Munin graph: titled as Munin titles it, its fields in its order.
+struct MuninGraph {
+    title: String,
+    query: String,
+}
+
+/// A graph's title and its fields as (order, series name).
+type GraphFields = (String, Vec<(i64, String)>);
+
+/// Groups a host's series descriptions into Munin's categories and graphs.
+fn munin_graphs(id: i64, rows: Vec<crate::store::SeriesMetaRow>) -> Vec<MuninCategory> {
+    use std::collections::BTreeMap;
+    let sel = format!("host={id}");
+    let mut cats: BTreeMap<String, BTreeMap<String, GraphFields>> = BTreeMap::new();
+    for r in rows {
+        let cat = r.category.clone().unwrap_or_else(|| "other".into());
+        let title = r.title.clone().unwrap_or_else(|| r.graph.clone());
+        let graph = cats
+            .entry(cat)
+            .or_default()
+            .entry(r.graph)
+            .or_insert((title, Vec::new()));
+        graph.1.push((r.order, r.name));
+    }
+    cats.into_iter()
+        .map(|(name, graphs)| {
+            let mut graphs: Vec<MuninGraph> = graphs
+                .into_values()
+                .map(|(title, mut fields)| {
+                    fields.sort();
+                    let names: Vec<&str> = fields.iter().map(|(_, n)| n.as_str()).collect();
+                    MuninGraph {
+                        title,
+                        query: panel_query(&sel, &names),
+                    }
+                })
+                .collect();
+            graphs.sort_by(|a, b| a.title.cmp(&b.title));
+            MuninCategory { name, graphs }
+        })
+        .collect()
 }
 
 impl HostPage<'_> {
@@ -489,12 +540,15 @@ async fn host_page(
         );
     };
     let group = h.host.group.as_deref().map(|g| (g, group_href(g)));
-    let (alarms, checks) = match (
+    let (alarms, checks, meta) = match (
         state.store.alarms(true, Some(h.host.id)).await,
         state.store.check_results(Some(h.host.id)).await,
+        state.store.series_meta(h.host.id).await,
     ) {
-        (Ok(a), Ok(c)) => (a, c),
-        (Err(e), _) | (_, Err(e)) => return AppError::from(e).into_response(),
+        (Ok(a), Ok(c), Ok(m)) => (a, c, m),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            return AppError::from(e).into_response()
+        }
     };
     render(&HostPage {
         alarms: alarms
@@ -512,6 +566,7 @@ async fn host_page(
         h,
         group,
         panels: host_panels(h.host.id),
+        munin: munin_graphs(h.host.id, meta),
     })
 }
 

@@ -94,6 +94,7 @@ impl Ingestor {
             }
         }
         let logs = Arc::new(batch.logs);
+        let series_meta = batch.series_meta;
         let outcome = self
             .store
             .commit_batch(host_id, &batch.id, series, logs.clone(), checks)
@@ -114,6 +115,12 @@ impl Ingestor {
         self.metrics.log_records.add(outcome.logs);
         self.metrics.check_results.add(outcome.checks);
         self.log_feed().publish_agent(host_id, &logs);
+        // Descriptions are the latest state, not history: stored after the
+        // batch, and a failure here costs only the description (the source
+        // sends it again when its plugin's config runs again).
+        if let Err(e) = self.store.upsert_series_meta(host_id, &series_meta).await {
+            tracing::warn!(host_id, error = %e, "series descriptions of a batch not stored");
+        }
         Ok(IngestOutcome {
             duplicate: false,
             accepted: outcome.stored,

@@ -9,7 +9,6 @@
 mod alarms;
 pub mod archive;
 mod auth;
-pub mod backup;
 mod catalog;
 mod checkpoint;
 mod checks;
@@ -19,8 +18,7 @@ pub mod logs;
 mod metrics;
 pub mod outbox;
 mod scaling;
-pub mod stats;
-mod write_lock;
+mod series_meta;
 
 pub use alarms::{AlarmRow, SilenceRow, StoredRule, TransitionRow};
 pub use archive::journal::Sample;
@@ -36,7 +34,7 @@ pub use metrics::{
 };
 pub use outbox::{AttemptRow, DeliveryFilter, DeliveryRow, DeliveryView, Flush};
 pub use scaling::{HookDelivery, Requeue, StoredPolicy};
-pub use write_lock::WriteLockStats;
+pub use series_meta::SeriesMetaRow;
 
 use metrolog_protocol::rrd::RrdSpec;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -115,8 +113,7 @@ impl StoreError {
 #[derive(Debug)]
 pub struct Store {
     pool: SqlitePool,
-    /// The one writer at a time, measured (see [`write_lock`]).
-    write: write_lock::WriteLock,
+    write: tokio::sync::Mutex<()>,
     /// (host id, name, canonical labels) → series id, so a steady stream of
     /// batches does not look series up again. Bounded by `SERIES_CACHE_MAX`.
     series_ids: Mutex<HashMap<(i64, String, String), i64>>,
@@ -233,7 +230,7 @@ impl Store {
         }
         Ok(Self {
             pool,
-            write: write_lock::WriteLock::new(),
+            write: tokio::sync::Mutex::new(()),
             series_ids: Mutex::new(HashMap::new()),
             archives: Mutex::new(cache),
             flush_gate: tokio::sync::RwLock::new(()),
@@ -245,11 +242,6 @@ impl Store {
             bus: crate::events::Bus::new(),
             series_limits: metrics::SeriesLimits::default(),
         })
-    }
-
-    /// Waits and holds of the writer lock since the store opened.
-    pub fn write_lock_stats(&self) -> WriteLockStats {
-        self.write.stats()
     }
 
     /// The event path every commit of this store publishes to.

@@ -237,6 +237,7 @@ async fn build(state: &AppState, spec: &QuerySpec, look: &Look, now: i64) -> Api
     };
     let unit = Unit::common(names.iter().copied());
     let (mut thresholds, mut marks) = judged(state, spec, &result, &names).await?;
+    thresholds.extend(described(state, spec, &names).await?);
     if let Some(p) = &look.scaling {
         let (t, m) = policy_marks(state, spec, p, (result.from, result.to), now).await?;
         thresholds.extend(t);
@@ -381,6 +382,45 @@ fn label(spec: &QuerySpec, s: &SeriesPoints, show_host: bool) -> String {
         out.push_str(&format!(" ({n} hosts)"));
     }
     out
+}
+
+/// The warning and critical ranges the drawn series' source declares
+/// (Munin's `warning`/`critical`), for a host given by id.
+async fn described(
+    state: &AppState,
+    spec: &QuerySpec,
+    names: &[&str],
+) -> ApiResult<Vec<Threshold>> {
+    let Target::Host(host) = &spec.target else {
+        return Ok(Vec::new());
+    };
+    let Ok(id) = host.parse::<i64>() else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<Threshold> = Vec::new();
+    for m in state.store.series_meta(id).await? {
+        if !names.contains(&m.name.as_str()) {
+            continue;
+        }
+        for (range, level) in [(&m.warning, Level::Warning), (&m.critical, Level::Critical)] {
+            for value in range.as_deref().map(munin_bounds).unwrap_or_default() {
+                if !out.iter().any(|t| t.value == value && t.level == level) {
+                    out.push(Threshold { value, level });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The finite bounds of a Munin range: `max`, `min:max`, `:max`, `min:`.
+fn munin_bounds(text: &str) -> Vec<f64> {
+    let (lo, hi) = text.split_once(':').unwrap_or(("", text));
+    [lo, hi]
+        .iter()
+        .filter_map(|b| b.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite())
+        .collect()
 }
 
 /// What the rules that judge the drawn series add to the picture: their
