@@ -656,7 +656,7 @@ pub struct SpoolConfig {
     #[serde(with = "serde_size")]
     pub max_bytes: u64,
     /// Percentage of `max_bytes` log records may take; past it the oldest
-    /// are dropped (default 50).
+    /// are dropped (default 80).
     pub log_share: u8,
     /// Size at which a segment file is closed (default 1MiB).
     #[serde(with = "serde_size")]

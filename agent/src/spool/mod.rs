@@ -96,7 +96,7 @@ impl Default for SpoolPolicy {
     fn default() -> Self {
         Self {
             max_bytes: 100 << 20,
-            log_share_pct: 50,
+            log_share_pct: 80,
             segment_bytes: 1 << 20,
             memory_batches: 360,
             tiers: Self::default_tiers(),
