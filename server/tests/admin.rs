@@ -374,3 +374,35 @@ async fn an_empty_overview_shows_admins_the_command_that_enrolls_an_instance() {
     assert!(command(&html).is_none());
     assert!(html.contains("No agent yet"));
 }
+
+#[tokio::test]
+async fn the_groups_and_hosts_pages_list_the_fleet() {
+    let app = spawn_app().await;
+    let admin = login(&app, "admin", "s3cret-pass").await;
+    app.enroll("web-1", "web").await;
+    app.enroll("web-2", "web").await;
+    app.enroll("db-1", "db").await;
+    let groups = page(&app, &admin.cookie, "/groups").await;
+    assert_eq!(groups.status, StatusCode::OK);
+    let html = groups.text();
+    let web = html
+        .split("<a href=\"/groups/web\">web</a>")
+        .nth(1)
+        .unwrap();
+    assert!(
+        web.starts_with("</td>\n        <td class=\"num\">2</td>"),
+        "{web}"
+    );
+    assert!(html.contains("<a href=\"/groups/db\">db</a>"));
+    let hosts = page(&app, &admin.cookie, "/hosts").await.text();
+    let order: Vec<_> = ["db-1", "web-1", "web-2"]
+        .iter()
+        .map(|h| hosts.find(&format!(">{h}</a>")).unwrap())
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "sorted by name");
+    let down = page(&app, &admin.cookie, "/hosts?state=down").await.text();
+    assert!(down.contains("No host is down."), "{down}");
+    let bad = page(&app, &admin.cookie, "/hosts?state=sideways").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.text().contains("not one of up, down, left"));
+}

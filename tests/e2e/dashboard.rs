@@ -530,6 +530,8 @@ fn every_page_renders_hostile_text_as_text_and_admins_create_and_revoke_tokens()
         ("overview", "/".to_string(), Some(HOSTILE_HOST)),
         ("host", format!("/hosts/{host_id}"), Some(HOSTILE)),
         ("group", "/groups/web".to_string(), Some(HOSTILE_HOST)),
+        ("groups", "/groups".to_string(), None),
+        ("hosts", "/hosts".to_string(), Some(HOSTILE_HOST)),
         ("logs", "/logs".to_string(), Some(HOSTILE)),
         ("alarms", "/alarms".to_string(), None),
         ("scaling", "/scaling".to_string(), None),
@@ -581,7 +583,7 @@ fn every_page_renders_hostile_text_as_text_and_admins_create_and_revoke_tokens()
             )?;
             assert_eq!(
                 nav,
-                json!("Overview,Logs,Alarms,Scaling,Admin"),
+                json!("Overview,Groups,Hosts,Logs,Alarms,Scaling,Admin"),
                 "{name}: the navigation"
             );
             let overflow = eval(

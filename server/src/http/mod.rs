@@ -10,6 +10,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod error;
 mod headers;
+mod lists_page;
 mod logs_page;
 mod scaling_page;
 
@@ -184,6 +185,7 @@ pub fn app(state: AppState) -> Router {
         .merge(alarms_page::router())
         .merge(scaling_page::router())
         .merge(admin_page::router())
+        .merge(lists_page::router())
         .merge(assets::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
