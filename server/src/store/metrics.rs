@@ -75,7 +75,7 @@ pub(super) struct SeriesLimits {
 /// Default `[archives] max_series_per_host`.
 pub const DEFAULT_MAX_SERIES_PER_HOST: u64 = 10_000;
 /// Default `[archives] max_series`.
-pub const DEFAULT_MAX_SERIES: u64 = 1_000_000;
+pub const DEFAULT_MAX_SERIES: u64 = 500_000;
 /// Refusals are logged at most this often (they are counted every time).
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 
