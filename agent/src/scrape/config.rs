@@ -64,6 +64,17 @@ impl ScrapeConfig {
             .unwrap_or_else(|| DEFAULT_TIMEOUT.min(self.interval))
     }
 
+    /// The URL as logs show it: a password in it is replaced.
+    pub fn url_for_logs(&self) -> String {
+        match reqwest::Url::parse(&self.url) {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("redacted"));
+                u.to_string()
+            }
+            _ => self.url.clone(),
+        }
+    }
+
     /// Every problem of this target, keys prefixed with `at` (`scrape[0]`).
     pub fn problems(&self, at: &str) -> ConfigErrors {
         let mut errs = ConfigErrors::default();
@@ -168,6 +179,14 @@ mod tests {
             "cut to the interval"
         );
         assert!(quick.problems("scrape[0]").is_empty());
+        let secret = ScrapeConfig {
+            url: "http://scraper:hunter2@127.0.0.1:9100/metrics".into(),
+            ..ok.clone()
+        };
+        assert_eq!(
+            secret.url_for_logs(),
+            "http://scraper:redacted@127.0.0.1:9100/metrics"
+        );
         let bad = ScrapeConfig {
             name: "Node Exporter".into(),
             url: "ftp://x".into(),

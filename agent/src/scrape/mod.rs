@@ -60,7 +60,7 @@ impl Scrapes {
                     humantime::format_duration(t.interval),
                     humantime::format_duration(t.timeout()),
                     t.sample_limit,
-                    t.url
+                    t.url_for_logs()
                 );
                 let target = target::Target::new(t.clone(), client.clone());
                 tasks.push(tokio::spawn(target.run(

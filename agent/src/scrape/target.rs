@@ -138,7 +138,7 @@ impl Target {
                     tracing::info!(
                         "scrape {}: {} answers again (after {reason})",
                         self.cfg.name,
-                        self.cfg.url
+                        self.cfg.url_for_logs()
                     );
                 }
                 (series, 1.0, Some(n))
@@ -152,7 +152,7 @@ impl Target {
                     tracing::warn!(
                         "scrape {} of {} failed ({reason}): {e}; counted in agent.scrape.failures",
                         self.cfg.name,
-                        self.cfg.url
+                        self.cfg.url_for_logs()
                     );
                 } else {
                     tracing::debug!("scrape {} failed again ({reason}): {e}", self.cfg.name);
@@ -223,7 +223,7 @@ impl Target {
             )
             .send()
             .await
-            .map_err(|e| ScrapeError::Connect(error_chain(&e)))?;
+            .map_err(|e| ScrapeError::Connect(error_chain(&e.without_url())))?;
         if !resp.status().is_success() {
             return Err(ScrapeError::Status(resp.status().as_u16()));
         }
@@ -240,7 +240,7 @@ impl Target {
         while let Some(chunk) = resp
             .chunk()
             .await
-            .map_err(|e| ScrapeError::Connect(error_chain(&e)))?
+            .map_err(|e| ScrapeError::Connect(error_chain(&e.without_url())))?
         {
             if (body.len() + chunk.len()) as u64 > limit {
                 return Err(ScrapeError::BodyLimit(limit));
