@@ -431,3 +431,60 @@ fn a_series_last_updated_two_days_ago_reads_its_fine_archives_like_rrdtool_fetch
     );
     Ok(())
 }
+
+/// `[archives] max_series_per_host`: a host sending more series than its cap
+/// gets the cap; the rest is refused, counted in /metrics and logged, and the
+/// series it has go on.
+#[test]
+fn series_beyond_max_series_per_host_are_refused_counted_and_logged() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        "[archives]\nflush_interval = \"1s\"\nmax_series_per_host = 50\n",
+    )?;
+    let mut server = Server::start_in(
+        &dir.path().join("data"),
+        &[
+            "--no-local-agent",
+            "--config",
+            &config.display().to_string(),
+        ],
+    )?;
+    let api = Api::new(&server.url, &server.token("admin")?);
+    let t0 = (now() - 600) / 10 * 10;
+    let body = |t: i64| {
+        json!({
+            "host": "flood-1",
+            "series": (0..80).map(|i| json!({
+                "name": format!("flood.s{i}"),
+                "points": [[t, i]],
+            })).collect::<Vec<_>>(),
+        })
+    };
+    let (status, v) = api.post_json("/api/v1/import", Some(&api.token), &body(t0))?;
+    ensure!(status == 200 && v["accepted"] == 50, "import: {status} {v}");
+    // The next request: the 50 it has go on, the other 30 are still refused.
+    let (status, v) = api.post_json("/api/v1/import", Some(&api.token), &body(t0 + 10))?;
+    ensure!(status == 200 && v["accepted"] == 50, "import: {status} {v}");
+    let refused = eventually(Duration::from_secs(20), || {
+        let text = reqwest::blocking::get(format!("{}/metrics", server.url))?.text()?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix("metrolog_series_refused_total{limit=\"per_host\"} "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .filter(|n| *n >= 60))
+    })?;
+    ensure!(refused == 60, "{refused} refused");
+    let (status, series) = api.get("/api/v1/series?host=flood-1&name=flood.*")?;
+    ensure!(
+        status == 200 && series.as_array().map(Vec::len) == Some(50),
+        "{status} {series}"
+    );
+    let log = server.proc.log();
+    ensure!(
+        log.matches("new series refused").count() == 1,
+        "refusals are logged once a minute at most:\n{log}"
+    );
+    Ok(())
+}
