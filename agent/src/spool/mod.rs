@@ -385,17 +385,25 @@ impl Spool {
         if let Some(damage) = &scan.damage {
             self.stats.corrupt_files.fetch_add(1, Ordering::Relaxed);
             let aside = dir.join(format!("{}.{}.corrupt", segment_name(id), now_unix()));
-            tracing::warn!(
-                "spool segment {} is damaged ({damage}); kept its {} good batch(es) and set the file aside as {}",
-                path.display(),
-                keep.len(),
-                aside.display()
-            );
-            if let Err(e) = std::fs::rename(&path, &aside) {
-                tracing::error!("cannot set {} aside: {e}; deleting it", path.display());
-                let _ = std::fs::remove_file(&path);
-            } else {
-                corrupt.push(aside);
+            // Logged once the file is aside, so that the line is true when read.
+            match std::fs::rename(&path, &aside).and_then(|()| sync_dir(&dir)) {
+                Ok(()) => {
+                    tracing::warn!(
+                        "spool segment {} is damaged ({damage}); kept its {} good batch(es) and set the file aside as {}",
+                        path.display(),
+                        keep.len(),
+                        aside.display()
+                    );
+                    corrupt.push(aside);
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "spool segment {} is damaged ({damage}); kept its {} good batch(es); cannot set it aside ({e}), deleted it",
+                        path.display(),
+                        keep.len()
+                    );
+                    let _ = std::fs::remove_file(&path);
+                }
             }
             rewrite = true;
         }
