@@ -9,6 +9,7 @@
 mod alarms;
 pub mod archive;
 mod auth;
+pub mod backup;
 mod catalog;
 mod checkpoint;
 mod checks;
@@ -18,7 +19,9 @@ pub mod logs;
 mod metrics;
 pub mod outbox;
 mod scaling;
+pub mod stats;
 mod series_meta;
+mod write_lock;
 
 pub use alarms::{AlarmRow, SilenceRow, StoredRule, TransitionRow};
 pub use archive::journal::Sample;
@@ -35,6 +38,7 @@ pub use metrics::{
 pub use outbox::{AttemptRow, DeliveryFilter, DeliveryRow, DeliveryView, Flush};
 pub use scaling::{HookDelivery, Requeue, StoredPolicy};
 pub use series_meta::SeriesMetaRow;
+pub use write_lock::WriteLockStats;
 
 use metrolog_protocol::rrd::RrdSpec;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -113,7 +117,8 @@ impl StoreError {
 #[derive(Debug)]
 pub struct Store {
     pool: SqlitePool,
-    write: tokio::sync::Mutex<()>,
+    /// The one writer at a time, measured (see [`write_lock`]).
+    write: write_lock::WriteLock,
     /// (host id, name, canonical labels) → series id, so a steady stream of
     /// batches does not look series up again. Bounded by `SERIES_CACHE_MAX`.
     series_ids: Mutex<HashMap<(i64, String, String), i64>>,
@@ -230,7 +235,7 @@ impl Store {
         }
         Ok(Self {
             pool,
-            write: tokio::sync::Mutex::new(()),
+            write: write_lock::WriteLock::new(),
             series_ids: Mutex::new(HashMap::new()),
             archives: Mutex::new(cache),
             flush_gate: tokio::sync::RwLock::new(()),
@@ -242,6 +247,11 @@ impl Store {
             bus: crate::events::Bus::new(),
             series_limits: metrics::SeriesLimits::default(),
         })
+    }
+
+    /// Waits and holds of the writer lock since the store opened.
+    pub fn write_lock_stats(&self) -> WriteLockStats {
+        self.write.stats()
     }
 
     /// The event path every commit of this store publishes to.
