@@ -2,7 +2,6 @@
 //! real sockets, real processes and signals.
 
 mod agent_logs;
-mod agent_spool;
 mod archives;
 mod backup;
 mod checks;
@@ -15,6 +14,7 @@ mod liveness;
 mod loadgen;
 mod logs;
 mod metrics;
+mod munin;
 mod notify;
 mod prometheus;
 mod pushed_logs;
