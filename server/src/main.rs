@@ -153,7 +153,8 @@ async fn serve(cli: &Cli) -> anyhow::Result<ExitCode> {
     if let Some(g) = app.graphite_addr() {
         println!("  Graphite TCP: {g}");
     }
-    println!("  Dashboard: http://{addr}/");
+    let scheme = if app.https() { "https" } else { "http" };
+    println!("  Dashboard: {scheme}://{addr}/");
     app.run_until(startup::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -116,6 +116,11 @@ impl Application {
         })
     }
 
+    /// Whether the API and dashboard are served over HTTPS.
+    pub fn https(&self) -> bool {
+        self.config.http_tls.is_some()
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
@@ -205,7 +210,13 @@ impl Application {
             };
             graphite::start(self.state.clone(), listener, mapping, stop_rx.clone())
         });
-        let agent = if self.config.local_agent {
+        // The built-in agent speaks plain HTTP to this listener; under TLS it
+        // would need a CA to trust the certificate, so it does not run.
+        let local_agent = self.config.local_agent && self.config.http_tls.is_none();
+        if self.config.local_agent && !local_agent {
+            tracing::warn!("the local agent does not run when [http] tls_cert is set: run metrolog-agent on this host with --server https://…");
+        }
+        let agent = if local_agent {
             Some(local_agent::start(&self.state, addr, stop_rx.clone()).await?)
         } else {
             None
@@ -227,17 +238,35 @@ impl Application {
             }
             let _ = http_stop_tx.send(true);
         });
-        tracing::info!(%addr, "listening: dashboard at http://{addr}/");
         let router = app(self.state.clone());
-        axum::serve(
-            self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        let stopped = async move {
             let _ = http_stop_rx.wait_for(|s| *s).await;
-        })
-        .await
-        .map_err(StartupError::Serve)?;
+        };
+        match &self.config.http_tls {
+            None => {
+                tracing::info!(%addr, "listening: dashboard at http://{addr}/");
+                axum::serve(
+                    self.listener,
+                    router.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(stopped)
+                .await
+                .map_err(StartupError::Serve)?;
+            }
+            Some(tls) => {
+                tracing::info!(%addr, "listening: dashboard at https://{addr}/");
+                let listener = crate::http::tls::TlsListener::new(self.listener, tls.acceptor())
+                    .map_err(StartupError::Serve)?;
+                let router = router.layer(axum::middleware::from_fn(crate::http::tls::mark_https));
+                axum::serve(
+                    listener,
+                    router.into_make_service_with_connect_info::<crate::http::tls::TlsPeer>(),
+                )
+                .with_graceful_shutdown(stopped)
+                .await
+                .map_err(StartupError::Serve)?;
+            }
+        }
         let _ = housekeeping.await;
         if let Some(e) = evaluator {
             let _ = e.await;

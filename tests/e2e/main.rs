@@ -10,6 +10,7 @@ mod dashboard;
 mod fleet;
 mod full_disk;
 mod graphite;
+mod https;
 mod liveness;
 mod loadgen;
 mod logs;

@@ -297,6 +297,11 @@ pub struct HttpSection {
     /// (agents back off and retry), so memory held by batches in flight stays
     /// under this × `max_body_bytes`.
     pub max_concurrent_batches: u32,
+    /// PEM certificate chain: with `tls_key`, the API and dashboard are served
+    /// over HTTPS only (on `listen`), and session cookies are `Secure`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert` (PKCS#8, RSA or SEC1).
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for HttpSection {
@@ -306,6 +311,8 @@ impl Default for HttpSection {
             session_ttl: Duration::from_secs(12 * 3600),
             login_attempts_per_minute: 5,
             max_concurrent_batches: 64,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

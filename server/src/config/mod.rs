@@ -67,6 +67,9 @@ pub struct ServerConfig {
     pub syslog_tcp: Listen,
     /// The TLS receiver, its certificate and key already read and checked.
     pub syslog_tls: Option<SyslogTls>,
+    /// HTTPS for the API and dashboard (`[http] tls_cert` and `tls_key`),
+    /// read and checked.
+    pub http_tls: Option<TlsSettings>,
     pub syslog_max_line_bytes: u64,
     pub graphite: Listen,
     pub hosts: HostsSection,
@@ -206,6 +209,7 @@ impl ServerConfig {
                     cert,
                     key,
                     client_ca: file.syslog.tls_client_ca.as_deref(),
+                    section: "syslog",
                 };
                 match TlsSettings::load(files) {
                     Ok(settings) => Some(SyslogTls { addr, settings }),
@@ -234,6 +238,29 @@ impl ServerConfig {
                 None
             }
         };
+        let http_tls = match (&file.http.tls_cert, &file.http.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => match TlsSettings::load(TlsFiles {
+                cert,
+                key,
+                client_ca: None,
+                section: "http",
+            }) {
+                Ok(settings) => Some(settings),
+                Err(problems) => {
+                    errors.extend(problems);
+                    None
+                }
+            },
+            (Some(_), None) => {
+                errors.push("http.tls_key: missing; http.tls_cert needs its private key".into());
+                None
+            }
+            (None, Some(_)) => {
+                errors.push("http.tls_cert: missing; http.tls_key needs its certificate".into());
+                None
+            }
+        };
         let local_agent = !over.no_local_agent && file.local_agent.unwrap_or(true);
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
@@ -246,6 +273,7 @@ impl ServerConfig {
             syslog_udp,
             syslog_tcp,
             syslog_tls,
+            http_tls,
             syslog_max_line_bytes: file.syslog.max_line_bytes,
             graphite,
             hosts: file.hosts.clone(),

@@ -13,6 +13,7 @@ mod headers;
 mod lists_page;
 mod logs_page;
 mod scaling_page;
+pub mod tls;
 
 use crate::auth::LoginLimiter;
 use crate::config::ServerConfig;

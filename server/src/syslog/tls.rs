@@ -37,6 +37,9 @@ pub struct TlsFiles<'a> {
     pub key: &'a Path,
     /// When given, clients must present a certificate signed by one of these CAs.
     pub client_ca: Option<&'a Path>,
+    /// The configuration section the keys are in (`syslog`, `http`), to
+    /// name them in errors.
+    pub section: &'a str,
 }
 
 impl TlsSettings {
@@ -44,33 +47,35 @@ impl TlsSettings {
     /// (`syslog.tls_cert: …`) and never quotes the key's contents.
     pub fn load(files: TlsFiles<'_>) -> Result<Self, Vec<String>> {
         let mut errors = Vec::new();
-        let chain = read_pem(files.cert, "syslog.tls_cert", &mut errors).and_then(|pem| {
-            match CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>() {
-                Ok(chain) if !chain.is_empty() => Some(chain),
-                Ok(_) => {
-                    errors.push(format!(
-                        "syslog.tls_cert: {} holds no PEM certificate \
+        let section = files.section;
+        let chain =
+            read_pem(files.cert, &format!("{section}.tls_cert"), &mut errors).and_then(|pem| {
+                match CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>() {
+                    Ok(chain) if !chain.is_empty() => Some(chain),
+                    Ok(_) => {
+                        errors.push(format!(
+                            "{section}.tls_cert: {} holds no PEM certificate \
                          (\"-----BEGIN CERTIFICATE-----\")",
-                        files.cert.display()
-                    ));
-                    None
+                            files.cert.display()
+                        ));
+                        None
+                    }
+                    Err(e) => {
+                        errors.push(format!(
+                            "{section}.tls_cert: {} is not a valid PEM certificate chain: {e}",
+                            files.cert.display()
+                        ));
+                        None
+                    }
                 }
-                Err(e) => {
-                    errors.push(format!(
-                        "syslog.tls_cert: {} is not a valid PEM certificate chain: {e}",
-                        files.cert.display()
-                    ));
-                    None
-                }
-            }
-        });
-        let key = read_pem(files.key, "syslog.tls_key", &mut errors).and_then(|pem| {
+            });
+        let key = read_pem(files.key, &format!("{section}.tls_key"), &mut errors).and_then(|pem| {
             match PrivateKeyDer::from_pem_slice(&pem) {
                 Ok(key) => Some(key),
                 // The PEM error names sections and markers, not key material.
                 Err(e) => {
                     errors.push(format!(
-                        "syslog.tls_key: {} holds no usable PEM private key \
+                        "{section}.tls_key: {} holds no usable PEM private key \
                          (PKCS#8, RSA or SEC1): {e}",
                         files.key.display()
                     ));
@@ -93,7 +98,7 @@ impl TlsSettings {
             .with_safe_default_protocol_versions()
         {
             Ok(b) => b,
-            Err(e) => return Err(vec![format!("syslog.tls: {e}")]),
+            Err(e) => return Err(vec![format!("{section}.tls: {e}")]),
         };
         let client_auth = verifier.is_some();
         let builder = match verifier {
@@ -102,7 +107,7 @@ impl TlsSettings {
         };
         let config = builder.with_single_cert(chain, key).map_err(|e| {
             vec![format!(
-                "syslog.tls_key: {} does not go with the certificate in {} \
+                "{section}.tls_key: {} does not go with the certificate in {} \
                  (or is not a key rustls can use): {e}",
                 files.key.display(),
                 files.cert.display()
@@ -114,7 +119,7 @@ impl TlsSettings {
         })
     }
 
-    pub(super) fn acceptor(&self) -> TlsAcceptor {
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.config.clone())
     }
 }
@@ -181,6 +186,7 @@ mod tests {
             cert: &cert,
             key: &key,
             client_ca: None,
+            section: "syslog",
         })
         .map_err(|e| e.join("\n"))
     }
@@ -221,6 +227,7 @@ mod tests {
             cert: &cert,
             key: &key,
             client_ca: Some(&ca),
+            section: "syslog",
         };
         let err = TlsSettings::load(files).unwrap_err().join("\n");
         assert!(err.starts_with("syslog.tls_client_ca:"), "{err}");
