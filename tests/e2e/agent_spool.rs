@@ -157,6 +157,18 @@ fn rows(
         .unwrap_or_default())
 }
 
+/// The whole minutes of `[start, end]` (rows `T` covering `(T - 60, T]`), at
+/// least one: when the span holds none, the minute after `start`, waited for
+/// until it is complete and shipped.
+fn whole_minutes(start: i64, end: i64) -> (i64, i64) {
+    let from = (start / 60 + 1) * 60;
+    let to = ((end / 60) * 60).max(from + 60);
+    while now() < to + 12 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (from, to)
+}
+
 fn line(seq: u32) -> String {
     format!("{seq:07} spooled line, padded to look like a real log line")
 }
@@ -283,8 +295,7 @@ fn an_outage_with_the_agent_killed_midway_costs_resolution_not_data() -> Result<
     );
 
     // Every minute of the outage has a value (the minutes entirely inside it).
-    let (from, to) = ((down_at / 60 + 1) * 60, (up_at / 60) * 60);
-    ensure!(to - from >= 60, "the outage covers no whole minute");
+    let (from, to) = whole_minutes(down_at, up_at);
     let minutes = eventually(Duration::from_secs(30), || {
         let r = rows(&api, "spool-1", "load.1m", from, to, 60, "avg")?;
         let known = r
@@ -309,11 +320,16 @@ fn an_outage_with_the_agent_killed_midway_costs_resolution_not_data() -> Result<
         consolidated.iter().any(|(_, v)| v.is_some_and(|v| v > 0.0)),
         "no re-consolidation reported: {consolidated:?}"
     );
-    let fine = rows(&api, "spool-1", "load.1m", from, to, 10, "avg")?;
-    let known: Vec<f64> = fine.iter().filter_map(|(_, v)| *v).collect();
+    let (f10, t10) = ((down_at / 10 + 1) * 10, (up_at / 10) * 10);
+    let fine = rows(&api, "spool-1", "load.1m", f10, t10, 10, "avg")?;
+    let known = fine
+        .iter()
+        .filter(|(t, v)| *t > f10 && *t <= t10 && v.is_some())
+        .count() as i64;
     ensure!(
-        known.len() as i64 >= (to - from) / 10 - 1,
-        "10 s rows of the outage missing: {fine:?}"
+        known >= (t10 - f10) / 10 - 1,
+        "10 s rows of the outage missing ({known} of {}): {fine:?}",
+        (t10 - f10) / 10
     );
     eprintln!("outage {down_at}..{up_at}: minutes {minutes:?}");
     agent.terminate();
@@ -476,7 +492,7 @@ fn three_agents_through_three_server_kills_lose_and_double_nothing() -> Result<(
             "{host}: {written} lines written, {missing} missing, {twice} stored more than once\n{}",
             agent.log()
         );
-        let (from, to) = ((started / 60 + 1) * 60, (ended / 60) * 60);
+        let (from, to) = whole_minutes(started, ended);
         let r = eventually(Duration::from_secs(30), || {
             let r = rows(&api, host, "load.1m", from, to, 60, "avg")?;
             let known = r
