@@ -353,6 +353,34 @@ mod tests {
     }
 
     #[test]
+    fn retry_after_is_read_from_503_and_429_only_and_capped() {
+        let mut h = header::HeaderMap::new();
+        h.insert(header::RETRY_AFTER, "7".parse().unwrap());
+        let s = Duration::from_secs;
+        assert_eq!(retry_after(StatusCode::SERVICE_UNAVAILABLE, &h), Some(s(7)));
+        assert_eq!(retry_after(StatusCode::TOO_MANY_REQUESTS, &h), Some(s(7)));
+        assert_eq!(retry_after(StatusCode::BAD_GATEWAY, &h), None);
+        h.insert(header::RETRY_AFTER, "86400".parse().unwrap());
+        assert_eq!(
+            retry_after(StatusCode::SERVICE_UNAVAILABLE, &h),
+            Some(RETRY_AFTER_MAX)
+        );
+        h.insert(
+            header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(
+            retry_after(StatusCode::SERVICE_UNAVAILABLE, &h),
+            Some(RETRY_AFTER_MAX)
+        );
+        assert_eq!(
+            retry_after(StatusCode::SERVICE_UNAVAILABLE, &header::HeaderMap::new()),
+            None,
+            "without Retry-After a 503 means down: fail over"
+        );
+    }
+
+    #[test]
     fn error_bodies_give_their_message() {
         let body = r#"{"error":{"code":"unauthorized","message":"unknown enrollment token"}}"#;
         assert_eq!(

@@ -338,3 +338,43 @@ fn a_refused_batch_is_discarded_and_counted() {
     assert_eq!(s.stats.drops(), (1, 0, 1));
     assert_eq!(s.front().unwrap().id.seq, 2);
 }
+
+#[test]
+fn spool_keys_parse_and_bad_ladders_are_reported() {
+    use crate::config::{AgentConfig, Secret, SpoolConfig};
+    let cfg: SpoolConfig = toml::from_str(
+        "max_bytes = \"10MiB\"\nlog_share = 60\n\
+         [[tiers]]\nafter = \"30m\"\nstep = \"1m\"\n\
+         [[tiers]]\nafter = \"2h\"\nstep = \"10m\"\n",
+    )
+    .unwrap();
+    let p = cfg.policy();
+    assert_eq!((p.max_bytes, p.log_share_pct), (10 << 20, 60));
+    assert_eq!(p.tiers[1].step, 600);
+    assert_eq!(p.tiers[0].after, Duration::from_secs(1800));
+    assert_eq!(
+        SpoolConfig::default().policy().tiers,
+        SpoolPolicy::default_tiers()
+    );
+
+    let mut agent = AgentConfig::new(vec!["http://a:1".into()], Some(Secret::new("t")));
+    agent.spool = toml::from_str(
+        "log_share = 101\nreplay_rate = 0\n\
+         [[tiers]]\nafter = \"1h\"\nstep = \"25s\"\n\
+         [[tiers]]\nafter = \"30m\"\nstep = \"1m\"\n",
+    )
+    .unwrap();
+    let errs = agent.validate().unwrap_err();
+    let keys: Vec<&str> = errs.0.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "spool.log_share",
+            "spool.replay_rate",
+            "spool.tiers[0].step",
+            "spool.tiers[1].step",
+            "spool.tiers[1].after"
+        ],
+        "{errs}"
+    );
+}
