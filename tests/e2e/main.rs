@@ -2,6 +2,7 @@
 //! real sockets, real processes and signals.
 
 mod agent_logs;
+mod agent_spool;
 mod archives;
 mod backup;
 mod checks;
