@@ -172,7 +172,10 @@ pub async fn run(
     let scrapes = scrape::Scrapes::start(&config.scrape, scrape_book.clone());
     scrape_book.push(cloud::failure_series());
     let sampler = sampler.with_samples(scrape_book);
-    let munin = config.munin.clone().map(|m| munin::Munin::start(m, check_book.clone()));
+    let munin = config
+        .munin
+        .clone()
+        .map(|m| munin::Munin::start(m, check_book.clone()));
     let running_checks =
         checks::Checks::start(config.checks.clone(), known_checks.as_deref(), check_book);
 

@@ -19,8 +19,8 @@ pub mod logs;
 mod metrics;
 pub mod outbox;
 mod scaling;
-pub mod stats;
 mod series_meta;
+pub mod stats;
 mod write_lock;
 
 pub use alarms::{AlarmRow, SilenceRow, StoredRule, TransitionRow};
