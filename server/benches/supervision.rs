@@ -891,6 +891,10 @@ events = ["scale_out", "scale_in", "heal"]
 }
 
 fn main() -> Res<()> {
+    // RUST_LOG=metrolog_server::store=debug shows the write lock's slow holds.
+    if std::env::var_os("RUST_LOG").is_some() {
+        metrolog_server::telemetry::init_tracing();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

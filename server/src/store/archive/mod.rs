@@ -75,6 +75,8 @@ impl std::fmt::Debug for ArchiveCache {
 /// lock each at 40 000 series (measured), so a batch or an alarm commit
 /// waits for one slice, not for the flush (benches/supervision.rs, part a).
 const FLUSH_SLICE_SERIES: usize = 100;
+/// Series copied per hold of the write lock when a flush takes its snapshot.
+const SNAPSHOT_SERIES: usize = 2_048;
 
 /// What a flush copies of one dirty series under the write lock.
 struct FlushSnap {
@@ -509,24 +511,43 @@ impl Store {
         // a group applies its batches to memory before its COMMIT, so only
         // there does memory hold nothing the database lacks. Copying is all
         // that happens under it; reading, encoding and writing come after.
-        let (snaps, through, journal_dirty, epoch) = {
+        // It is taken in pieces of SNAPSHOT_SERIES series, each under the
+        // lock on its own, so a commit waits for one piece, not for a copy
+        // of every dirty series (40 000 series held the lock 100-240 ms).
+        // Each piece is consistent at its own moment; the journal is trimmed
+        // only through the first piece's sequence, which every later piece
+        // holds too (replay skips what a series' `applied_seq` covers).
+        let (ids, through, journal_dirty, epoch) = {
             let _w = self.write.lock().await;
             let cache = self.cache();
-            let snaps: Vec<FlushSnap> = cache
+            let ids: Vec<i64> = cache
                 .series
                 .iter()
                 .filter(|(_, h)| h.dirty)
-                .map(|(&id, h)| FlushSnap {
-                    id,
+                .map(|(&id, _)| id)
+                .collect();
+            (ids, cache.seq, cache.journal_dirty, cache.epoch)
+        };
+        let mut snaps: Vec<FlushSnap> = Vec::with_capacity(ids.len());
+        for piece in ids.chunks(SNAPSHOT_SERIES) {
+            let _w = self.write.lock().await;
+            let cache = self.cache();
+            if cache.epoch != epoch {
+                // Memory was rebuilt from the database (a failed commit).
+                return Ok(out);
+            }
+            snaps.extend(piece.iter().filter_map(|id| {
+                let h = cache.series.get(id).filter(|h| h.dirty)?;
+                Some(FlushSnap {
+                    id: *id,
                     spec: h.state.spec_arc().clone(),
                     writes: h.pending.clone(),
                     state: h.state.to_bytes(),
                     applied_seq: h.applied_seq,
                     last: h.last,
                 })
-                .collect();
-            (snaps, cache.seq, cache.journal_dirty, cache.epoch)
-        };
+            }));
+        }
         if snaps.is_empty() && !journal_dirty {
             return Ok(out);
         }
