@@ -247,16 +247,6 @@ impl Store {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    /// Writes one group's flush: its deliveries, what they told, the
-    /// resolved alerts now done with, and the group's flush time.
-    pub async fn flush_group(&self, f: &Flush) -> Result<Vec<i64>> {
-        Ok(self
-            .flush_groups(std::slice::from_ref(f))
-            .await?
-            .pop()
-            .unwrap_or_default())
-    }
-
     /// Several groups' flushes in one transaction; the ids built per flush.
     pub async fn flush_groups(&self, flushes: &[Flush]) -> Result<Vec<Vec<i64>>> {
         if flushes.is_empty() {
@@ -432,17 +422,6 @@ impl Store {
                 next_attempt_ms: r.get(7),
             })
             .collect())
-    }
-
-    /// A receiver's oldest pending delivery.
-    pub async fn next_delivery(&self, receiver: &str) -> Result<Option<DeliveryRow>> {
-        Ok(self.next_deliveries(receiver, 0, 1).await?.pop())
-    }
-
-    /// Records an attempt and what it decided, in one transaction.
-    pub async fn record_attempt(&self, id: i64, a: &AttemptRow, verdict: &Verdict) -> Result<()> {
-        self.record_attempts(&[(id, a.clone(), verdict.clone())])
-            .await
     }
 
     /// Records several attempts (delivery id, attempt, verdict) and what each
