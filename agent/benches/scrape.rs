@@ -15,6 +15,8 @@
 //!
 //! Needs the Debian packages prometheus-node-exporter and prometheus; fails
 //! (does not skip) without them.
+mod procfs;
+use procfs::{clock_ticks, cpu_seconds, status_kib};
 
 use metrolog_protocol::Batch;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -75,24 +77,6 @@ fn serve(sock: TcpStream, prom: Arc<AtomicU64>) -> std::io::Result<()> {
             answer.len()
         )?;
     }
-}
-
-fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    let stime: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    (utime + stime) / ticks
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
 }
 
 fn free_port() -> u16 {
@@ -166,13 +150,7 @@ fn main() {
         "prometheus-node-exporter",
     );
     need("/usr/bin/prometheus", "prometheus");
-    let ticks: f64 = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0);
+    let ticks = clock_ticks();
     let dir = tempfile::tempdir().unwrap();
 
     let node_addr = format!("127.0.0.1:{}", free_port());

@@ -8,6 +8,8 @@
 //! cargo bench -p metrolog-agent --bench tail                 # 10 000 lines/s for 30 s
 //! TAIL_RATE=20000 TAIL_SECS=10 cargo bench -p metrolog-agent --bench tail
 //! ```
+mod procfs;
+use procfs::{clock_ticks, cpu_seconds, status_kib};
 
 use metrolog_protocol::Batch;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -72,36 +74,10 @@ fn serve(sock: TcpStream, lines: Arc<AtomicU64>, batches: Arc<AtomicU64>) -> std
     }
 }
 
-/// utime + stime of `pid`, in seconds.
-fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    let stime: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    (utime + stime) / ticks
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
-}
-
 fn main() {
     let rate = env_or("TAIL_RATE", 10_000);
     let secs = env_or("TAIL_SECS", 30);
-    let ticks: f64 = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0);
+    let ticks = clock_ticks();
 
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
