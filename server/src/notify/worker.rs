@@ -428,7 +428,9 @@ impl Inner {
             // left), at once.
             next = Some(now_ms);
         }
-        Ok((built, next))
+        // A pass that decided only some groups still wakes for the others'
+        // timers.
+        Ok((built, min_opt(next, plan.next_ms)))
     }
 
     async fn send_loop(self: Arc<Self>, lane: Arc<Lane>, mut stop: watch::Receiver<bool>) {
@@ -897,6 +899,38 @@ mod tests {
         assert_eq!(
             sent(&store).await[3],
             ("firing".into(), vec![pair("b", "firing")])
+        );
+        inner
+            .plan_receiver(&lane, &mut plan, now(&clock))
+            .await
+            .unwrap();
+
+        // An alert of another group: the passes that decide only that group
+        // still wake for the first group's repeat (due at 4 630 + 3 600 s),
+        // which comes before the new group's own (4 641 + 3 600 s).
+        clock.set(4_631);
+        let mut cpu = notice("c", AlertStatus::Firing, 4_631);
+        cpu.labels.insert("alertname".into(), "cpu".into());
+        cpu.fingerprint = "fp-cpu".into();
+        store.enqueue_alerts_for_test(&[cpu], now(&clock)).await;
+        inner
+            .plan_receiver(&lane, &mut plan, now(&clock))
+            .await
+            .unwrap();
+        clock.set(4_641);
+        let (built, _) = inner
+            .plan_receiver(&lane, &mut plan, now(&clock))
+            .await
+            .unwrap();
+        assert!(built, "the new group was not sent after its group_wait");
+        let (_, next) = inner
+            .plan_receiver(&lane, &mut plan, now(&clock))
+            .await
+            .unwrap();
+        assert_eq!(
+            next,
+            Some(8_230_000),
+            "the other group's repeat is forgotten"
         );
     }
 }
