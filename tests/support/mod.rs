@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 
 /// Path of a binary of this workspace (`target/<profile>/<name>`), built first.
 ///
-/// `cargo test -p metrolog-e2e` does not build other packages' binaries, so the
-/// first call runs `cargo build --workspace --tests` (a no-op when they are
-/// fresh) to never test a stale binary.
+/// `cargo test -p metrolog-e2e` does not build other packages' binaries, and
+/// `--tests` alone builds a package's binaries only when that package has
+/// integration tests of its own (the load generator has none), so the first
+/// call runs `cargo build --workspace --tests --bins` (a no-op when they are
+/// fresh) to never test a stale or missing binary.
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     let exe = std::env::current_exe().expect("test executable path");
@@ -31,8 +33,9 @@ pub fn binary(name: &str) -> PathBuf {
         let mut cmd = Command::new(cargo);
         // `--workspace --tests` resolves features exactly as `cargo test
         // --workspace` and `cargo nextest run --workspace` do, so after those
-        // this is a no-op instead of a rebuild with other features.
-        cmd.args(["build", "--workspace", "--tests"])
+        // this rebuilds nothing with other features; `--bins` adds the
+        // binaries that no integration test of their own package asks for.
+        cmd.args(["build", "--workspace", "--tests", "--bins"])
             .arg("--manifest-path")
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"));
         if dir.file_name().is_some_and(|p| p == "release") {
@@ -40,6 +43,24 @@ pub fn binary(name: &str) -> PathBuf {
         }
         if let Some(target) = dir.parent() {
             cmd.env("CARGO_TARGET_DIR", target);
+        }
+        // Cargo gives this test process the variables of its own package
+        // (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...). Passed on, they change the
+        // fingerprint of build scripts that watch them (ring watches
+        // CARGO_MANIFEST_DIR), so every test run would rebuild the TLS stack
+        // and the next `cargo nextest run` rebuild it back.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("CARGO_")
+                && !matches!(&*key, "CARGO_HOME" | "CARGO_TARGET_DIR")
+                && !key.starts_with("CARGO_BUILD_")
+                && !key.starts_with("CARGO_TERM_")
+                && !key.starts_with("CARGO_PROFILE_")
+                && !key.starts_with("CARGO_REGISTRIES_")
+                && !key.starts_with("CARGO_NET_")
+            {
+                cmd.env_remove(&*key);
+            }
         }
         let out = cmd.output().expect("running cargo build");
         assert!(
