@@ -309,14 +309,21 @@ impl Sampler {
                 Some(book) if !only_full_logs => {
                     let (results, series) = book.take_batch();
                     metrics.extend(series);
-                    series_meta = book.take_meta();
                     results
                 }
                 _ => Vec::new(),
             };
-            if metrics.is_empty() && logs.is_empty() && checks.is_empty() && series_meta.is_empty()
-            {
-                return;
+            if metrics.is_empty() && logs.is_empty() && checks.is_empty() {
+                // Series descriptions travel in batches of their own: a
+                // server older than `series_meta` refuses the batch (its
+                // fields are strict), and then loses only the descriptions.
+                series_meta = match &self.checks {
+                    Some(book) if !only_full_logs => book.take_meta(),
+                    _ => Vec::new(),
+                };
+                if series_meta.is_empty() {
+                    return;
+                }
             }
             let batch = Batch {
                 id: BatchId {
