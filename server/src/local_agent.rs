@@ -4,7 +4,7 @@
 
 use crate::auth::{new_token, token_hash};
 use crate::http::AppState;
-use crate::startup::StartupError;
+use crate::store::StoreError;
 use std::net::SocketAddr;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -15,7 +15,7 @@ pub async fn start(
     state: &AppState,
     addr: SocketAddr,
     mut stop: watch::Receiver<bool>,
-) -> Result<JoinHandle<()>, StartupError> {
+) -> Result<JoinHandle<()>, StoreError> {
     state
         .store
         .revoke_tokens_named(TOKEN_NAME, "enroll")

@@ -5,6 +5,7 @@
 //! unknown keys are errors, never silently ignored.
 
 mod file;
+mod tls;
 
 pub use file::{
     AgentsSection, ArchiveEntry, ArchivesSection, FileConfig, GraphiteSection, HostsSection,
@@ -12,10 +13,10 @@ pub use file::{
 };
 
 pub use crate::alarms::{RuleKind, RuleSection};
-use crate::syslog::{TlsFiles, TlsSettings};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+pub use tls::{TlsFiles, TlsSettings};
 
 /// Where something listens, or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! HTTPS for the API and dashboard when `[http] tls_cert` and `tls_key` are
 //! set: the TCP listener's connections go through a rustls handshake (the
-//! syslog receiver's settings loader, `crate::syslog::TlsSettings`), each on
+//! settings loaded with the configuration, `crate::config::TlsSettings`), each on
 //! its own task under a timeout, so a client that never finishes its
 //! handshake holds up nobody else.
 

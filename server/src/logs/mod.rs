@@ -6,8 +6,10 @@
 pub mod feed;
 pub mod indexer;
 pub mod retention;
-pub mod search;
 pub mod writer;
+
+/// The search syntax lives with the queries that run it.
+pub use crate::store::log_search as search;
 
 use crate::config::ServerConfig;
 use crate::store::Store;

@@ -6,8 +6,8 @@
 //! `migrations/0004_log_zones.sql`; why the full-text index has its own file:
 //! `migrations/0007_log_index_file.sql` and [`LogIndex`].
 
+use super::log_search::Search;
 use super::{now, Result, Store, StoreError};
-use crate::logs::search::Search;
 use metrolog_protocol::syslog::{Facility, LogRecord, LogSource, Severity};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
@@ -24,6 +24,15 @@ const ZONE_SHIFT: u32 = 12;
 /// Most separate id ranges one time-filtered listing queries; closer ranges
 /// are merged beyond that (scanning a gap costs less than many queries).
 const MAX_ZONE_RANGES: usize = 16;
+/// A record whose source time is further than this from its receive time
+/// (µs) is late: listed in `log_late` rather than widening its block's zone
+/// (migrations/0013_log_late.sql).
+pub const LATE_US: i64 = 5 * 60 * 1_000_000;
+
+/// Whether `r` goes to `log_late` rather than into its block's zone.
+fn is_late(r: &LogRecord) -> bool {
+    r.ts.abs_diff(r.received_at) > LATE_US as u64
+}
 
 /// Flag bits of the `flags` column.
 pub const FLAG_TRUNCATED: i64 = 1;
@@ -83,19 +92,20 @@ fn insert_statement<'a>(chunk: &'a [NewLog<'a>]) -> QueryBuilder<'a, Sqlite> {
     let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
         "INSERT INTO logs (host_id, ts, received_at, hostname, facility, severity, app_name, procid, msgid, message, structured_data, flags, source) ",
     );
+    // Text is bound as `&str`, which sqlx borrows; `&String` it would copy.
     q.push_values(chunk, |mut b, row| {
         let r = row.record;
         b.push_bind(row.host_id)
             .push_bind(r.ts)
             .push_bind(r.received_at)
-            .push_bind(&r.hostname)
+            .push_bind(r.hostname.as_deref())
             .push_bind(r.facility.map(|f| f.as_u8() as i64))
             .push_bind(r.severity.map(|s| s.as_u8() as i64))
-            .push_bind(&r.app_name)
-            .push_bind(&r.procid)
-            .push_bind(&r.msgid)
-            .push_bind(&r.message)
-            .push_bind(&r.structured_data)
+            .push_bind(r.app_name.as_deref())
+            .push_bind(r.procid.as_deref())
+            .push_bind(r.msgid.as_deref())
+            .push_bind(r.message.as_str())
+            .push_bind(r.structured_data.as_deref())
             .push_bind(flags_of(r))
             .push_bind(row.source.as_str());
     });
@@ -129,14 +139,14 @@ async fn insert_rows(conn: &mut SqliteConnection, rows: &[NewLog<'_>]) -> Result
         .bind(first.host_id)
         .bind(r.ts)
         .bind(r.received_at)
-        .bind(&r.hostname)
+        .bind(r.hostname.as_deref())
         .bind(r.facility.map(|f| f.as_u8() as i64))
         .bind(r.severity.map(|s| s.as_u8() as i64))
-        .bind(&r.app_name)
-        .bind(&r.procid)
-        .bind(&r.msgid)
-        .bind(&r.message)
-        .bind(&r.structured_data)
+        .bind(r.app_name.as_deref())
+        .bind(r.procid.as_deref())
+        .bind(r.msgid.as_deref())
+        .bind(r.message.as_str())
+        .bind(r.structured_data.as_deref())
         .bind(flags_of(r))
         .bind(first.source.as_str())
         .execute(&mut *conn)
@@ -161,6 +171,20 @@ async fn insert_rows(conn: &mut SqliteConnection, rows: &[NewLog<'_>]) -> Result
     }
     // The full-text index is not written here: the indexer follows the
     // committed ids on its own connection and file (`LogIndex`).
+    let late: Vec<(i64, i64)> = ids
+        .iter()
+        .zip(rows)
+        .filter(|(_, row)| is_late(row.record))
+        .map(|(id, row)| (*id, row.record.ts))
+        .collect();
+    for chunk in late.chunks(INSERT_CHUNK) {
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT OR REPLACE INTO log_late (id, ts) ");
+        q.push_values(chunk, |mut b, (id, ts)| {
+            b.push_bind(*id).push_bind(*ts);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
     let zones = zones_of(&ids, rows);
     for chunk in zones.chunks(INSERT_CHUNK) {
         let mut q: QueryBuilder<Sqlite> =
@@ -176,10 +200,14 @@ async fn insert_rows(conn: &mut SqliteConnection, rows: &[NewLog<'_>]) -> Result
     Ok(ids)
 }
 
-/// (block, smallest ts, largest ts) of the blocks `ids` fall in; `ids` ascend.
+/// (block, smallest ts, largest ts) of the blocks `ids` fall in, late
+/// records left out (they are in `log_late`); `ids` ascend.
 fn zones_of(ids: &[i64], rows: &[NewLog<'_>]) -> Vec<(i64, i64, i64)> {
     let mut out: Vec<(i64, i64, i64)> = Vec::new();
     for (id, row) in ids.iter().zip(rows) {
+        if is_late(row.record) {
+            continue;
+        }
         let (block, ts) = (id >> ZONE_SHIFT, row.record.ts);
         match out.last_mut() {
             Some(z) if z.0 == block => {
@@ -230,6 +258,16 @@ fn id_ranges(blocks: &[i64]) -> Vec<(i64, i64)> {
     runs.into_iter()
         .map(|(lo, hi)| (lo << ZONE_SHIFT, ((hi + 1) << ZONE_SHIFT) - 1))
         .collect()
+}
+
+/// Which records one listing query looks at.
+#[derive(Debug, Clone, Copy)]
+enum Scope {
+    All,
+    /// An inclusive id range (blocks of the zone map).
+    Ids((i64, i64)),
+    /// The late records (`log_late`) whose source time is in the range.
+    Late,
 }
 
 /// What the listing may filter on. Times are unix microseconds.
@@ -311,7 +349,7 @@ const LAG_WAIT: Duration = Duration::from_secs(2);
 /// `logs_fts` is contentless (`content = ''`: the text lives once, in
 /// `logs`, in the other file) and keyed by the record's id. `detail = none`
 /// keeps only which rows hold a token, not where (several times cheaper to
-/// build; phrases are confirmed on the text, server/src/logs/search.rs).
+/// build; phrases are confirmed on the text, server/src/store/log_search.rs).
 /// `contentless_delete = 1` lets records be removed by id alone, after their
 /// text is gone (it needs the per-row size table, `columnsize = 1`).
 ///
@@ -767,7 +805,7 @@ impl Store {
             return Ok(Vec::new());
         }
         if f.from.is_none() && f.to.is_none() {
-            return self.logs_in(f, None, f.limit).await;
+            return self.logs_in(f, Scope::All, f.limit).await;
         }
         // A time range: only the id blocks whose zone meets it are scanned
         // (migrations/0004_log_zones.sql), one query per run of blocks,
@@ -791,39 +829,68 @@ impl Store {
             if want == 0 {
                 break;
             }
-            out.extend(self.logs_in(f, Some(range), want).await?);
+            out.extend(self.logs_in(f, Scope::Ids(range), want).await?);
+        }
+        // Late records are in no zone (migrations/0013_log_late.sql): the
+        // newest `limit` of those in the range, merged by id. A late record
+        // inside a scanned block may come both ways.
+        let late = self.logs_in(f, Scope::Late, f.limit).await?;
+        if !late.is_empty() {
+            out.extend(late);
+            out.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+            out.dedup_by_key(|r| r.id);
+            out.truncate(f.limit as usize);
         }
         Ok(out)
     }
 
-    /// [`Store::logs`] within the inclusive id range `ids`, at most `limit`.
-    async fn logs_in(
-        &self,
-        f: &LogFilter,
-        ids: Option<(i64, i64)>,
-        limit: u32,
-    ) -> Result<Vec<LogRow>> {
+    /// [`Store::logs`] within `scope`, at most `limit`.
+    async fn logs_in(&self, f: &LogFilter, scope: Scope, limit: u32) -> Result<Vec<LogRow>> {
         let fts = f.search.as_ref().and_then(Search::fts_match);
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!("SELECT {LOG_COLUMNS} "));
-        // With a full-text term the index drives the scan: it yields rowids
-        // in descending order and the LIMIT stops it early.
-        let order = match &fts {
-            Some(m) => {
+        let order = match (&fts, scope) {
+            (_, Scope::Late) => {
+                // Few rows: `log_late` by source time drives, each one
+                // looked up in the records (and in the index, by id).
+                q.push("FROM log_late k CROSS JOIN logs l ON l.id = k.id ");
+                if let Some(m) = &fts {
+                    q.push("CROSS JOIN logidx.logs_fts f ON f.rowid = k.id ");
+                    q.push("LEFT JOIN hosts h ON h.id = l.host_id WHERE logs_fts MATCH ");
+                    q.push_bind(m.clone());
+                } else {
+                    q.push("LEFT JOIN hosts h ON h.id = l.host_id WHERE 1");
+                }
+                if let Some(from) = f.from {
+                    q.push(" AND k.ts >= ").push_bind(from);
+                }
+                if let Some(to) = f.to {
+                    q.push(" AND k.ts < ").push_bind(to);
+                }
+                " ORDER BY l.id DESC"
+            }
+            // With a full-text term the index drives the scan: it yields
+            // rowids in descending order and the LIMIT stops it early; an id
+            // range is handed to FTS5 as a rowid range.
+            (Some(m), _) => {
                 // The index is the attached file `logidx` (see `LogIndex`).
                 q.push("FROM logidx.logs_fts f JOIN logs l ON l.id = f.rowid LEFT JOIN hosts h ON h.id = l.host_id WHERE logs_fts MATCH ");
                 q.push_bind(m.clone());
                 " ORDER BY f.rowid DESC"
             }
-            None => {
+            (None, _) => {
                 q.push("FROM logs l LEFT JOIN hosts h ON h.id = l.host_id WHERE 1");
                 " ORDER BY l.id DESC"
             }
         };
-        let id_col = if fts.is_some() { "f.rowid" } else { "l.id" };
+        let id_col = match (&fts, scope) {
+            (_, Scope::Late) => "l.id",
+            (Some(_), _) => "f.rowid",
+            (None, _) => "l.id",
+        };
         if let Some(before) = f.before {
             q.push(format!(" AND {id_col} < ")).push_bind(before);
         }
-        if let Some((lo, hi)) = ids {
+        if let Scope::Ids((lo, hi)) = scope {
             q.push(format!(" AND {id_col} BETWEEN "))
                 .push_bind(lo)
                 .push(" AND ")
@@ -945,6 +1012,13 @@ impl Store {
                 "DELETE FROM log_zones WHERE block < coalesce((SELECT min(id) FROM logs) >> ?, 9223372036854775807)",
             )
             .bind(ZONE_SHIFT)
+            .execute(&mut *tx)
+            .await?;
+            // Likewise the late entries of deleted records (by id: a range
+            // of the primary key).
+            sqlx::query(
+                "DELETE FROM log_late WHERE id < coalesce((SELECT min(id) FROM logs), 9223372036854775807)",
+            )
             .execute(&mut *tx)
             .await?;
         }
@@ -1349,9 +1423,14 @@ mod tests {
         // every 4 999th arrives late with a timestamp an hour old, and the
         // odd ones with jitter of a few ms (nearly, not strictly, in order).
         let t0 = 1_700_000_000_000_000i64;
+        // Records 20 000..20 300 come from a sender whose clock is 2 h
+        // ahead. Late and early ones are listed in `log_late`, not zoned.
+        let late = |i: i64| i % 4999 == 0 || (20_000..20_300).contains(&i);
         let ts_of = |i: i64| {
             if i % 4999 == 0 {
                 t0 - 3_600_000_000 + i
+            } else if late(i) {
+                t0 + 7_200_000_000 + i * 1000
             } else {
                 t0 + i * 1000 + (i % 2) * 3000
             }
@@ -1363,6 +1442,7 @@ mod tests {
                     if i % 3 == 0 { "gamma" } else { "delta" }
                 ));
                 r.ts = ts_of(i);
+                r.received_at = t0 + i * 1000 + 500;
                 r
             })
             .collect();
@@ -1384,6 +1464,22 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(zones, (ids[ids.len() - 1] >> 12) - (ids[0] >> 12) + 1);
+        // The zones stay tight (a block holds ~4 s of records), and every
+        // late record is listed by its time instead.
+        let widest: i64 = sqlx::query_scalar("SELECT max(max_ts - min_ts) FROM log_zones")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert!(widest < 5_000_000, "widest zone {widest} µs");
+        let listed: Vec<i64> = sqlx::query_scalar("SELECT id FROM log_late ORDER BY id")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        let want_late: Vec<i64> = (0..30_000)
+            .filter(|i| late(*i))
+            .map(|i| ids[i as usize])
+            .collect();
+        assert_eq!(listed, want_late);
         let check = |from: Option<i64>, to: Option<i64>, q: Option<&str>, limit: u32| {
             let store = &store;
             let (recs, ids) = (&recs, &ids);
@@ -1435,8 +1531,41 @@ mod tests {
             7
         );
         check(Some(t0 + 25_000_000), None, Some("gamma"), 333).await;
+        // Words in narrow ranges, in the late hour, and in the early
+        // sender's hours (only late records there), across pages.
+        assert!(
+            check(
+                Some(t0 + 10_000_000),
+                Some(t0 + 10_060_000),
+                Some("gamma"),
+                7
+            )
+            .await
+                > 10
+        );
+        assert_eq!(
+            check(
+                Some(t0 - 3_600_000_000),
+                Some(t0 - 3_500_000_000),
+                Some("gamma"),
+                2
+            )
+            .await,
+            3
+        );
+        assert_eq!(
+            check(Some(t0 + 7_200_000_000), None, Some("delta"), 50).await,
+            200
+        );
+        assert_eq!(check(Some(t0 + 7_200_000_000), None, None, 64).await, 300);
+        assert_eq!(check(None, Some(t0), Some("gamma -delta"), 1).await, 3);
         check(None, Some(t0 + 2_000_000), Some("delta"), 1000).await;
-        assert_eq!(check(Some(t0 + 40_000_000), None, None, 10).await, 0);
+        // After the last in-order record only the early sender's are left.
+        assert_eq!(check(Some(t0 + 40_000_000), None, None, 10).await, 300);
+        assert_eq!(
+            check(Some(t0 + 40_000_000), Some(t0 + 7_000_000_000), None, 10).await,
+            0
+        );
         // Retention drops the zones below the oldest record left.
         store.prune_oldest_logs(12_000).await.unwrap();
         let min_block: i64 = sqlx::query_scalar("SELECT min(block) FROM log_zones")
@@ -1444,12 +1573,19 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(min_block, ids[12_000] >> 12);
-        let far = Utc::now().timestamp_micros() + 1_000_000;
-        while store.prune_logs_received_before(far, 5000).await.unwrap().0 > 0 {}
-        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM log_zones")
+        let late_left: i64 = sqlx::query_scalar("SELECT min(id) FROM log_late")
             .fetch_one(&store.pool)
             .await
             .unwrap();
+        assert_eq!(late_left, ids[14_997], "late entries of pruned records go");
+        let far = Utc::now().timestamp_micros() + 1_000_000;
+        while store.prune_logs_received_before(far, 5000).await.unwrap().0 > 0 {}
+        let left: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM log_zones) + (SELECT count(*) FROM log_late)",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
         assert_eq!(left, 0);
     }
 

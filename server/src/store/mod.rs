@@ -15,6 +15,7 @@ mod checkpoint;
 mod checks;
 mod groups;
 mod hosts;
+pub mod log_search;
 pub mod logs;
 mod metrics;
 pub mod outbox;

@@ -5,12 +5,9 @@
 //! ([`crate::logs::writer`]).
 
 mod tcp;
-mod tls;
 mod udp;
 
-pub use tls::{TlsFiles, TlsSettings};
-
-use crate::config::{Listen, ServerConfig};
+use crate::config::{Listen, ServerConfig, TlsSettings};
 use crate::logs::writer::LogSink;
 use crate::telemetry::ServerMetrics;
 use std::net::SocketAddr;

@@ -1,7 +1,7 @@
-//! Syslog over TLS (RFC 5425): the certificate and key, read once when the
-//! configuration is loaded so that `check-config` reports a bad file with its
-//! key, and the handshake of each connection (done by the connection's own
-//! task, under a timeout, so a silent client never holds up the accept loop).
+//! TLS certificates and keys of the server's listeners (`[http]` and
+//! `[syslog]` `tls_cert`/`tls_key`), read once when the configuration is
+//! loaded so that `check-config` reports a bad file with its key. The
+//! listeners (`crate::syslog`, `crate::http::tls`) do the handshakes.
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
