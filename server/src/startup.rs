@@ -164,6 +164,7 @@ impl Application {
         let flusher = tokio::spawn(fleet::flush_archives(
             store.clone(),
             self.config.file.archives.flush_interval,
+            self.config.file.archives.write_delay,
             self.state.metrics.clone(),
             stop_rx.clone(),
         ));
@@ -283,7 +284,7 @@ impl Application {
         let _ = flusher.await;
         // Every request has been answered: write what the archives hold in memory, so
         // the next start has no journal to replay.
-        fleet::flush_once(&store, &self.state.metrics).await;
+        fleet::flush_once(&store, Duration::ZERO, &self.state.metrics).await;
         // Receivers stopped with `stop`; commit what they had read.
         log_pipeline.finish().await;
         store.close().await;

@@ -193,9 +193,14 @@ pub struct ArchivesSection {
     pub xff: f64,
     /// The archives, finest first.
     pub ladder: Vec<ArchiveEntry>,
-    /// How often completed rows move from memory (and the journal) to their chunks.
+    /// How often the flusher looks for series due to be written.
     #[serde(with = "serde_duration")]
     pub flush_interval: Duration,
+    /// How long a series' completed rows wait in memory (and the journal)
+    /// before they are written to its chunks: between half of it and all of
+    /// it, spread per series, as rrdcached's `-w` and `-z`.
+    #[serde(with = "serde_duration")]
+    pub write_delay: Duration,
     /// Most series one host (agent, Graphite sender, importer) may have; a new
     /// series beyond it is refused and counted, the existing ones go on.
     pub max_series_per_host: u64,
@@ -228,6 +233,7 @@ impl Default for ArchivesSection {
             xff: 0.5,
             ladder,
             flush_interval: Duration::from_secs(10),
+            write_delay: Duration::from_secs(300),
             max_series_per_host: crate::store::DEFAULT_MAX_SERIES_PER_HOST,
             max_series: crate::store::DEFAULT_MAX_SERIES,
         }

@@ -91,6 +91,7 @@ pub async fn run(
 pub async fn flush_archives(
     store: Arc<Store>,
     interval: Duration,
+    write_delay: Duration,
     metrics: Arc<ServerMetrics>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -102,13 +103,17 @@ pub async fn flush_archives(
             _ = ticker.tick() => {}
             _ = stop.changed() => return,
         }
-        flush_once(&store, &metrics).await;
+        flush_once(&store, write_delay, &metrics).await;
     }
 }
 
-/// One flush, counted in `/metrics`.
-pub async fn flush_once(store: &Store, metrics: &ServerMetrics) {
-    match store.flush_archives().await {
+/// One flush of the series that have waited `write_delay` (zero: all of
+/// them), counted in `/metrics`.
+pub async fn flush_once(store: &Store, write_delay: Duration, metrics: &ServerMetrics) {
+    match store
+        .flush_due_archives(write_delay, std::time::Instant::now())
+        .await
+    {
         Ok(out) => {
             metrics.archive_flushes.inc();
             metrics.archive_flushed_rows.add(out.rows);

@@ -872,6 +872,83 @@ mod tests {
         assert_eq!(left, 0);
     }
 
+    #[tokio::test]
+    async fn deferred_writes_wait_their_delay_keep_the_journal_and_survive_a_reopen() {
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let t0 = 1_700_000_000;
+        let delay = Duration::from_secs(300);
+        let keys: Vec<SeriesKey> = (0..50)
+            .map(|i| SeriesKey::new(&format!("m.s{i}"), Labels::new()).unwrap())
+            .collect();
+        let host_id = {
+            let store = Store::open(&url).await.unwrap();
+            let host_id = host(&store).await;
+            let first: Vec<_> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (k.clone(), vec![(t0 + 10, i as f64), (t0 + 20, i as f64)]))
+                .collect();
+            store.import_samples(host_id, &first).await.unwrap();
+            let chunks = || async {
+                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM archive_chunks")
+                    .fetch_one(&store.pool)
+                    .await
+                    .unwrap()
+            };
+            // Nothing has waited: nothing written, the journal kept.
+            let out = store
+                .flush_due_archives(delay, Instant::now())
+                .await
+                .unwrap();
+            assert_eq!((out.series, out.journal_rows), (0, 0), "{out:?}");
+            assert_eq!(chunks().await, 0);
+            // Half the delay: the series whose spread is short are written,
+            // the others wait, and the journal row holds their samples.
+            let out = store
+                .flush_due_archives(delay, Instant::now() + delay * 3 / 4)
+                .await
+                .unwrap();
+            assert!(out.series > 5 && out.series < 45, "{out:?}");
+            assert_eq!(out.journal_rows, 0, "{out:?}");
+            // A second batch while some series are still unwritten.
+            let second: Vec<_> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (k.clone(), vec![(t0 + 30, i as f64 + 0.5)]))
+                .collect();
+            store.import_samples(host_id, &second).await.unwrap();
+            // All of them waited: the first journal row is covered, the
+            // second is not for the series that took it after their write.
+            let out = store
+                .flush_due_archives(delay, Instant::now() + delay * 2)
+                .await
+                .unwrap();
+            assert_eq!((out.series, out.journal_rows), (50, 2), "{out:?}");
+            assert!(chunks().await >= 50);
+            host_id
+        };
+        // Reopened without a final flush: every sample reads back.
+        let store = Store::open(&url).await.unwrap();
+        let all = store.series(Some(host_id), None).await.unwrap();
+        assert_eq!(all.len(), 50);
+        for s in &all {
+            let got = rows(&store, s.id, t0, t0 + 30).await;
+            let v = s.name.trim_start_matches("m.s").parse::<f64>().unwrap();
+            assert_eq!(
+                got,
+                vec![
+                    (t0 + 10, Some(v)),
+                    (t0 + 20, Some(v)),
+                    (t0 + 30, Some(v + 0.5))
+                ],
+                "series {}",
+                s.name
+            );
+        }
+    }
+
     #[test]
     fn globs() {
         assert_eq!(glob_to_like("cpu.*"), "cpu.%");

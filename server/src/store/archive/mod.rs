@@ -42,6 +42,10 @@ struct SeriesHot {
     applied_seq: i64,
     /// Changed since the last flush.
     dirty: bool,
+    /// When it became dirty, and the journal seq of the first sample not
+    /// written since: the flush writes it once it has waited its delay, and
+    /// the journal keeps every row from that seq on until then.
+    dirty_since: Option<(std::time::Instant, i64)>,
     /// The last sample with a known value: `(ts, value)`.
     last: Option<(i64, f64)>,
 }
@@ -77,6 +81,13 @@ impl std::fmt::Debug for ArchiveCache {
 const FLUSH_SLICE_SERIES: usize = 100;
 /// Series copied per hold of the write lock when a flush takes its snapshot.
 const SNAPSHOT_SERIES: usize = 2_048;
+
+/// How long series `id` waits between its first unwritten sample and its
+/// write: between `delay / 2` and `delay`, spread by the id.
+fn write_delay(delay: std::time::Duration, id: i64) -> std::time::Duration {
+    let frac = ((id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as f64 / (1u64 << 24) as f64;
+    delay.mul_f64(0.5 + 0.5 * frac)
+}
 
 /// What a flush copies of one dirty series under the write lock.
 struct FlushSnap {
@@ -247,6 +258,7 @@ impl ArchiveCache {
                     pending: Vec::new(),
                     applied_seq: 0,
                     dirty: false,
+                    dirty_since: None,
                     last: None,
                 })
             }
@@ -274,6 +286,8 @@ impl ArchiveCache {
         }
         h.applied_seq = h.applied_seq.max(seq);
         h.dirty = true;
+        h.dirty_since
+            .get_or_insert_with(|| (std::time::Instant::now(), seq));
         self.journal_dirty = true;
         applied
     }
@@ -448,6 +462,7 @@ impl Store {
                             pending: Vec::new(),
                             applied_seq,
                             dirty: false,
+                            dirty_since: None,
                             last,
                         },
                     );
@@ -499,10 +514,28 @@ impl Store {
         Ok(out)
     }
 
-    /// Writes the rows completed since the last flush into `archive_chunks`, the
-    /// states of the series they belong to, and deletes the journal rows that are
-    /// now covered, in one transaction.
+    /// Writes every series' rows completed since its last write into
+    /// `archive_chunks`, with its state, and deletes the journal rows that are
+    /// now covered: what shutdown, backups and tests want.
     pub async fn flush_archives(&self) -> Result<FlushOutcome> {
+        self.flush_due_archives(std::time::Duration::ZERO, std::time::Instant::now())
+            .await
+    }
+
+    /// Writes the series that have waited their delay since their first
+    /// unwritten sample: between `delay / 2` and `delay`, fixed per series,
+    /// so that writes spread evenly instead of all series coming due in the
+    /// same flush. A series written every few minutes lands many rows per
+    /// chunk it rewrites; written every 10 s it rewrote the same pages for
+    /// one row each (rrdcached defers its writes for the same reason). The
+    /// journal keeps each series' samples until its write, so nothing
+    /// acknowledged depends on when that comes; reads merge the rows still
+    /// in memory.
+    pub async fn flush_due_archives(
+        &self,
+        delay: std::time::Duration,
+        now: std::time::Instant,
+    ) -> Result<FlushOutcome> {
         // One flush at a time: only a flush writes chunks, so the chunks read
         // below stay what the database holds until this flush writes them.
         let _one = self.flush_lock.lock().await;
@@ -517,16 +550,21 @@ impl Store {
         // Each piece is consistent at its own moment; the journal is trimmed
         // only through the first piece's sequence, which every later piece
         // holds too (replay skips what a series' `applied_seq` covers).
-        let (ids, through, journal_dirty, epoch) = {
+        let (ids, journal_dirty, epoch) = {
             let _w = self.write.lock().await;
             let cache = self.cache();
             let ids: Vec<i64> = cache
                 .series
                 .iter()
-                .filter(|(_, h)| h.dirty)
+                .filter(|(&id, h)| {
+                    h.dirty
+                        && h.dirty_since.is_none_or(|(at, _)| {
+                            now.saturating_duration_since(at) >= write_delay(delay, id)
+                        })
+                })
                 .map(|(&id, _)| id)
                 .collect();
-            (ids, cache.seq, cache.journal_dirty, cache.epoch)
+            (ids, cache.journal_dirty, cache.epoch)
         };
         let mut snaps: Vec<FlushSnap> = Vec::with_capacity(ids.len());
         for piece in ids.chunks(SNAPSHOT_SERIES) {
@@ -667,15 +705,31 @@ impl Store {
                     let n = s.writes.len().min(h.pending.len());
                     h.pending.drain(..n);
                     h.dirty = !h.pending.is_empty() || h.applied_seq > s.applied_seq;
+                    // Applied since the snapshot: unwritten from after it.
+                    h.dirty_since = h
+                        .dirty
+                        .then(|| (std::time::Instant::now(), s.applied_seq + 1));
                 }
             }
         }
 
-        // Every series' state now holds the journal through `through`.
+        // Every journal row before the first unwritten sample of every series
+        // is in the chunks and states now. Under the write lock, every row
+        // through `cache.seq` is applied to memory, so none is missed.
         let _w = self.write.lock().await;
-        if self.cache().epoch != epoch {
-            return Ok(out);
-        }
+        let through = {
+            let cache = self.cache();
+            if cache.epoch != epoch {
+                return Ok(out);
+            }
+            cache
+                .series
+                .values()
+                .filter_map(|h| h.dirty_since.map(|(_, seq)| seq - 1))
+                .min()
+                .unwrap_or(cache.seq)
+                .min(cache.seq)
+        };
         out.journal_rows = sqlx::query("DELETE FROM archive_journal WHERE seq <= ?")
             .bind(through)
             .execute(&self.pool)
