@@ -7,6 +7,7 @@ mod archives;
 mod backup;
 mod checks;
 mod cloud;
+mod config_reference;
 mod dashboard;
 mod fleet;
 mod full_disk;
