@@ -257,6 +257,7 @@ impl Sampler {
             ("agent.logs.shipped", s.shipped.load(Ordering::Relaxed)),
             ("agent.logs.filtered", s.filtered.load(Ordering::Relaxed)),
             ("agent.logs.dropped", s.dropped_full.load(Ordering::Relaxed)),
+            ("agent.logs.paused", s.paused.load(Ordering::Relaxed)),
             ("agent.logs.lost", s.lost.load(Ordering::Relaxed)),
             ("agent.logs.backlog_bytes", (pending + in_flight) as u64),
         ] {

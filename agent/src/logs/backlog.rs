@@ -40,6 +40,10 @@ pub struct LogStats {
     pub filtered: AtomicU64,
     /// Local receiver messages dropped because the backlog was full.
     pub dropped_full: AtomicU64,
+    /// Tailer rounds that stopped reading because the backlog was full
+    /// (`logs.max_backlog_bytes`): the files' offsets stop advancing and
+    /// their lines wait on disk, nothing is dropped.
+    pub paused: AtomicU64,
     /// Records lost in batches the ship queue dropped for space.
     pub lost: AtomicU64,
     /// Records the server acknowledged.

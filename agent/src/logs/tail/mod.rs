@@ -73,6 +73,10 @@ pub struct Tailer {
     spooled_through: Option<u64>,
     last_save: Instant,
     drain_grace: Duration,
+    /// Whether the last round stopped reading because the backlog was full.
+    paused: bool,
+    /// Whether a pause was logged (the first is; later ones at debug level).
+    pause_logged: bool,
 }
 
 /// What the tailer does with a line: parse, filter, queue.
@@ -145,6 +149,8 @@ impl Tailer {
             spooled_through: None,
             last_save: Instant::now(),
             drain_grace: DRAIN_GRACE,
+            paused: false,
+            pause_logged: false,
         }
     }
 
@@ -362,23 +368,58 @@ impl Tailer {
 
     fn read_files(&mut self) {
         let now = Utc::now();
+        let mut full = false;
         let mut i = 0;
         while i < self.files.len() {
             if self.files[i].file.is_some() {
-                if let Err(e) = self.read_one(i, now) {
-                    let t = &mut self.files[i];
-                    tracing::warn!("reading {}: {e}; closing it", t.path.display());
-                    t.file = None;
-                    t.phase = Phase::Done;
+                match self.read_one(i, now) {
+                    Ok(left_unread) => full |= left_unread,
+                    Err(e) => {
+                        let t = &mut self.files[i];
+                        tracing::warn!("reading {}: {e}; closing it", t.path.display());
+                        t.file = None;
+                        t.phase = Phase::Done;
+                    }
                 }
             }
             i += 1;
         }
         self.files
             .retain(|t| t.phase != Phase::Done || t.in_flight());
+        self.note_pause(full && !self.book.has_room());
     }
 
-    fn read_one(&mut self, i: usize, now: DateTime<Utc>) -> std::io::Result<()> {
+    /// Counts each round that stopped reading for want of room in the
+    /// backlog, and logs when reading pauses (the first time; later at
+    /// debug level).
+    fn note_pause(&mut self, paused: bool) {
+        if paused {
+            self.book
+                .stats
+                .paused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if paused && !self.paused {
+            let (_, pending, in_flight) = self.book.sizes();
+            let msg = format!(
+                "log backlog full ({} bytes read but not yet acknowledged, logs.max_backlog_bytes): tailing paused, lines wait in their files (counted in agent.logs.paused)",
+                pending + in_flight
+            );
+            if self.pause_logged {
+                tracing::debug!("{msg}");
+            } else {
+                tracing::warn!("{msg}");
+                self.pause_logged = true;
+            }
+        } else if !paused && self.paused {
+            tracing::debug!("log backlog has room again: tailing resumed");
+        }
+        self.paused = paused;
+    }
+
+    /// Reads file `i`; returns whether bytes were left unread (the backlog
+    /// had no more room).
+    fn read_one(&mut self, i: usize, now: DateTime<Utc>) -> std::io::Result<bool> {
         let (size, truncated) = self.files[i].check()?;
         if truncated {
             self.on_truncated(i, now)?;
@@ -418,7 +459,7 @@ impl Tailer {
                 t.phase = Phase::Done;
             }
         }
-        Ok(())
+        Ok(t.file.is_some() && t.read < size)
     }
 
     /// File `i` was truncated or rewritten: its old content continues in a

@@ -4,6 +4,7 @@
 use super::*;
 use crate::state::StateDir;
 use std::io::Write;
+use std::sync::atomic::Ordering;
 
 struct Rig {
     dir: tempfile::TempDir,
@@ -269,6 +270,14 @@ fn a_full_backlog_pauses_reading_without_loss() {
         }
     }
     assert_eq!(got, names(0..200));
+    let paused = rig.book.stats.paused.load(Ordering::Relaxed);
+    assert!(
+        paused >= 2,
+        "each round cut short for want of room is counted: {paused}"
+    );
+    // Once everything was read and shipped, a poll does not count a pause.
+    t.poll(true);
+    assert_eq!(rig.book.stats.paused.load(Ordering::Relaxed), paused);
 }
 
 #[test]
