@@ -5,8 +5,14 @@
 //! documents every key. Each section struct below is the reference for its keys.
 
 use metrolog_protocol::series::validate_labels;
+/// The settings the server may push too are the protocol's types, so both
+/// sides parse and check them alike.
+pub use metrolog_protocol::settings::{
+    parse_utc_offset, CheckConfig, ConfigError, ConfigErrors, LogFileConfig, LogFilterConfig,
+    Severity,
+};
 use metrolog_protocol::units::{parse_duration, serde_duration, serde_size};
-use metrolog_protocol::{CheckSettings, Labels, LogFileSettings, LogFilterSettings, LogSettings};
+use metrolog_protocol::{Labels, LogSettings};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::fmt;
@@ -76,6 +82,9 @@ pub struct AgentConfig {
     pub scrape: Vec<crate::scrape::ScrapeConfig>,
     /// `[cloud]`: metadata facts and user-data settings (see `docs/cloud.md`).
     pub cloud: crate::cloud::CloudConfig,
+    /// Where each value came from (for `show-config`, and so the server's
+    /// settings never override a value set locally).
+    pub origins: Origins,
 }
 
 impl AgentConfig {
@@ -97,6 +106,7 @@ impl AgentConfig {
             munin: None,
             scrape: Vec::new(),
             cloud: crate::cloud::CloudConfig::default(),
+            origins: Origins::default(),
         }
     }
 
@@ -188,18 +198,21 @@ impl Default for MetricsConfig {
 
 impl MetricsConfig {
     fn validate(&self, errs: &mut ConfigErrors) {
-        if self.sample_interval < Duration::from_millis(100) {
-            errs.push("metrics.sample_interval", "must be at least 100ms");
-        }
-        if self.sample_interval > Duration::from_secs(3600) {
-            errs.push("metrics.sample_interval", "must be at most 1h");
-        }
-        if self.ship_interval < Duration::from_secs(1) {
-            errs.push("metrics.ship_interval", "must be at least 1s");
-        }
-        if self.ship_interval > Duration::from_secs(3600) {
-            errs.push("metrics.ship_interval", "must be at most 1h");
-        }
+        use metrolog_protocol::settings::{
+            check_interval, SAMPLE_INTERVAL_RANGE, SHIP_INTERVAL_RANGE,
+        };
+        check_interval(
+            "metrics.sample_interval",
+            Some(self.sample_interval),
+            SAMPLE_INTERVAL_RANGE,
+            errs,
+        );
+        check_interval(
+            "metrics.ship_interval",
+            Some(self.ship_interval),
+            SHIP_INTERVAL_RANGE,
+            errs,
+        );
     }
 }
 
@@ -286,35 +299,7 @@ impl LogsConfig {
 
     fn validate(&self, errs: &mut ConfigErrors) {
         for (i, f) in self.files.iter().enumerate() {
-            let at = format!("logs.files[{i}]");
-            if f.path.trim().is_empty() {
-                errs.push(format!("{at}.path"), "is missing or empty");
-            } else if !f.path.starts_with('/') {
-                errs.push(
-                    format!("{at}.path"),
-                    format!("{:?} must be an absolute path or glob", f.path),
-                );
-            } else if let Err(e) = glob::Pattern::new(&f.path) {
-                errs.push(
-                    format!("{at}.path"),
-                    format!("{:?} is not a glob: {e}", f.path),
-                );
-            }
-            if let Some(app) = &f.app {
-                if app.trim().is_empty() || app.len() > 48 || app.chars().any(char::is_whitespace) {
-                    errs.push(
-                        format!("{at}.app"),
-                        format!(
-                            "{app:?} must be 1 to 48 bytes without spaces (an RFC 5424 APP-NAME)"
-                        ),
-                    );
-                }
-            }
-            if let Some(tz) = &f.timezone {
-                if let Err(e) = parse_utc_offset(tz) {
-                    errs.push(format!("{at}.timezone"), e);
-                }
-            }
+            f.validate(&format!("logs.files[{i}]"), errs);
         }
         if let Some(udp) = &self.syslog.udp {
             match udp.parse::<std::net::SocketAddr>() {
@@ -341,29 +326,7 @@ impl LogsConfig {
                 );
             }
         }
-        for (key, list) in [
-            ("include", &self.filter.include),
-            ("exclude", &self.filter.exclude),
-        ] {
-            for (i, re) in list.iter().enumerate() {
-                if re.is_empty() {
-                    errs.push(
-                        format!("logs.filter.{key}[{i}]"),
-                        "empty pattern matches every line",
-                    );
-                } else if let Err(e) = regex::Regex::new(re) {
-                    errs.push(
-                        format!("logs.filter.{key}[{i}]"),
-                        format!("{re:?} is not a valid regex: {}", one_line(&e)),
-                    );
-                }
-            }
-        }
-        for (i, app) in self.filter.apps.iter().enumerate() {
-            if app.trim().is_empty() {
-                errs.push(format!("logs.filter.apps[{i}]"), "is empty");
-            }
-        }
+        self.filter.validate("logs.filter", errs);
         if !(1024..=(1 << 20)).contains(&self.max_line_bytes) {
             errs.push("logs.max_line_bytes", "must be between 1KiB and 1MiB");
         }
@@ -378,62 +341,6 @@ impl LogsConfig {
     }
 }
 
-/// Reads a fixed UTC offset: `UTC`, `Z`, `+02:00`, `-0530`.
-pub fn parse_utc_offset(text: &str) -> Result<chrono::FixedOffset, String> {
-    let bad = || format!("{text:?} is not a UTC offset such as \"UTC\", \"+02:00\" or \"-05:30\"");
-    let t = text.trim();
-    if t.eq_ignore_ascii_case("utc") || t == "Z" {
-        return chrono::FixedOffset::east_opt(0).ok_or_else(bad);
-    }
-    let (sign, rest) = match t.as_bytes().first() {
-        Some(b'+') => (1, &t[1..]),
-        Some(b'-') => (-1, &t[1..]),
-        _ => return Err(bad()),
-    };
-    let digits: String = rest.chars().filter(|c| *c != ':').collect();
-    if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let hours: i32 = digits[..2].parse().map_err(|_| bad())?;
-    let minutes: i32 = digits[2..].parse().map_err(|_| bad())?;
-    if hours > 23 || minutes > 59 {
-        return Err(bad());
-    }
-    chrono::FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60)).ok_or_else(bad)
-}
-
-/// One `[[logs.files]]` entry.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogFileConfig {
-    /// An absolute path or glob (`/var/log/nginx/*.log`).
-    pub path: String,
-    /// app_name for lines that carry none.
-    pub app: Option<String>,
-    /// UTC offset of timestamps written without one (`"+02:00"`); UTC when
-    /// absent. A fixed offset, not a zone: see `docs/agent-logs.md`.
-    pub timezone: Option<String>,
-}
-
-impl LogFileConfig {
-    pub fn from_settings(s: &LogFileSettings) -> Self {
-        Self {
-            path: s.path.clone(),
-            app: s.app.clone(),
-            timezone: s.timezone.clone(),
-        }
-    }
-
-    /// The wire form, as the server pushes it.
-    pub fn to_settings(&self) -> LogFileSettings {
-        LogFileSettings {
-            path: self.path.clone(),
-            app: self.app.clone(),
-            timezone: self.timezone.clone(),
-        }
-    }
-}
-
 /// `[logs.syslog]`: the local receiver applications log to.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -442,209 +349,6 @@ pub struct SyslogConfig {
     pub unix: Option<PathBuf>,
     /// UDP address; loopback only.
     pub udp: Option<String>,
-}
-
-/// `[logs.filter]`: what is dropped at the source.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogFilterConfig {
-    /// Least severe level kept (`emerg` … `debug`); everything when absent.
-    /// Lines without a priority count as `notice`.
-    pub min_severity: Option<Severity>,
-    /// Keep only lines whose message matches one of these regexes (all when empty).
-    pub include: Vec<String>,
-    /// Drop lines whose message matches one of these regexes.
-    pub exclude: Vec<String>,
-    /// Keep only these app names (all when empty).
-    pub apps: Vec<String>,
-}
-
-impl LogFilterConfig {
-    /// Whether any key is set (a filter that keeps everything is not).
-    pub fn is_set(&self) -> bool {
-        *self != Self::default()
-    }
-
-    pub fn from_settings(s: &LogFilterSettings) -> Self {
-        Self {
-            min_severity: s.min_severity.map(Severity::from_level),
-            include: s.include.clone(),
-            exclude: s.exclude.clone(),
-            apps: s.apps.clone(),
-        }
-    }
-
-    /// The wire form, as the server pushes it.
-    pub fn to_settings(&self) -> LogFilterSettings {
-        LogFilterSettings {
-            min_severity: self.min_severity.map(Severity::level),
-            include: self.include.clone(),
-            exclude: self.exclude.clone(),
-            apps: self.apps.clone(),
-        }
-    }
-}
-
-/// Syslog severities, most severe first (RFC 5424 numbering).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    #[serde(alias = "emergency", alias = "panic")]
-    Emerg,
-    Alert,
-    #[serde(alias = "critical")]
-    Crit,
-    #[serde(alias = "error")]
-    Err,
-    #[serde(alias = "warn")]
-    Warning,
-    Notice,
-    Info,
-    Debug,
-}
-
-impl Severity {
-    /// The same level as the syslog layer's type.
-    pub fn level(self) -> metrolog_protocol::syslog::Severity {
-        metrolog_protocol::syslog::Severity::from_u8(self as u8)
-            .unwrap_or(metrolog_protocol::syslog::Severity::Debug)
-    }
-
-    /// The level of the syslog layer's type.
-    pub fn from_level(level: metrolog_protocol::syslog::Severity) -> Self {
-        use metrolog_protocol::syslog::Severity as L;
-        match level {
-            L::Emerg => Self::Emerg,
-            L::Alert => Self::Alert,
-            L::Crit => Self::Crit,
-            L::Err => Self::Err,
-            L::Warning => Self::Warning,
-            L::Notice => Self::Notice,
-            L::Info => Self::Info,
-            L::Debug => Self::Debug,
-        }
-    }
-}
-
-/// One `[[checks]]` entry: a Nagios plugin run on an interval (see `docs/checks.md`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CheckConfig {
-    pub name: String,
-    /// Program and arguments, run without a shell unless `shell = true`.
-    pub command: Vec<String>,
-    #[serde(with = "serde_duration")]
-    pub interval: Duration,
-    #[serde(with = "serde_duration")]
-    pub retry_interval: Duration,
-    #[serde(with = "serde_duration")]
-    pub timeout: Duration,
-    pub max_attempts: u32,
-    /// Run `command` as one `sh -c` string instead of a program and arguments.
-    pub shell: bool,
-}
-
-impl Default for CheckConfig {
-    fn default() -> Self {
-        Self {
-            name: String::new(),
-            command: Vec::new(),
-            interval: Duration::from_secs(60),
-            retry_interval: Duration::from_secs(15),
-            timeout: Duration::from_secs(10),
-            max_attempts: 3,
-            shell: false,
-        }
-    }
-}
-
-impl CheckConfig {
-    /// A check pushed by the server; what it leaves out takes the defaults.
-    pub fn from_settings(s: &CheckSettings) -> Self {
-        let d = Self::default();
-        let ms = Duration::from_millis;
-        Self {
-            name: s.name.clone(),
-            command: s.command.clone(),
-            interval: s.interval_ms.map_or(d.interval, ms),
-            retry_interval: s.retry_interval_ms.map_or(d.retry_interval, ms),
-            timeout: s.timeout_ms.map_or(d.timeout, ms),
-            max_attempts: s.max_attempts.unwrap_or(d.max_attempts),
-            shell: s.shell,
-        }
-    }
-
-    /// The wire form, as the server pushes it.
-    pub fn to_settings(&self) -> CheckSettings {
-        let ms = |d: Duration| Some(d.as_millis().min(u128::from(u64::MAX)) as u64);
-        CheckSettings {
-            name: self.name.clone(),
-            command: self.command.clone(),
-            interval_ms: ms(self.interval),
-            retry_interval_ms: ms(self.retry_interval),
-            timeout_ms: ms(self.timeout),
-            max_attempts: Some(self.max_attempts),
-            shell: self.shell,
-        }
-    }
-
-    /// Every problem of this check, keys prefixed with `at` (`checks[0]`).
-    /// The server checks the checks of its `[[agents]]` sections with this
-    /// too, so what it pushes is what an agent accepts.
-    pub fn problems(&self, at: &str) -> ConfigErrors {
-        let mut errs = ConfigErrors::default();
-        self.validate(at, &mut errs);
-        errs
-    }
-
-    fn validate(&self, at: &str, errs: &mut ConfigErrors) {
-        if self.name.is_empty() {
-            errs.push(format!("{at}.name"), "is missing");
-        } else if metrolog_protocol::nagios::CheckName::parse(&self.name).is_err() {
-            errs.push(
-                format!("{at}.name"),
-                format!(
-                    "{:?} may only hold a-z, 0-9, '_' and '-', at most {} bytes (it becomes \
-                     series check.<name>.*)",
-                    self.name,
-                    metrolog_protocol::nagios::MAX_CHECK_NAME
-                ),
-            );
-        }
-        if self.command.is_empty() || self.command[0].is_empty() {
-            errs.push(format!("{at}.command"), "is missing or empty");
-        }
-        if self.shell && self.command.len() != 1 {
-            errs.push(
-                format!("{at}.command"),
-                "with shell = true, give the whole command line as one string",
-            );
-        }
-        if self.interval < Duration::from_secs(1) {
-            errs.push(format!("{at}.interval"), "must be at least 1s");
-        }
-        if self.retry_interval < Duration::from_secs(1) {
-            errs.push(format!("{at}.retry_interval"), "must be at least 1s");
-        }
-        if self.timeout.is_zero() {
-            errs.push(format!("{at}.timeout"), "must be greater than 0");
-        }
-        for (key, d) in [
-            ("interval", self.interval),
-            ("retry_interval", self.retry_interval),
-            ("timeout", self.timeout),
-        ] {
-            if d > Duration::from_secs(86_400) {
-                errs.push(format!("{at}.{key}"), "must be at most 1d");
-            }
-        }
-        if self.max_attempts > 100 {
-            errs.push(format!("{at}.max_attempts"), "must be at most 100");
-        }
-        if self.max_attempts == 0 {
-            errs.push(format!("{at}.max_attempts"), "must be at least 1");
-        }
-    }
 }
 
 /// `[spool]`: the on-disk buffer of batches not yet acknowledged by a server
@@ -769,56 +473,6 @@ impl SpoolConfig {
     }
 }
 
-/// One configuration problem and the key it concerns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
-    }
-}
-
-/// Every problem found in a configuration.
-#[derive(Debug, Clone, Default, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl ConfigErrors {
-    pub fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigError {
-            key: key.into(),
-            message: message.into(),
-        });
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    fn into_result(self) -> Result<(), ConfigErrors> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(self)
-        }
-    }
-}
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
 /// The keys of `agent.toml`, as read. Every value is optional so that the layers
 /// above it (env, flags) can supply what the file leaves out.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -832,6 +486,8 @@ pub struct FileConfig {
     pub procfs: Option<PathBuf>,
     pub labels: Option<Labels>,
     pub metrics: Option<MetricsConfig>,
+    /// The keys `[metrics]` sets (the section is read whole, with defaults).
+    pub metrics_keys: Vec<String>,
     pub logs: Option<LogsConfig>,
     pub checks: Option<Vec<CheckConfig>>,
     pub spool: Option<SpoolConfig>,
@@ -883,7 +539,12 @@ impl FileConfig {
                 "state_dir" => cfg.state_dir = field(&key, value, &mut errs),
                 "procfs" => cfg.procfs = field(&key, value, &mut errs),
                 "labels" => cfg.labels = field(&key, value, &mut errs),
-                "metrics" => cfg.metrics = section(&key, value, &mut errs),
+                "metrics" => {
+                    if let Some(t) = value.as_table() {
+                        cfg.metrics_keys = t.keys().cloned().collect();
+                    }
+                    cfg.metrics = section(&key, value, &mut errs);
+                }
                 "logs" => cfg.logs = Some(parse_logs(value, &mut errs)),
                 "checks" => cfg.checks = array(&key, value, &mut errs),
                 "spool" => cfg.spool = section(&key, value, &mut errs),
@@ -1031,9 +692,7 @@ fn array<T: DeserializeOwned>(
     (errs.0.len() == before).then_some(out)
 }
 
-fn one_line(e: &impl fmt::Display) -> String {
-    e.to_string().trim().replace('\n', " ")
-}
+use metrolog_protocol::settings::one_line;
 
 /// Values given on the command line or in the environment; `None` = not given.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -1115,12 +774,7 @@ impl Overrides {
 /// (named by either, when given) over the defaults. Returns every error found,
 /// but does not [`AgentConfig::validate`] the result.
 pub fn load(flags: Overrides, env: Overrides) -> Result<AgentConfig, ConfigErrors> {
-    let top = flags.over(env);
-    let file = match &top.config {
-        Some(path) => FileConfig::read(path)?,
-        None => FileConfig::default(),
-    };
-    merge(top, file)
+    load_under(flags, env, FileConfig::default())
 }
 
 /// [`load`] with `under` (agent settings from cloud user-data) layered
@@ -1130,12 +784,150 @@ pub fn load_under(
     env: Overrides,
     under: FileConfig,
 ) -> Result<AgentConfig, ConfigErrors> {
-    let top = flags.over(env);
-    let file = match &top.config {
+    let config = flags.config.clone().or(env.config.clone());
+    let file = match &config {
         Some(path) => FileConfig::read(path)?,
         None => FileConfig::default(),
     };
-    merge(top, file.over(under))
+    let origins = Origins::of(&flags, &env, &file, &under);
+    let mut cfg = merge(flags.over(env), file.over(under))?;
+    cfg.origins = origins;
+    Ok(cfg)
+}
+
+/// Where a value of the effective configuration came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Origin {
+    #[default]
+    Default,
+    File,
+    Env,
+    Flag,
+    /// The `#metrolog-agent` user-data of the cloud instance.
+    UserData,
+    /// The server's `[[agents]]` section for the agent's group.
+    Server,
+}
+
+impl Origin {
+    pub fn name(self) -> &'static str {
+        match self {
+            Origin::Default => "default",
+            Origin::File => "file",
+            Origin::Env => "env",
+            Origin::Flag => "flag",
+            Origin::UserData => "cloud user-data",
+            Origin::Server => "server",
+        }
+    }
+
+    /// Set by the agent's own flags, environment, file or user-data: the
+    /// server's value does not apply over it.
+    pub fn is_local(self) -> bool {
+        !matches!(self, Origin::Default | Origin::Server)
+    }
+}
+
+/// The [`Origin`] of each key set by a layer (`group`, `labels.zone`,
+/// `metrics.ship_interval`, `munin`, …); a key not listed is a default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origins(pub std::collections::BTreeMap<String, Origin>);
+
+impl Origins {
+    pub fn get(&self, key: &str) -> Origin {
+        self.0.get(key).copied().unwrap_or_default()
+    }
+
+    /// The highest layer that sets each key.
+    fn of(flags: &Overrides, env: &Overrides, file: &FileConfig, under: &FileConfig) -> Self {
+        let mut out = std::collections::BTreeMap::new();
+        let mut set = |key: &str, by: [bool; 4]| {
+            let layers = [Origin::Flag, Origin::Env, Origin::File, Origin::UserData];
+            if let Some(i) = by.iter().position(|b| *b) {
+                out.insert(key.to_string(), layers[i]);
+            }
+        };
+        let m = |key: &str| file.metrics_keys.iter().any(|k| k == key);
+        set(
+            "server",
+            [
+                !flags.servers.is_empty(),
+                !env.servers.is_empty(),
+                file.server.is_some(),
+                under.server.is_some(),
+            ],
+        );
+        macro_rules! one {
+            ($key:literal, $field:ident) => {
+                set(
+                    $key,
+                    [
+                        flags.$field.is_some(),
+                        env.$field.is_some(),
+                        file.$field.is_some(),
+                        under.$field.is_some(),
+                    ],
+                )
+            };
+        }
+        one!("enroll_token", enroll_token);
+        one!("group", group);
+        one!("hostname", hostname);
+        one!("instance_id", instance_id);
+        one!("state_dir", state_dir);
+        one!("procfs", procfs);
+        set(
+            "metrics.sample_interval",
+            [
+                flags.sample_interval.is_some(),
+                env.sample_interval.is_some(),
+                m("sample_interval"),
+                false,
+            ],
+        );
+        set(
+            "metrics.ship_interval",
+            [
+                flags.ship_interval.is_some(),
+                env.ship_interval.is_some(),
+                m("ship_interval"),
+                false,
+            ],
+        );
+        for (key, in_file) in [
+            ("logs", file.logs.is_some()),
+            ("checks", file.checks.is_some()),
+            ("spool", file.spool.is_some()),
+            ("munin", file.munin.is_some()),
+            ("scrape", file.scrape.is_some()),
+            ("cloud", file.cloud.is_some()),
+        ] {
+            set(key, [false, false, in_file, false]);
+        }
+        let label_keys = |pairs: &[String]| -> Vec<String> {
+            pairs
+                .iter()
+                .filter_map(|p| p.split_once('=').map(|(k, _)| k.trim().to_string()))
+                .collect()
+        };
+        let (lf, le) = (label_keys(&flags.labels), label_keys(&env.labels));
+        let mut keys: Vec<String> = lf.iter().chain(&le).cloned().collect();
+        for l in [&file.labels, &under.labels].into_iter().flatten() {
+            keys.extend(l.keys().cloned());
+        }
+        for k in keys {
+            set(
+                &format!("labels.{k}"),
+                [
+                    lf.contains(&k),
+                    le.contains(&k),
+                    file.labels.as_ref().is_some_and(|l| l.contains_key(&k)),
+                    under.labels.as_ref().is_some_and(|l| l.contains_key(&k)),
+                ],
+            );
+        }
+        Self(out)
+    }
 }
 
 fn merge(top: Overrides, file: FileConfig) -> Result<AgentConfig, ConfigErrors> {
@@ -1231,6 +1023,7 @@ pub fn check_file(path: &Path, env: Overrides) -> Result<AgentConfig, ConfigErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use metrolog_protocol::{LogFileSettings, LogFilterSettings};
     use std::collections::HashMap;
 
     const EXAMPLE: &str = include_str!("../../docs/agent.example.toml");
@@ -1441,6 +1234,74 @@ ship_interval = "30s"
     }
 
     #[test]
+    fn origins_name_the_layer_that_set_each_value_and_local_ones_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "server = \"http://file:1\"\ngroup = \"file-group\"\n[labels]\nzone = \"a\"\n\
+             [metrics]\nship_interval = \"10s\"\n[[checks]]\nname = \"x\"\ncommand = [\"/bin/true\"]\n",
+        )
+        .unwrap();
+        let env = Overrides {
+            hostname: Some("env-host".into()),
+            labels: vec!["role=env".into()],
+            config: Some(path),
+            ..Overrides::default()
+        };
+        let flags = Overrides {
+            sample_interval: Some("2s".into()),
+            ..Overrides::default()
+        };
+        let user_data = FileConfig::parse(
+            "group = \"ud-group\"\nenroll_token = \"t\"\n[labels]\nzone = \"b\"\nrack = \"r1\"",
+        )
+        .unwrap();
+        let cfg = load_under(flags, env, user_data).unwrap();
+        let o = &cfg.origins;
+        assert_eq!(cfg.group.as_deref(), Some("file-group"));
+        for (key, origin) in [
+            ("server", Origin::File),
+            ("group", Origin::File),
+            ("enroll_token", Origin::UserData),
+            ("hostname", Origin::Env),
+            ("metrics.sample_interval", Origin::Flag),
+            // Set in the file to the default's value: still set, still wins.
+            ("metrics.ship_interval", Origin::File),
+            ("labels.zone", Origin::File),
+            ("labels.role", Origin::Env),
+            ("labels.rack", Origin::UserData),
+            ("checks", Origin::File),
+            ("state_dir", Origin::Default),
+            ("munin", Origin::Default),
+        ] {
+            assert_eq!(o.get(key), origin, "{key}");
+        }
+        assert!(o.get("metrics.ship_interval").is_local());
+        assert!(!o.get("state_dir").is_local());
+
+        // The server's intervals apply only where nothing local is set.
+        let local = crate::ship::Intervals {
+            sample: Duration::from_secs(2),
+            ship: Duration::from_secs(10),
+        };
+        let pushed = metrolog_protocol::AgentSettings {
+            sample_interval_ms: Some(5000),
+            ship_interval_ms: Some(30_000),
+            ..Default::default()
+        };
+        assert_eq!(local.with_pinned(&pushed, [true, true]), local);
+        assert_eq!(
+            local.with_pinned(&pushed, [true, false]).ship,
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            local.with_pinned(&pushed, [false, false]).sample,
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
     fn bad_flags_are_reported() {
         let flags = Overrides {
             servers: vec!["http://a:1".into()],
@@ -1562,23 +1423,6 @@ app = "mine"
         assert_eq!(merged.files.len(), 2);
         assert!(merged.enabled());
         assert_eq!(merged.files[0].app.as_deref(), Some("theirs"));
-    }
-
-    #[test]
-    fn severities_convert_both_ways() {
-        for level in metrolog_protocol::syslog::Severity::ALL {
-            assert_eq!(Severity::from_level(level).level(), level);
-        }
-    }
-
-    #[test]
-    fn utc_offsets() {
-        assert_eq!(parse_utc_offset("UTC").unwrap().local_minus_utc(), 0);
-        assert_eq!(parse_utc_offset("+02:00").unwrap().local_minus_utc(), 7200);
-        assert_eq!(parse_utc_offset("-0530").unwrap().local_minus_utc(), -19800);
-        for bad in ["CET", "+2", "+24:00", "0200"] {
-            assert!(parse_utc_offset(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]

@@ -121,8 +121,13 @@ pub async fn run(
     };
     let known_logs = known.as_ref().and_then(|k| k.logs.clone());
     let known_checks = known.as_ref().and_then(|k| k.checks.clone());
+    // Intervals set locally (flag, environment, file) win over the server's.
+    let pinned = [
+        config.origins.get("metrics.sample_interval").is_local(),
+        config.origins.get("metrics.ship_interval").is_local(),
+    ];
     let intervals = match &known {
-        Some(k) => local_intervals.with(k),
+        Some(k) => local_intervals.with_pinned(k, pinned),
         None => local_intervals,
     };
     let (intervals_tx, intervals_rx) = watch::channel(intervals);
@@ -162,6 +167,7 @@ pub async fn run(
         Backoff::new(backoff::BASE, backoff::MAX, random::Jitter::from_entropy()),
     )
     .with_known_settings(local_intervals, known)
+    .with_pinned_intervals(pinned)
     .with_replay_rate(config.spool.replay_rate)
     .with_log_settings(logs_tx)
     .with_check_settings(checks_tx);

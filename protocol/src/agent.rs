@@ -35,6 +35,21 @@ pub struct EnrollResponse {
     /// Secret credential for every later request (`Authorization: Bearer …`).
     pub agent_token: String,
     pub settings: AgentSettings,
+    /// [`AgentSettings::version`] of `settings` (absent from servers older
+    /// than versioned settings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings_version: Option<String>,
+}
+
+/// Body of the `200` answer to `POST /api/v1/agent/heartbeat` (servers
+/// older than versioned settings answer `204` with no body).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct HeartbeatAck {
+    /// [`AgentSettings::version`] of the settings the server pushes to the
+    /// agent's group now: when it differs from the agent's, the agent asks
+    /// `GET /api/v1/agent/config` again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings_version: Option<String>,
 }
 
 /// Settings the server pushes to an agent (per group). Every field is optional
@@ -59,6 +74,19 @@ pub struct AgentSettings {
     /// `[[checks]]`: a local check of the same name wins (see `docs/checks.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks: Option<Vec<CheckSettings>>,
+}
+
+impl AgentSettings {
+    /// A stable hash of these settings (16 hex digits): the same settings
+    /// give the same version on every server replica, build and restart. The
+    /// server announces it in heartbeat and batch answers, and as the `ETag`
+    /// of `GET /api/v1/agent/config`.
+    pub fn version(&self) -> String {
+        // serde_json writes struct fields in declaration order and maps
+        // (labels) sorted, so equal settings give equal bytes.
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        format!("{:016x}", crate::settings::stable_hash(&bytes))
+    }
 }
 
 /// One check of [`AgentSettings::checks`]: the keys of the agent's
@@ -264,6 +292,10 @@ pub struct BatchAck {
     /// Settings the agent should apply (present when they changed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settings: Option<AgentSettings>,
+    /// [`AgentSettings::version`] of the settings pushed to the agent's
+    /// group now (see [`HeartbeatAck::settings_version`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings_version: Option<String>,
 }
 
 /// Body of `POST /api/v1/agent/leave`.
@@ -364,6 +396,35 @@ mod tests {
             text,
             r#"{"checks":[{"name":"ping","command":["/bin/true"],"max_attempts":2}]}"#
         );
+    }
+
+    #[test]
+    fn the_settings_version_follows_the_settings_only() {
+        let a = AgentSettings {
+            sample_interval_ms: Some(1000),
+            ..Default::default()
+        };
+        assert_eq!(a.version(), a.clone().version(), "stable");
+        assert_eq!(a.version().len(), 16);
+        let b = AgentSettings {
+            sample_interval_ms: Some(2000),
+            ..Default::default()
+        };
+        assert_ne!(a.version(), b.version());
+        assert_ne!(a.version(), AgentSettings::default().version());
+        // Parsed back from the wire (as an agent does), the same version.
+        let wire: AgentSettings =
+            serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        assert_eq!(wire.version(), a.version());
+        // Older peers: an ack without the field, a heartbeat without a body.
+        let ack: BatchAck = serde_json::from_str(
+            r#"{"batch":{"stream":"a","seq":1},"duplicate":false,"accepted":1,"rejected":0}"#,
+        )
+        .unwrap();
+        assert_eq!(ack.settings_version, None);
+        let hb: HeartbeatAck =
+            serde_json::from_str(r#"{"settings_version":"x","later":1}"#).unwrap();
+        assert_eq!(hb.settings_version.as_deref(), Some("x"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod error;
 pub mod nagios;
 pub mod rrd;
 pub mod series;
+pub mod settings;
 pub mod syslog;
 pub mod units;
 

@@ -155,6 +155,8 @@ impl Application {
         let addr = self.local_addr();
         let (stop_tx, stop_rx) = watch::channel(false);
         let store = self.state.store.clone();
+        // SIGHUP reads the file's [[agents]] again (docs/agent-config.md).
+        crate::config::ServerConfig::reload_agents_on_sighup(self.config.clone());
         let housekeeping = tokio::spawn(fleet::run(
             store.clone(),
             self.config.clone(),

@@ -4,7 +4,8 @@
 
 use crate::config::Secret;
 use metrolog_protocol::{
-    paths, AgentSettings, Batch, BatchAck, EnrollRequest, EnrollResponse, ErrorBody, LeaveRequest,
+    paths, AgentSettings, Batch, BatchAck, EnrollRequest, EnrollResponse, ErrorBody, HeartbeatAck,
+    LeaveRequest,
 };
 use reqwest::{header, Method, StatusCode, Url};
 use std::time::Duration;
@@ -55,6 +56,8 @@ pub enum Verdict {
 pub fn classify(status: StatusCode) -> Verdict {
     match status.as_u16() {
         200..=299 => Verdict::Ok,
+        // Only asked for with If-None-Match: what the agent has is current.
+        304 => Verdict::Ok,
         401 => Verdict::Unauthorized,
         // Timeouts, rate limiting and server errors are the server's trouble.
         408 | 429 => Verdict::Failover,
@@ -96,8 +99,23 @@ pub fn retry_after(status: StatusCode, headers: &header::HeaderMap) -> Option<Du
     Some(d.min(RETRY_AFTER_MAX))
 }
 
-enum Body {
+/// What `GET /api/v1/agent/config` said.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigAnswer {
+    /// `304`: the version the agent named is still the one.
+    Unchanged,
+    /// The settings, with their version (the `ETag`; `None` from a server
+    /// older than versioned settings).
+    Changed {
+        settings: AgentSettings,
+        version: Option<String>,
+    },
+}
+
+enum Body<'a> {
     None,
+    /// No body; `If-None-Match` with this version, when known.
+    IfNoneMatch(Option<&'a str>),
     Json(Vec<u8>),
     JsonZstd(Vec<u8>),
 }
@@ -149,11 +167,17 @@ impl Client {
         json(resp).await
     }
 
-    /// `POST /api/v1/agent/heartbeat` (no body).
-    pub async fn heartbeat(&mut self, token: &str) -> Result<(), ShipError> {
-        self.post(paths::HEARTBEAT, token, Body::None)
-            .await
-            .map(drop)
+    /// `POST /api/v1/agent/heartbeat` (no body). Returns the version of the
+    /// settings the server pushes to this agent's group now (`None` from a
+    /// server older than versioned settings: `204`, no body).
+    pub async fn heartbeat(&mut self, token: &str) -> Result<Option<String>, ShipError> {
+        let resp = self.post(paths::HEARTBEAT, token, Body::None).await?;
+        // The heartbeat did its work once answered: an unreadable body
+        // only costs the version, which the next refresh learns anyway.
+        let text = resp.text().await.unwrap_or_default();
+        Ok(serde_json::from_str::<HeartbeatAck>(&text)
+            .ok()
+            .and_then(|a| a.settings_version))
     }
 
     /// `POST /api/v1/agent/leave`.
@@ -168,19 +192,41 @@ impl Client {
     }
 
     /// `GET /api/v1/agent/config`: the settings the server pushes to this
-    /// agent's group now.
-    pub async fn config(&mut self, token: &str) -> Result<AgentSettings, ShipError> {
+    /// agent's group now, unless they are still version `known`
+    /// (`If-None-Match`, answered `304`).
+    pub async fn config(
+        &mut self,
+        token: &str,
+        known: Option<&str>,
+    ) -> Result<ConfigAnswer, ShipError> {
         let resp = self
-            .request(Method::GET, paths::CONFIG, token, Body::None)
+            .request(Method::GET, paths::CONFIG, token, Body::IfNoneMatch(known))
             .await?;
-        json(resp).await
+        if resp.status() == StatusCode::NOT_MODIFIED {
+            return Ok(ConfigAnswer::Unchanged);
+        }
+        let version = resp
+            .headers()
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.trim()
+                    .trim_start_matches("W/")
+                    .trim_matches('"')
+                    .to_string()
+            })
+            .filter(|v| !v.is_empty());
+        Ok(ConfigAnswer::Changed {
+            settings: json(resp).await?,
+            version,
+        })
     }
 
     async fn post(
         &mut self,
         path: &str,
         token: &str,
-        body: Body,
+        body: Body<'_>,
     ) -> Result<reqwest::Response, ShipError> {
         self.request(Method::POST, path, token, body).await
     }
@@ -191,7 +237,7 @@ impl Client {
         method: Method,
         path: &str,
         token: &str,
-        body: Body,
+        body: Body<'_>,
     ) -> Result<reqwest::Response, ShipError> {
         let n = self.servers.len();
         let mut failures = Vec::new();
@@ -211,7 +257,8 @@ impl Client {
                 .request(method.clone(), url.clone())
                 .bearer_auth(token);
             req = match &body {
-                Body::None => req,
+                Body::None | Body::IfNoneMatch(None) => req,
+                Body::IfNoneMatch(Some(v)) => req.header(header::IF_NONE_MATCH, format!("\"{v}\"")),
                 Body::Json(b) => req
                     .header(header::CONTENT_TYPE, "application/json")
                     .body(b.clone()),
@@ -343,6 +390,7 @@ mod tests {
     fn status_classes() {
         assert_eq!(classify(StatusCode::OK), Verdict::Ok);
         assert_eq!(classify(StatusCode::ACCEPTED), Verdict::Ok);
+        assert_eq!(classify(StatusCode::NOT_MODIFIED), Verdict::Ok);
         assert_eq!(classify(StatusCode::UNAUTHORIZED), Verdict::Unauthorized);
         assert_eq!(classify(StatusCode::BAD_REQUEST), Verdict::Refused);
         assert_eq!(classify(StatusCode::PAYLOAD_TOO_LARGE), Verdict::Refused);

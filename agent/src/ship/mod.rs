@@ -13,7 +13,7 @@
 pub mod backoff;
 pub mod client;
 
-pub use client::{Client, ShipError};
+pub use client::{Client, ConfigAnswer, ShipError};
 
 use crate::config::Secret;
 use crate::spool::{Spool, SpoolPolicy, SpoolStats};
@@ -43,6 +43,15 @@ pub struct Intervals {
 }
 
 impl Intervals {
+    /// [`Intervals::with`], keeping those `pinned` (`[sample, ship]`) as they are.
+    pub fn with_pinned(self, settings: &AgentSettings, pinned: [bool; 2]) -> Self {
+        let new = self.with(settings);
+        Self {
+            sample: if pinned[0] { self.sample } else { new.sample },
+            ship: if pinned[1] { self.ship } else { new.ship },
+        }
+    }
+
     /// These intervals with the server's `settings` applied; values out of the
     /// accepted range (see `config`) are ignored.
     pub fn with(self, settings: &AgentSettings) -> Self {
@@ -241,6 +250,12 @@ pub struct Shipper {
     checks: Option<watch::Sender<Option<Vec<CheckSettings>>>>,
     /// The server's settings last applied.
     settings: Option<AgentSettings>,
+    /// Their version, as the server named it: a heartbeat or batch answer
+    /// naming another one makes the agent ask for its settings at once.
+    version: Option<String>,
+    /// Intervals set locally (flag, environment, file): the server's do
+    /// not apply over them (`[sample, ship]`).
+    pinned: [bool; 2],
     /// When to ask the server for its settings again.
     next_refresh: Instant,
     /// Settings waiting to be written to the state directory: the writes
@@ -280,6 +295,8 @@ impl Shipper {
             logs: None,
             checks: None,
             settings: None,
+            version: None,
+            pinned: [false; 2],
             next_refresh: Instant::now(),
             unsaved: Arc::default(),
             replay_gap: Duration::from_millis(200),
@@ -291,7 +308,17 @@ impl Shipper {
     /// the intervals and logs), over the agent's own `local` intervals.
     pub fn with_known_settings(mut self, local: Intervals, known: Option<AgentSettings>) -> Self {
         self.local = local;
+        // Named at the first refresh: the server answers 304 when they are
+        // still current.
+        self.version = known.as_ref().map(AgentSettings::version);
         self.settings = known;
+        self
+    }
+
+    /// Keeps the local sample (`[0]`) and ship (`[1]`) intervals over the
+    /// server's: they were set by flag, environment or file.
+    pub fn with_pinned_intervals(mut self, pinned: [bool; 2]) -> Self {
+        self.pinned = pinned;
         self
     }
 
@@ -378,6 +405,7 @@ impl Shipper {
                         if let Some(s) = &ack.settings {
                             self.apply(s);
                         }
+                        self.announced(ack.settings_version);
                         if !until_empty && self.handoff.len() > 1 {
                             // Replaying a backlog: at a bounded rate, so a
                             // recovering server (and its other agents) are
@@ -401,7 +429,10 @@ impl Shipper {
                     let due = self.last_contact + ship;
                     if Instant::now() >= due {
                         match self.client.heartbeat(&token).await {
-                            Ok(()) => self.contact(),
+                            Ok(version) => {
+                                self.contact();
+                                self.announced(version);
+                            }
                             Err(e) => self.on_failure("heartbeat failed", e).await,
                         }
                     } else {
@@ -423,17 +454,33 @@ impl Shipper {
     /// Asks the server for this agent's settings and applies them. A server
     /// that refuses (a 4xx other than 401) is asked again at the next refresh.
     async fn refresh(&mut self, token: &str) {
-        match self.client.config(token).await {
-            Ok(settings) => {
+        match self.client.config(token, self.version.as_deref()).await {
+            Ok(answer) => {
                 self.next_refresh = Instant::now() + CONFIG_REFRESH;
                 self.reachable();
-                self.apply(&settings);
+                if let ConfigAnswer::Changed { settings, version } = answer {
+                    self.apply(&settings);
+                    self.version = version;
+                }
             }
             Err(ShipError::Refused { status, message }) => {
                 self.next_refresh = Instant::now() + CONFIG_REFRESH;
                 tracing::warn!("the server refused our settings ({status}): {message}");
             }
             Err(e) => self.on_failure("cannot fetch settings", e).await,
+        }
+    }
+
+    /// The server named the version of this agent's settings: another than
+    /// the one applied is fetched at once, so a change reaches the agent
+    /// within a ship interval (a server that names none is asked every
+    /// [`CONFIG_REFRESH`]).
+    fn announced(&mut self, version: Option<String>) {
+        if let Some(v) = version {
+            if self.version.as_deref() != Some(v.as_str()) {
+                tracing::debug!("the server's settings are now version {v}; fetching them");
+                self.next_refresh = Instant::now();
+            }
         }
     }
 
@@ -537,6 +584,7 @@ impl Shipper {
             }
             self.contact();
             self.apply(&resp.settings);
+            self.version = resp.settings_version.clone();
             self.next_refresh = Instant::now() + CONFIG_REFRESH;
             self.credential = Some(cred);
         }
@@ -590,8 +638,9 @@ impl Shipper {
             });
         }
         let local = self.local;
+        let pinned = self.pinned;
         self.intervals.send_if_modified(|cur| {
-            let new = local.with(settings);
+            let new = local.with_pinned(settings, pinned);
             if new == *cur {
                 return false;
             }

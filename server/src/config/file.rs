@@ -3,6 +3,9 @@
 
 use super::ConfigErrors;
 use metrolog_protocol::rrd::{ArchiveSpec, RrdSpec};
+use metrolog_protocol::settings::{
+    CheckConfig, ConfigErrors as SettingsErrors, IntervalSettings, LogFileConfig, LogFilterConfig,
+};
 use metrolog_protocol::units::{serde_duration, serde_size};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -342,10 +345,10 @@ pub use crate::scaling::{HookSection, PolicySection};
 #[derive(Debug, Clone, Default)]
 pub struct AgentsSection {
     pub group: String,
-    pub metrics: AgentMetrics,
+    pub metrics: IntervalSettings,
     /// Checks pushed to the group, with the keys of the agent's own
     /// `[[checks]]` (the same type, so both sides accept the same values).
-    pub checks: Vec<metrolog_agent::config::CheckConfig>,
+    pub checks: Vec<CheckConfig>,
     pub logs: AgentLogs,
 }
 
@@ -357,9 +360,9 @@ pub struct AgentsSection {
 #[serde(deny_unknown_fields)]
 pub struct AgentLogs {
     #[serde(default)]
-    pub files: Vec<metrolog_agent::config::LogFileConfig>,
+    pub files: Vec<LogFileConfig>,
     #[serde(default)]
-    pub filter: Option<metrolog_agent::config::LogFilterConfig>,
+    pub filter: Option<LogFilterConfig>,
 }
 
 const AGENTS_KEYS: &[&str] = &["group", "metrics", "checks", "logs"];
@@ -406,14 +409,18 @@ fn parse_agents(table: &toml::Table, errors: &mut Vec<String>) -> Vec<AgentsSect
             errors.push(format!("{at}.group: must not be empty"));
         }
         if errors.len() == before {
-            // The agent's own checks, so that what is pushed is what an
-            // agent accepts: globs, regexes, app names, offsets.
-            let logs = metrolog_agent::config::LogsConfig {
-                files: section.logs.files.clone(),
-                filter: section.logs.filter.clone().unwrap_or_default(),
-                ..Default::default()
-            };
-            for e in logs.problems().0 {
+            // The checks an agent makes of its own file (the same types), so
+            // that what is pushed is what an agent accepts: globs, regexes,
+            // app names, offsets, intervals.
+            let mut problems = SettingsErrors::default();
+            for (j, f) in section.logs.files.iter().enumerate() {
+                f.validate(&format!("logs.files[{j}]"), &mut problems);
+            }
+            if let Some(filter) = &section.logs.filter {
+                filter.validate("logs.filter", &mut problems);
+            }
+            section.metrics.validate("metrics", &mut problems);
+            for e in problems.0 {
                 errors.push(format!("{at}.{}: {}", e.key, e.message));
             }
             for (j, c) in section.checks.iter().enumerate() {
@@ -483,15 +490,6 @@ fn list_as<T: DeserializeOwned>(value: &toml::Value, at: &str, errors: &mut Vec<
         .enumerate()
         .filter_map(|(i, v)| value_as(v, &format!("{at}[{i}]"), errors))
         .collect()
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AgentMetrics {
-    #[serde(default, with = "crate::config::opt_duration")]
-    pub sample_interval: Option<Duration>,
-    #[serde(default, with = "crate::config::opt_duration")]
-    pub ship_interval: Option<Duration>,
 }
 
 const TOP_KEYS: &[&str] = &[

@@ -4,8 +4,11 @@
 //! is checked key by key so that `check-config` can report every problem at once;
 //! unknown keys are errors, never silently ignored.
 
+mod central;
 mod file;
 mod tls;
+
+pub use central::{settings_of, Central, GroupSettings};
 
 pub use file::{
     AgentsSection, ArchiveEntry, ArchivesSection, FileConfig, GraphiteSection, HostsSection,
@@ -78,6 +81,11 @@ pub struct ServerConfig {
     pub retention: RetentionSection,
     /// Sections parsed and validated now, acted upon by later components.
     pub file: FileConfig,
+    /// The settings `[[agents]]` push to each group now (replaced on
+    /// SIGHUP, see [`ServerConfig::reload_agents`]).
+    pub central: std::sync::Arc<Central>,
+    /// The file read at start (`--config`), read again on SIGHUP.
+    pub config_path: Option<PathBuf>,
 }
 
 /// Syslog over TLS: where, and with which certificate.
@@ -280,8 +288,53 @@ impl ServerConfig {
             hosts: file.hosts.clone(),
             http: file.http.clone(),
             retention: file.retention.clone(),
+            central: std::sync::Arc::new(Central::new(file.agents.clone())),
+            config_path: over.config.clone(),
             file,
         })
+    }
+
+    /// Reads the `[[agents]]` sections of the configuration file again (on
+    /// SIGHUP) and logs what changed; a file with errors changes nothing.
+    /// Nothing else of the file is read again: it takes a restart.
+    pub fn reload_agents(&self) {
+        let Some(path) = &self.config_path else {
+            tracing::warn!("SIGHUP: no --config file, nothing to read again");
+            return;
+        };
+        match self.central.reload(path) {
+            Ok(groups) if groups.is_empty() => {
+                tracing::info!(file = %path.display(), "SIGHUP: [[agents]] read again; no group's settings changed")
+            }
+            Ok(groups) => tracing::info!(
+                file = %path.display(),
+                groups = %groups.join(", "),
+                "SIGHUP: [[agents]] read again; new settings for these groups reach their agents at their next heartbeat"
+            ),
+            Err(errors) => tracing::error!(
+                file = %path.display(),
+                "SIGHUP: the file has errors, the [[agents]] sections in force stay:\n{errors}"
+            ),
+        }
+    }
+
+    /// Reads `[[agents]]` again at each SIGHUP, until the runtime ends.
+    pub fn reload_agents_on_sighup(config: std::sync::Arc<ServerConfig>) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGHUP ({e}): [[agents]] changes need a restart");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let config = config.clone();
+                // A file read: off the runtime.
+                let _ = tokio::task::spawn_blocking(move || config.reload_agents()).await;
+            }
+        });
     }
 
     /// How long a host may stay silent before it is `down`.

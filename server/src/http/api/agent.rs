@@ -3,18 +3,19 @@
 
 use super::{check_group, check_name, JsonBody};
 use crate::auth::{new_token, token_hash};
-use crate::config::AgentsSection;
+use crate::config::GroupSettings;
 use crate::http::auth::{AgentHost, Enroller};
 use crate::http::error::{ApiResult, AppError};
 use crate::http::AppState;
 use crate::store::{now, HostFacts, HostSource};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrolog_protocol::series::validate_labels;
 use metrolog_protocol::{
-    paths, AgentSettings, Batch, BatchAck, EnrollRequest, EnrollResponse, LeaveRequest, LogSettings,
+    paths, Batch, BatchAck, EnrollRequest, EnrollResponse, HeartbeatAck, LeaveRequest,
 };
 
 pub fn router() -> Router<AppState> {
@@ -59,55 +60,24 @@ async fn enroll(
         .await?;
     state.metrics.enrollments.inc();
     tracing::info!(host = host_id, hostname = %req.hostname, group = ?req.group, "agent enrolled");
+    let pushed = settings_for(&state, req.group.as_deref());
     Ok(Json(EnrollResponse {
         host_id,
         agent_token: token.expose().to_string(),
-        settings: settings_for(&state, req.group.as_deref()),
+        settings: pushed.settings.clone(),
+        settings_version: Some(pushed.version.clone()),
     }))
 }
 
-/// Settings pushed to the agents of `group` by `[[agents]]` sections.
-fn settings_for(state: &AppState, group: Option<&str>) -> AgentSettings {
-    settings_of(&state.config.file.agents, group)
+/// Settings pushed to the agents of `group` by `[[agents]]` sections, and
+/// their version.
+fn settings_for(state: &AppState, group: Option<&str>) -> std::sync::Arc<GroupSettings> {
+    state.config.central.for_group(group)
 }
 
-/// The settings of `group` from its `[[agents]]` sections, in file order:
-/// a later section's interval or filter replaces an earlier one's; log files
-/// add up (a path listed twice counts once, as first given); checks add up
-/// (the configuration refuses a check name pushed twice to one group).
-fn settings_of(sections: &[AgentsSection], group: Option<&str>) -> AgentSettings {
-    let mut s = AgentSettings::default();
-    let mut logs: Option<LogSettings> = None;
-    for a in sections.iter().filter(|a| Some(a.group.as_str()) == group) {
-        if !a.checks.is_empty() {
-            let checks = s.checks.get_or_insert_with(Vec::new);
-            for c in &a.checks {
-                if !checks.iter().any(|have| have.name == c.name) {
-                    checks.push(c.to_settings());
-                }
-            }
-        }
-        if let Some(d) = a.metrics.sample_interval {
-            s.sample_interval_ms = Some(d.as_millis() as u64);
-        }
-        if let Some(d) = a.metrics.ship_interval {
-            s.ship_interval_ms = Some(d.as_millis() as u64);
-        }
-        if a.logs.files.is_empty() && a.logs.filter.is_none() {
-            continue;
-        }
-        let l = logs.get_or_insert_with(LogSettings::default);
-        for f in &a.logs.files {
-            if !l.files.iter().any(|have| have.path == f.path) {
-                l.files.push(f.to_settings());
-            }
-        }
-        if let Some(filter) = &a.logs.filter {
-            l.filter = Some(filter.to_settings());
-        }
-    }
-    s.logs = logs;
-    s
+/// The group of the agent's host (`None`: none, or the host was removed).
+async fn group_of(state: &AppState, host_id: i64) -> ApiResult<Option<Option<String>>> {
+    Ok(state.store.host(host_id).await?.map(|h| h.group))
 }
 
 /// A place among the batches in flight, taken before the body is read; none
@@ -147,18 +117,32 @@ async fn batch(
     }
     let id = batch.id.clone();
     let outcome = state.ingest.ingest(agent.host_id, batch, now()).await?;
+    let version = group_of(&state, agent.host_id)
+        .await?
+        .map(|g| settings_for(&state, g.as_deref()).version.clone());
     Ok(Json(BatchAck {
         batch: id,
         duplicate: outcome.duplicate,
         accepted: outcome.accepted,
         rejected: outcome.rejected,
         settings: None,
+        settings_version: version,
     }))
 }
 
-async fn heartbeat(agent: AgentHost, State(state): State<AppState>) -> ApiResult<StatusCode> {
+/// `200` with the version of the agent's settings (an agent older than
+/// versioned settings takes any 2xx and ignores the body).
+async fn heartbeat(
+    agent: AgentHost,
+    State(state): State<AppState>,
+) -> ApiResult<Json<HeartbeatAck>> {
     state.store.touch_host(agent.host_id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let version = group_of(&state, agent.host_id)
+        .await?
+        .map(|g| settings_for(&state, g.as_deref()).version.clone());
+    Ok(Json(HeartbeatAck {
+        settings_version: version,
+    }))
 }
 
 async fn leave(
@@ -172,18 +156,38 @@ async fn leave(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn config(agent: AgentHost, State(state): State<AppState>) -> ApiResult<Json<AgentSettings>> {
-    let host =
-        state.store.host(agent.host_id).await?.ok_or_else(|| {
-            AppError::NotFound("this agent's host was removed; enroll again".into())
-        })?;
-    Ok(Json(settings_for(&state, host.group.as_deref())))
+/// The agent's settings, with their version as `ETag`; `304` when the
+/// agent's `If-None-Match` names that version already.
+async fn config(
+    agent: AgentHost,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let group = group_of(&state, agent.host_id)
+        .await?
+        .ok_or_else(|| AppError::NotFound("this agent's host was removed; enroll again".into()))?;
+    let pushed = settings_for(&state, group.as_deref());
+    let etag = format!("\"{}\"", pushed.version);
+    let known = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|tag| {
+            let tag = tag.trim();
+            tag == etag || tag == "*" || tag.strip_prefix("W/") == Some(etag.as_str())
+        });
+    let etag_header = [(header::ETAG, etag)];
+    if known {
+        return Ok((StatusCode::NOT_MODIFIED, etag_header).into_response());
+    }
+    Ok((etag_header, Json(pushed.settings.clone())).into_response())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::config::FileConfig;
+    use crate::config::{settings_of, FileConfig};
+    use metrolog_protocol::AgentSettings;
     use metrolog_protocol::{syslog::Severity, LogFileSettings, LogFilterSettings};
 
     #[test]
