@@ -18,6 +18,7 @@ mod hosts;
 pub mod log_search;
 pub mod logs;
 mod metrics;
+mod migrate;
 pub mod outbox;
 mod scaling;
 mod series_meta;
@@ -218,6 +219,7 @@ impl Store {
                 url: url.to_string(),
                 source,
             })?;
+        migrate::check_level(&pool, &MIGRATOR, &db_path).await?;
         MIGRATOR.run(&pool).await?;
         log_index.attach(&db_path).await?;
         let checkpointers = [
