@@ -23,6 +23,7 @@ pub mod random;
 pub mod sampler;
 pub mod scrape;
 pub mod ship;
+pub mod show_config;
 pub mod spool;
 pub mod state;
 pub mod subprocess;

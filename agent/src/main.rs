@@ -24,6 +24,13 @@ enum Command {
     /// Check a configuration file (with the METROLOG_AGENT_* environment applied)
     /// and print every error at once.
     CheckConfig { file: PathBuf },
+    /// Print the effective configuration (flags, environment, file, cloud
+    /// user-data and the server's settings last received), each value with
+    /// where it came from. Takes the same flags as a run; secrets show as <set>.
+    ShowConfig {
+        #[command(flatten)]
+        run: Box<RunArgs>,
+    },
 }
 
 /// Each flag overrides METROLOG_AGENT_<NAME>, which overrides the file.
@@ -114,9 +121,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let (run, show) = match cli.command {
+        Some(Command::ShowConfig { run }) => (*run, true),
+        _ => (cli.run, false),
+    };
     // Flags, environment and file, with what cloud metadata and user-data
     // say under them (no request unless on EC2 or cloud.metadata_url is set).
-    let cfg = match runtime.block_on(metrolog_agent::cloud::configure(cli.run.into(), env)) {
+    let cfg = match runtime.block_on(metrolog_agent::cloud::configure(run.into(), env)) {
         Ok(c) => c,
         Err(errs) => {
             for e in &errs.0 {
@@ -130,6 +141,18 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
         }
         return ExitCode::FAILURE;
+    }
+    if show {
+        let dir = cfg
+            .state_dir
+            .clone()
+            .unwrap_or_else(metrolog_agent::state::default_state_dir);
+        let pushed = metrolog_agent::show_config::known_settings(&dir, cfg.group.as_deref());
+        print!(
+            "{}",
+            metrolog_agent::show_config::render(&cfg, pushed.as_ref(), &dir)
+        );
+        return ExitCode::SUCCESS;
     }
     match runtime.block_on(metrolog_agent::run(cfg, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
