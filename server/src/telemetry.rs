@@ -43,6 +43,80 @@ impl Gauge {
     }
 }
 
+/// A Prometheus histogram of durations with fixed buckets (seconds), kept
+/// in microseconds: lock-free, bounded (one counter per bucket).
+#[derive(Debug)]
+pub struct Histogram {
+    bounds_us: &'static [u64],
+    /// Observations at most `bounds_us[i]` (not cumulative; the last slot
+    /// holds those above every bound).
+    buckets: Vec<AtomicU64>,
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+/// 1 ms to 30 s: from an idle evaluator's answer to a badly lagging one.
+const LATENCY_BOUNDS_US: &[u64] = &[
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000, 30_000_000,
+];
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self::new(LATENCY_BOUNDS_US)
+    }
+}
+
+impl Histogram {
+    pub fn new(bounds_us: &'static [u64]) -> Self {
+        Self {
+            bounds_us,
+            buckets: (0..=bounds_us.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, d: std::time::Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let i = self.bounds_us.partition_point(|&b| b < us);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// The family in text format: cumulative `le` buckets, `+Inf` equal to
+    /// `_count`.
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            cumulative += b.load(Ordering::Relaxed);
+            match self.bounds_us.get(i) {
+                Some(&le) => {
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{{le=\"{}\"}} {cumulative}",
+                        le as f64 / 1e6
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "{name}_sum {}\n{name}_count {cumulative}",
+            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
+    }
+}
+
 /// Counters of everything the server accepts, refuses or drops.
 #[derive(Debug, Default)]
 pub struct ServerMetrics {
@@ -131,6 +205,9 @@ pub struct ServerMetrics {
     pub alarm_commit_failures: Counter,
     /// Microseconds the evaluator spent on the last event.
     pub alarm_eval_last_us: Gauge,
+    /// From an event's publication on the bus (its commit) to the commit of
+    /// the alarm decisions it led to.
+    pub alarm_eval_latency: Histogram,
     /// Alarms not OK, by state (set by the evaluator).
     pub alarms_warning: Gauge,
     pub alarms_critical: Gauge,
@@ -285,11 +362,6 @@ impl ServerMetrics {
             ],
         );
         counter(
-            "metrolog_series_refused_samples_total",
-            "Samples (buckets) of refused new series, dropped.",
-            &[("", self.series_refused_samples.get())],
-        );
-        counter(
             "metrolog_import_requests_total",
             "POST /api/v1/import requests committed.",
             &[("", self.import_requests.get())],
@@ -332,22 +404,6 @@ impl ServerMetrics {
             "metrolog_graphite_lines_total",
             "Graphite plaintext lines accepted.",
             &[("", self.graphite_lines.get())],
-        );
-        counter(
-            "metrolog_graphite_dropped_total",
-            "Graphite samples dropped, by reason.",
-            &[
-                ("{reason=\"too_long\"}", self.graphite_dropped_long.get()),
-                (
-                    "{reason=\"malformed\"}",
-                    self.graphite_dropped_malformed.get(),
-                ),
-                (
-                    "{reason=\"out_of_order\"}",
-                    self.graphite_dropped_order.get(),
-                ),
-                ("{reason=\"store\"}", self.graphite_dropped_store.get()),
-            ],
         );
         counter(
             "metrolog_enrollments_total",
@@ -393,11 +449,6 @@ impl ServerMetrics {
             &[("", self.group_samples.get())],
         );
         counter(
-            "metrolog_group_samples_rejected_total",
-            "Group aggregate samples refused: the group already held one that recent.",
-            &[("", self.group_samples_rejected_order.get())],
-        );
-        counter(
             "metrolog_group_record_failures_total",
             "Rounds of group aggregates that could not be recorded.",
             &[("", self.group_record_failures.get())],
@@ -412,6 +463,7 @@ impl ServerMetrics {
             "Group series removed after no member fed them for hosts.expire_after.",
             &[("", self.group_series_expired.get())],
         );
+        self.render_dropped(&mut counter);
         self.render_logs(&mut counter);
         self.render_alarms(&mut counter);
         let _ = writeln!(
@@ -425,6 +477,11 @@ impl ServerMetrics {
             out,
             "# HELP metrolog_alarm_evaluation_last_seconds Time the alarm evaluator spent on its last event.\n# TYPE metrolog_alarm_evaluation_last_seconds gauge\nmetrolog_alarm_evaluation_last_seconds {}",
             self.alarm_eval_last_us.get() as f64 / 1e6
+        );
+        self.alarm_eval_latency.render(
+            &mut out,
+            "metrolog_alarm_evaluation_latency_seconds",
+            "From an event's commit (its publication on the event bus) to the commit of the alarm decisions it led to.",
         );
         let _ = writeln!(
             out,
@@ -479,6 +536,92 @@ impl ServerMetrics {
         );
     }
 
+    /// Every record dropped, or stored cut short, in one family: `kind` is
+    /// what was lost (a metric sample, a log record, a check result),
+    /// `source` where it came from, `reason` why. Alerting on
+    /// `rate(metrolog_records_dropped_total[5m]) > 0` covers them all.
+    fn render_dropped(&self, counter: &mut impl FnMut(&str, &str, &[(&str, u64)])) {
+        counter(
+            "metrolog_records_dropped_total",
+            "Records dropped, by kind (metric sample, log record, check result), source and reason; \
+             reason=\"truncated\": stored, cut to the size limit.",
+            &[
+                (
+                    "{kind=\"metric\",source=\"agent\",reason=\"non_finite\"}",
+                    self.buckets_rejected_non_finite.get(),
+                ),
+                (
+                    "{kind=\"metric\",source=\"agent\",reason=\"time\"}",
+                    self.buckets_rejected_time.get(),
+                ),
+                (
+                    "{kind=\"metric\",source=\"agent\",reason=\"step\"}",
+                    self.buckets_rejected_step.get(),
+                ),
+                (
+                    "{kind=\"metric\",source=\"agent\",reason=\"out_of_order\"}",
+                    self.buckets_rejected_order.get(),
+                ),
+                (
+                    "{kind=\"metric\",source=\"import\",reason=\"out_of_order\"}",
+                    self.import_rejected_order.get(),
+                ),
+                (
+                    "{kind=\"metric\",source=\"import\",reason=\"future\"}",
+                    self.import_rejected_future.get(),
+                ),
+                (
+                    "{kind=\"metric\",source=\"graphite\",reason=\"too_long\"}",
+                    self.graphite_dropped_long.get(),
+                ),
+                (
+                    "{kind=\"metric\",source=\"graphite\",reason=\"malformed\"}",
+                    self.graphite_dropped_malformed.get(),
+                ),
+                (
+                    "{kind=\"metric\",source=\"graphite\",reason=\"out_of_order\"}",
+                    self.graphite_dropped_order.get(),
+                ),
+                (
+                    "{kind=\"metric\",source=\"graphite\",reason=\"store\"}",
+                    self.graphite_dropped_store.get(),
+                ),
+                (
+                    "{kind=\"metric\",source=\"group\",reason=\"out_of_order\"}",
+                    self.group_samples_rejected_order.get(),
+                ),
+                (
+                    "{kind=\"metric\",source=\"any\",reason=\"series_limit\"}",
+                    self.series_refused_samples.get(),
+                ),
+                (
+                    "{kind=\"log\",source=\"syslog\",reason=\"queue_full\"}",
+                    self.syslog_dropped_queue_full.get(),
+                ),
+                (
+                    "{kind=\"log\",source=\"syslog\",reason=\"write_error\"}",
+                    self.syslog_dropped_write_error.get(),
+                ),
+                (
+                    "{kind=\"log\",source=\"syslog\",reason=\"shutdown\"}",
+                    self.syslog_dropped_shutdown.get(),
+                ),
+                (
+                    "{kind=\"log\",source=\"syslog\",reason=\"truncated\"}",
+                    self.syslog_truncated.get(),
+                ),
+                (
+                    "{kind=\"check\",source=\"agent\",reason=\"invalid\"}",
+                    self.check_results_rejected.get(),
+                ),
+                (
+                    "{kind=\"check\",source=\"agent\",reason=\"truncated\"}",
+                    self.check_outputs_truncated.get(),
+                ),
+            ],
+        );
+    }
+
     /// The central-logs counters.
     fn render_alarms(&self, counter: &mut impl FnMut(&str, &str, &[(&str, u64)])) {
         counter(
@@ -488,11 +631,6 @@ impl ServerMetrics {
                 ("{outcome=\"stored\"}", self.check_results.get()),
                 ("{outcome=\"rejected\"}", self.check_results_rejected.get()),
             ],
-        );
-        counter(
-            "metrolog_check_outputs_truncated_total",
-            "Check outputs cut to 16 KiB by the server.",
-            &[("", self.check_outputs_truncated.get())],
         );
         counter(
             "metrolog_alarm_evaluations_total",
@@ -550,15 +688,6 @@ impl ServerMetrics {
             "metrolog_syslog_stored_total",
             "Syslog messages committed to the database.",
             &[("", self.syslog_stored.get())],
-        );
-        counter(
-            "metrolog_syslog_dropped_total",
-            "Syslog messages lost, by reason (queue_full: UDP arrived faster than the writer stores).",
-            &[
-                ("{reason=\"queue_full\"}", self.syslog_dropped_queue_full.get()),
-                ("{reason=\"write_error\"}", self.syslog_dropped_write_error.get()),
-                ("{reason=\"shutdown\"}", self.syslog_dropped_shutdown.get()),
-            ],
         );
         counter(
             "metrolog_syslog_marked_total",
@@ -633,5 +762,68 @@ impl Every {
                 .last_ms
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_inf_is_the_count() {
+        let h = Histogram::default();
+        for ms in [0, 1, 3, 40, 40, 2_000, 60_000] {
+            h.observe(Duration::from_millis(ms));
+        }
+        let mut out = String::new();
+        h.render(&mut out, "x_seconds", "help");
+        let value = |line: &str| -> f64 {
+            out.lines()
+                .find_map(|l| l.strip_prefix(line).and_then(|v| v.strip_prefix(' ')))
+                .unwrap_or_else(|| panic!("no {line} in\n{out}"))
+                .parse()
+                .unwrap()
+        };
+        assert!(out.starts_with("# HELP x_seconds help\n# TYPE x_seconds histogram\n"));
+        assert_eq!(
+            value("x_seconds_bucket{le=\"0.001\"}"),
+            2.0,
+            "0 and 1 ms: le is inclusive"
+        );
+        assert_eq!(value("x_seconds_bucket{le=\"0.005\"}"), 3.0);
+        assert_eq!(value("x_seconds_bucket{le=\"0.05\"}"), 5.0);
+        assert_eq!(value("x_seconds_bucket{le=\"2.5\"}"), 6.0);
+        assert_eq!(value("x_seconds_bucket{le=\"30\"}"), 6.0);
+        assert_eq!(
+            value("x_seconds_bucket{le=\"+Inf\"}"),
+            7.0,
+            "60 s is above every bound"
+        );
+        assert_eq!(value("x_seconds_count"), 7.0);
+        assert_eq!(value("x_seconds_sum"), 62.084);
+    }
+
+    #[test]
+    fn every_drop_counter_is_in_the_records_dropped_family() {
+        let m = ServerMetrics::default();
+        m.syslog_dropped_queue_full.add(3);
+        m.check_outputs_truncated.inc();
+        m.graphite_dropped_malformed.add(2);
+        let text = m.render(&[]);
+        for line in [
+            "metrolog_records_dropped_total{kind=\"log\",source=\"syslog\",reason=\"queue_full\"} 3",
+            "metrolog_records_dropped_total{kind=\"check\",source=\"agent\",reason=\"truncated\"} 1",
+            "metrolog_records_dropped_total{kind=\"metric\",source=\"graphite\",reason=\"malformed\"} 2",
+            "metrolog_records_dropped_total{kind=\"metric\",source=\"any\",reason=\"series_limit\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+        }
+        assert_eq!(
+            text.matches("# TYPE metrolog_records_dropped_total counter")
+                .count(),
+            1
+        );
+        assert!(text.contains("# TYPE metrolog_alarm_evaluation_latency_seconds histogram"));
     }
 }
