@@ -203,6 +203,9 @@ pub struct ServerMetrics {
     /// Times the evaluator fell behind the event bus and re-read the store.
     pub alarm_evaluator_resyncs: Counter,
     pub alarm_commit_failures: Counter,
+    /// Series descriptions whose warning/critical is not a range
+    /// (`limits = "series"` rules judge those by their own ranges).
+    pub alarm_series_limits_unreadable: Counter,
     /// Microseconds the evaluator spent on the last event.
     pub alarm_eval_last_us: Gauge,
     /// From an event's publication on the bus (its commit) to the commit of
@@ -654,6 +657,11 @@ impl ServerMetrics {
             "metrolog_alarm_evaluator_resyncs_total",
             "Times the alarm evaluator fell behind the event bus and re-read its windows from the store.",
             &[("", self.alarm_evaluator_resyncs.get())],
+        );
+        counter(
+            "metrolog_alarm_series_limits_unreadable_total",
+            "Series descriptions whose warning/critical could not be read as a range (limits = \"series\" rules judge those series by their own ranges).",
+            &[("", self.alarm_series_limits_unreadable.get())],
         );
         counter(
             "metrolog_alarm_commit_failures_total",

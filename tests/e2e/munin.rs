@@ -161,3 +161,106 @@ fn munin_plugins_reach_the_dashboard() -> anyhow::Result<()> {
     drop(agent);
     Ok(())
 }
+
+/// A plugin's `warning`/`critical` judge its field through a rule with
+/// `limits = "series"`: the user changes nothing on the server when a plugin
+/// (or its `plugin-conf.d`) sets its own thresholds.
+#[test]
+fn a_plugins_warning_and_critical_drive_an_alarm() -> anyhow::Result<()> {
+    assert!(
+        std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout.starts_with(b"0\n"))
+            .unwrap_or(false),
+        "this test runs Munin plugins as `nobody`: run it as root (CI does)"
+    );
+    let dir = tempfile::tempdir()?;
+    open_dir(dir.path());
+    let (plugins, conf, state) = (
+        dir.path().join("plugins"),
+        dir.path().join("conf"),
+        dir.path().join("plugstate"),
+    );
+    for d in [&plugins, &conf, &state] {
+        open_dir(d);
+    }
+    let value = dir.path().join("value");
+    std::fs::write(&value, "25\n")?;
+    std::fs::set_permissions(&value, std::fs::Permissions::from_mode(0o644))?;
+    let plugin = plugins.join("limits");
+    std::fs::write(
+        &plugin,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = config ]; then\n\
+             echo 'graph_title Limits'\necho 'graph_category tests'\n\
+             echo 'x.label x'\necho 'x.warning 10'\necho 'x.critical 20'\nexit 0\nfi\n\
+             echo \"x.value $(cat {})\"\n",
+            value.display()
+        ),
+    )?;
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755))?;
+
+    let server_toml = dir.path().join("server.toml");
+    std::fs::write(
+        &server_toml,
+        "[[rules]]\nname = \"munin-limits\"\nkind = \"threshold\"\n\
+         metric = \"munin.limits.x\"\nlimits = \"series\"\n",
+    )?;
+    let server = Server::start(&[
+        "--no-local-agent",
+        "--config",
+        server_toml.to_str().unwrap(),
+    ])?;
+    let api = Api::new(&server.url, &server.token("viewer")?);
+    let host = unique("limits");
+    let agent_toml = dir.path().join("agent.toml");
+    std::fs::write(
+        &agent_toml,
+        format!(
+            "[munin]\nplugins_dir = \"{}\"\nconf_dir = \"{}\"\nplugstate_dir = \"{}\"\n\
+             interval = \"1s\"\ntimeout = \"20s\"\n",
+            plugins.display(),
+            conf.display(),
+            state.display()
+        ),
+    )?;
+    let mut args = FAST.to_vec();
+    args.extend(["--config", agent_toml.to_str().unwrap()]);
+    let mut agent = start_agent(&server, &host, "web", &dir.path().join("state"), &args)?;
+
+    let alarm_in = |want: &'static str| -> anyhow::Result<Value> {
+        eventually(WAIT, || {
+            let (status, alarms) = api.get(&format!("/api/v1/alarms?host={host}&state=all"))?;
+            anyhow::ensure!(status == 200, "{alarms}");
+            Ok(alarms
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["rule"] == "munin-limits" && a["state"] == want)
+                .cloned())
+        })
+    };
+    // 25 is beyond the plugin's critical 20.
+    let critical = alarm_in("CRITICAL").map_err(|e| anyhow::anyhow!("{e}\n{}", agent.log()))?;
+    let output = critical["output"].as_str().unwrap_or_default();
+    assert!(
+        output.starts_with("munin.limits.x = 25") && output.ends_with("(critical ~:20)"),
+        "{critical}"
+    );
+    // 15: beyond warning 10 only.
+    std::fs::write(&value, "15\n")?;
+    let warning = alarm_in("WARNING").map_err(|e| anyhow::anyhow!("{e}\n{}", agent.log()))?;
+    assert!(
+        warning["output"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("(warning ~:10)"),
+        "{warning}"
+    );
+    // 5: inside both, the alarm resolves.
+    std::fs::write(&value, "5\n")?;
+    alarm_in("OK").map_err(|e| anyhow::anyhow!("{e}\n{}", agent.log()))?;
+    drop(agent);
+    Ok(())
+}

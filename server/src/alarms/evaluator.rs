@@ -17,11 +17,11 @@
 use super::condition::Condition;
 use super::flap::FlapThresholds;
 use super::machine::{Ack, Alarm, Effects, Observation, Subject};
-use super::rules::{Kind, Rule, Scope};
+use super::rules::{Kind, Limits, Rule, Scope, SeriesLimits};
 use super::silence::Silence;
 use super::Status;
 use crate::clock::SharedClock;
-use crate::events::{Event, HostChange, HostInfo, SamplesCommitted};
+use crate::events::{Event, HostChange, HostInfo, SamplesCommitted, SeriesMetaCommitted};
 use crate::logs::feed::FeedBatch;
 use crate::store::{HostState, Store};
 use crate::telemetry::ServerMetrics;
@@ -101,6 +101,15 @@ pub struct Evaluator {
     by_name: HashMap<String, usize>,
     /// The log rules, for every committed chunk of records.
     log_rules: Vec<usize>,
+    /// Metrics judged by a rule with `limits = "series"`.
+    series_limited: HashSet<String>,
+    /// The ranges series of those metrics describe: (host, name, labels
+    /// text) → ranges. Only series that give some are kept, only for
+    /// metrics in `series_limited`, and they go with their host.
+    limits: HashMap<(i64, String, String), SeriesLimits>,
+    /// Series descriptions whose `warning`/`critical` could not be read as
+    /// ranges (the rule's own ranges judge those series).
+    pub limits_unreadable: u64,
     alarms: HashMap<Key, Alarm>,
     conditions: HashMap<Key, Condition>,
     hosts: HashMap<i64, HostEntry>,
@@ -122,6 +131,9 @@ impl Evaluator {
             by_check: HashMap::new(),
             by_name: HashMap::new(),
             log_rules: Vec::new(),
+            series_limited: HashSet::new(),
+            limits: HashMap::new(),
+            limits_unreadable: 0,
             alarms: HashMap::new(),
             conditions: HashMap::new(),
             hosts: HashMap::new(),
@@ -142,6 +154,7 @@ impl Evaluator {
         self.by_check.clear();
         self.by_name.clear();
         self.log_rules.clear();
+        self.series_limited.clear();
         for (i, r) in self.rules.iter().enumerate() {
             self.by_name.insert(r.name.clone(), i);
             if matches!(r.kind, Kind::Log { .. }) {
@@ -149,6 +162,9 @@ impl Evaluator {
             }
             match &r.kind {
                 Kind::Threshold { metric, .. } => {
+                    if r.limits == Limits::Series {
+                        self.series_limited.insert(metric.as_str().to_string());
+                    }
                     let m = self
                         .by_metric
                         .entry(metric.as_str().to_string())
@@ -171,6 +187,61 @@ impl Evaluator {
 
     pub fn rules(&self) -> &[Arc<Rule>] {
         &self.rules
+    }
+
+    /// Whether some rule judges `metric` by its series' own ranges.
+    pub fn wants_limits(&self, metric: &str) -> bool {
+        self.series_limited.contains(metric)
+    }
+
+    /// Records the ranges a series' description gives (Munin syntax);
+    /// `None`s forget them. Ignored unless [`Self::wants_limits`].
+    pub fn set_series_limits(
+        &mut self,
+        host_id: i64,
+        name: &str,
+        labels_text: &str,
+        warning: Option<&str>,
+        critical: Option<&str>,
+    ) {
+        if !self.wants_limits(name) {
+            return;
+        }
+        let (limits, problems) = SeriesLimits::parse(warning, critical);
+        if !problems.is_empty() {
+            self.limits_unreadable += 1;
+            tracing::warn!(
+                host_id,
+                series = %format!("{name}{labels_text}"),
+                problems = ?problems,
+                "a series' warning/critical is not a range; the rule's own ranges judge it"
+            );
+        }
+        let key = (host_id, name.to_string(), labels_text.to_string());
+        if limits.is_empty() {
+            self.limits.remove(&key);
+        } else {
+            self.limits.insert(key, limits);
+        }
+    }
+
+    /// Forgets the ranges of every series (before they are read again).
+    pub fn clear_series_limits(&mut self) {
+        self.limits.clear();
+    }
+
+    fn on_series_meta(&mut self, m: &SeriesMetaCommitted) {
+        for (key, warning, critical) in &m.series {
+            if self.wants_limits(key.name.as_str()) {
+                self.set_series_limits(
+                    m.host_id,
+                    key.name.as_str(),
+                    &key.labels_text(),
+                    warning.as_deref(),
+                    critical.as_deref(),
+                );
+            }
+        }
     }
 
     fn rule_named(&self, name: &str) -> Option<Arc<Rule>> {
@@ -393,6 +464,7 @@ impl Evaluator {
                 &mut out,
             ),
             Event::GroupRound(_) => {}
+            Event::SeriesMeta(m) => self.on_series_meta(m),
         }
         out
     }
@@ -488,7 +560,15 @@ impl Evaluator {
         let Some(value) = cond.window_value(*cf) else {
             return;
         };
-        let judged = rule.judge(value);
+        let ranges = match rule.limits {
+            Limits::Rule => rule.ranges(None),
+            Limits::Series => rule.ranges(self.limits.get(&(
+                host_id,
+                key.name.as_str().to_string(),
+                key.labels_text(),
+            ))),
+        };
+        let judged = rule.judge_with(ranges, value);
         let gated = cond.datapoint(rule, judged, Some(value), now);
         if gated == Status::Ok && !has_alarm {
             // The common case, kept cheap: nothing to say, no alarm to
@@ -503,7 +583,7 @@ impl Evaluator {
         let obs = Observation {
             status: gated,
             value: Some(value),
-            output: describe(rule, &key.name.to_string(), value, gated),
+            output: describe(rule, ranges, &key.name.to_string(), value, gated),
             attempt: None,
         };
         self.apply(rule, &subject, || labels, obs, now, out);
@@ -592,6 +672,7 @@ impl Evaluator {
             HostChange::Removed => {
                 self.pending_down.remove(&id);
                 self.hosts.remove(&id);
+                self.limits.retain(|(h, _, _), _| *h != id);
                 self.alarms.retain(|(_, s), _| s.host_id() != Some(id));
                 self.conditions.retain(|(_, s), _| s.host_id() != Some(id));
             }
@@ -807,7 +888,10 @@ impl Evaluator {
                     status: gated,
                     value,
                     output: value
-                        .map(|v| describe(rule, metric_name(rule), v, gated))
+                        .map(|v| {
+                            let ranges = self.subject_ranges(rule, &key.1);
+                            describe(rule, ranges, metric_name(rule), v, gated)
+                        })
                         .unwrap_or_default(),
                     attempt: None,
                 };
@@ -840,6 +924,17 @@ impl Evaluator {
             attempt: Some((1, 1)),
         };
         self.apply(rule, &key.1, || labels, obs, now, out);
+    }
+
+    /// The ranges that judge `subject` under `rule`.
+    fn subject_ranges(&self, rule: &Rule, subject: &Subject) -> SeriesLimits {
+        match (rule.limits, subject) {
+            (Limits::Series, Subject::Host { id, series_labels }) => rule.ranges(
+                self.limits
+                    .get(&(*id, metric_name(rule).to_string(), series_labels.clone())),
+            ),
+            _ => rule.ranges(None),
+        }
     }
 
     fn subject_labels(&self, rule: &Rule, subject: &Subject) -> Labels {
@@ -959,7 +1054,7 @@ fn metric_name(rule: &Rule) -> &str {
 }
 
 /// `cpu.busy_pct avg over 60 s = 97.2 (critical ~:95)`.
-fn describe(rule: &Rule, metric: &str, value: f64, s: Status) -> String {
+fn describe(rule: &Rule, ranges: SeriesLimits, metric: &str, value: f64, s: Status) -> String {
     let (cf, window) = match &rule.kind {
         Kind::Threshold { cf, window, .. } => (cf.to_string(), *window),
         _ => (String::new(), 0),
@@ -970,8 +1065,8 @@ fn describe(rule: &Rule, metric: &str, value: f64, s: Status) -> String {
         String::new()
     };
     let range = match s {
-        Status::Critical => rule.critical.map(|r| format!(" (critical {r})")),
-        Status::Warning => rule.warning.map(|r| format!(" (warning {r})")),
+        Status::Critical => ranges.critical.map(|r| format!(" (critical {r})")),
+        Status::Warning => ranges.warning.map(|r| format!(" (warning {r})")),
         _ => None,
     }
     .unwrap_or_default();
@@ -1148,6 +1243,32 @@ impl Runner {
                 *e = (*e).max(w);
             }
         }
+        // The ranges of series judged by their own description, read before
+        // their windows are primed.
+        ev.clear_series_limits();
+        let limited: Vec<String> = wanted
+            .keys()
+            .filter(|m| ev.wants_limits(m))
+            .cloned()
+            .collect();
+        for metric in &limited {
+            match self.store.series_limits_named(metric).await {
+                Ok(rows) => {
+                    for r in rows {
+                        ev.set_series_limits(
+                            r.host_id,
+                            metric,
+                            &r.labels,
+                            r.warning.as_deref(),
+                            r.critical.as_deref(),
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, metric = %metric, "cannot read series' ranges for the alarm evaluator")
+                }
+            }
+        }
         let step = u32::try_from(ev.base_step).unwrap_or(10);
         for (metric, window) in wanted {
             let series = match self.store.all_series_named(&metric).await {
@@ -1235,6 +1356,9 @@ impl Runner {
         self.metrics
             .alarm_notices_silenced
             .add(std::mem::take(&mut ev.silenced));
+        self.metrics
+            .alarm_series_limits_unreadable
+            .add(std::mem::take(&mut ev.limits_unreadable));
     }
 
     /// Runs until `stop`.
@@ -1260,6 +1384,8 @@ impl Runner {
                 r = rx.recv() => match r {
                     Ok(env) => {
                         let started = std::time::Instant::now();
+                        // Bounded by MAX_EVENTS_PER_COMMIT.
+                        let mut published = vec![env.published];
                         self.learn_hosts(&mut ev, &env.event).await;
                         pending.extend(ev.on_event(&env.event, self.clock.now()));
                         // Events already waiting are judged before the commit,
@@ -1270,6 +1396,7 @@ impl Runner {
                         for _ in 0..MAX_EVENTS_PER_COMMIT {
                             match rx.try_recv() {
                                 Ok(env) => {
+                                    published.push(env.published);
                                     self.learn_hosts(&mut ev, &env.event).await;
                                     pending.extend(ev.on_event(&env.event, self.clock.now()));
                                 }
@@ -1282,6 +1409,9 @@ impl Runner {
                         }
                         self.commit(&mut ev, &mut pending).await;
                         self.metrics.alarm_eval_last_us.set(started.elapsed().as_micros() as u64);
+                        for p in published {
+                            self.metrics.alarm_eval_latency.observe(p.elapsed());
+                        }
                         if let Some(n) = lagged {
                             self.metrics.alarm_evaluator_resyncs.inc();
                             tracing::warn!(missed = n, "the alarm evaluator fell behind the event bus; re-reading hosts and windows from the store");

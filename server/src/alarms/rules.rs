@@ -32,6 +32,10 @@ pub struct RuleSection {
     pub cf: Option<String>,
     pub warning: Option<String>,
     pub critical: Option<String>,
+    /// Where a threshold rule's ranges come from: `"rule"` (its own
+    /// `warning`/`critical`, the default) or `"series"` (each series'
+    /// description, e.g. a Munin field's `warning`/`critical`).
+    pub limits: Option<String>,
     #[serde(rename = "for", default, with = "crate::config::opt_duration")]
     pub for_: Option<Duration>,
     #[serde(default, with = "crate::config::opt_duration")]
@@ -106,6 +110,75 @@ impl NoData {
     }
 }
 
+/// Where a threshold rule's ranges come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Limits {
+    /// The rule's own `warning` and `critical`.
+    #[default]
+    Rule,
+    /// The `warning` and `critical` of each series' description (what a
+    /// Munin plugin's `config` says of its field), in Munin's syntax; the
+    /// rule's own, when given, apply to a series that has none.
+    Series,
+}
+
+impl Limits {
+    fn is_rule(&self) -> bool {
+        *self == Self::Rule
+    }
+}
+
+/// The ranges a series' description gives (`series_meta`), read.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SeriesLimits {
+    pub warning: Option<Range>,
+    pub critical: Option<Range>,
+}
+
+impl SeriesLimits {
+    /// Reads Munin's `warning`/`critical` texts; one that cannot be read is
+    /// left out (and named in the returned problems).
+    pub fn parse(warning: Option<&str>, critical: Option<&str>) -> (Self, Vec<String>) {
+        let mut problems = Vec::new();
+        let mut read = |what: &str, t: Option<&str>| {
+            t.and_then(|t| match munin_range(t) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    problems.push(format!("{what} {t:?}: {e}"));
+                    None
+                }
+            })
+        };
+        let out = Self {
+            warning: read("warning", warning),
+            critical: read("critical", critical),
+        };
+        (out, problems)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.warning.is_none() && self.critical.is_none()
+    }
+}
+
+/// A Munin range as a Nagios one. Munin writes `max`, `min:max`, `min:` or
+/// `:max` (munin-limits): a bare number is an upper bound only and an empty
+/// side is unbounded, where Nagios reads `10` as `0:10` and an empty start
+/// as 0. A text with `~` or `@` is Nagios syntax already and read as such.
+pub fn munin_range(text: &str) -> Result<Range, metrolog_protocol::nagios::RangeError> {
+    let t = text.trim();
+    if t.contains(['~', '@']) {
+        return Range::parse(t);
+    }
+    let nagios = match t.split_once(':') {
+        None => format!("~:{t}"),
+        Some((lo, hi)) if lo.trim().is_empty() => format!("~:{hi}"),
+        Some(_) => t.to_string(),
+    };
+    Range::parse(&nagios)
+}
+
 /// The hosts a rule concerns: one host, the members of a group, or all.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Selector {
@@ -173,6 +246,9 @@ pub struct Rule {
     pub warning: Option<Range>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub critical: Option<Range>,
+    /// Threshold rules: where `warning` and `critical` come from.
+    #[serde(skip_serializing_if = "Limits::is_rule")]
+    pub limits: Limits,
     /// Seconds the condition must hold before the alarm fires.
     #[serde(rename = "for")]
     pub for_: i64,
@@ -290,15 +366,36 @@ impl Rule {
                 "give `host` (one host) or `group` (its members), not both".into(),
             );
         }
+        let limits = match s.limits.as_deref() {
+            None | Some("rule") => Limits::Rule,
+            Some("series") => Limits::Series,
+            Some(o) => {
+                err("limits", format!("{o:?} is not rule or series"));
+                Limits::Rule
+            }
+        };
+        if limits == Limits::Series && !matches!(s.kind, RuleKind::Threshold) {
+            err(
+                "limits",
+                "only a threshold rule takes its ranges from its series".into(),
+            );
+        }
+        if limits == Limits::Series && s.scope.as_deref() == Some("group") {
+            err(
+                "limits",
+                "a group aggregate has no description of its own: limits = \"series\" needs scope = \"host\"".into(),
+            );
+        }
         let needs_thresholds = |err: &mut dyn FnMut(&str, String)| {
-            if warning.is_none()
+            if limits == Limits::Rule
+                && warning.is_none()
                 && critical.is_none()
                 && s.warning.is_none()
                 && s.critical.is_none()
             {
                 err(
                     "critical",
-                    "give `warning` and/or `critical` (Nagios ranges such as \"~:80\")".into(),
+                    "give `warning` and/or `critical` (Nagios ranges such as \"~:80\"), or limits = \"series\"".into(),
                 );
             }
         };
@@ -451,6 +548,7 @@ impl Rule {
                 },
                 warning,
                 critical,
+                limits,
                 for_,
                 keep_firing_for: s.keep_firing_for.map(secs).unwrap_or(0),
                 datapoints,
@@ -486,9 +584,27 @@ impl Rule {
     /// The state a value stands for: CRITICAL when the critical range alerts,
     /// else WARNING when the warning range does, else OK.
     pub fn judge(&self, value: f64) -> super::Status {
-        if self.critical.is_some_and(|r| r.alerts(value)) {
+        self.judge_with(self.ranges(None), value)
+    }
+
+    /// The ranges that judge a series: the rule's own, or with
+    /// `limits = "series"` those of the series' description (`series`),
+    /// the rule's own standing in for a series that gives none.
+    pub fn ranges(&self, series: Option<&SeriesLimits>) -> SeriesLimits {
+        match (self.limits, series) {
+            (Limits::Series, Some(s)) if !s.is_empty() => *s,
+            _ => SeriesLimits {
+                warning: self.warning,
+                critical: self.critical,
+            },
+        }
+    }
+
+    /// The state `value` stands for against `ranges`.
+    pub fn judge_with(&self, ranges: SeriesLimits, value: f64) -> super::Status {
+        if ranges.critical.is_some_and(|r| r.alerts(value)) {
             super::Status::Critical
-        } else if self.warning.is_some_and(|r| r.alerts(value)) {
+        } else if ranges.warning.is_some_and(|r| r.alerts(value)) {
             super::Status::Warning
         } else {
             super::Status::Ok
@@ -497,7 +613,7 @@ impl Rule {
 
     /// The worst state this rule can raise (for `no_data = "breaching"`).
     pub fn worst(&self) -> super::Status {
-        if self.critical.is_some() {
+        if self.critical.is_some() || self.limits == Limits::Series {
             super::Status::Critical
         } else {
             super::Status::Warning
@@ -569,6 +685,74 @@ critical = "~:50"
         assert!(
             matches!(rules[3].kind, Kind::Log { ref words, .. } if words == &["failed", "password"])
         );
+    }
+
+    #[test]
+    fn munin_ranges_read_as_munin_means_them() {
+        // (text, inside, outside): a bare number is an upper bound only.
+        for (text, inside, outside) in [
+            ("10", [-1e9, 10.0], [10.5, 1e9]),
+            (":10", [-1e9, 10.0], [10.5, 11.0]),
+            ("5:", [5.0, 1e9], [4.9, -1.0]),
+            ("5:20", [5.0, 20.0], [4.9, 20.1]),
+            ("-10:10", [-10.0, 0.0], [-10.1, 10.1]),
+            ("@0:5", [-1.0, 6.0], [0.0, 5.0]),
+        ] {
+            let r = munin_range(text).unwrap();
+            for v in inside {
+                assert!(!r.alerts(v), "{text}: {v} is inside");
+            }
+            for v in outside {
+                assert!(r.alerts(v), "{text}: {v} is outside");
+            }
+        }
+        assert!(munin_range("lots").is_err());
+        assert!(munin_range("").is_err());
+        let (l, problems) = SeriesLimits::parse(Some("10"), Some("x:y"));
+        assert!(l.warning.is_some() && l.critical.is_none());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+    }
+
+    #[test]
+    fn series_limits_need_a_per_host_threshold_rule() {
+        let ok = parse(
+            "[[rules]]\nname = \"m\"\nkind = \"threshold\"\nmetric = \"munin.load.load\"\nlimits = \"series\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok[0].limits, Limits::Series);
+        assert_eq!(ok[0].worst(), super::super::Status::Critical);
+        let errs = parse(
+            r#"
+[[rules]]
+name = "a"
+kind = "threshold"
+metric = "munin.load.load"
+limits = "plugin"
+[[rules]]
+name = "b"
+kind = "threshold"
+metric = "munin.load.load"
+group = "web"
+scope = "group"
+aggregation = "avg"
+limits = "series"
+[[rules]]
+name = "c"
+kind = "log"
+query = "x"
+window = "1m"
+critical = "10"
+limits = "series"
+"#,
+        )
+        .unwrap_err()
+        .join("\n");
+        assert!(
+            errs.contains("rules[0].limits: \"plugin\" is not rule or series"),
+            "{errs}"
+        );
+        assert!(errs.contains("rules[1].limits:"), "{errs}");
+        assert!(errs.contains("rules[2].limits:"), "{errs}");
     }
 
     #[test]

@@ -107,12 +107,22 @@ pub struct GroupRound {
     pub groups: Vec<String>,
 }
 
+/// Descriptions of a host's series stored (what a Munin plugin's `config`
+/// says of its fields): the ranges a `limits = "series"` rule judges by.
+#[derive(Debug, Clone)]
+pub struct SeriesMetaCommitted {
+    pub host_id: i64,
+    /// Series, each with its `warning` and `critical` as the source wrote them.
+    pub series: Vec<(SeriesKey, Option<String>, Option<String>)>,
+}
+
 #[derive(Debug, Clone)]
 pub enum Event {
     Samples(Arc<SamplesCommitted>),
     Checks(Arc<ChecksCommitted>),
     Host(HostChanged),
     GroupRound(GroupRound),
+    SeriesMeta(Arc<SeriesMetaCommitted>),
 }
 
 /// One published event, numbered in publication order.
@@ -120,6 +130,9 @@ pub enum Event {
 pub struct Envelope {
     pub seq: u64,
     pub event: Event,
+    /// When it was published, right after its commit (evaluation latency
+    /// is measured from here).
+    pub published: std::time::Instant,
 }
 
 #[derive(Debug, Clone)]
@@ -178,7 +191,11 @@ impl Bus {
         }
         *seq += 1;
         // Err only when every receiver went away meanwhile.
-        let _ = self.tx.send(Arc::new(Envelope { seq: *seq, event }));
+        let _ = self.tx.send(Arc::new(Envelope {
+            seq: *seq,
+            event,
+            published: std::time::Instant::now(),
+        }));
     }
 
     /// Publishes a host change.

@@ -397,7 +397,7 @@ impl Runner {
                             Event::GroupRound(r) => {
                                 self.on_round(&mut scaler, &mut cache, r.ts, &r.groups, &mut pending).await;
                             }
-                            Event::Samples(_) | Event::Checks(_) => continue,
+                            Event::Samples(_) | Event::Checks(_) | Event::SeriesMeta(_) => continue,
                         }
                         self.commit(&mut pending).await;
                     }

@@ -39,7 +39,7 @@ pub use metrics::{
 };
 pub use outbox::{AttemptRow, DeliveryFilter, DeliveryRow, DeliveryView, Flush};
 pub use scaling::{HookDelivery, Requeue, StoredPolicy};
-pub use series_meta::SeriesMetaRow;
+pub use series_meta::{SeriesLimitsRow, SeriesMetaRow};
 pub use write_lock::WriteLockStats;
 
 use metrolog_protocol::rrd::RrdSpec;

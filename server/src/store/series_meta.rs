@@ -28,6 +28,15 @@ pub struct SeriesMetaRow {
     pub critical: Option<String>,
 }
 
+/// A series' ranges, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesLimitsRow {
+    pub host_id: i64,
+    pub labels: String,
+    pub warning: Option<String>,
+    pub critical: Option<String>,
+}
+
 /// `text` within [`MAX_META_TEXT`] bytes, cut on a character boundary
 /// (the agent cuts already; an older or foreign one may not).
 fn capped(text: &Option<String>) -> Option<String> {
@@ -81,7 +90,49 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        drop(_w);
+        // Rules with `limits = "series"` judge by these ranges.
+        self.bus
+            .publish(crate::events::Event::SeriesMeta(std::sync::Arc::new(
+                crate::events::SeriesMetaCommitted {
+                    host_id,
+                    series: meta
+                        .iter()
+                        .map(|m| {
+                            (
+                                metrolog_protocol::SeriesKey {
+                                    name: m.name.clone(),
+                                    labels: m.labels.clone(),
+                                },
+                                capped(&m.warning),
+                                capped(&m.critical),
+                            )
+                        })
+                        .collect(),
+                },
+            )));
         Ok(meta.len())
+    }
+
+    /// The `warning`/`critical` of every series named `name` that gives
+    /// any: `(host_id, labels text, warning, critical)`.
+    pub async fn series_limits_named(&self, name: &str) -> Result<Vec<SeriesLimitsRow>> {
+        let rows = sqlx::query(
+            "SELECT host_id, labels, warning, critical FROM series_meta
+             WHERE name = ?1 AND (warning IS NOT NULL OR critical IS NOT NULL)",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| SeriesLimitsRow {
+                host_id: r.get(0),
+                labels: r.get(1),
+                warning: r.get(2),
+                critical: r.get(3),
+            })
+            .collect())
     }
 
     /// The descriptions of a host's series, by category, graph, then order.

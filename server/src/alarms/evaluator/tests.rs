@@ -521,3 +521,90 @@ critical = "~:90"
         "not the group's own row"
     );
 }
+
+const MUNIN_LIMITS: &str = r#"
+[[rules]]
+name = "munin-limits"
+kind = "threshold"
+metric = "munin.fixture.x"
+window = "10s"
+limits = "series"
+"#;
+
+fn series_meta(host_id: i64, name: &str, warning: Option<&str>, critical: Option<&str>) -> Event {
+    Event::SeriesMeta(Arc::new(SeriesMetaCommitted {
+        host_id,
+        series: vec![(
+            SeriesKey::new(name, Labels::new()).unwrap(),
+            warning.map(str::to_string),
+            critical.map(str::to_string),
+        )],
+    }))
+}
+
+#[test]
+fn a_rule_with_series_limits_judges_each_series_by_its_own_munin_ranges() {
+    let mut ev = evaluator(MUNIN_LIMITS);
+    // Host 1's plugin says `x.warning 10`, `x.critical 5:20`; host 2's says nothing.
+    assert!(ev
+        .on_event(
+            &series_meta(1, "munin.fixture.x", Some("10"), Some("5:20")),
+            90
+        )
+        .is_empty());
+    let mut all = ev.on_event(&samples(1, "munin.fixture.x", &[], 100, 8.0), 100);
+    assert!(notices(&all).is_empty(), "8 is inside both ranges");
+    all = ev.on_event(&samples(1, "munin.fixture.x", &[], 110, 15.0), 110);
+    assert_eq!(notices(&all), [(AlertStatus::Firing, "warning".into())]);
+    let out = &all[0].alarm.output;
+    assert!(out.contains("(warning ~:10)"), "{out}");
+    all = ev.on_event(&samples(1, "munin.fixture.x", &[], 120, 25.0), 120);
+    assert_eq!(
+        notices(&all).last(),
+        Some(&(AlertStatus::Firing, "critical".into()))
+    );
+    // Below the lower bound of `5:20` is critical too; a bare `10` has none.
+    all = ev.on_event(&samples(1, "munin.fixture.x", &[], 130, -3.0), 130);
+    assert!(notices(&all).is_empty(), "still critical: {all:?}");
+    assert_eq!(
+        state(&ev, "munin-limits", Subject::host(1)).map(|s| s.0),
+        Some(Status::Critical)
+    );
+    // A series without ranges (and a rule without its own) is never judged bad.
+    let other = ev.on_event(&samples(2, "munin.fixture.x", &[], 130, 1e9), 130);
+    assert!(notices(&other).is_empty());
+    // The plugin's config changes: the new ranges judge the next value.
+    ev.on_event(
+        &series_meta(1, "munin.fixture.x", Some("-10:10"), None),
+        135,
+    );
+    all = ev.on_event(&samples(1, "munin.fixture.x", &[], 140, 0.0), 140);
+    assert_eq!(notices(&all), [(AlertStatus::Resolved, "critical".into())]);
+    // A text that is no range is counted; the series falls back to none.
+    ev.on_event(&series_meta(1, "munin.fixture.x", Some("lots"), None), 145);
+    assert_eq!(ev.limits_unreadable, 1);
+    all = ev.on_event(&samples(1, "munin.fixture.x", &[], 150, 1e6), 150);
+    assert!(notices(&all).is_empty());
+}
+
+#[test]
+fn series_limits_are_kept_only_for_metrics_a_series_rule_reads() {
+    let mut ev = evaluator(CPU_FOR);
+    ev.on_event(&series_meta(1, "cpu.busy_pct", Some("10"), None), 90);
+    ev.on_event(&series_meta(1, "munin.other.y", Some("10"), None), 90);
+    assert!(ev.limits.is_empty());
+    let mut ev = evaluator(MUNIN_LIMITS);
+    ev.on_event(&series_meta(1, "munin.fixture.x", Some("10"), None), 90);
+    assert_eq!(ev.limits.len(), 1);
+    ev.on_event(
+        &Event::Host(HostChanged {
+            host_id: 1,
+            change: HostChange::Removed,
+            at: 95,
+            last_seen: 90,
+            info: None,
+        }),
+        95,
+    );
+    assert!(ev.limits.is_empty(), "a removed host's ranges go with it");
+}
