@@ -5,6 +5,7 @@ mod agent_logs;
 mod agent_spool;
 mod archives;
 mod backup;
+mod central_config;
 mod checks;
 mod cloud;
 mod config_reference;

@@ -1,0 +1,226 @@
+//! Central configuration (docs/agent-config.md): the server's `[[agents]]`
+//! section for a group changes (the file is edited, the server gets SIGHUP),
+//! and the running agent of that group tails the new file and runs the new
+//! check within a few ship intervals — long before the 60 s fallback poll —
+//! without a restart; heartbeats name the settings' version, the config
+//! endpoint answers 304 to the version the agent has, and `show-config`
+//! says which value came from the server and which from a flag.
+
+use metrolog_e2e::{binary, eventually, start_agent, Api, Server};
+use serde_json::Value;
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Shorter than the agents' fallback poll of their settings (60 s): a
+/// change seen within it came through the announced version.
+const WAIT: Duration = Duration::from_secs(25);
+
+fn write_server_toml(path: &Path, logs: &Path, second: bool) -> anyhow::Result<()> {
+    let mut text = format!(
+        "[[agents]]\ngroup = \"web\"\nlogs.files = [{{ path = \"{}/a.log\", app = \"central\" }}",
+        logs.display()
+    );
+    if second {
+        text.push_str(&format!(
+            ", {{ path = \"{}/b.log\", app = \"central\" }}]\n\
+             metrics = {{ sample_interval = \"500ms\", ship_interval = \"30s\" }}\n\
+             checks = [{{ name = \"probe\", command = [\"/bin/echo\", \"OK - central | v=3\"], interval = \"1s\" }}]\n",
+            logs.display()
+        ));
+    } else {
+        text.push_str("]\n");
+    }
+    // Written whole, then renamed: the server never reads half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn append(path: &Path, tag: &str, n: u32) -> anyhow::Result<Vec<String>> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let mut lines = Vec::new();
+    for i in 0..n {
+        let line = format!("{tag} line {i:03}");
+        writeln!(f, "{line}")?;
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+/// Messages stored for `host` that contain `tag`.
+fn stored(api: &Api, host: &str, tag: &str) -> anyhow::Result<Vec<String>> {
+    let (status, page) = api.get(&format!("/api/v1/logs?host={host}&q={tag}&limit=1000"))?;
+    anyhow::ensure!(status == 200, "logs: {status} {page}");
+    Ok(page["records"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["message"].as_str().map(str::to_string))
+        .collect())
+}
+
+fn host_id(api: &Api, name: &str) -> anyhow::Result<Option<i64>> {
+    let (status, hosts) = api.get("/api/v1/hosts")?;
+    anyhow::ensure!(status == 200, "hosts: {status} {hosts}");
+    Ok(hosts
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|h| h["hostname"] == name)
+        .and_then(|h| h["id"].as_i64()))
+}
+
+fn show_config(server: &Server, state: &Path) -> anyhow::Result<String> {
+    let out = Command::new(binary("metrolog-agent"))
+        .arg("show-config")
+        .args(["--server", &server.url])
+        .args(["--enroll-token", &server.enroll_token])
+        .args(["--hostname", "web-1", "--group", "web"])
+        .args(["--ship-interval", "1s"])
+        .arg("--state-dir")
+        .arg(state)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "show-config failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+#[test]
+fn a_group_change_reaches_a_running_agent_without_restart() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs)?;
+    let server_toml = dir.path().join("server.toml");
+    write_server_toml(&server_toml, &logs, false)?;
+    let mut server = Server::start(&[
+        "--no-local-agent",
+        "--config",
+        server_toml.to_str().unwrap(),
+    ])?;
+    let api = Api::new(&server.url, &server.token("viewer")?);
+    let state = dir.path().join("web-state");
+    // The ship interval is set by flag: the server's 30 s must not apply.
+    let mut agent = start_agent(&server, "web-1", "web", &state, &["--ship-interval", "1s"])?;
+
+    let a = append(&logs.join("a.log"), "alpha", 5)?;
+    append(&logs.join("b.log"), "bravo", 5)?;
+    eventually(WAIT, || {
+        Ok((stored(&api, "web-1", "alpha")?.len() >= a.len()).then_some(()))
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\nagent:\n{}", agent.log()))?;
+    assert!(
+        stored(&api, "web-1", "bravo")?.is_empty(),
+        "b.log is not pushed yet"
+    );
+
+    // The agent's own view of the protocol: heartbeats name the version,
+    // the config endpoint answers 304 to it.
+    let cred: Value = serde_json::from_slice(&std::fs::read(state.join("credential.json"))?)?;
+    let token = cred["agent_token"].as_str().unwrap_or_default().to_string();
+    let http = reqwest::blocking::Client::new();
+    let config = http
+        .get(format!("{}/api/v1/agent/config", server.url))
+        .bearer_auth(&token)
+        .send()?;
+    assert_eq!(config.status(), 200);
+    let etag = config.headers()["etag"].to_str()?.to_string();
+    let hb: Value = http
+        .post(format!("{}/api/v1/agent/heartbeat", server.url))
+        .bearer_auth(&token)
+        .send()?
+        .json()?;
+    assert_eq!(
+        format!("\"{}\"", hb["settings_version"].as_str().unwrap_or("")),
+        etag
+    );
+    let again = http
+        .get(format!("{}/api/v1/agent/config", server.url))
+        .bearer_auth(&token)
+        .header("If-None-Match", &etag)
+        .send()?;
+    assert_eq!(again.status(), 304, "the version the agent has is current");
+
+    // The group's section changes; SIGHUP reads it again.
+    write_server_toml(&server_toml, &logs, true)?;
+    let hup = Command::new("kill")
+        .args(["-HUP", &server.proc.child.id().to_string()])
+        .status()?;
+    assert!(hup.success());
+    server.proc.wait_for_line(
+        "read again; new settings for these groups",
+        Duration::from_secs(10),
+    )?;
+    let changed = Instant::now();
+
+    // The new file is tailed (from its start) and the new check runs, with
+    // its perfdata as a series.
+    let b = eventually(WAIT, || {
+        let got = stored(&api, "web-1", "bravo")?;
+        Ok((got.len() >= 5).then_some(got))
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\nagent:\n{}", agent.log()))?;
+    assert_eq!(b.len(), 5, "each line once: {b:?}");
+    let id = host_id(&api, "web-1")?.expect("web-1 enrolled");
+    eventually(WAIT, || {
+        let (status, v) = api.get(&format!(
+            "/api/v1/query?host={id}&name=check.probe.v&from=-5m"
+        ))?;
+        anyhow::ensure!(status == 200, "query: {status} {v}");
+        Ok(v["series"][0]["points"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|p| p[1].as_f64())
+            .filter(|v| *v == 3.0))
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\nagent:\n{}", agent.log()))?;
+    let took = changed.elapsed();
+
+    // No restart: the same process, started once.
+    assert!(
+        agent.child.try_wait()?.is_none(),
+        "the agent exited:\n{}",
+        agent.log()
+    );
+    let log = agent.log();
+    assert_eq!(log.matches("starting as").count(), 1, "{log}");
+    // The flag's ship interval still holds: a new line arrives well before
+    // the server's 30 s would ship it.
+    let c = append(&logs.join("a.log"), "charlie", 1)?;
+    eventually(Duration::from_secs(15), || {
+        Ok((stored(&api, "web-1", "charlie")?.len() == c.len()).then_some(()))
+    })?;
+
+    let text = eventually(WAIT, || {
+        let text = show_config(&server, &state)?;
+        Ok(text.contains("name = \"probe\"  # server").then_some(text))
+    })?;
+    for want in [
+        "sample_interval = \"500ms\"  # server",
+        "ship_interval = \"1s\"  # flag",
+        "group = \"web\"  # flag",
+        "enroll_token = \"<set>\"  # flag",
+        "app = \"central\"  # server",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    assert!(
+        text.contains(&format!("{}/b.log\"  # server", logs.display())),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&server.enroll_token),
+        "a secret printed:\n{text}"
+    );
+    eprintln!("the change reached the agent {took:?} after SIGHUP");
+    Ok(())
+}
