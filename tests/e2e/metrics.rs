@@ -78,6 +78,15 @@ fn promtool_accepts_metrics_and_prometheus_scrapes_them() -> Result<()> {
         ("metrolog_auth_failures_total", true),
         ("metrolog_logs_index_lag_records", false),
         ("metrolog_alarm_evaluation_last_seconds", false),
+        ("metrolog_alarm_evaluation_latency_seconds_count", false),
+        (
+            "metrolog_alarm_evaluation_latency_seconds_bucket{le=\"+Inf\"}",
+            false,
+        ),
+        (
+            "metrolog_records_dropped_total{kind=\"log\",source=\"syslog\",reason=\"queue_full\"}",
+            false,
+        ),
     ] {
         let v = sample(&text, line).ok_or_else(|| anyhow!("no {line} in:\n{text}"))?;
         ensure!(!positive || v > 0.0, "{line} is {v}");
