@@ -621,3 +621,84 @@ async fn plugin_conf_sets_user_environment_and_wildcard_parameters() {
         );
     }
 }
+
+/// The plugin directory and plugin-conf.d are watched (read again every
+/// interval): a plugin linked in runs, one removed stops, and a changed
+/// plugin-conf.d runs the plugin's `config` again with its new settings,
+/// all without restarting the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_added_removed_or_reconfigured_are_picked_up_while_running() {
+    require_root_and_munin();
+    let s = setup(Duration::from_secs(1), Duration::from_secs(10));
+    let src = fixture(&s.plugins, "whoami_");
+    link(&src, &s.plugins, "whoami_1");
+    let book = Arc::new(CheckBook::default());
+    let munin = Munin::start(s.cfg.clone(), book.clone());
+    let value = |v: &BTreeMap<String, PluginView>, p: &str, f: &str| {
+        v.get(p)
+            .and_then(|v| v.fetched.as_ref())
+            .and_then(|o| o.graphs.first()?.get(f)?.readings.first()?.value)
+    };
+    let views = wait_for(&munin, Duration::from_secs(30), "whoami_1 fetched", |v| {
+        value(v, "whoami_1", "env").is_some()
+    })
+    .await;
+    assert_eq!(value(&views, "whoami_1", "env"), Some(0.0), "no env yet");
+    assert!(book
+        .take_meta()
+        .iter()
+        .any(|m| m.name.as_str() == "munin.whoami_1.uid"));
+
+    // plugin-conf.d gains a setting: config runs again, the fetch sees it.
+    std::fs::write(s.conf.join("10-all"), "[whoami_*]\nenv.greeting hello\n").unwrap();
+    wait_for(
+        &munin,
+        Duration::from_secs(30),
+        "whoami_1 with env.greeting",
+        |v| value(v, "whoami_1", "env") == Some(1.0),
+    )
+    .await;
+    assert!(
+        book.take_meta()
+            .iter()
+            .any(|m| m.name.as_str() == "munin.whoami_1.uid"),
+        "config ran again and its description was sent again"
+    );
+
+    // A plugin linked in runs; one removed stops.
+    link(&src, &s.plugins, "whoami_7");
+    std::fs::remove_file(s.plugins.join("whoami_1")).unwrap();
+    let views = wait_for(
+        &munin,
+        Duration::from_secs(30),
+        "whoami_7 in, whoami_1 out",
+        |v| value(v, "whoami_7", "param").is_some() && !v.contains_key("whoami_1"),
+    )
+    .await;
+    assert_eq!(value(&views, "whoami_7", "param"), Some(7.0));
+    assert_eq!(value(&views, "whoami_7", "env"), Some(1.0));
+    let mut seen = Seen::default();
+    seen.take(&book);
+    let before = seen.points("munin.whoami_1.uid").len();
+    // Three more rounds: whoami_1 is fetched no more.
+    let start = munin.views()["whoami_7"].fetches;
+    wait_for(&munin, Duration::from_secs(30), "3 more rounds", |v| {
+        v["whoami_7"].fetches >= start + 3
+    })
+    .await;
+    munin.stop().await;
+    seen.take(&book);
+    assert_eq!(
+        seen.points("munin.whoami_1.uid").len(),
+        before,
+        "a removed plugin is not run"
+    );
+    let summary = seen.statuses("munin");
+    assert!(
+        summary
+            .last()
+            .is_some_and(|r| r.output == "1 Munin plugin(s) running"),
+        "{:?}",
+        summary.last()
+    );
+}
