@@ -169,7 +169,9 @@ impl Sampler {
             }
         }
         self.sample_log_stats(wall);
-        self.sample_spool_stats(wall);
+        if let Some(drops) = self.sample_spool_stats(wall) {
+            self.handoff.drops_reported(drops).await;
+        }
         self.sample_check_stats(wall);
         let now = unix_now();
         let Intervals { sample, ship } = *self.intervals.borrow();
@@ -189,8 +191,9 @@ impl Sampler {
 
     /// The spool's gauges and counters, as series of this host, from the
     /// first time it held a backlog or dropped something; and, once a server
-    /// answers again, a log record telling what was dropped meanwhile.
-    fn sample_spool_stats(&mut self, wall: f64) {
+    /// answers again, a log record telling what was dropped meanwhile
+    /// (then returns the drops reported so far, for the spool to forget).
+    fn sample_spool_stats(&mut self, wall: f64) -> Option<(u64, u64, u64)> {
         let s = self.handoff.stats();
         let (logs, buckets, batches) = s.drops();
         let counters = [
@@ -214,7 +217,7 @@ impl Sampler {
         ];
         self.spool_active |= counters[1].1 > 1 || counters[2..].iter().any(|(_, v)| *v > 0);
         if !self.spool_active {
-            return;
+            return None;
         }
         for (name, value) in counters {
             if let Ok(key) = SeriesKey::new(name, Labels::new()) {
@@ -240,7 +243,9 @@ impl Sampler {
                 book.try_push(rec);
             }
             self.reported_drops = dropped;
+            return Some(dropped);
         }
+        None
     }
 
     /// The log pipeline's counters, as series of this host (cumulative since

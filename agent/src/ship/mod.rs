@@ -222,6 +222,13 @@ impl Handoff {
         }
     }
 
+    /// A server was told of the spool's drops `drops` (see
+    /// [`SpoolStats::drops`]): a restart no longer carries them over.
+    pub async fn drops_reported(&self, drops: (u64, u64, u64)) {
+        let me = self.clone();
+        let _ = tokio::task::spawn_blocking(move || me.lock().reported(drops)).await;
+    }
+
     /// Locks the spool. A panic elsewhere while holding the lock leaves it
     /// usable (its files are the truth, and each method updates memory
     /// after the files), so a poisoned lock is used as is.

@@ -17,7 +17,8 @@
 //! `spool.log_share` of the cap, past which the oldest are dropped. When the
 //! disk refuses a write, batches wait in memory (at most
 //! `spool.memory_batches`), and the write is tried again with the next one.
-//! Every drop is counted ([`SpoolStats`]).
+//! Every drop is counted ([`SpoolStats`]); the drops not yet reported to a
+//! server are kept in `spool/drops`, so that a restart carries them over.
 
 pub mod record;
 
@@ -36,6 +37,9 @@ use std::time::Duration;
 pub const SPOOL_DIR: &str = "spool";
 /// File holding the highest acknowledged position.
 const ACKED_FILE: &str = "acked";
+/// File holding the drops not yet reported to a server: "logs buckets
+/// batches" (text), so that a restart does not forget them.
+const DROPS_FILE: &str = "drops";
 /// Damaged segments kept for inspection; older ones are deleted.
 const KEEP_CORRUPT: usize = 4;
 /// Segment rewrites (consolidation, log drops) per push, at most: bounds the
@@ -256,6 +260,10 @@ pub struct Spool {
     shipped_ts: HashMap<SeriesKey, i64>,
     /// Whether the last write failed (to log a change once).
     failing: bool,
+    /// Drops (as [`SpoolStats::drops`]) already reported to a server.
+    reported: (u64, u64, u64),
+    /// Unreported drops last written to `spool/drops`.
+    saved_drops: (u64, u64, u64),
 }
 
 fn now_unix() -> i64 {
@@ -288,6 +296,8 @@ impl Spool {
             front: None,
             shipped_ts: HashMap::new(),
             failing: false,
+            reported: (0, 0, 0),
+            saved_drops: (0, 0, 0),
         }
     }
 
@@ -312,6 +322,7 @@ impl Spool {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
         spool.dir = Some(dir.clone());
+        spool.carry_drops(&dir);
         let mut ids: Vec<u64> = Vec::new();
         let mut corrupt: Vec<PathBuf> = Vec::new();
         if let Ok(rd) = std::fs::read_dir(&dir) {
@@ -337,6 +348,7 @@ impl Spool {
         }
         spool.next_seq = max_seq + 1;
         spool.update_gauges();
+        spool.save_drops();
         if !spool.entries.is_empty() {
             tracing::info!(
                 "spool holds {} batch(es) ({} bytes) from an earlier run; replaying them oldest first",
@@ -345,6 +357,82 @@ impl Spool {
             );
         }
         spool
+    }
+
+    /// Counts the drops an earlier run did not report (`spool/drops`) as
+    /// this run's, so they are reported once a server answers.
+    fn carry_drops(&mut self, dir: &Path) {
+        let Ok(text) = std::fs::read_to_string(dir.join(DROPS_FILE)) else {
+            return;
+        };
+        let n: Vec<u64> = text
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        let (logs, buckets, batches) = (
+            n.first().copied().unwrap_or(0),
+            n.get(1).copied().unwrap_or(0),
+            n.get(2).copied().unwrap_or(0),
+        );
+        self.stats.dropped_logs.fetch_add(logs, Ordering::Relaxed);
+        self.stats
+            .dropped_buckets
+            .fetch_add(buckets, Ordering::Relaxed);
+        self.stats
+            .lost_batches
+            .fetch_add(batches, Ordering::Relaxed);
+        self.saved_drops = (logs, buckets, batches);
+        if self.saved_drops != (0, 0, 0) {
+            tracing::info!(
+                "the spool dropped {logs} log record(s), {buckets} metric bucket(s) and {batches} batch(es) before the last stop that no server was told of; they are reported once one answers"
+            );
+        }
+    }
+
+    /// Writes the drops not yet reported to `spool/drops` when they changed
+    /// (drops are rare: this is not on the path of every batch).
+    fn save_drops(&mut self) {
+        let Some(dir) = &self.dir else { return };
+        let (l, b, n) = self.stats.drops();
+        let (rl, rb, rn) = self.reported;
+        let unreported = (
+            l.saturating_sub(rl),
+            b.saturating_sub(rb),
+            n.saturating_sub(rn),
+        );
+        if unreported == self.saved_drops {
+            return;
+        }
+        let path = dir.join(DROPS_FILE);
+        let written = if unreported == (0, 0, 0) {
+            std::fs::remove_file(&path).or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+        } else {
+            let tmp = dir.join(format!("{DROPS_FILE}.tmp"));
+            (|| {
+                let mut f = File::create(&tmp)?;
+                writeln!(f, "{} {} {}", unreported.0, unreported.1, unreported.2)?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                sync_dir(dir)
+            })()
+        };
+        match written {
+            Ok(()) => self.saved_drops = unreported,
+            Err(e) => tracing::debug!("cannot save the spool's unreported drops: {e}"),
+        }
+    }
+
+    /// A server was told of the drops `drops` (as [`SpoolStats::drops`]):
+    /// they are no longer carried over a restart.
+    pub fn reported(&mut self, drops: (u64, u64, u64)) {
+        self.reported = drops;
+        self.save_drops();
     }
 
     /// Reads segment `id`; returns the highest sequence seen in it.
@@ -601,6 +689,7 @@ impl Spool {
             pushed.dropped = self.bound_memory();
         }
         self.update_gauges();
+        self.save_drops();
         pushed
     }
 
@@ -760,6 +849,7 @@ impl Spool {
                     self.stats.dropped_logs.fetch_add(e.logs, Ordering::Relaxed);
                     tracing::error!("spool: cannot read batch {} back ({why}); dropped it", e.id);
                     self.left(e);
+                    self.save_drops();
                 }
             }
         }
@@ -829,6 +919,7 @@ impl Spool {
         self.stats.dropped_logs.fetch_add(e.logs, Ordering::Relaxed);
         let left = self.left(e);
         self.update_gauges();
+        self.save_drops();
         Some(left)
     }
 

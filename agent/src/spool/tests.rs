@@ -378,3 +378,39 @@ fn spool_keys_parse_and_bad_ladders_are_reported() {
         "{errs}"
     );
 }
+
+#[test]
+fn unreported_drops_survive_a_restart_until_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut spool = Spool::open(dir.path(), policy(), 0);
+        spool.push(batch(1, 100, &["cpu"], &["a", "b", "c"]), Vec::new());
+        let front = spool.front().unwrap();
+        spool.discard(&front.id).unwrap();
+        assert_eq!(spool.stats().drops(), (3, 0, 1));
+    } // the agent stops before any server heard of it
+    let mut spool = Spool::open(dir.path(), policy(), 0);
+    assert_eq!(
+        spool.stats().drops(),
+        (3, 0, 1),
+        "a restart carries the unreported drops over"
+    );
+    spool.push(batch(2, 110, &["cpu"], &["d"]), Vec::new());
+    let front = spool.front().unwrap();
+    spool.discard(&front.id).unwrap();
+    spool.reported((3, 0, 1));
+    drop(spool);
+    let mut spool = Spool::open(dir.path(), policy(), 0);
+    assert_eq!(
+        spool.stats().drops(),
+        (1, 0, 1),
+        "only the drop not yet reported is carried"
+    );
+    spool.reported((1, 0, 1));
+    drop(spool);
+    assert!(!dir.path().join(SPOOL_DIR).join(DROPS_FILE).exists());
+    assert_eq!(
+        Spool::open(dir.path(), policy(), 0).stats().drops(),
+        (0, 0, 0)
+    );
+}
