@@ -702,3 +702,143 @@ async fn plugins_added_removed_or_reconfigured_are_picked_up_while_running() {
         summary.last()
     );
 }
+
+/// Writes an executable shell plugin `name` into the plugins directory.
+fn script(dir: &Path, name: &str, body: &str) {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Plugins that print garbage, binary bytes, 10 000 fields, too many lines
+/// or too many bytes: each is a counted failure (or counted drops) with its
+/// reason in the plugin's status, the series stay within `max_series`, and
+/// a good plugin beside them is fetched every round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_output_is_counted_with_its_reason_and_costs_nothing_else() {
+    require_root_and_munin();
+    let mut s = setup(Duration::from_secs(1), Duration::from_secs(10));
+    s.cfg.max_lines = 12_000;
+    s.cfg.max_output_bytes = 256 * 1024;
+    s.cfg.max_series = 700;
+    link(&Path::new(DEBIAN_PLUGINS).join("load"), &s.plugins, "load");
+    let config = "if [ \"$1\" = config ]; then echo 'graph_title Bad'; exit 0; fi\n";
+    script(
+        &s.plugins,
+        "garbage",
+        &format!("{config}echo 'Traceback (most recent call last):'\necho '  oops'\n"),
+    );
+    script(
+        &s.plugins,
+        "binary",
+        &format!(
+            "{config}i=0; while [ $i -lt 200 ]; do printf '\\001\\002\\377\\376\\000bin\\n'; i=$((i+1)); done\n"
+        ),
+    );
+    script(
+        &s.plugins,
+        "wide",
+        &format!(
+            "{config}i=0; while [ $i -lt 10000 ]; do echo \"f$i.value $i\"; i=$((i+1)); done\n"
+        ),
+    );
+    script(
+        &s.plugins,
+        "lines",
+        &format!("{config}i=0; while [ $i -lt 13000 ]; do echo '# x'; i=$((i+1)); done; echo 'a.value 1'\n"),
+    );
+    script(
+        &s.plugins,
+        "bytes",
+        &format!("{config}head -c 3000000 /dev/zero | tr '\\000' a; echo ' 1'\n"),
+    );
+    let book = Arc::new(CheckBook::default());
+    let munin = Munin::start(s.cfg.clone(), book.clone());
+    let bad = ["garbage", "binary", "lines", "bytes"];
+    let views = wait_for(
+        &munin,
+        Duration::from_secs(60),
+        "every plugin run twice",
+        |v| {
+            bad.iter()
+                .all(|p| v.get(*p).is_some_and(|v| v.failure.is_some()))
+                && v.get("wide").is_some_and(|v| v.fetches >= 2)
+                && v.get("load").is_some_and(|v| v.fetches >= 3)
+        },
+    )
+    .await;
+    munin.stop().await;
+    let reason = |p: &str| views[p].failure.clone().unwrap_or_default();
+    assert!(
+        reason("garbage").starts_with(
+            "printed nothing Munin can read (2 unrecognised line(s), the first: \"Traceback"
+        ),
+        "{}",
+        reason("garbage")
+    );
+    assert!(
+        reason("binary").starts_with("printed nothing Munin can read (200 unrecognised"),
+        "{}",
+        reason("binary")
+    );
+    assert_eq!(
+        reason("lines"),
+        "printed more than 12000 lines (munin.max_lines)"
+    );
+    assert_eq!(
+        reason("bytes"),
+        "printed more than 262144 bytes (munin.max_output_bytes)"
+    );
+    assert_eq!(views["load"].failure, None);
+
+    let mut seen = Seen::default();
+    seen.take(&book);
+    // 10 000 fields: 1 000 kept per run (max_fields), 700 series at most
+    // (max_series), the rest dropped, counted and said.
+    let wide = seen.statuses("munin-wide");
+    let last = wide.last().expect("wide reported");
+    assert_eq!(last.status, CheckStatus::Warning);
+    // (`load` shares the 700 series: 9 300 or 9 301 dropped.)
+    assert!(
+        last.output.starts_with("1000 field(s); 930"),
+        "{}",
+        last.output
+    );
+    assert!(
+        last.output
+            .contains("field(s) dropped (munin.max_fields 1000, munin.max_series 700"),
+        "{}",
+        last.output
+    );
+    let names: std::collections::HashSet<&str> = seen
+        .metrics
+        .iter()
+        .map(|m| m.key.name.as_str())
+        .filter(|n| n.starts_with("munin."))
+        .collect();
+    assert_eq!(names.len(), 700, "series within munin.max_series");
+    let dropped = seen.points("agent.munin.fields_dropped");
+    assert!(
+        dropped.iter().any(|(_, v)| *v >= 2.0 * 9300.0),
+        "drops counted every run: {dropped:?}"
+    );
+    let failures = seen.points("agent.munin.failures");
+    assert!(failures.iter().any(|(_, v)| *v >= 4.0), "{failures:?}");
+    for p in bad {
+        let st = seen.statuses(&format!("munin-{p}"));
+        assert!(
+            !st.is_empty() && st.iter().all(|r| r.status == CheckStatus::Unknown),
+            "{p}: {st:?}"
+        );
+        assert!(
+            seen.metrics
+                .iter()
+                .all(|m| !m.key.name.as_str().starts_with(&format!("munin.{p}."))),
+            "{p}'s output is discarded"
+        );
+    }
+    let summary = seen.statuses("munin");
+    let last = summary.last().unwrap();
+    assert_eq!(last.status, CheckStatus::Warning);
+    assert!(last.output.starts_with("4 of 6"), "{}", last.output);
+}
