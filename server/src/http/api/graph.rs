@@ -215,6 +215,7 @@ async fn build(state: &AppState, spec: &QuerySpec, look: &Look, now: i64) -> Api
     } else {
         query::run(&state.store, spec, now).await?
     };
+    fill_tail(state, spec, look, &mut result, now).await?;
     // Coarse rows hide peaks: draw the range each row spanned.
     let bands = result.step > BASE_STEP && spec.cf == Cf::Avg && !look.per_host;
     let (mins, maxs) = if bands && !result.series.is_empty() {
@@ -280,6 +281,87 @@ async fn build(state: &AppState, spec: &QuerySpec, look: &Look, now: i64) -> Api
         marks,
         utc_offset: look.utc_offset,
     })
+}
+
+/// Draws the newest stretch that the chosen archive has no row for yet from
+/// the finest archive that holds it.
+///
+/// The archive is chosen as `rrdtool fetch` chooses it, so at the pages'
+/// default range (6 h) a graph reads 1-minute rows, and a row exists only once
+/// its minute is complete (its 10 s samples are consolidated): a host that
+/// just started had an empty graph for up to a minute, and every live graph
+/// lagged its data by up to one row. The samples are there, in the 10 s
+/// archive: after each line's last known row, the line goes on with those
+/// (at their own spacing; the line connects them). Only when no step was
+/// asked for, and never reaching back beyond the finest archive.
+async fn fill_tail(
+    state: &AppState,
+    spec: &QuerySpec,
+    look: &Look,
+    result: &mut QueryResult,
+    now: i64,
+) -> ApiResult<()> {
+    if spec.step.is_some() || result.step <= BASE_STEP || result.series.is_empty() {
+        return Ok(());
+    }
+    let archives = state.store.archive_spec();
+    let finest = &archives.archives[0];
+    let Some(newest) = query::resolve(&state.store, spec)
+        .await?
+        .newest_update(&state.store)
+    else {
+        return Ok(());
+    };
+    let last_known = |s: &SeriesPoints| s.points.iter().rev().find(|p| p.1.is_some()).map(|p| p.0);
+    let reach = newest - i64::from(finest.step) * i64::from(finest.rows);
+    let from = result
+        .series
+        .iter()
+        .map(|s| last_known(s).unwrap_or(spec.from))
+        .min()
+        .unwrap_or(spec.from)
+        .max(spec.from)
+        .max(reach);
+    let to = spec.to.min(newest);
+    if from >= to {
+        return Ok(());
+    }
+    let tail_spec = QuerySpec {
+        from,
+        to,
+        ..spec.clone()
+    };
+    let tail = if look.per_host {
+        per_member(state, &tail_spec, now).await?
+    } else {
+        query::run(&state.store, &tail_spec, now).await?
+    };
+    if tail.step >= result.step {
+        return Ok(());
+    }
+    for s in &mut result.series {
+        let Some(fine) = find(&tail, s) else {
+            continue;
+        };
+        let after = last_known(s).unwrap_or(i64::MIN);
+        // Unknown rows stay (the line breaks there), but not after the last
+        // known one.
+        let mut more: Vec<(i64, Option<f64>)> = fine
+            .points
+            .iter()
+            .copied()
+            .filter(|&(t, _)| t > after)
+            .collect();
+        while more.last().is_some_and(|p| p.1.is_none()) {
+            more.pop();
+        }
+        if more.is_empty() {
+            continue;
+        }
+        s.points.retain(|&(t, _)| t <= after);
+        s.points.extend(more);
+    }
+    Ok(())
 }
 
 /// One query per member of the group, each line labelled with its host.
