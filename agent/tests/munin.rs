@@ -842,3 +842,71 @@ async fn bad_output_is_counted_with_its_reason_and_costs_nothing_else() {
     assert_eq!(last.status, CheckStatus::Warning);
     assert!(last.output.starts_with("4 of 6"), "{}", last.output);
 }
+
+/// `cdef` gives the series what Munin draws (over the stored values of the
+/// graph's fields), `graph_order` the order of the description; a `cdef`
+/// that cannot be read is not applied, and the status says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdef_and_graph_order_follow_munin_graph() {
+    require_root_and_munin();
+    let s = setup(Duration::from_secs(1), Duration::from_secs(10));
+    script(
+        &s.plugins,
+        "drawn",
+        "if [ \"$1\" = config ]; then\n\
+         echo 'graph_title Drawn'\necho 'graph_order b a'\n\
+         echo 'a.label a'\necho 'a.cdef a,8,*'\n\
+         echo 'b.label b'\necho 'b.cdef a,b,+'\n\
+         echo 'c.label c'\necho 'c.cdef c,*'\n\
+         echo 'd.label d'\necho 'd.cdef d,x,+'\nexit 0\nfi\n\
+         echo 'a.value 2'\necho 'b.value 3'\necho 'c.value 1'\necho 'd.value 4'\n",
+    );
+    let book = Arc::new(CheckBook::default());
+    let munin = Munin::start(s.cfg.clone(), book.clone());
+    wait_for(&munin, Duration::from_secs(30), "two fetches", |v| {
+        v.get("drawn").is_some_and(|v| v.fetches >= 2)
+    })
+    .await;
+    munin.stop().await;
+    let mut seen = Seen::default();
+    seen.take(&book);
+    let values = |f: &str| -> Vec<f64> {
+        seen.points(&format!("munin.drawn.{f}"))
+            .iter()
+            .map(|(_, v)| *v)
+            .collect()
+    };
+    assert!(!values("a").is_empty());
+    assert!(values("a").iter().all(|v| *v == 16.0), "{:?}", values("a"));
+    assert!(
+        values("b").iter().all(|v| *v == 5.0),
+        "a's stored value, not its drawn one: {:?}",
+        values("b")
+    );
+    assert!(values("c").iter().all(|v| *v == 1.0), "{:?}", values("c"));
+    assert!(
+        values("d").is_empty(),
+        "an unknown operand: unknown, as rrdtool: {:?}",
+        values("d")
+    );
+    let status = seen.statuses("munin-drawn");
+    let last = status.last().unwrap();
+    assert_eq!(last.status, CheckStatus::Warning);
+    assert!(
+        last.output
+            .contains("c.cdef \"c,*\" not applied: * needs 2 operand(s)"),
+        "{}",
+        last.output
+    );
+    let meta = book.take_meta();
+    let order: Vec<(&str, u32)> = meta.iter().map(|m| (m.name.as_str(), m.order)).collect();
+    assert_eq!(
+        order,
+        [
+            ("munin.drawn.b", 0),
+            ("munin.drawn.a", 1),
+            ("munin.drawn.c", 2),
+            ("munin.drawn.d", 3)
+        ]
+    );
+}

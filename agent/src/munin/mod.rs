@@ -18,6 +18,7 @@
 //! reason), and a result `munin` sums the source up with its counters as
 //! series `agent.munin.*`.
 
+pub mod cdef;
 pub mod config;
 pub mod output;
 pub mod plugin_conf;
@@ -27,13 +28,14 @@ pub mod runner;
 pub use config::MuninConfig;
 
 use crate::checks::book::{CheckBook, PendingRun};
+use cdef::Cdef;
 use metrolog_protocol::nagios::{CheckName, CheckResult, CheckStatus, MAX_CHECK_NAME};
 use metrolog_protocol::{Labels, SeriesKey, SeriesMeta, SeriesName, MAX_META_TEXT};
 use output::Output;
 use plugin_conf::PluginConfs;
 use rates::{Kind, Rates, Rule};
 use runner::{Accounts, Invocation, Outcome};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -448,7 +450,7 @@ pub fn series_meta(plugin: &str, config: &Output) -> Vec<SeriesMeta> {
         let graph = graph_key.trim_end_matches(".x").to_string();
         let period = g.attrs.get("graph_period").map_or("second", String::as_str);
         let attr = |k: &str| g.attrs.get(k).map(|v| meta_text(v));
-        for (order, (field, f)) in g.fields.iter().enumerate() {
+        for (order, (field, f)) in ordered_fields(g).into_iter().enumerate() {
             let Ok(name) = SeriesName::parse(&series_name(plugin, &g.name, field)) else {
                 continue;
             };
@@ -480,6 +482,55 @@ pub fn series_meta(plugin: &str, config: &Output) -> Vec<SeriesMeta> {
     out
 }
 
+/// A graph's fields in the order Munin draws them: those `graph_order`
+/// names first, in its order, then the others as first printed.
+/// (`graph_order` entries of the form `name=graph.field` borrow a field of
+/// another graph; they are not fields of this one and are skipped.)
+pub fn ordered_fields(g: &output::Graph) -> Vec<(&String, &output::Field)> {
+    let mut out: Vec<(&String, &output::Field)> = Vec::with_capacity(g.fields.len());
+    if let Some(order) = g.attrs.get("graph_order") {
+        for name in order.split_whitespace().filter(|n| !n.contains('=')) {
+            let name = output::sanitise_field(name);
+            if let Some((n, f)) = g.fields.iter().find(|(n, _)| *n == name) {
+                if !out.iter().any(|(o, _)| *o == n) {
+                    out.push((n, f));
+                }
+            }
+        }
+    }
+    for (n, f) in &g.fields {
+        if !out.iter().any(|(o, _)| *o == n) {
+            out.push((n, f));
+        }
+    }
+    out
+}
+
+/// The `cdef`s of a plugin's `config`, by (graph, field), and the reasons
+/// of those refused.
+fn cdefs(config: &Output) -> (HashMap<(String, String), Cdef>, Vec<String>) {
+    let mut out = HashMap::new();
+    let mut problems = Vec::new();
+    for g in &config.graphs {
+        for (field, f) in &g.fields {
+            let Some(text) = f.attrs.get("cdef") else {
+                continue;
+            };
+            match Cdef::parse(text) {
+                Ok(c) => {
+                    out.insert((g.name.clone(), field.clone()), c);
+                }
+                Err(e) => problems.push(format!("{field}.cdef {text:?} not applied: {e}")),
+            }
+        }
+    }
+    (out, problems)
+}
+
+/// A field's stored values in one fetch: its name, its series, and each
+/// reading's time (the plugin's own, if it gave one) and value.
+type Stored<'a> = (&'a String, SeriesKey, Vec<(Option<i64>, f64)>);
+
 /// The type and bounds of each field, from the plugin's `config`.
 fn rules(config: Option<&Output>, graph: &str, field: &str) -> Rule {
     let Some(f) = config
@@ -508,6 +559,8 @@ async fn run_plugin(shared: Arc<Shared>, inv: Invocation, mut rounds: watch::Rec
         max_fields: shared.cfg.max_fields,
     };
     let mut config: Option<Output> = None;
+    let mut cdef_of: HashMap<(String, String), Cdef> = HashMap::new();
+    let mut cdef_problems: Vec<String> = Vec::new();
     let mut rates: Rates<SeriesName> = Rates::default();
     let mut last_ts = i64::MIN;
     while rounds.changed().await.is_ok() {
@@ -522,6 +575,10 @@ async fn run_plugin(shared: Arc<Shared>, inv: Invocation, mut rounds: watch::Rec
                         .any(|g| g.fields.iter().any(|(_, f)| !f.readings.is_empty()));
                     shared.view(&inv.name, |v| v.config = Some(out.clone()));
                     shared.book.push_meta(series_meta(&inv.name, &out));
+                    (cdef_of, cdef_problems) = cdefs(&out);
+                    for p in &cdef_problems {
+                        tracing::warn!("munin plugin {}: {p}", inv.name);
+                    }
                     if dirty {
                         values = Some((out.clone(), took));
                     }
@@ -550,6 +607,8 @@ async fn run_plugin(shared: Arc<Shared>, inv: Invocation, mut rounds: watch::Rec
         let mut dropped = 0usize;
         let mut used: HashSet<SeriesName> = HashSet::new();
         for graph in &out.graphs {
+            // What Munin stores (rates, min/max applied) for each field…
+            let mut stored: Vec<Stored> = Vec::new();
             for (field, f) in &graph.fields {
                 let Ok(key) =
                     SeriesKey::new(&series_name(&inv.name, &graph.name, field), Labels::new())
@@ -563,12 +622,43 @@ async fn run_plugin(shared: Arc<Shared>, inv: Invocation, mut rounds: watch::Rec
                 }
                 used.insert(key.name.clone());
                 let rule = rules(config.as_ref(), &graph.name, field);
+                let mut values = Vec::with_capacity(f.readings.len());
                 for r in &f.readings {
                     let at = r.at.map_or(t, |a| a as f64);
-                    let Some(v) = rates.value(key.name.clone(), rule, r.value, at) else {
-                        continue;
+                    if let Some(v) = rates.value(key.name.clone(), rule, r.value, at) {
+                        values.push((r.at, v));
+                    }
+                }
+                stored.push((field, key, values));
+            }
+            // …then what it draws: `cdef` over the stored values of the
+            // graph's fields (each field's latest).
+            let latest = |name: &str| {
+                stored
+                    .iter()
+                    .find(|(n, _, _)| n.as_str() == name)
+                    .and_then(|(_, _, v)| v.last().map(|(_, v)| *v))
+            };
+            for (field, key, values) in &stored {
+                let cdef = cdef_of.get(&(graph.name.clone(), (*field).clone()));
+                for &(at, v) in values {
+                    let v = match cdef {
+                        None => v,
+                        Some(c) => {
+                            let drawn = c.eval(|n| {
+                                if n == field.as_str() {
+                                    Some(v)
+                                } else {
+                                    latest(n)
+                                }
+                            });
+                            match drawn {
+                                Some(d) => d,
+                                None => continue,
+                            }
+                        }
                     };
-                    match r.at {
+                    match at {
                         Some(a) if a != ts => timed.push((a, key.clone(), v)),
                         _ => samples.push((key.clone(), v)),
                     }
@@ -605,7 +695,11 @@ async fn run_plugin(shared: Arc<Shared>, inv: Invocation, mut rounds: watch::Rec
                 shared.cfg.max_fields, shared.cfg.max_series
             ));
         }
-        let status = if out.bad_lines > 0 || dropped_total > 0 {
+        for p in &cdef_problems {
+            summary.push_str("; ");
+            summary.push_str(p);
+        }
+        let status = if out.bad_lines > 0 || dropped_total > 0 || !cdef_problems.is_empty() {
             CheckStatus::Warning
         } else {
             CheckStatus::Ok
