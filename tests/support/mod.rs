@@ -514,3 +514,64 @@ pub fn logger(args: &[&str]) -> Result<()> {
     )?;
     Ok(())
 }
+
+/// A small tmpfs mounted by a test (a full disk on demand), unmounted on drop.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` ("1m", "64k") on `dir`. `None` only when the
+    /// operator set `METROLOG_SKIP_TMPFS=1` (README, "Test it"); otherwise a
+    /// machine that cannot mount fails the test, so it never passes without
+    /// having run.
+    pub fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).ok()?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs(dir.to_path_buf())),
+            _ if std::env::var_os("METROLOG_SKIP_TMPFS").is_some_and(|v| v == "1") => {
+                eprintln!("METROLOG_SKIP_TMPFS=1: not run (it needs to mount a tmpfs)");
+                None
+            }
+            Ok(o) => panic!(
+                "cannot mount a tmpfs on {} ({}: {}): this test needs root (CAP_SYS_ADMIN); \
+                 run it as root or set METROLOG_SKIP_TMPFS=1 to skip it",
+                dir.display(),
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => panic!(
+                "cannot run mount ({e}): install util-linux's mount and run as root, \
+                 or set METROLOG_SKIP_TMPFS=1 to skip this test"
+            ),
+        }
+    }
+
+    /// Writes zeros into a file `name` on it until the file system refuses
+    /// more (ENOSPC); returns the bytes written.
+    pub fn fill(&self, name: &str) -> Result<u64> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.0.join(name))?;
+        let block = vec![0u8; 64 * 1024];
+        let mut written = 0u64;
+        for size in [block.len(), 4096, 512] {
+            loop {
+                match f.write(&block[..size]) {
+                    Ok(0) => break,
+                    Ok(n) => written += n as u64,
+                    Err(e) if e.raw_os_error() == Some(28) => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(written)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
