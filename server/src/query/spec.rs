@@ -226,6 +226,32 @@ async fn rows_of(
     }
 }
 
+/// [`rows_of`] of several series, read together (one statement for all).
+async fn rows_of_many(
+    store: &Store,
+    series: &[SeriesRow],
+    spec: &QuerySpec,
+    plan: &Plan,
+) -> Result<Vec<Rows>, QueryError> {
+    if plan.to <= plan.from {
+        return Ok(vec![Vec::new(); series.len()]);
+    }
+    let archive = u32::try_from(plan.archive).unwrap_or(u32::MAX);
+    let ids: Vec<i64> = series.iter().map(|s| s.id).collect();
+    let read = store
+        .archive_rows_many(&ids, archive, plan.from, plan.to)
+        .await?;
+    Ok(read
+        .into_iter()
+        .map(|rows| match rows {
+            Some(rows) => coarsen(&rows, plan.step, plan.base_step, plan.xff, spec.cf),
+            None => row_times(plan.from, plan.to, plan.step)
+                .map(|t| (t, None))
+                .collect(),
+        })
+        .collect())
+}
+
 /// The series a query reads, found before any row is read so that the archive
 /// is chosen for the newest of them (as `rrdtool fetch` chooses relative to a
 /// file's last update, not to the wall clock).
@@ -429,10 +455,7 @@ async fn group_rows(
                 to: hi,
                 ..*plan
             };
-            let mut rows = Vec::with_capacity(feeders.len());
-            for s in feeders {
-                rows.push(rows_of(store, s, spec, &sub).await?);
-            }
+            let rows = rows_of_many(store, feeders, spec, &sub).await?;
             let filled: HashMap<i64, Option<f64>> = aggregate(&rows, agg).into_iter().collect();
             for (t, v) in points.iter_mut() {
                 if v.is_none() {

@@ -751,88 +751,159 @@ impl Store {
         from: i64,
         to: i64,
     ) -> Result<Option<FetchedRows>> {
-        let _gate = self.flush_gate.read().await;
-        let snapshot = {
-            let cache = self.cache();
-            cache.series.get(&series_id).and_then(|h| {
-                let archive = h
-                    .state
-                    .spec()
-                    .archives
-                    .iter()
-                    .rposition(|a| step.is_multiple_of(a.step))?;
-                let pending: Vec<RowWrite> = h
-                    .pending
-                    .iter()
-                    .filter(|w| w.archive == archive)
-                    .copied()
-                    .collect();
-                Some((h.state.clone(), archive, pending))
-            })
-        };
-        let Some((state, archive, pending)) = snapshot else {
-            return Ok(None);
-        };
-        let spec = state.spec();
-        let a = spec.archives[archive];
-        let pdp_per_row = spec.pdp_per_row(archive);
-        // Chunks that hold rows of the window inside (from, to].
-        let (oldest, newest) = state.window(archive).unwrap_or((0, -1));
-        let astep = i64::from(a.step);
-        let lo = (from - from.rem_euclid(astep) + astep).max(oldest);
-        let hi = (to + (astep - to.rem_euclid(astep)) % astep).min(newest);
-        let mut wanted = HashSet::new();
-        let mut label = lo;
-        while label <= hi && wanted.len() < a.rows as usize {
-            wanted.insert(
-                metrolog_protocol::rrd::archive_slot(a.step, a.rows, label) / chunk::CHUNK_ROWS,
-            );
-            label += astep;
+        Ok(self
+            .archive_rows_many(&[series_id], step, from, to)
+            .await?
+            .pop()
+            .flatten())
+    }
+
+    /// [`Store::archive_rows`] of several series at once (a group's members):
+    /// one statement per archive index for all of them instead of one per
+    /// series, in the order of `ids`.
+    pub async fn archive_rows_many(
+        &self,
+        ids: &[i64],
+        step: u32,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<Option<FetchedRows>>> {
+        struct Read {
+            state: RrdState,
+            archive: usize,
+            pending: Vec<RowWrite>,
+            chunks: HashMap<u32, Vec<Row>>,
         }
-        let mut chunks: HashMap<u32, Vec<Row>> = HashMap::new();
-        if !wanted.is_empty() {
-            let mut q: QueryBuilder<Sqlite> =
-                QueryBuilder::new("SELECT chunk, data FROM archive_chunks WHERE series_id = ");
-            q.push_bind(series_id)
-                .push(" AND archive = ")
-                .push_bind(archive as i64)
-                .push(" AND chunk IN (");
-            let mut sep = q.separated(", ");
-            for c in &wanted {
-                sep.push_bind(i64::from(*c));
+        let _gate = self.flush_gate.read().await;
+        let mut reads: Vec<Option<Read>> = {
+            let cache = self.cache();
+            ids.iter()
+                .map(|id| {
+                    let h = cache.series.get(id)?;
+                    let archive = h
+                        .state
+                        .spec()
+                        .archives
+                        .iter()
+                        .rposition(|a| step.is_multiple_of(a.step))?;
+                    let pending = h
+                        .pending
+                        .iter()
+                        .filter(|w| w.archive == archive)
+                        .copied()
+                        .collect();
+                    Some(Read {
+                        state: h.state.clone(),
+                        archive,
+                        pending,
+                        chunks: HashMap::new(),
+                    })
+                })
+                .collect()
+        };
+        // The chunks each series needs for (from, to], gathered per archive
+        // index: (archive, its step, rows, pdp per row) → series and chunks.
+        let mut wanted: BTreeMap<usize, (Vec<usize>, HashSet<u32>, bool)> = BTreeMap::new();
+        for (k, r) in reads.iter().enumerate() {
+            let Some(r) = r else { continue };
+            let a = r.state.spec().archives[r.archive];
+            let (oldest, newest) = r.state.window(r.archive).unwrap_or((0, -1));
+            let astep = i64::from(a.step);
+            let lo = (from - from.rem_euclid(astep) + astep).max(oldest);
+            let hi = (to + (astep - to.rem_euclid(astep)) % astep).min(newest);
+            let mut set = HashSet::new();
+            let mut label = lo;
+            while label <= hi && set.len() < a.rows as usize {
+                set.insert(
+                    metrolog_protocol::rrd::archive_slot(a.step, a.rows, label) / chunk::CHUNK_ROWS,
+                );
+                label += astep;
             }
-            q.push(")");
-            for r in q.build().fetch_all(&self.pool).await? {
-                let c = r.get::<i64, _>(0) as u32;
-                let data: Vec<u8> = r.get(1);
-                match chunk::decode(&data, chunk::rows_in_chunk(a.rows, c), pdp_per_row) {
-                    Ok(rows) => {
-                        chunks.insert(c, rows);
+            if set.is_empty() {
+                continue;
+            }
+            let all = set.len() as u32 >= a.rows.div_ceil(chunk::CHUNK_ROWS);
+            let e = wanted.entry(r.archive).or_default();
+            e.0.push(k);
+            e.2 |= all;
+            e.1.extend(set);
+        }
+        let by_id: HashMap<i64, usize> = ids.iter().enumerate().map(|(k, id)| (*id, k)).collect();
+        for (archive, (members, chunk_set, all)) in wanted {
+            // Bound variables per statement stay well under SQLite's limit.
+            for part in members.chunks(256) {
+                let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                    "SELECT series_id, chunk, data FROM archive_chunks WHERE archive = ",
+                );
+                q.push_bind(archive as i64).push(" AND series_id IN (");
+                let mut sep = q.separated(", ");
+                for k in part {
+                    sep.push_bind(ids[*k]);
+                }
+                q.push(")");
+                // Every chunk of the ring wanted (a long range): no chunk list.
+                if !all {
+                    q.push(" AND chunk IN (");
+                    let mut sep = q.separated(", ");
+                    for c in &chunk_set {
+                        sep.push_bind(i64::from(*c));
                     }
-                    Err(e) => {
-                        tracing::error!(series = series_id, archive, chunk = c, error = %e, "archive chunk unreadable; its rows read as unknown");
+                    q.push(")");
+                }
+                for row in q.build().fetch_all(&self.pool).await? {
+                    let id: i64 = row.get(0);
+                    let c = row.get::<i64, _>(1) as u32;
+                    let Some(r) = by_id.get(&id).and_then(|k| reads[*k].as_mut()) else {
+                        continue;
+                    };
+                    let spec = r.state.spec();
+                    let a = spec.archives[archive];
+                    let data: &[u8] = row.get(2);
+                    match chunk::decode(
+                        data,
+                        chunk::rows_in_chunk(a.rows, c),
+                        spec.pdp_per_row(archive),
+                    ) {
+                        Ok(rows) => {
+                            r.chunks.insert(c, rows);
+                        }
+                        Err(e) => {
+                            tracing::error!(series = id, archive, chunk = c, error = %e, "archive chunk unreadable; its rows read as unknown");
+                        }
                     }
                 }
             }
         }
-        for w in &pending {
-            let slot = metrolog_protocol::rrd::archive_slot(a.step, a.rows, w.label);
-            let c = slot / chunk::CHUNK_ROWS;
-            let rows = chunks
-                .entry(c)
-                .or_insert_with(|| vec![Row::UNKNOWN; chunk::rows_in_chunk(a.rows, c)]);
-            rows[(slot % chunk::CHUNK_ROWS) as usize] = w.row;
+        let mut out = Vec::with_capacity(ids.len());
+        for r in reads.iter_mut() {
+            let Some(r) = r else {
+                out.push(None);
+                continue;
+            };
+            let a = r.state.spec().archives[r.archive];
+            for w in &r.pending {
+                let slot = metrolog_protocol::rrd::archive_slot(a.step, a.rows, w.label);
+                let c = slot / chunk::CHUNK_ROWS;
+                let rows = r
+                    .chunks
+                    .entry(c)
+                    .or_insert_with(|| vec![Row::UNKNOWN; chunk::rows_in_chunk(a.rows, c)]);
+                rows[(slot % chunk::CHUNK_ROWS) as usize] = w.row;
+            }
+            let chunks = &r.chunks;
+            let rows = r
+                .state
+                .fetch_rows_with(r.archive, from, to, |slot| {
+                    let slot = slot as u32;
+                    chunks
+                        .get(&(slot / chunk::CHUNK_ROWS))
+                        .and_then(|rows| rows.get((slot % chunk::CHUNK_ROWS) as usize))
+                        .copied()
+                        .unwrap_or(Row::UNKNOWN)
+                })
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            out.push(Some(rows));
         }
-        let rows = state
-            .fetch_rows_with(archive, from, to, |slot| {
-                let slot = slot as u32;
-                chunks
-                    .get(&(slot / chunk::CHUNK_ROWS))
-                    .and_then(|rows| rows.get((slot % chunk::CHUNK_ROWS) as usize))
-                    .copied()
-                    .unwrap_or(Row::UNKNOWN)
-            })
-            .map_err(|e| StoreError::Invalid(e.to_string()))?;
-        Ok(Some(rows))
+        Ok(out)
     }
 }
