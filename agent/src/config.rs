@@ -175,6 +175,52 @@ impl AgentConfig {
     }
 }
 
+impl AgentConfig {
+    /// The Munin source in force with the server's `pushed` settings: the
+    /// agent's own `[munin]` wins whole; else the server's, when it is
+    /// valid here (problems are returned to be logged).
+    pub fn munin_with(
+        &self,
+        pushed: Option<&metrolog_protocol::AgentSettings>,
+    ) -> (Option<(crate::munin::MuninConfig, Origin)>, ConfigErrors) {
+        let mut errs = ConfigErrors::default();
+        if let Some(m) = &self.munin {
+            return (Some((m.clone(), self.origins.get("munin"))), errs);
+        }
+        let Some(m) = pushed.and_then(|p| p.munin.as_ref()) else {
+            return (None, errs);
+        };
+        m.validate(&mut errs);
+        let ok = errs.is_empty().then(|| (m.clone(), Origin::Server));
+        (ok, errs)
+    }
+
+    /// The scrape targets in force with the server's `pushed` settings: the
+    /// agent's own, then the server's of other names that are valid here
+    /// (problems are returned to be logged).
+    pub fn scrape_with(
+        &self,
+        pushed: Option<&metrolog_protocol::AgentSettings>,
+    ) -> (Vec<(crate::scrape::ScrapeConfig, Origin)>, ConfigErrors) {
+        let origin = self.origins.get("scrape");
+        let mut out: Vec<_> = self.scrape.iter().map(|t| (t.clone(), origin)).collect();
+        let mut errs = ConfigErrors::default();
+        let pushed = pushed.and_then(|p| p.scrape.as_deref()).unwrap_or_default();
+        for (i, t) in pushed.iter().enumerate() {
+            if out.iter().any(|(have, _)| have.name == t.name) {
+                continue;
+            }
+            let problems = t.problems(&format!("server scrape[{i}]"));
+            if problems.is_empty() {
+                out.push((t.clone(), Origin::Server));
+            } else {
+                errs.0.extend(problems.0);
+            }
+        }
+        (out, errs)
+    }
+}
+
 /// `[metrics]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -1299,6 +1345,63 @@ ship_interval = "30s"
             local.with_pinned(&pushed, [false, false]).sample,
             Duration::from_secs(5)
         );
+    }
+
+    #[test]
+    fn a_local_munin_wins_whole_and_local_scrape_targets_win_by_name() {
+        use crate::scrape::ScrapeConfig;
+        let target = |name: &str, url: &str| ScrapeConfig {
+            name: name.into(),
+            url: url.into(),
+            ..ScrapeConfig::default()
+        };
+        let pushed = metrolog_protocol::AgentSettings {
+            munin: Some(crate::munin::MuninConfig {
+                interval: Duration::from_secs(30),
+                ..Default::default()
+            }),
+            scrape: Some(vec![
+                target("node", "http://server:9100/metrics"),
+                target("nginx", "http://127.0.0.1:9113/metrics"),
+                target("Bad Name", "http://127.0.0.1:1/metrics"),
+            ]),
+            ..Default::default()
+        };
+        let mut cfg = AgentConfig::new(vec!["http://a:1".into()], None);
+        let (m, _) = cfg.munin_with(Some(&pushed));
+        let (m, origin) = m.unwrap();
+        assert_eq!(
+            (m.interval, origin),
+            (Duration::from_secs(30), Origin::Server)
+        );
+        let (targets, problems) = cfg.scrape_with(Some(&pushed));
+        assert_eq!(targets.len(), 2, "the invalid one is left out");
+        assert_eq!(problems.0.len(), 1, "{problems}");
+
+        cfg = merge(
+            Overrides::default(),
+            FileConfig::parse(
+                "[munin]\ninterval = \"2m\"\n[[scrape]]\nname = \"node\"\nurl = \"http://127.0.0.1:9100/metrics\"\n",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        cfg.origins.0.insert("munin".into(), Origin::File);
+        let (m, _) = cfg.munin_with(Some(&pushed));
+        assert_eq!(m.unwrap().0.interval, Duration::from_secs(120));
+        let (targets, _) = cfg.scrape_with(Some(&pushed));
+        let got: Vec<(&str, &str)> = targets
+            .iter()
+            .map(|(t, _)| (t.name.as_str(), t.url.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("node", "http://127.0.0.1:9100/metrics"),
+                ("nginx", "http://127.0.0.1:9113/metrics")
+            ]
+        );
+        assert_eq!(cfg.munin_with(None).0.map(|(_, o)| o), Some(Origin::File));
     }
 
     #[test]

@@ -150,7 +150,12 @@ pub async fn run(
     };
     let log_pipeline = logs::LogPipeline::start(&config.logs, known_logs.as_ref(), &state).await?;
     let handoff = Handoff::new(spool).with_listener(log_pipeline.book.clone());
-    let client = Client::new(&config.servers).map_err(RunError::Client)?;
+    // Every settings document the server sends, for the sources that follow
+    // them (Munin, scrape targets); the last run's until it answers.
+    let (pushed_tx, pushed_rx) = watch::channel(known.clone());
+    let client = Client::new(&config.servers)
+        .map_err(RunError::Client)?
+        .with_settings_sink(pushed_tx);
     let shipper = Shipper::new(
         client,
         state,
@@ -176,13 +181,16 @@ pub async fn run(
         .with_logs(log_pipeline.book.clone())
         .with_checks(check_book.clone());
     let scrape_book = std::sync::Arc::new(scrape::SampleBook::default());
-    let scrapes = scrape::Scrapes::start(&config.scrape, scrape_book.clone());
+    let (sources_stop_tx, sources_stop_rx) = watch::channel(false);
+    let mut sourcing = tokio::spawn(follow_sources(
+        std::sync::Arc::new(config.clone()),
+        pushed_rx,
+        check_book.clone(),
+        scrape_book.clone(),
+        sources_stop_rx,
+    ));
     scrape_book.push(cloud::failure_series());
     let sampler = sampler.with_samples(scrape_book);
-    let munin = config
-        .munin
-        .clone()
-        .map(|m| munin::Munin::start(m, check_book.clone()));
     let running_checks =
         checks::Checks::start(config.checks.clone(), known_checks.as_deref(), check_book);
 
@@ -205,6 +213,7 @@ pub async fn run(
         r = &mut shipping => return Err(RunError::Task(format!("shipper stopped: {r:?}"))),
         r = &mut logging => return Err(RunError::Task(format!("log settings stopped: {:?}", r.err()))),
         r = &mut checking => return Err(RunError::Task(format!("checks stopped: {:?}", r.err()))),
+        r = &mut sourcing => return Err(RunError::Task(format!("munin and scrape stopped: {:?}", r.err()))),
     }
     tracing::info!("shutting down");
     // Nothing more is read and no check runs (a plugin running is killed);
@@ -213,10 +222,8 @@ pub async fn run(
     // server acknowledged are saved last.
     let _ = checks_stop_tx.send(true);
     let _ = checking.await;
-    if let Some(m) = munin {
-        m.stop().await;
-    }
-    scrapes.stop().await;
+    let _ = sources_stop_tx.send(true);
+    let _ = sourcing.await;
     let _ = logs_stop_tx.send(true);
     let mut log_pipeline = logging
         .await
@@ -254,6 +261,78 @@ async fn follow_log_settings(
     }
     let _ = stop.wait_for(|s| *s).await;
     pipeline
+}
+
+/// Runs the Munin plugins and scrape targets in force — the agent's own
+/// with the server's settings (see [`AgentConfig::munin_with`] and
+/// [`AgentConfig::scrape_with`]) — restarting a source when what it should
+/// run changes, until `stop`.
+async fn follow_sources(
+    config: std::sync::Arc<AgentConfig>,
+    mut settings: watch::Receiver<Option<metrolog_protocol::AgentSettings>>,
+    check_book: std::sync::Arc<checks::CheckBook>,
+    scrape_book: std::sync::Arc<scrape::SampleBook>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut munin: Option<(munin::MuninConfig, munin::Munin)> = None;
+    let mut scrapes: Option<(Vec<scrape::ScrapeConfig>, scrape::Scrapes)> = None;
+    let mut first = true;
+    loop {
+        let pushed = settings.borrow_and_update().clone();
+        let (want, problems) = config.munin_with(pushed.as_ref());
+        if !problems.is_empty() {
+            tracing::warn!("the server's [munin] is not applied: {problems}");
+        }
+        let want = want.map(|(m, _)| m);
+        if want.as_ref() != munin.as_ref().map(|(m, _)| m) {
+            if let Some((_, old)) = munin.take() {
+                old.stop().await;
+            }
+            if !first {
+                match &want {
+                    Some(m) => tracing::info!(
+                        "Munin plugins of {} now run every {}",
+                        m.plugins_dir.display(),
+                        humantime::format_duration(m.interval)
+                    ),
+                    None => tracing::info!("Munin plugins no longer run"),
+                }
+            }
+            munin = want.map(|m| (m.clone(), munin::Munin::start(m, check_book.clone())));
+        }
+        let (want, problems) = config.scrape_with(pushed.as_ref());
+        if !problems.is_empty() {
+            tracing::warn!("scrape targets of the server not applied: {problems}");
+        }
+        let want: Vec<scrape::ScrapeConfig> = want.into_iter().map(|(t, _)| t).collect();
+        if scrapes.as_ref().map(|(t, _)| t) != Some(&want) {
+            if let Some((_, old)) = scrapes.take() {
+                old.stop().await;
+            }
+            if !first {
+                let names: Vec<&str> = want.iter().map(|t| t.name.as_str()).collect();
+                tracing::info!("scrape targets now: [{}]", names.join(", "));
+            }
+            let started = scrape::Scrapes::start(&want, scrape_book.clone());
+            scrapes = Some((want, started));
+        }
+        first = false;
+        let changed = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            changed = settings.changed() => changed,
+        };
+        if changed.is_err() {
+            // The client is gone: nothing will change any more.
+            let _ = stop.wait_for(|s| *s).await;
+            break;
+        }
+    }
+    if let Some((_, m)) = munin {
+        m.stop().await;
+    }
+    if let Some((_, s)) = scrapes {
+        s.stop().await;
+    }
 }
 
 /// Applies the server's checks as they change, until `stop`; then stops

@@ -235,9 +235,10 @@ pub fn render(cfg: &AgentConfig, pushed: Option<&AgentSettings>, state_dir: &Pat
     out.line("log_share", cfg.spool.log_share.to_string(), spool);
     out.line("replay_rate", cfg.spool.replay_rate.to_string(), spool);
 
-    match &cfg.munin {
-        Some(m) => {
-            let origin = o.get("munin");
+    // Munin: the agent's own [munin] whole, else the server's; scrape
+    // targets: the agent's own, then the server's of other names.
+    match cfg.munin_with(pushed).0 {
+        Some((m, origin)) => {
             out.head("[munin]");
             out.line(
                 "plugins_dir",
@@ -252,8 +253,7 @@ pub fn render(cfg: &AgentConfig, pushed: Option<&AgentSettings>, state_dir: &Pat
             let _ = writeln!(out.0, "\n# [munin]: off");
         }
     }
-    for t in &cfg.scrape {
-        let origin = o.get("scrape");
+    for (t, origin) in cfg.scrape_with(pushed).0 {
         out.head("[[scrape]]");
         out.line("name", q(&t.name), origin);
         out.line("url", q(&url(&t.url)), origin);
@@ -345,6 +345,7 @@ mod tests {
                     ..Default::default()
                 },
             ]),
+            ..Default::default()
         };
         let text = render(&cfg, Some(&pushed), dir.path());
         for want in [

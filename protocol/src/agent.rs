@@ -74,6 +74,22 @@ pub struct AgentSettings {
     /// `[[checks]]`: a local check of the same name wins (see `docs/checks.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks: Option<Vec<CheckSettings>>,
+    /// `[munin]` pushed to the group: Munin plugins on, with these keys
+    /// (every key sent). The agent's own `[munin]` wins whole.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::settings::lenient_opt"
+    )]
+    pub munin: Option<crate::settings::munin::MuninConfig>,
+    /// `[[scrape]]` targets pushed to the group, added to the agent's own:
+    /// a local target of the same name wins.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::settings::lenient_list"
+    )]
+    pub scrape: Option<Vec<crate::settings::scrape::ScrapeConfig>>,
 }
 
 impl AgentSettings {

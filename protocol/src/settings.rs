@@ -11,6 +11,9 @@
 //! the stable hash a server announces in its heartbeat and batch answers, so
 //! an agent fetches its settings again only when they changed.
 
+pub mod munin;
+pub mod scrape;
+
 use crate::units::serde_duration;
 use crate::{CheckSettings, LogFileSettings, LogFilterSettings};
 use serde::{Deserialize, Serialize};
@@ -454,6 +457,47 @@ impl CheckConfig {
     }
 }
 
+/// Reads a pushed section the way an agent older than its server must: keys
+/// it does not know (a newer server's) are left out, not a reason to refuse
+/// the whole of the settings. A section that still does not read is `None`.
+pub fn lenient_opt<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(v.and_then(lenient))
+}
+
+/// [`lenient_opt`] for a list: each element read leniently, those that still
+/// do not read are left out.
+pub fn lenient_list<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let v = Option::<Vec<serde_json::Value>>::deserialize(d)?;
+    Ok(v.map(|items| items.into_iter().filter_map(lenient).collect()))
+}
+
+fn lenient<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Option<T> {
+    if let Ok(t) = serde_json::from_value(v.clone()) {
+        return Some(t);
+    }
+    let serde_json::Value::Object(map) = v else {
+        return None;
+    };
+    let known: serde_json::Map<String, serde_json::Value> = map
+        .into_iter()
+        .filter(|(k, v)| {
+            let one: serde_json::Map<String, serde_json::Value> =
+                [(k.clone(), v.clone())].into_iter().collect();
+            serde_json::from_value::<T>(serde_json::Value::Object(one)).is_ok()
+        })
+        .collect();
+    serde_json::from_value(serde_json::Value::Object(known)).ok()
+}
+
 /// A whole error on one line (regex and TOML errors span several).
 pub fn one_line(e: &impl fmt::Display) -> String {
     e.to_string().trim().replace('\n', " ")
@@ -524,6 +568,35 @@ mod tests {
             "metrics.sample_interval: must be at least 100ms"
         );
         assert!(serde_json::from_str::<IntervalSettings>(r#"{"sample":"1s"}"#).is_err());
+    }
+
+    #[test]
+    fn pushed_munin_and_scrape_survive_keys_an_older_agent_does_not_know() {
+        let text = r#"{"munin":{"interval":"30s","colour":"blue"},
+            "scrape":[{"name":"node","url":"http://127.0.0.1:9100/metrics","honor_labels":true},
+                      {"name":"x","url":7}]}"#;
+        let s: crate::AgentSettings = serde_json::from_str(text).unwrap();
+        let m = s.munin.unwrap();
+        assert_eq!(m.interval, Duration::from_secs(30));
+        assert_eq!(m.timeout, Duration::from_secs(60), "defaults fill the rest");
+        let targets = s.scrape.unwrap();
+        assert_eq!(targets.len(), 2);
+        assert_eq!(targets[0].name, "node");
+        assert_eq!(targets[1].name, "x");
+        assert!(
+            !targets[1].problems("scrape[1]").is_empty(),
+            "no URL: refused by the agent"
+        );
+        // Round trip: what the server sends is what the agent reads.
+        let sent = crate::AgentSettings {
+            munin: Some(m.clone()),
+            scrape: Some(vec![targets[0].clone()]),
+            ..Default::default()
+        };
+        let back: crate::AgentSettings =
+            serde_json::from_str(&serde_json::to_string(&sent).unwrap()).unwrap();
+        assert_eq!(back, sent);
+        assert_eq!(back.version(), sent.version());
     }
 
     #[test]

@@ -17,16 +17,20 @@ use std::time::{Duration, Instant};
 /// change seen within it came through the announced version.
 const WAIT: Duration = Duration::from_secs(25);
 
-fn write_server_toml(path: &Path, logs: &Path, second: bool) -> anyhow::Result<()> {
+/// The first version pushes `a.log`; the second (given the server's URL)
+/// adds `b.log`, intervals, a check and the server's own `/metrics` as a
+/// scrape target.
+fn write_server_toml(path: &Path, logs: &Path, second: Option<&str>) -> anyhow::Result<()> {
     let mut text = format!(
         "[[agents]]\ngroup = \"web\"\nlogs.files = [{{ path = \"{}/a.log\", app = \"central\" }}",
         logs.display()
     );
-    if second {
+    if let Some(url) = second {
         text.push_str(&format!(
             ", {{ path = \"{}/b.log\", app = \"central\" }}]\n\
              metrics = {{ sample_interval = \"500ms\", ship_interval = \"30s\" }}\n\
-             checks = [{{ name = \"probe\", command = [\"/bin/echo\", \"OK - central | v=3\"], interval = \"1s\" }}]\n",
+             checks = [{{ name = \"probe\", command = [\"/bin/echo\", \"OK - central | v=3\"], interval = \"1s\" }}]\n\
+             scrape = [{{ name = \"self\", url = \"{url}/metrics\", interval = \"1s\" }}]\n",
             logs.display()
         ));
     } else {
@@ -100,7 +104,7 @@ fn a_group_change_reaches_a_running_agent_without_restart() -> anyhow::Result<()
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs)?;
     let server_toml = dir.path().join("server.toml");
-    write_server_toml(&server_toml, &logs, false)?;
+    write_server_toml(&server_toml, &logs, None)?;
     let mut server = Server::start(&[
         "--no-local-agent",
         "--config",
@@ -150,7 +154,8 @@ fn a_group_change_reaches_a_running_agent_without_restart() -> anyhow::Result<()
     assert_eq!(again.status(), 304, "the version the agent has is current");
 
     // The group's section changes; SIGHUP reads it again.
-    write_server_toml(&server_toml, &logs, true)?;
+    let url = server.url.clone();
+    write_server_toml(&server_toml, &logs, Some(&url))?;
     let hup = Command::new("kill")
         .args(["-HUP", &server.proc.child.id().to_string()])
         .status()?;
@@ -183,6 +188,15 @@ fn a_group_change_reaches_a_running_agent_without_restart() -> anyhow::Result<()
             .filter(|v| *v == 3.0))
     })
     .map_err(|e| anyhow::anyhow!("{e}\nagent:\n{}", agent.log()))?;
+    // The scrape target runs: the server's own gauge is a series of web-1.
+    eventually(WAIT, || {
+        let (status, v) = api.get("/api/v1/series?host=web-1")?;
+        anyhow::ensure!(status == 200, "series: {status} {v}");
+        Ok(v.to_string()
+            .contains("prom.metrolog_outbox_backlog")
+            .then_some(()))
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\nagent:\n{}", agent.log()))?;
     let took = changed.elapsed();
 
     // No restart: the same process, started once.
@@ -210,6 +224,7 @@ fn a_group_change_reaches_a_running_agent_without_restart() -> anyhow::Result<()
         "group = \"web\"  # flag",
         "enroll_token = \"<set>\"  # flag",
         "app = \"central\"  # server",
+        "name = \"self\"  # server",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }

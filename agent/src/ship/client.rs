@@ -83,6 +83,10 @@ pub struct Client {
     /// While shipping to another than the first server: when to try the
     /// first again, and the wait after that (doubling up to [`PROBE_MAX`]).
     probe: Option<(std::time::Instant, Duration)>,
+    /// Where every settings document the server sends (at enrollment, from
+    /// `GET /api/v1/agent/config`) is published, for the sources that
+    /// follow them (Munin, scrape targets).
+    settings_sink: Option<tokio::sync::watch::Sender<Option<AgentSettings>>>,
 }
 
 /// The `Retry-After` of a 503 or 429 (seconds; an HTTP date is taken as
@@ -107,7 +111,7 @@ pub enum ConfigAnswer {
     /// The settings, with their version (the `ETag`; `None` from a server
     /// older than versioned settings).
     Changed {
-        settings: AgentSettings,
+        settings: Box<AgentSettings>,
         version: Option<String>,
     },
 }
@@ -144,7 +148,30 @@ impl Client {
             current: 0,
             announced: None,
             probe: None,
+            settings_sink: None,
         })
+    }
+
+    /// Publishes the settings the server sends to `sink` (when they differ
+    /// from those published last).
+    pub fn with_settings_sink(
+        mut self,
+        sink: tokio::sync::watch::Sender<Option<AgentSettings>>,
+    ) -> Self {
+        self.settings_sink = Some(sink);
+        self
+    }
+
+    fn publish(&self, settings: &AgentSettings) {
+        if let Some(sink) = &self.settings_sink {
+            sink.send_if_modified(|cur| {
+                if cur.as_ref() == Some(settings) {
+                    return false;
+                }
+                *cur = Some(settings.clone());
+                true
+            });
+        }
     }
 
     /// `POST /api/v1/agent/enroll` with the enrollment token.
@@ -157,7 +184,9 @@ impl Client {
         let resp = self
             .post(paths::ENROLL, token.expose(), Body::Json(body))
             .await?;
-        json(resp).await
+        let resp: EnrollResponse = json(resp).await?;
+        self.publish(&resp.settings);
+        Ok(resp)
     }
 
     /// `POST /api/v1/agent/batch`, zstd-compressed JSON. `Ok` means committed.
@@ -216,8 +245,10 @@ impl Client {
                     .to_string()
             })
             .filter(|v| !v.is_empty());
+        let settings: AgentSettings = json(resp).await?;
+        self.publish(&settings);
         Ok(ConfigAnswer::Changed {
-            settings: json(resp).await?,
+            settings: Box::new(settings),
             version,
         })
     }

@@ -125,7 +125,9 @@ impl Central {
 /// The settings of `group` from its `[[agents]]` sections, in file order:
 /// a later section's interval or filter replaces an earlier one's; log files
 /// add up (a path listed twice counts once, as first given); checks add up
-/// (the configuration refuses a check name pushed twice to one group).
+/// (the configuration refuses a check name pushed twice to one group); the
+/// last `munin` replaces an earlier one; scrape targets add up (a name
+/// pushed twice to one group is refused too).
 pub fn settings_of(sections: &[AgentsSection], group: Option<&str>) -> AgentSettings {
     let mut s = AgentSettings::default();
     let mut logs: Option<LogSettings> = None;
@@ -137,6 +139,14 @@ pub fn settings_of(sections: &[AgentsSection], group: Option<&str>) -> AgentSett
                     checks.push(c.to_settings());
                 }
             }
+        }
+        if let Some(m) = &a.munin {
+            s.munin = Some(m.clone());
+        }
+        if !a.scrape.is_empty() {
+            s.scrape
+                .get_or_insert_with(Vec::new)
+                .extend(a.scrape.iter().cloned());
         }
         if let Some(d) = a.metrics.sample_interval {
             s.sample_interval_ms = Some(metrolog_protocol::settings::millis(d));
@@ -223,6 +233,59 @@ mod tests {
             AgentSettings::default().version(),
             "a group no longer configured gets nothing, and knows it"
         );
+    }
+
+    #[test]
+    fn munin_and_scrape_are_pushed_and_checked_as_an_agent_checks_them() {
+        let central = Central::new(sections(
+            r#"
+            [[agents]]
+            group = "web"
+            munin = { plugins_dir = "/etc/munin/plugins", interval = "30s" }
+            scrape = [{ name = "node", url = "http://127.0.0.1:9100/metrics" }]
+            [[agents]]
+            group = "web"
+            scrape = [{ name = "nginx", url = "http://127.0.0.1:9113/metrics", interval = "5s" }]
+            "#,
+        ));
+        let web = central.for_group(Some("web"));
+        let m = web.settings.munin.as_ref().unwrap();
+        assert_eq!(m.interval, std::time::Duration::from_secs(30));
+        let names: Vec<&str> = web
+            .settings
+            .scrape
+            .iter()
+            .flatten()
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(names, ["node", "nginx"]);
+        let errs = FileConfig::parse(
+            r#"
+            [[agents]]
+            group = "web"
+            munin = { plugins_dir = "plugins", interval = "0s", colour = 1 }
+            [[agents]]
+            group = "web"
+            munin = { plugins_dir = "plugins", interval = "0s" }
+            scrape = [{ name = "Node", url = "ftp://x" }, { name = "a", url = "http://h/m" }]
+            [[agents]]
+            group = "web"
+            scrape = [{ name = "a", url = "http://h/m" }]
+            "#,
+        )
+        .unwrap_err()
+        .0
+        .join("\n");
+        for want in [
+            "agents[0].munin: unknown field `colour`",
+            "agents[1].munin.plugins_dir: plugins must be an absolute path",
+            "agents[1].munin.interval: must be between 1s and 1d",
+            "agents[1].scrape[0].name",
+            "agents[1].scrape[0].url",
+            "agents[2].scrape: target \"a\" is already pushed to group \"web\" by agents[1].scrape",
+        ] {
+            assert!(errs.contains(want), "missing {want:?} in:\n{errs}");
+        }
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 use super::ConfigErrors;
 use metrolog_protocol::rrd::{ArchiveSpec, RrdSpec};
+use metrolog_protocol::settings::munin::MuninConfig;
+use metrolog_protocol::settings::scrape::ScrapeConfig;
 use metrolog_protocol::settings::{
     CheckConfig, ConfigErrors as SettingsErrors, IntervalSettings, LogFileConfig, LogFilterConfig,
 };
@@ -350,6 +352,11 @@ pub struct AgentsSection {
     /// `[[checks]]` (the same type, so both sides accept the same values).
     pub checks: Vec<CheckConfig>,
     pub logs: AgentLogs,
+    /// `[munin]` pushed to the group (an agent's own `[munin]` wins whole).
+    pub munin: Option<MuninConfig>,
+    /// `[[scrape]]` targets pushed to the group (an agent's own target of
+    /// the same name wins).
+    pub scrape: Vec<ScrapeConfig>,
 }
 
 /// `logs` of `[[agents]]`: log files and filter pushed to the group, with the
@@ -365,7 +372,7 @@ pub struct AgentLogs {
     pub filter: Option<LogFilterConfig>,
 }
 
-const AGENTS_KEYS: &[&str] = &["group", "metrics", "checks", "logs"];
+const AGENTS_KEYS: &[&str] = &["group", "metrics", "checks", "logs", "munin", "scrape"];
 
 /// Reads `[[agents]]`, every error with its key (`agents[0].logs.files[1]: …`).
 /// A check name may be pushed once per group: two sections naming the same
@@ -395,6 +402,8 @@ fn parse_agents(table: &toml::Table, errors: &mut Vec<String>) -> Vec<AgentsSect
                 "metrics" => section.metrics = value_as(value, &path, errors).unwrap_or_default(),
                 "checks" => section.checks = list_as(value, &path, errors),
                 "logs" => section.logs = parse_agent_logs(value, &path, errors),
+                "munin" => section.munin = value_as(value, &path, errors),
+                "scrape" => section.scrape = list_as(value, &path, errors),
                 _ => errors.push(format!(
                     "{path}: unknown key (expected one of: {})",
                     AGENTS_KEYS.join(", ")
@@ -420,6 +429,25 @@ fn parse_agents(table: &toml::Table, errors: &mut Vec<String>) -> Vec<AgentsSect
                 filter.validate("logs.filter", &mut problems);
             }
             section.metrics.validate("metrics", &mut problems);
+            if let Some(m) = &section.munin {
+                m.validate(&mut problems);
+            }
+            metrolog_protocol::settings::scrape::validate_all(&section.scrape, &mut problems);
+            for t in &section.scrape {
+                if t.name.is_empty() {
+                    continue;
+                }
+                let here = format!("{at}.scrape");
+                let key = (section.group.clone(), format!("scrape:{}", t.name));
+                if let Some(first) = pushed.get(&key) {
+                    errors.push(format!(
+                        "{here}: target {:?} is already pushed to group {:?} by {first}",
+                        t.name, section.group
+                    ));
+                } else {
+                    pushed.insert(key, here);
+                }
+            }
             for e in problems.0 {
                 errors.push(format!("{at}.{}: {}", e.key, e.message));
             }
