@@ -42,6 +42,9 @@ struct RunArgs {
     /// Enrollment token (only needed until the agent has its own credential).
     #[arg(long, value_name = "TOKEN")]
     enroll_token: Option<String>,
+    /// PEM CA certificates to trust for https:// servers, beside the system's
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
     #[arg(long, value_name = "GROUP")]
     group: Option<String>,
     /// Overrides the detected hostname.
@@ -78,6 +81,7 @@ impl From<RunArgs> for Overrides {
         Overrides {
             servers: a.servers,
             enroll_token: a.enroll_token.map(Secret::new),
+            ca_file: a.ca_file,
             group: a.group,
             hostname: a.hostname,
             instance_id: a.instance_id,
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
             }
         };
     }
+    one_malloc_arena();
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -162,6 +167,27 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// glibc's malloc gives each thread that allocates an arena of its own (up
+/// to 8 per core); the agent's few threads (runtime, blocking pool, tailer)
+/// allocate little and rarely at once, and the arenas' slack cost about
+/// 1.3 MiB of RSS (docs/benchmarks.md, "Agent footprint"). One is enough.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn one_malloc_arena() {
+    extern "C" {
+        fn mallopt(param: i32, value: i32) -> i32;
+    }
+    const M_ARENA_MAX: i32 = -8;
+    // SAFETY: mallopt sets a tunable of glibc's allocator and takes no
+    // pointers; it runs before any other thread exists.
+    unsafe {
+        mallopt(M_ARENA_MAX, 1);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn one_malloc_arena() {}
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
