@@ -59,6 +59,9 @@ pub struct AgentConfig {
     pub servers: Vec<String>,
     /// Enrollment token; only needed while no credential is stored in `state_dir`.
     pub enroll_token: Option<Secret>,
+    /// PEM CA certificates trusted for `https://` servers, beside the
+    /// system's (a server with a certificate of its own CA).
+    pub ca_file: Option<PathBuf>,
     pub group: Option<String>,
     /// Overrides the detected hostname.
     pub hostname: Option<String>,
@@ -93,6 +96,7 @@ impl AgentConfig {
         Self {
             servers,
             enroll_token,
+            ca_file: None,
             group: None,
             hostname: None,
             instance_id: None,
@@ -134,6 +138,11 @@ impl AgentConfig {
         if let Some(t) = &self.enroll_token {
             if t.expose().trim().is_empty() {
                 errs.push("enroll_token", "is empty");
+            }
+        }
+        if let Some(path) = &self.ca_file {
+            if let Err(e) = read_ca_file(path) {
+                errs.push("ca_file", e);
             }
         }
         for (key, v) in [
@@ -219,6 +228,20 @@ impl AgentConfig {
         }
         (out, errs)
     }
+}
+
+/// The certificates of a `ca_file`: every PEM certificate in it, at least one.
+pub fn read_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{} is not PEM certificates: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{} holds no certificate (expected PEM \"-----BEGIN CERTIFICATE-----\" blocks)",
+            path.display()
+        ));
+    }
+    Ok(certs)
 }
 
 /// `[metrics]`
@@ -525,6 +548,7 @@ impl SpoolConfig {
 pub struct FileConfig {
     pub server: Option<Vec<String>>,
     pub enroll_token: Option<Secret>,
+    pub ca_file: Option<PathBuf>,
     pub group: Option<String>,
     pub hostname: Option<String>,
     pub instance_id: Option<String>,
@@ -579,6 +603,7 @@ impl FileConfig {
                     })
                 }
                 "enroll_token" => cfg.enroll_token = field(&key, value, &mut errs),
+                "ca_file" => cfg.ca_file = field(&key, value, &mut errs),
                 "group" => cfg.group = field(&key, value, &mut errs),
                 "hostname" => cfg.hostname = field(&key, value, &mut errs),
                 "instance_id" => cfg.instance_id = field(&key, value, &mut errs),
@@ -599,7 +624,7 @@ impl FileConfig {
                 "cloud" => cfg.cloud = section(&key, value, &mut errs),
                 _ => errs.push(
                     key.as_str(),
-                    "unknown key (expected one of server, enroll_token, group, hostname, \
+                    "unknown key (expected one of server, enroll_token, ca_file, group, hostname, \
                      instance_id, state_dir, procfs, labels, metrics, logs, checks, spool, munin, scrape, cloud)",
                 ),
             }
@@ -745,6 +770,8 @@ use metrolog_protocol::settings::one_line;
 pub struct Overrides {
     pub servers: Vec<String>,
     pub enroll_token: Option<Secret>,
+    /// `ca_file` (`--ca-file`, `METROLOG_AGENT_CA_FILE`).
+    pub ca_file: Option<PathBuf>,
     pub group: Option<String>,
     pub hostname: Option<String>,
     pub instance_id: Option<String>,
@@ -779,6 +806,7 @@ impl Overrides {
         Self {
             servers: list("SERVER"),
             enroll_token: get("ENROLL_TOKEN").map(Secret),
+            ca_file: get("CA_FILE").map(PathBuf::from),
             group: get("GROUP"),
             hostname: get("HOSTNAME"),
             instance_id: get("INSTANCE_ID"),
@@ -801,6 +829,7 @@ impl Overrides {
                 self.servers
             },
             enroll_token: self.enroll_token.or(lower.enroll_token),
+            ca_file: self.ca_file.or(lower.ca_file),
             group: self.group.or(lower.group),
             hostname: self.hostname.or(lower.hostname),
             instance_id: self.instance_id.or(lower.instance_id),
@@ -917,6 +946,7 @@ impl Origins {
             };
         }
         one!("enroll_token", enroll_token);
+        one!("ca_file", ca_file);
         one!("group", group);
         one!("hostname", hostname);
         one!("instance_id", instance_id);
@@ -986,6 +1016,7 @@ fn merge(top: Overrides, file: FileConfig) -> Result<AgentConfig, ConfigErrors> 
         },
         top.enroll_token.or(file.enroll_token),
     );
+    cfg.ca_file = top.ca_file.or(file.ca_file);
     cfg.group = top.group.or(file.group);
     cfg.hostname = top.hostname.or(file.hostname);
     cfg.instance_id = top.instance_id.or(file.instance_id);

@@ -153,7 +153,21 @@ pub async fn run(
     // Every settings document the server sends, for the sources that follow
     // them (Munin, scrape targets); the last run's until it answers.
     let (pushed_tx, pushed_rx) = watch::channel(known.clone());
-    let client = Client::new(&config.servers)
+    let roots = match &config.ca_file {
+        Some(path) => {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || config::read_ca_file(&path))
+                .await
+                .map_err(|e| RunError::Task(e.to_string()))?
+                .map_err(|e| {
+                    let mut errs = ConfigErrors::default();
+                    errs.push("ca_file", e);
+                    RunError::Config(errs)
+                })?
+        }
+        None => Vec::new(),
+    };
+    let client = Client::with_roots(&config.servers, roots)
         .map_err(RunError::Client)?
         .with_settings_sink(pushed_tx);
     let shipper = Shipper::new(

@@ -95,6 +95,10 @@ pub fn render(cfg: &AgentConfig, pushed: Option<&AgentSettings>, state_dir: &Pat
         Some(_) => out.line("enroll_token", "\"<set>\"", o.get("enroll_token")),
         None => out.unset("enroll_token"),
     }
+    match &cfg.ca_file {
+        Some(p) => out.line("ca_file", q(&p.display().to_string()), o.get("ca_file")),
+        None => out.unset("ca_file"),
+    }
     for (key, v) in [
         ("group", &cfg.group),
         ("hostname", &cfg.hostname),

@@ -126,6 +126,15 @@ enum Body<'a> {
 
 impl Client {
     pub fn new(servers: &[String]) -> Result<Self, ShipError> {
+        Self::with_roots(servers, Vec::new())
+    }
+
+    /// A client that also trusts `roots` (the agent's `ca_file`) for
+    /// `https://` servers, beside the system's certificates.
+    pub fn with_roots(
+        servers: &[String],
+        roots: Vec<reqwest::Certificate>,
+    ) -> Result<Self, ShipError> {
         let servers = servers
             .iter()
             .map(|s| {
@@ -136,10 +145,14 @@ impl Client {
         if servers.is_empty() {
             return Err(ShipError::Encode("no server configured".into()));
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("metrolog-agent/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT);
+        for cert in roots {
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder
             .build()
             .map_err(|e| ShipError::Encode(format!("HTTP client: {e}")))?;
         Ok(Self {
