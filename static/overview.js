@@ -15,6 +15,20 @@ function fmt(v, unit) {
   return v === undefined || v === null ? "–" : `${v.toFixed(1)}${unit}`;
 }
 
+// The host's state, and its worst active alarm linking to why.
+function stateCell(h) {
+  const td = el("td", {}, el("span", { class: `state state-${h.state}` }, h.state));
+  const p = h.problem;
+  if (p && ["critical", "warning", "unknown"].includes(p.state)) {
+    td.append(" ", el("a", {
+      class: `state state-${p.state}`,
+      href: `/hosts/${encodeURIComponent(h.id)}#why`,
+      title: "active alarms: see why on the host's page",
+    }, p.count > 1 ? `${p.state} ×${p.count}` : p.state));
+  }
+  return td;
+}
+
 function render(groups) {
   const root = document.getElementById("groups");
   const out = [];
@@ -31,7 +45,7 @@ function render(groups) {
       if (h.instance_id) name.append(" ", el("small", { class: "muted" }, h.instance_id));
       tbody.append(el("tr", {},
         name,
-        el("td", {}, el("span", { class: `state state-${h.state}` }, h.state)),
+        stateCell(h),
         el("td", {}, `${h.last_seen_age_s} s ago`),
         el("td", { class: "num" }, fmt(h.current["cpu.busy_pct"], " %")),
         el("td", { class: "num" }, fmt(h.current["mem.used_pct"], " %")),

@@ -677,3 +677,193 @@ fn every_page_renders_hostile_text_as_text_and_admins_create_and_revoke_tokens()
     let _ = server.proc.wait_exit(Duration::from_secs(20));
     Ok(())
 }
+
+/// A new operator's first minutes, in the browser: the empty overview shows
+/// the exact enrollment command with a fresh token; that command, run as it
+/// is, brings the machine onto the overview; a rule that fires turns the host
+/// red on the overview with a link to why, and its page says which rule,
+/// since when, the value and the output; "Enroll another machine" gives the
+/// next command. Screenshots: overview-empty, overview-red, host-red (both
+/// widths).
+#[test]
+fn a_new_operator_enrolls_a_machine_from_the_overview_and_sees_why_it_is_red() -> Result<()> {
+    let mut server = Server::start(&["--no-local-agent"])?;
+    let session = login(&server.url, &server.admin_password)?;
+    let mut b = Browser::start()?;
+    let sid = b.logged_in_tab(&server.url, &session)?;
+    b.call(Some(&sid), "Runtime.enable", json!({}))?;
+    let dir = screenshot_dir()?;
+    let shots = |b: &mut Browser, name: &str| -> Result<()> {
+        for width in [1280u32, 390] {
+            b.call(
+                Some(&sid),
+                "Emulation.setDeviceMetricsOverride",
+                json!({"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 600}),
+            )?;
+            let overflow = eval(
+                b,
+                &sid,
+                "document.documentElement.scrollWidth - window.innerWidth",
+            )?;
+            anyhow::ensure!(
+                overflow.as_i64().unwrap_or(1) <= 0,
+                "{name} is wider than {width} px ({overflow} px too wide)"
+            );
+            screenshot(b, &sid, &dir.join(format!("{name}-{width}.png")))?;
+        }
+        Ok(())
+    };
+    let goto = |b: &mut Browser, path: &str| -> Result<()> {
+        b.call(
+            Some(&sid),
+            "Page.navigate",
+            json!({"url": format!("{}{path}", server.url)}),
+        )?;
+        wait_true(
+            b,
+            &sid,
+            &format!(
+                "document.readyState === 'complete' && location.pathname === {}",
+                json!(path)
+            ),
+            20,
+            path,
+        )
+    };
+
+    goto(&mut b, "/")?;
+    wait_true(
+        &mut b,
+        &sid,
+        "!!document.getElementById('enroll-command')",
+        20,
+        "the enrollment command on the empty overview",
+    )?;
+    let command = eval(
+        &mut b,
+        &sid,
+        "document.getElementById('enroll-command').textContent",
+    )?
+    .as_str()
+    .unwrap_or_default()
+    .to_string();
+    shots(&mut b, "overview-empty")?;
+    let words: Vec<&str> = command.split_whitespace().collect();
+    anyhow::ensure!(
+        words.len() >= 5
+            && words[0] == "metrolog-agent"
+            && words[1..3] == ["--server", server.url.as_str()]
+            && words[3] == "--enroll-token"
+            && words[4].starts_with("mlg_")
+            && words[4] != server.enroll_token,
+        "the command names this server and a fresh token: {command:?}"
+    );
+
+    // The command as shown (with a state directory of its own, as a test
+    // must not write /var/lib).
+    let state = tempfile::tempdir()?;
+    let mut cmd = std::process::Command::new(metrolog_e2e::binary("metrolog-agent"));
+    cmd.args(&words[1..])
+        .arg("--state-dir")
+        .arg(state.path())
+        .current_dir(state.path());
+    let mut agent = metrolog_e2e::Proc::spawn("agent from the overview", cmd)?;
+    wait_true(
+        &mut b,
+        &sid,
+        "document.querySelectorAll('#groups table.hosts tbody tr').length === 1",
+        40,
+        "the enrolled machine on the overview",
+    )
+    .map_err(|e| anyhow!("{e}\n{}", agent.log()))?;
+    let host_id = eval(
+        &mut b,
+        &sid,
+        "document.querySelector('#groups table.hosts tbody a').getAttribute('href').split('/').pop()",
+    )?
+    .as_str()
+    .unwrap_or_default()
+    .to_string();
+
+    // A rule that fires on what every machine reports.
+    let admin = Api::new(&server.url, &server.token("admin")?);
+    let (status, body) = admin.post_json(
+        "/api/v1/rules",
+        Some(&admin.token),
+        &json!({"name": "memory-in-use", "kind": "threshold", "metric": "mem.used_pct",
+                "critical": "~:0.5"}),
+    )?;
+    anyhow::ensure!(status == 200 || status == 201, "rule: {status} {body}");
+    // The overview marks the host red (no reload: its refresh) and links to why.
+    wait_true(
+        &mut b,
+        &sid,
+        "!!document.querySelector('#groups a.state-critical[href$=\"#why\"]')",
+        60,
+        "the red host on the overview",
+    )?;
+    shots(&mut b, "overview-red")?;
+    eval(
+        &mut b,
+        &sid,
+        "document.querySelector('#groups a.state-critical').click(), true",
+    )?;
+    wait_true(
+        &mut b,
+        &sid,
+        &format!(
+            "location.pathname === '/hosts/{host_id}' && !!document.getElementById('why')"
+        ),
+        20,
+        "the host page's problems",
+    )?;
+    let why = eval(
+        &mut b,
+        &sid,
+        "document.getElementById('why').innerText",
+    )?
+    .as_str()
+    .unwrap_or_default()
+    .to_string();
+    for part in ["CRITICAL", "memory-in-use", "since", "ago", "value"] {
+        anyhow::ensure!(
+            why.contains(part),
+            "the host page says why without {part:?}: {why}"
+        );
+    }
+    shots(&mut b, "host-red")?;
+
+    // The next machine: one click gives its command.
+    goto(&mut b, "/")?;
+    eval(
+        &mut b,
+        &sid,
+        "document.querySelector('#enroll-another button').click(), true",
+    )?;
+    wait_true(
+        &mut b,
+        &sid,
+        "location.pathname === '/admin/tokens' && !!document.getElementById('enroll-command') \
+           && document.getElementById('enroll-command').textContent.startsWith('metrolog-agent --server ')",
+        20,
+        "the command for another machine",
+    )?;
+    let next = eval(
+        &mut b,
+        &sid,
+        "document.getElementById('enroll-command').textContent",
+    )?;
+    anyhow::ensure!(
+        next.as_str().is_some_and(|c| c != command),
+        "another, fresh command: {next}"
+    );
+
+    let errors = page_errors(&b.events);
+    assert!(errors.is_empty(), "pages logged errors: {errors:#?}");
+    drop(b);
+    agent.terminate();
+    let _ = agent.wait_exit(Duration::from_secs(20));
+    server.proc.terminate();
+    let _ = server.proc.wait_exit(Duration::from_secs(20));
+    Ok(())
+}

@@ -415,7 +415,10 @@ struct HostPage<'a> {
     panels: Vec<Panel>,
     /// Why the host is red: its active alarms, and its checks.
     alarms: Vec<super::alarms_page::AlarmItem>,
-    checks: Vec<(String, crate::store::CheckRow)>,
+    /// (age of the last run, the result, whether a rule alarms on it).
+    checks: Vec<(String, crate::store::CheckRow, bool)>,
+    /// Some check has no rule (the page explains what that means).
+    unalarmed_checks: bool,
     /// The host's Munin graphs, by category.
     munin: Vec<MuninCategory>,
 }
@@ -550,14 +553,32 @@ async fn host_page(
             return AppError::from(e).into_response()
         }
     };
+    let rules = match super::api::alarms::all_rules(&state).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    // A check no rule names raises no alarm, whatever its status: the page
+    // says so rather than show a CRITICAL that nothing acts on.
+    let alarmed = |check: &str| {
+        rules.iter().any(|r| {
+            matches!(&r.kind, crate::alarms::rules::Kind::Check { check: c } if c.as_str() == check)
+                && r.selector
+                    .matches(&h.host.hostname, h.host.group.as_deref())
+        })
+    };
+    let checks: Vec<_> = checks
+        .into_iter()
+        .map(|c| {
+            let alarmed = alarmed(&c.name);
+            (super::alarms_page::age(c.last_run), c, alarmed)
+        })
+        .collect();
     render(&HostPage {
+        unalarmed_checks: checks.iter().any(|c| !c.2),
+        checks,
         alarms: alarms
             .into_iter()
             .map(super::alarms_page::AlarmItem::new)
-            .collect(),
-        checks: checks
-            .into_iter()
-            .map(|c| (super::alarms_page::age(c.last_run), c))
             .collect(),
         user: &op.name,
         role: op.role.as_str(),

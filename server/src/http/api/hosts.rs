@@ -128,6 +128,17 @@ pub struct OverviewHost {
     pub last_seen_age_s: i64,
     /// Latest value of each of [`OVERVIEW_SERIES`] present.
     pub current: HashMap<String, f64>,
+    /// The host's active alarms, when it has some: what makes it red.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<Problem>,
+}
+
+/// A host's active alarms at a glance: the worst state and how many.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// `critical`, `warning` or `unknown`.
+    pub state: String,
+    pub count: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -145,12 +156,26 @@ pub async fn overview_data(state: &AppState) -> ApiResult<Vec<OverviewGroup>> {
     for (host, name, _ts, v) in latest {
         current.entry(host).or_default().insert(name, v);
     }
+    // Worst first: the first alarm of a host names its state.
+    let mut problems: HashMap<i64, Problem> = HashMap::new();
+    for a in state.store.alarms(true, None).await? {
+        if let Some(id) = a.host_id {
+            problems
+                .entry(id)
+                .or_insert_with(|| Problem {
+                    state: a.state.to_lowercase(),
+                    count: 0,
+                })
+                .count += 1;
+        }
+    }
     let mut groups: Vec<OverviewGroup> = Vec::new();
     for h in hosts {
         let group = h.group.clone().unwrap_or_else(|| "(no group)".into());
         let entry = OverviewHost {
             last_seen_age_s: (now - h.last_seen).max(0),
             current: current.remove(&h.id).unwrap_or_default(),
+            problem: problems.remove(&h.id),
             host: h.into(),
         };
         match groups.iter_mut().find(|g| g.group == group) {
