@@ -213,18 +213,30 @@ impl Application {
             };
             graphite::start(self.state.clone(), listener, mapping, stop_rx.clone())
         });
-        // The built-in agent speaks plain HTTP to this listener; under TLS it
-        // would need a CA to trust the certificate, so it does not run.
-        let local_agent = self.config.local_agent && self.config.http_tls.is_none();
-        if self.config.local_agent && !local_agent {
-            tracing::warn!("the local agent does not run when [http] tls_cert is set: run metrolog-agent on this host with --server https://…");
-        }
-        let agent = if local_agent {
-            Some(local_agent::start(&self.state, addr, stop_rx.clone()).await?)
+        // The built-in agent speaks plain HTTP to this listener; under TLS to
+        // a loopback listener of its own that serves the agent API only.
+        let loopback =
+            match (&self.config.http_tls, self.config.local_agent) {
+                (Some(_), true) => Some(local_agent::bind_loopback().await.map_err(|source| {
+                    StartupError::Bind {
+                        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                        source,
+                    }
+                })?),
+                _ => None,
+            };
+        let agent = if self.config.local_agent {
+            let target = match &loopback {
+                Some(l) => l.local_addr().map_err(StartupError::Serve)?,
+                None => addr,
+            };
+            Some(local_agent::start(&self.state, target, stop_rx.clone()).await?)
         } else {
             None
         };
         let (http_stop_tx, mut http_stop_rx) = watch::channel(false);
+        let loopback = loopback
+            .map(|l| local_agent::serve_loopback(l, app(self.state.clone()), http_stop_rx.clone()));
         tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down: stopping the local agent, finishing in-flight requests");
@@ -269,6 +281,9 @@ impl Application {
                 .await
                 .map_err(StartupError::Serve)?;
             }
+        }
+        if let Some(l) = loopback {
+            let _ = l.await;
         }
         let _ = housekeeping.await;
         if let Some(e) = evaluator {

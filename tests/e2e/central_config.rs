@@ -239,3 +239,177 @@ fn a_group_change_reaches_a_running_agent_without_restart() -> anyhow::Result<()
     eprintln!("the change reached the agent {took:?} after SIGHUP");
     Ok(())
 }
+
+/// Under HTTPS with a certificate of its own CA, an agent given `--ca-file`
+/// enrolls and ships, one without it is refused at the handshake, and the
+/// server's built-in agent reports its host (through its loopback listener,
+/// which serves the agent API only).
+#[test]
+fn agents_trust_a_private_ca_and_the_local_agent_runs_under_https() -> anyhow::Result<()> {
+    use metrolog_e2e::{run_ok, Proc, ENROLL_TOKEN};
+    let dir = tempfile::tempdir()?;
+    let openssl = |args: &[&str]| {
+        run_ok(
+            Command::new("openssl").current_dir(dir.path()).args(args),
+            "apt-get install openssl",
+        )
+    };
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+    let ec: Vec<&str> = ec.split(' ').collect();
+    let ca_args = [
+        "req", "-x509", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+    ];
+    openssl(&[&ca_args[..], &ec, &["-subj", "/CN=metrolog-e2e-ca"]].concat())?;
+    let leaf_args = ["req", "-keyout", "key.pem", "-out", "leaf.csr"];
+    openssl(&[&leaf_args[..], &ec, &["-subj", "/CN=127.0.0.1"]].concat())?;
+    std::fs::write(
+        dir.path().join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "leaf.ext",
+    ])?;
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\ntls_cert = {:?}\ntls_key = {:?}\n",
+            dir.path().join("cert.pem"),
+            dir.path().join("key.pem")
+        ),
+    )?;
+    let data = dir.path().join("data");
+    let mut cmd = Command::new(binary("metrolog-server"));
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--syslog-udp",
+        "off",
+        "--syslog-tcp",
+        "off",
+    ])
+    .arg("--config")
+    .arg(&config)
+    .arg("--data-dir")
+    .arg(&data)
+    .env("METROLOG_ADMIN_PASSWORD", "e2e-admin-password")
+    .env("METROLOG_ENROLL_TOKEN", ENROLL_TOKEN);
+    let mut server = Proc::spawn("metrolog-server", cmd)?;
+    let line = server.wait_for_line("Dashboard: https://", Duration::from_secs(30))?;
+    let url = line
+        .split("Dashboard: ")
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .trim_end_matches('/')
+        .to_string();
+    let token = Command::new(binary("metrolog-server"))
+        .args(["token", "create", "--role", "viewer", "--data-dir"])
+        .arg(&data)
+        .output()?;
+    let token = String::from_utf8(token.stdout)?.trim().to_string();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(dir.path().join("ca.pem"))?)?;
+    let client = reqwest::blocking::Client::builder()
+        .add_root_certificate(ca)
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let hosts = || -> anyhow::Result<Vec<Value>> {
+        let v: Value = client
+            .get(format!("{url}/api/v1/hosts"))
+            .bearer_auth(&token)
+            .send()?
+            .json()?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    };
+
+    let agent = |name: &str, ca_file: Option<&Path>| -> anyhow::Result<Proc> {
+        let mut cmd = Command::new(binary("metrolog-agent"));
+        cmd.args(["--server", &url, "--enroll-token", ENROLL_TOKEN])
+            .args([
+                "--hostname",
+                name,
+                "--group",
+                "web",
+                "--ship-interval",
+                "1s",
+            ])
+            .arg("--state-dir")
+            .arg(dir.path().join(name));
+        if let Some(ca) = ca_file {
+            cmd.arg("--ca-file").arg(ca);
+        }
+        Proc::spawn(name, cmd)
+    };
+    let mut trusting = agent("tls-1", Some(&dir.path().join("ca.pem")))?;
+    let mut untrusting = agent("tls-2", None)?;
+
+    // The trusting agent ships; so does the built-in one (group
+    // "metrolog"), through the loopback listener: both hosts have series.
+    let series = |host: &str| -> anyhow::Result<String> {
+        Ok(client
+            .get(format!("{url}/api/v1/series?host={host}"))
+            .bearer_auth(&token)
+            .send()?
+            .text()?)
+    };
+    let found = eventually(WAIT, || {
+        let h = hosts()?;
+        let Some(local) = h.iter().find(|h| h["group"] == "metrolog") else {
+            return Ok(None);
+        };
+        let local = local["hostname"].as_str().unwrap_or_default().to_string();
+        Ok(
+            (series("tls-1")?.contains("cpu.busy_pct") && series(&local)?.contains("cpu.busy_pct"))
+                .then_some(h),
+        )
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\nagent:\n{}\nserver:\n{}", trusting.log(), server.log()))?;
+    // The loopback listener serves the agent API only.
+    let loopback = server.log();
+    let loopback = loopback
+        .split("shipping to http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_string);
+    let loopback = loopback.expect("the local agent names its address");
+    let r = reqwest::blocking::get(format!("http://{loopback}/api/v1/hosts"))?;
+    assert_eq!(r.status(), 404, "only the agent API without TLS");
+    untrusting.wait_for_line("certificate", Duration::from_secs(30))?;
+    assert!(
+        !found.iter().any(|h| h["hostname"] == "tls-2"),
+        "an agent without the CA enrolled: {found:?}"
+    );
+    assert!(!server.log().contains("local agent does not run"));
+
+    // A bad ca_file is a clear configuration error.
+    std::fs::write(dir.path().join("junk.pem"), "not a certificate")?;
+    let out = Command::new(binary("metrolog-agent"))
+        .args([
+            "--server",
+            &url,
+            "--enroll-token",
+            ENROLL_TOKEN,
+            "--ca-file",
+        ])
+        .arg(dir.path().join("junk.pem"))
+        .arg("--state-dir")
+        .arg(dir.path().join("junk-state"))
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("ca_file: "), "{err}");
+    Ok(())
+}
