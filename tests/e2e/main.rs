@@ -8,6 +8,7 @@ mod backup;
 mod central_config;
 mod checks;
 mod cloud;
+mod compose;
 mod config_reference;
 mod dashboard;
 mod fleet;
