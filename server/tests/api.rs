@@ -275,7 +275,12 @@ async fn leave_heartbeat_and_removal() {
     let r = app
         .post_json("/api/v1/agent/heartbeat", &token, &json!(null))
         .await;
-    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.json()["settings_version"].as_str().map(str::len),
+        Some(16),
+        "the heartbeat names the version of the agent's settings"
+    );
     let h = app
         .get(&format!("/api/v1/hosts/{host}"), Some(&app.viewer))
         .await
