@@ -40,6 +40,15 @@ pub struct Sampler {
     /// Spool drops already told to the server: (logs, buckets, batches).
     reported_drops: (u64, u64, u64),
     samples: Option<Arc<SampleBook>>,
+    /// The wall clock (unix seconds); injected by tests.
+    clock: Box<dyn Fn() -> f64 + Send + Sync>,
+    /// Newest bucket end sealed: a bucket at or before it can only come
+    /// from a clock that went back, and is dropped (see [`Sampler::seal`]).
+    sealed_through: i64,
+    /// Buckets dropped so.
+    clock_dropped: u64,
+    /// Whether the last buckets taken were dropped so (to log once a jump).
+    clock_behind: bool,
 }
 
 fn unix_now() -> f64 {
@@ -77,7 +86,18 @@ impl Sampler {
             spool_active: false,
             reported_drops: (0, 0, 0),
             samples: None,
+            clock: Box::new(unix_now),
+            sealed_through: i64::MIN,
+            clock_dropped: 0,
+            clock_behind: false,
         }
+    }
+
+    /// Reads the wall clock through `clock` (unix seconds) instead of the
+    /// system's: tests make it jump.
+    pub fn with_clock(mut self, clock: impl Fn() -> f64 + Send + Sync + 'static) -> Self {
+        self.clock = Box::new(clock);
+        self
     }
 
     /// Ships the log records of `book` in this sampler's batches.
@@ -120,11 +140,12 @@ impl Sampler {
                 }
             }
         }
-        self.seal(unix_now(), false).await;
+        let now = (self.clock)();
+        self.seal(now, false).await;
     }
 
     async fn round(&mut self) {
-        let wall = unix_now();
+        let wall = (self.clock)();
         let mono = std::time::Instant::now();
         let mut collectors = match self.collectors.take() {
             Some(c) => c,
@@ -173,7 +194,7 @@ impl Sampler {
             self.handoff.drops_reported(drops).await;
         }
         self.sample_check_stats(wall);
-        let now = unix_now();
+        let now = (self.clock)();
         let Intervals { sample, ship } = *self.intervals.borrow();
         // Half a sample interval of slack, so tick jitter does not push a seal
         // to the next round.
@@ -293,6 +314,55 @@ impl Sampler {
         }
     }
 
+    /// The consolidator's closed buckets, but those at or before the newest
+    /// bucket already sealed: the wall clock went back (an NTP step, a
+    /// manual change), and the server would refuse them (a series' buckets
+    /// only go forward) or, within a step, hold two rows for one time.
+    /// Dropped, counted (`agent.clock.dropped_buckets`) and logged; rows
+    /// resume once the clock passes the newest one again. Rates are not
+    /// affected: they are computed on the monotonic clock. A clock that
+    /// jumps forward leaves a gap and nothing else.
+    fn take_closed(&mut self, now: f64) -> Vec<metrolog_protocol::SeriesBuckets> {
+        let mut metrics = self.consolidator.take_closed(now);
+        let through = self.sealed_through;
+        let mut dropped = 0u64;
+        for s in &mut metrics {
+            let before = s.buckets.len();
+            s.buckets.retain(|b| b.ts > through);
+            dropped += (before - s.buckets.len()) as u64;
+        }
+        metrics.retain(|s| !s.buckets.is_empty());
+        if dropped > 0 {
+            if !self.clock_behind {
+                tracing::warn!(
+                    "the system clock went back (now {now:.0}, rows already sealed up to {through}): dropped {dropped} bucket(s) the server would refuse; rows resume once the clock passes {through} (counted in agent.clock.dropped_buckets)"
+                );
+            } else {
+                tracing::debug!("clock behind the last sealed bucket: dropped {dropped} bucket(s)");
+            }
+            self.clock_dropped += dropped;
+        }
+        self.clock_behind = dropped > 0;
+        if let Some(newest) = metrics
+            .iter()
+            .filter_map(|s| s.buckets.last().map(|b| b.ts))
+            .max()
+        {
+            self.sealed_through = self.sealed_through.max(newest);
+        }
+        if self.clock_dropped > 0 {
+            if let Ok(key) = SeriesKey::new("agent.clock.dropped_buckets", Labels::new()) {
+                // In the next bucket: this one's buckets are taken already.
+                self.consolidator.add(
+                    &key,
+                    now.max(through as f64 + 0.001),
+                    self.clock_dropped as f64,
+                );
+            }
+        }
+        metrics
+    }
+
     /// Puts the closed buckets, the pending log records and check results in
     /// batches on the queue: one batch, or several when the records do not
     /// fit in one. With `only_full_logs`, seals only batches the records
@@ -301,7 +371,7 @@ impl Sampler {
         let mut metrics = if only_full_logs {
             Vec::new()
         } else {
-            self.consolidator.take_closed(now)
+            self.take_closed(now)
         };
         loop {
             let logs = match &self.logs {
@@ -348,5 +418,71 @@ impl Sampler {
             }
             self.handoff.push(batch).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::atomic::AtomicI64;
+
+    /// The wall clock jumps back by 35 s, then forward by an hour, while
+    /// the agent samples the real /proc (the clock is injected: the system's
+    /// cannot be changed in a test). No series gets a bucket at or before
+    /// one already sealed (the server would refuse it, or hold two rows),
+    /// no rate goes negative, sampling goes on through both jumps, and the
+    /// dropped buckets are counted.
+    #[tokio::test]
+    async fn clock_jumps_neither_duplicate_rows_nor_make_rates_negative() {
+        static NOW_MS: AtomicI64 = AtomicI64::new(0);
+        let set = |t: i64| NOW_MS.store(t * 1000, Ordering::SeqCst);
+        let handoff = Handoff::in_memory(10_000);
+        let (_tx, rx) = watch::channel(Intervals {
+            sample: Duration::from_secs(1),
+            ship: Duration::ZERO,
+        });
+        let mut sampler = Sampler::new("/proc".into(), "clock".into(), handoff.clone(), rx)
+            .with_clock(|| NOW_MS.load(Ordering::SeqCst) as f64 / 1000.0);
+        let base = 1_800_000_000;
+        let mut rounds = Vec::new();
+        rounds.extend(base..base + 60); // steady
+        rounds.extend(base + 25..base + 90); // 35 s back
+        rounds.extend(base + 3690..base + 3720); // an hour forward
+        for t in rounds {
+            set(t);
+            sampler.round().await;
+            // Rates need time between readings on the monotonic clock.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut last: HashMap<String, i64> = HashMap::new();
+        let mut newest = 0;
+        let mut dropped_reported = 0.0f64;
+        while let Some(batch) = handoff.front().await {
+            for s in &batch.metrics {
+                let name = s.key.to_string();
+                for b in &s.buckets {
+                    if let Some(prev) = last.get(&name) {
+                        assert!(b.ts > *prev, "{name}: bucket {} after {prev}", b.ts);
+                    }
+                    last.insert(name.clone(), b.ts);
+                    newest = newest.max(b.ts);
+                    if name.contains("rate") || name.starts_with("cpu.") {
+                        assert!(b.min >= 0.0, "{name} negative at {}: {b:?}", b.ts);
+                    }
+                    if name.starts_with("agent.clock.dropped_buckets") {
+                        dropped_reported = dropped_reported.max(b.max);
+                    }
+                }
+            }
+            handoff.settle(&batch.id, true).await;
+        }
+        assert!(
+            last.get("load.1m").is_some_and(|t| *t > base + 60 + 3600),
+            "sampling went on after both jumps: {last:?}"
+        );
+        assert!(newest >= base + 3710);
+        assert!(sampler.clock_dropped > 0, "the stale buckets were dropped");
+        assert!(dropped_reported > 0.0, "and reported as a series");
     }
 }
