@@ -199,6 +199,9 @@ fn a_group_change_reaches_a_running_agent_without_restart() -> anyhow::Result<()
     .map_err(|e| anyhow::anyhow!("{e}\nagent:\n{}", agent.log()))?;
     let took = changed.elapsed();
 
+    // The running sampler takes the server's sample interval; the ship
+    // interval stays the flag's.
+    agent.wait_for_line("sample every 500ms, ship every 1s", WAIT)?;
     // No restart: the same process, started once.
     assert!(
         agent.child.try_wait()?.is_none(),
