@@ -730,6 +730,30 @@ async fn group_query() -> Res<()> {
     // aggregated from the 50 members' archives row by row (the fallback).
     let (ours, rows) = run(Agg::Avg).await?;
     let (members_path, _) = run(Agg::Max).await?;
+    // Of the fallback, the part that reads and decodes the members' rows
+    // (one statement for the 50 series, chunks decoded, pending rows laid over).
+    let ids: Vec<i64> = store
+        .group_member_series("web", "cpu.busy_pct")
+        .await?
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    let mut read_times = Vec::new();
+    // METROLOG_BENCH_READS: more rounds, to profile the read alone.
+    let reads: usize = std::env::var("METROLOG_BENCH_READS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(21);
+    for _ in 0..reads {
+        let start = Instant::now();
+        let rows = store
+            .archive_rows_many(&ids, 300, t_end - 7 * 86400, t_end)
+            .await?;
+        read_times.push(start.elapsed());
+        assert_eq!(rows.iter().flatten().count(), members);
+    }
+    read_times.sort();
+    let read_part = read_times[read_times.len() / 2];
 
     // rrdtool: the same 50 series in 50 files, averaged by `rrdtool xport`.
     let rdir = tempfile::tempdir()?;
@@ -787,6 +811,10 @@ async fn group_query() -> Res<()> {
     println!(
         "metrolog: {:.1} ms when aggregated from the {members} members' archives instead (rows the group did not record)",
         members_path.as_secs_f64() * 1000.0
+    );
+    println!(
+        "metrolog: of which {:.1} ms reading and decoding the members' rows (Store::archive_rows_many)",
+        read_part.as_secs_f64() * 1000.0
     );
     println!(
         "rrdtool:  xport of {members} DEFs + CDEF AVG median {:.1} ms over 11 runs (process start included)",
