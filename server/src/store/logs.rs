@@ -837,7 +837,7 @@ impl Store {
         let late = self.logs_in(f, Scope::Late, f.limit).await?;
         if !late.is_empty() {
             out.extend(late);
-            out.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+            out.sort_unstable_by_key(|r| std::cmp::Reverse(r.id));
             out.dedup_by_key(|r| r.id);
             out.truncate(f.limit as usize);
         }
