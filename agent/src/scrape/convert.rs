@@ -15,6 +15,11 @@
 //!
 //! Rate state is kept only for the series of the last scrape, so it is
 //! bounded by the target's `sample_limit`.
+//!
+//! An exporter writes the same lines every scrape, so each line's series
+//! key is built once and found again by the line's text (`name{labels}`
+//! as written): a scrape then costs a lookup and a key copy per sample,
+//! not a label map built, validated and hashed twice.
 
 use super::exposition::{MetricType, Sample};
 use metrolog_protocol::{Labels, SeriesKey};
@@ -36,15 +41,31 @@ pub struct Converted {
     pub skipped: Skipped,
 }
 
-/// Per target: the last value and time of each counter-like series.
+/// What the converter keeps of one line's series between scrapes.
+#[derive(Debug)]
+struct Known {
+    /// `None`: the line cannot be a series (refused), or names the same
+    /// series as another line (a duplicate).
+    key: Option<SeriesKey>,
+    duplicate: bool,
+    /// The last value and time of a counter-like series.
+    last: Option<(f64, f64)>,
+    /// The scrape that last met the line.
+    seen: u64,
+}
+
+/// Per target: each line's series and the last value of counter-like ones.
 #[derive(Debug, Default)]
 pub struct Converter {
-    last: HashMap<SeriesKey, (f64, f64)>,
+    known: HashMap<Box<str>, Known>,
+    /// Keys of `known`, to find two lines naming one series.
+    keys: HashMap<SeriesKey, Box<str>>,
+    scrape: u64,
 }
 
 /// Whether a sample is cumulative (its rate is what is kept).
 fn cumulative(s: &Sample) -> bool {
-    let suffix = s.name.strip_prefix(s.family.as_str()).unwrap_or("");
+    let suffix = s.name.strip_prefix(s.family).unwrap_or("");
     match s.typ {
         MetricType::Counter => true,
         MetricType::Histogram => matches!(suffix, "_bucket" | "_sum" | "_count"),
@@ -59,7 +80,7 @@ fn is_created(s: &Sample) -> bool {
         MetricType::Counter | MetricType::Histogram | MetricType::Summary
     ) && s
         .name
-        .strip_prefix(s.family.as_str())
+        .strip_prefix(s.family)
         .is_some_and(|suffix| suffix == "_created")
 }
 
@@ -95,7 +116,7 @@ fn label_value(v: &str) -> String {
 }
 
 /// The series key of `s` for target `job` with `extra` labels.
-pub fn series_key(s: &Sample, job: &str, extra: &Labels) -> Option<SeriesKey> {
+pub fn series_key(s: &Sample<'_>, job: &str, extra: &Labels) -> Option<SeriesKey> {
     let mut labels = Labels::new();
     for (k, v) in &s.labels {
         let mut key = k.to_ascii_lowercase();
@@ -111,42 +132,70 @@ pub fn series_key(s: &Sample, job: &str, extra: &Labels) -> Option<SeriesKey> {
         labels.insert(k.clone(), v.clone());
     }
     labels.insert("job".into(), job.to_string());
-    SeriesKey::new(&series_name(&s.name), labels).ok()
+    SeriesKey::new(&series_name(s.name), labels).ok()
 }
 
 impl Converter {
     /// Turns one scrape taken at `now` (unix seconds) into series.
     pub fn convert(
         &mut self,
-        samples: &[Sample],
+        samples: &[Sample<'_>],
         now: f64,
         job: &str,
         extra: &Labels,
     ) -> Converted {
+        self.scrape += 1;
+        let scrape = self.scrape;
         let mut out = Converted::default();
-        let mut seen: HashMap<SeriesKey, ()> = HashMap::with_capacity(samples.len());
-        let mut last = HashMap::with_capacity(self.last.len());
+        out.series.reserve(samples.len());
         for s in samples {
             if is_created(s) {
                 continue;
             }
-            let Some(key) = series_key(s, job, extra) else {
-                out.skipped.refused += 1;
+            if !self.known.contains_key(s.id) {
+                let key = series_key(s, job, extra);
+                let duplicate = key.as_ref().is_some_and(|k| self.keys.contains_key(k));
+                if let (Some(k), false) = (&key, duplicate) {
+                    self.keys.insert(k.clone(), s.id.into());
+                }
+                self.known.insert(
+                    s.id.into(),
+                    Known {
+                        key: key.filter(|_| !duplicate),
+                        duplicate,
+                        last: None,
+                        seen: 0,
+                    },
+                );
+            }
+            let Some(known) = self.known.get_mut(s.id) else {
                 continue;
             };
-            if seen.insert(key.clone(), ()).is_some() {
+            if known.seen == scrape {
+                // The same line twice in one scrape.
                 out.skipped.duplicate += 1;
                 continue;
             }
+            known.seen = scrape;
+            if known.duplicate {
+                out.skipped.duplicate += 1;
+                continue;
+            }
+            let Some(key) = &known.key else {
+                out.skipped.refused += 1;
+                continue;
+            };
             if !cumulative(s) {
-                out.series.push((key, s.value));
+                known.last = None;
+                out.series.push((key.clone(), s.value));
                 continue;
             }
             let t = s.timestamp_ms.map_or(now, |ms| ms as f64 / 1000.0);
             if !s.value.is_finite() {
+                known.last = None;
                 continue;
             }
-            if let Some(&(prev, prev_t)) = self.last.get(&key) {
+            if let Some((prev, prev_t)) = known.last {
                 let dt = t - prev_t;
                 if dt > 0.0 {
                     let increase = if s.value >= prev {
@@ -157,19 +206,27 @@ impl Converter {
                     out.series.push((key.clone(), increase / dt));
                 } else {
                     // The exporter repeated its timestamp: nothing new.
-                    last.insert(key, (prev, prev_t));
                     continue;
                 }
             }
-            last.insert(key, (s.value, t));
+            known.last = Some((s.value, t));
         }
-        self.last = last;
+        // Lines gone from this scrape are forgotten, so what is kept is
+        // bounded by the scrape's size (the target's sample_limit). A line
+        // that duplicated a forgotten one is looked at afresh.
+        let before = self.known.len();
+        self.known.retain(|_, k| k.seen == scrape);
+        if self.known.len() != before {
+            let known = &self.known;
+            self.keys.retain(|_, id| known.contains_key(id));
+            self.known.retain(|_, k| !k.duplicate);
+        }
         out
     }
 
     /// Counter-like series remembered (bounded by the last scrape's size).
     pub fn remembered(&self) -> usize {
-        self.last.len()
+        self.known.values().filter(|k| k.last.is_some()).count()
     }
 }
 
@@ -299,5 +356,37 @@ mod tests {
         );
         let got = conv(&mut c, "# TYPE r counter\nr_total 30 3000\n", 3.0);
         assert_eq!(got[0].1, 10.0, "rate over the exporter's own timestamps");
+    }
+
+    #[test]
+    fn one_series_written_two_ways_is_a_duplicate_and_gone_lines_are_forgotten() {
+        let mut c = Converter::default();
+        let body = "# TYPE c counter\nc_total{a=\"1\",b=\"2\"} 1\nc_total{b=\"2\",a=\"1\"} 5\nc_total{a=\"1\",b=\"2\"} 9\n";
+        let e = parse(body, Format::Text, 100).unwrap();
+        let out = c.convert(&e.samples, 0.0, "node", &Labels::new());
+        assert_eq!(out.skipped.duplicate, 2);
+        assert_eq!(c.remembered(), 1);
+        // The first line's value is the one remembered: 1 → 11 in 10 s.
+        assert_eq!(
+            conv(
+                &mut c,
+                "# TYPE c counter\nc_total{a=\"1\",b=\"2\"} 11\n",
+                10.0
+            ),
+            [(
+                "prom.c_total{a=\"1\",b=\"2\",job=\"node\"}".to_string(),
+                1.0
+            )]
+        );
+        // Lines that come and go do not pile up.
+        for i in 0..100 {
+            let body =
+                format!("# TYPE c counter\nc_total 1\nx{{i=\"{i}\"}} 1\nx{{ i=\"{i}\"}} 2\n");
+            let e = parse(&body, Format::Text, 100).unwrap();
+            let out = c.convert(&e.samples, 20.0 + f64::from(i), "node", &Labels::new());
+            assert_eq!(out.skipped.duplicate, 1);
+        }
+        assert!(c.known.len() <= 3, "{}", c.known.len());
+        assert!(c.keys.len() <= 3, "{}", c.keys.len());
     }
 }

@@ -8,6 +8,7 @@
 //! was wrong, and at `max_samples` samples (a target's `sample_limit`), so
 //! a huge or broken exposition costs a bounded amount of memory.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
@@ -65,28 +66,40 @@ impl MetricType {
     }
 }
 
-/// One sample line.
+/// One sample line, borrowing from the body (a label value is copied
+/// only when it holds escapes): a scrape allocates little per sample.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
+pub struct Sample<'a> {
     /// The name as written (`node_cpu_seconds_total`, `http_duration_bucket`).
-    pub name: String,
+    pub name: &'a str,
+    /// The name and labels exactly as written (`up{job="x"}`): the same
+    /// text from one scrape to the next names the same series.
+    pub id: &'a str,
     /// Labels in the order written, values unescaped.
-    pub labels: Vec<(String, String)>,
+    pub labels: LabelPairs<'a>,
     pub value: f64,
     /// Milliseconds since the epoch, when the line carries a timestamp.
     pub timestamp_ms: Option<i64>,
     /// Type of the sample's family and the family's name.
     pub typ: MetricType,
     /// The family (`http_duration` for `http_duration_bucket`).
-    pub family: String,
+    pub family: &'a str,
 }
 
 /// A parsed body.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Exposition {
-    pub samples: Vec<Sample>,
-    /// `# HELP` text per family, unescaped.
-    pub help: HashMap<String, String>,
+pub struct Exposition<'a> {
+    pub samples: Vec<Sample<'a>>,
+    /// `# HELP` text per family, as written (see [`Exposition::help`]).
+    pub help_text: HashMap<&'a str, &'a str>,
+}
+
+impl Exposition<'_> {
+    /// The `# HELP` text of `family`, unescaped (done on demand: most
+    /// scrapes never read it).
+    pub fn help(&self, family: &str) -> Option<String> {
+        self.help_text.get(family).map(|t| unescape_help(t))
+    }
 }
 
 /// Why a body was refused.
@@ -119,9 +132,35 @@ fn bad(line: usize, what: impl fmt::Display) -> ParseError {
 
 /// Family of a sample named `name`: the name itself when typed, else the
 /// name without the suffix its type adds, when that base is typed so.
-fn family_of(name: &str, types: &HashMap<String, MetricType>) -> (String, MetricType) {
+fn family_of<'a>(
+    name: &'a str,
+    types: &HashMap<&str, MetricType>,
+    last: Option<(&str, MetricType)>,
+) -> (&'a str, MetricType) {
+    // A family's samples follow its # TYPE line: most names are found
+    // without hashing.
+    if let Some((family, t)) = last {
+        if name == family {
+            return (name, t);
+        }
+        if let Some(suffix) = name.strip_prefix(family) {
+            let fits = match t {
+                MetricType::Counter => matches!(suffix, "_total" | "_created"),
+                MetricType::Histogram => {
+                    matches!(suffix, "_bucket" | "_count" | "_sum" | "_created")
+                }
+                MetricType::Summary => matches!(suffix, "_count" | "_sum" | "_created"),
+                MetricType::GaugeHistogram => matches!(suffix, "_bucket" | "_gcount" | "_gsum"),
+                MetricType::Info => suffix == "_info",
+                _ => false,
+            };
+            if fits && !types.contains_key(name) {
+                return (&name[..family.len()], t);
+            }
+        }
+    }
     if let Some(t) = types.get(name) {
-        return (name.to_string(), *t);
+        return (name, *t);
     }
     const SUFFIXES: [(&str, &[MetricType]); 7] = [
         ("_total", &[MetricType::Counter]),
@@ -146,17 +185,17 @@ fn family_of(name: &str, types: &HashMap<String, MetricType>) -> (String, Metric
         if let Some(base) = name.strip_suffix(suffix) {
             if let Some(t) = types.get(base) {
                 if allowed.contains(t) {
-                    return (base.to_string(), *t);
+                    return (base, *t);
                 }
             }
         }
     }
     if let Some(base) = name.strip_suffix("_info") {
         if types.get(base) == Some(&MetricType::Info) {
-            return (base.to_string(), MetricType::Info);
+            return (base, MetricType::Info);
         }
     }
-    (name.to_string(), MetricType::Untyped)
+    (name, MetricType::Untyped)
 }
 
 fn is_name_start(b: u8) -> bool {
@@ -234,11 +273,47 @@ fn unescape_help(s: &str) -> String {
 }
 
 /// Label names and unescaped values, in the order written.
-pub type LabelPairs = Vec<(String, String)>;
+pub type LabelPairs<'a> = Vec<(&'a str, Cow<'a, str>)>;
+
+/// A label value up to its closing quote: the value (borrowed unless it
+/// holds escapes) and the length read including the quote; `None` without
+/// a closing quote on the line.
+fn label_value(rest: &str) -> Option<(Cow<'_, str>, usize)> {
+    let b = rest.as_bytes();
+    let end = b.iter().position(|c| matches!(c, b'"' | b'\\' | b'\n'))?;
+    if b[end] == b'"' {
+        return Some((Cow::Borrowed(&rest[..end]), end + 1));
+    }
+    if b[end] == b'\n' {
+        return None;
+    }
+    let mut value = String::with_capacity(rest.len().min(256));
+    value.push_str(&rest[..end]);
+    let mut chars = rest[end..].char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Some((Cow::Owned(value), end + i + 1)),
+            '\\' => match chars.next() {
+                Some((_, 'n')) => value.push('\n'),
+                Some((_, '\\')) => value.push('\\'),
+                Some((_, '"')) => value.push('"'),
+                Some((_, other)) => {
+                    // Prometheus keeps unknown escapes as written.
+                    value.push('\\');
+                    value.push(other);
+                }
+                None => return None,
+            },
+            '\n' => return None,
+            c => value.push(c),
+        }
+    }
+    None
+}
 
 /// Reads `{k="v",...}` at the start of `s` (after the `{`), returning the
 /// labels and the rest after `}`.
-fn labels(s: &str, line: usize) -> Result<(LabelPairs, &str), ParseError> {
+fn labels(s: &str, line: usize) -> Result<(LabelPairs<'_>, &str), ParseError> {
     let mut out: LabelPairs = Vec::new();
     let mut rest = s.trim_start_matches([' ', '\t']);
     loop {
@@ -265,40 +340,16 @@ fn labels(s: &str, line: usize) -> Result<(LabelPairs, &str), ParseError> {
                 format!("label {key:?}: value must be in double quotes"),
             )
         })?;
-        let mut value = String::new();
-        let mut chars = rest.char_indices();
-        let mut closed = None;
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '"' => {
-                    closed = Some(i + 1);
-                    break;
-                }
-                '\\' => match chars.next() {
-                    Some((_, 'n')) => value.push('\n'),
-                    Some((_, '\\')) => value.push('\\'),
-                    Some((_, '"')) => value.push('"'),
-                    Some((_, other)) => {
-                        // Prometheus keeps unknown escapes as written.
-                        value.push('\\');
-                        value.push(other);
-                    }
-                    None => break,
-                },
-                '\n' => break,
-                c => value.push(c),
-            }
-        }
-        let Some(after) = closed else {
+        let Some((value, after)) = label_value(rest) else {
             return Err(bad(
                 line,
                 format!("label {key:?}: value has no closing quote"),
             ));
         };
-        if out.iter().any(|(k, _)| k == key) {
+        if out.iter().any(|(k, _)| *k == key) {
             return Err(bad(line, format!("label {key:?} given twice")));
         }
-        out.push((key.to_string(), value));
+        out.push((key, value));
         rest = rest[after..].trim_start_matches([' ', '\t']);
         if let Some(r) = rest.strip_prefix(',') {
             rest = r.trim_start_matches([' ', '\t']);
@@ -322,9 +373,10 @@ fn head(s: &str) -> String {
 
 /// Parses a whole body. At most `max_samples` samples are accepted: one more
 /// fails the parse with [`ParseError::SampleLimit`].
-pub fn parse(body: &str, format: Format, max_samples: usize) -> Result<Exposition, ParseError> {
+pub fn parse(body: &str, format: Format, max_samples: usize) -> Result<Exposition<'_>, ParseError> {
     let mut out = Exposition::default();
-    let mut types: HashMap<String, MetricType> = HashMap::new();
+    let mut types: HashMap<&str, MetricType> = HashMap::new();
+    let mut last_type: Option<(&str, MetricType)> = None;
     let om = format == Format::OpenMetrics;
     let mut saw_eof = false;
     for (i, raw) in body.split('\n').enumerate() {
@@ -362,7 +414,7 @@ pub fn parse(body: &str, format: Format, max_samples: usize) -> Result<Expositio
                     }
                     match word {
                         "HELP" => {
-                            out.help.insert(name.to_string(), unescape_help(arg));
+                            out.help_text.insert(name, arg);
                         }
                         "TYPE" => {
                             let t = MetricType::parse(arg.trim())
@@ -383,7 +435,8 @@ pub fn parse(body: &str, format: Format, max_samples: usize) -> Result<Expositio
                                         ),
                                     )
                                 })?;
-                            if types.insert(name.to_string(), t).is_some() {
+                            last_type = Some((name, t));
+                            if types.insert(name, t).is_some() {
                                 return Err(bad(line, format!("second # TYPE line for {name}")));
                             }
                         }
@@ -406,6 +459,7 @@ pub fn parse(body: &str, format: Format, max_samples: usize) -> Result<Expositio
             Some(r) => labels(r, line)?,
             None => (Vec::new(), rest),
         };
+        let id = &text[..text.len() - rest.len()];
         // OpenMetrics exemplars (` # {…} v [ts]`) are not kept.
         let rest = if om {
             rest.split_once(" # ").map_or(rest, |(r, _)| r)
@@ -464,9 +518,10 @@ pub fn parse(body: &str, format: Format, max_samples: usize) -> Result<Expositio
         if out.samples.len() >= max_samples {
             return Err(ParseError::SampleLimit { limit: max_samples });
         }
-        let (family, typ) = family_of(name, &types);
+        let (family, typ) = family_of(name, &types, last_type);
         out.samples.push(Sample {
-            name: name.to_string(),
+            name,
+            id,
             labels,
             value,
             timestamp_ms,
@@ -484,7 +539,7 @@ pub fn parse(body: &str, format: Format, max_samples: usize) -> Result<Expositio
 mod tests {
     use super::*;
 
-    fn text(body: &str) -> Exposition {
+    fn text(body: &str) -> Exposition<'_> {
         parse(body, Format::Text, 1000).unwrap()
     }
 
@@ -525,10 +580,7 @@ rpc_duration_seconds_count 2693
         assert_eq!(s.typ, MetricType::Counter);
         assert_eq!(
             s.labels,
-            [
-                ("method".into(), "post".into()),
-                ("code".into(), "200".into())
-            ]
+            [("method", "post".into()), ("code", "200".into())]
         );
         assert_eq!((s.value, s.timestamp_ms), (1027.0, Some(1_395_066_363_000)));
         assert_eq!(e.samples[1].value, 3.0);
@@ -540,7 +592,7 @@ rpc_duration_seconds_count 2693
         assert_eq!(e.samples[4].timestamp_ms, Some(-3_982_045));
         let bucket = &e.samples[5];
         assert_eq!(
-            (bucket.typ, bucket.family.as_str()),
+            (bucket.typ, bucket.family),
             (MetricType::Histogram, "http_request_duration_seconds")
         );
         assert_eq!(e.samples[6].labels[0].1, "+Inf");
@@ -548,7 +600,7 @@ rpc_duration_seconds_count 2693
         assert_eq!(e.samples[9].typ, MetricType::Summary);
         assert_eq!(e.samples[10].family, "rpc_duration_seconds");
         assert_eq!(
-            e.help["http_requests_total"],
+            e.help("http_requests_total").unwrap(),
             "The total number of HTTP requests."
         );
     }
@@ -568,8 +620,8 @@ rpc_duration_seconds_count 2693
         let e = text(
             "# HELP x a \\\\ backslash\\nand a line\n  x{ a = \"1\" , } \t 2\n# some comment\n",
         );
-        assert_eq!(e.help["x"], "a \\ backslash\nand a line");
-        assert_eq!(e.samples[0].labels, [("a".into(), "1".into())]);
+        assert_eq!(e.help("x").unwrap(), "a \\ backslash\nand a line");
+        assert_eq!(e.samples[0].labels, [("a", "1".into())]);
         assert_eq!(e.samples[0].value, 2.0);
     }
 
@@ -623,7 +675,7 @@ rpc_duration_seconds_count 2693
         let e = parse(body, Format::OpenMetrics, 100).unwrap();
         let foo = &e.samples[0];
         assert_eq!(
-            (foo.name.as_str(), foo.family.as_str(), foo.typ),
+            (foo.name, foo.family, foo.typ),
             ("foo_total", "foo", MetricType::Counter)
         );
         assert_eq!(foo.timestamp_ms, Some(1_520_879_607_789));
@@ -678,7 +730,7 @@ rpc_duration_seconds_count 2693
                     .collect();
                 let body = format!("m{{{}}} {v:?}\n", labels.join(","));
                 let e = parse(&body, Format::Text, 10).unwrap();
-                let got: Vec<&str> = e.samples[0].labels.iter().map(|(_, x)| x.as_str()).collect();
+                let got: Vec<&str> = e.samples[0].labels.iter().map(|(_, x)| x.as_ref()).collect();
                 prop_assert_eq!(got, values.iter().map(String::as_str).collect::<Vec<_>>());
                 let back = e.samples[0].value;
                 prop_assert!(back == v || (back.is_nan() && v.is_nan()));
