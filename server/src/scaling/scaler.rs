@@ -412,7 +412,10 @@ mod tests {
         assert_eq!(ev.members.len(), MAX_EVENT_MEMBERS);
         let names: Vec<&str> = ev.members.iter().map(|m| m.hostname.as_str()).collect();
         // Those not up first (by name), then the up ones by name.
-        assert_eq!(&names[..4], ["web-0007", "web-2999", "web-0000", "web-0001"]);
+        assert_eq!(
+            &names[..4],
+            ["web-0007", "web-2999", "web-0000", "web-0001"]
+        );
         assert_eq!(ev.members[0].state, "left");
         assert_eq!(ev.members[1].state, "down");
         assert!(serde_json::to_vec(ev).unwrap().len() < 10_000);
