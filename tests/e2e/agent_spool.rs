@@ -14,16 +14,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const FAST: [&str; 4] = ["--sample-interval", "200ms", "--ship-interval", "1s"];
+pub(crate) const FAST: [&str; 4] = ["--sample-interval", "200ms", "--ship-interval", "1s"];
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs() as i64
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -31,15 +31,15 @@ fn free_port() -> Result<u16> {
 
 /// A server on a fixed port, so that it can be killed and started again at
 /// the same address the agents know.
-struct FixedServer {
-    proc: Proc,
-    url: String,
+pub(crate) struct FixedServer {
+    pub(crate) proc: Proc,
+    pub(crate) url: String,
     data: PathBuf,
     port: u16,
 }
 
 impl FixedServer {
-    fn start(data: &Path, port: u16) -> Result<Self> {
+    pub(crate) fn start(data: &Path, port: u16) -> Result<Self> {
         let mut cmd = Command::new(binary("metrolog-server"));
         cmd.arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
@@ -64,7 +64,7 @@ impl FixedServer {
         })
     }
 
-    fn kill9(&mut self) -> Result<()> {
+    pub(crate) fn kill9(&mut self) -> Result<()> {
         self.proc.child.kill()?;
         self.proc.child.wait()?;
         Ok(())
@@ -75,7 +75,7 @@ impl FixedServer {
         Ok(())
     }
 
-    fn api(&self) -> Result<Api> {
+    pub(crate) fn api(&self) -> Result<Api> {
         let out = Command::new(binary("metrolog-server"))
             .args(["token", "create", "--role", "viewer", "--data-dir"])
             .arg(&self.data)
@@ -89,7 +89,12 @@ impl FixedServer {
     }
 }
 
-fn start_agent(servers: &[&str], host: &str, state: &Path, config: &Path) -> Result<Proc> {
+pub(crate) fn start_agent(
+    servers: &[&str],
+    host: &str,
+    state: &Path,
+    config: &Path,
+) -> Result<Proc> {
     let mut cmd = Command::new(binary("metrolog-agent"));
     for s in servers {
         cmd.args(["--server", s]);
@@ -134,7 +139,7 @@ fn stored_lines(api: &Api, host: &str, app: &str) -> Result<HashMap<String, u32>
 }
 
 /// `(ts, value)` rows of `name` on `host` over `[from, to]` at `step`.
-fn rows(
+pub(crate) fn rows(
     api: &Api,
     host: &str,
     name: &str,

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `metrolog-server` and `metrolog-agent` binaries,
 //! real sockets, real processes and signals.
 
+mod agent_failure;
 mod agent_logs;
 mod agent_spool;
 mod archives;

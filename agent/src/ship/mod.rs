@@ -526,6 +526,14 @@ impl Shipper {
             if let Ok(Err(e)) = removed {
                 tracing::error!("{e}");
             }
+            // Not "shipping stopped" yet: the enrollment that follows says
+            // whether it is (one line, see `retry_later`).
+            self.handoff
+                .stats()
+                .connected
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(self.backoff.next_delay()).await;
+            return;
         }
         self.retry_later(what, &e).await;
     }
