@@ -606,26 +606,44 @@ fn draw_legend_table<DB: DrawingBackend>(
             [s.cur, s.min, s.avg, s.max].map(|v| v.map_or("–".into(), |v| g.unit.format(v)))
         })
         .collect();
-    let heads = ["cur", "min", "avg", "max"];
-    let col_w: Vec<i32> = (0..4)
+    let all_heads = ["cur", "min", "avg", "max"];
+    // Widths with a margin: the browser may draw an SVG's text in a wider
+    // font than the one measured here.
+    let all_w: Vec<i32> = (0..4)
         .map(|c| {
-            stats
+            let w = stats
                 .iter()
                 .map(|r| text_width(root, &r[c], style))
-                .chain([text_width(root, heads[c], head)])
+                .chain([text_width(root, all_heads[c], head)])
                 .max()
-                .unwrap_or(30)
-                + 16
+                .unwrap_or(30);
+            w + w / 6 + 14
         })
         .collect();
-    let values_w: i32 = col_w.iter().sum();
-    // Columns close to the labels on wide graphs, right-aligned when tight.
     let label_max = g
         .lines
         .iter()
         .map(|l| text_width(root, &clean_text(&l.label), style))
         .max()
         .unwrap_or(0);
+    // A narrow graph drops columns (min, then avg, then max) rather than
+    // overlapping them or cutting every label to a letter.
+    let want_label = label_max.min(110);
+    let columns: &[usize] = [&[0usize, 1, 2, 3][..], &[0, 2, 3], &[0, 3], &[0]]
+        .into_iter()
+        .find(|cols| {
+            let w: i32 = cols.iter().map(|c| all_w[*c]).sum();
+            x0 + 16 + want_label + 8 + w <= x1
+        })
+        .unwrap_or(&[0]);
+    let heads: Vec<&str> = columns.iter().map(|c| all_heads[*c]).collect();
+    let col_w: Vec<i32> = columns.iter().map(|c| all_w[*c]).collect();
+    let stats: Vec<Vec<String>> = stats
+        .into_iter()
+        .map(|r| columns.iter().map(|c| r[*c].clone()).collect())
+        .collect();
+    let values_w: i32 = col_w.iter().sum();
+    // Columns close to the labels on wide graphs, right-aligned when tight.
     let label_room = (x1 - x0 - values_w - 16).max(40);
     let cols_start = x0 + 16 + label_max.min(label_room) + 8;
     let mut right = Vec::new();

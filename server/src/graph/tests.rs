@@ -316,3 +316,37 @@ fn scaling_events_are_marked_filled_at_the_top_and_dry_runs_outlined_at_the_bott
     // The heal: orange, at the middle.
     assert!(near(&found(HEAL, 20..40), 0.5));
 }
+
+#[test]
+fn a_narrow_graph_drops_legend_columns_instead_of_overlapping_them() {
+    // A dashboard panel at phone width: three lines of GiB values.
+    let gib = |v: f64| {
+        wave(360, 60, None)
+            .into_iter()
+            .map(move |(t, x)| (t, x.map(|x| x * v)))
+            .collect::<Vec<_>>()
+    };
+    let mut g = graph(360, 300);
+    g.unit = Unit::Bytes;
+    g.lines = ["mem.used_bytes", "mem.total_bytes", "swap.used_bytes"]
+        .iter()
+        .zip([6.0e7, 4.0e8, 0.0])
+        .map(|(label, v)| Line {
+            label: label.to_string(),
+            points: gib(v),
+            band: None,
+        })
+        .collect();
+    let svg = render_svg(&g).unwrap();
+    let has = |head: &str| svg.contains(&format!(">\n{head}\n<"));
+    assert!(has("cur"), "the current value always shows");
+    assert!(!has("min"), "min is the first column to go");
+    // The labels keep enough to tell the lines apart.
+    assert!(svg.contains("mem.used_b"), "labels cut short: {svg}");
+    // Wide enough, every column is back.
+    g.width = 900;
+    let svg = render_svg(&g).unwrap();
+    for head in ["cur", "min", "avg", "max"] {
+        assert!(svg.contains(&format!(">\n{head}\n<")), "{head} at 900 px");
+    }
+}
