@@ -448,6 +448,9 @@ impl Spool {
                 return 0;
             }
         };
+        if let Some(max_seq) = self.load_intact_segment(id, &path, &bytes, files_through) {
+            return max_seq;
+        }
         let scan = record::scan(&bytes);
         let max_seq = scan.records.last().map_or(0, |f| f.record.seq);
         let mut rewrite = false;
@@ -530,6 +533,56 @@ impl Spool {
             );
         }
         max_seq
+    }
+
+    /// Takes segment `id` as it is when it is intact and none of its
+    /// records needs its file lines removed (the common case), decoding one
+    /// record at a time; returns the highest sequence seen in it. `None`
+    /// (nothing taken) when it needs the full treatment of
+    /// [`Spool::load_segment`].
+    fn load_intact_segment(
+        &mut self,
+        id: u64,
+        path: &Path,
+        bytes: &[u8],
+        files_through: u64,
+    ) -> Option<u64> {
+        let acked = self.acked;
+        let (mut entries, mut max_seq, mut strip) = (Vec::new(), 0, false);
+        let damage = record::scan_each(bytes, |f| {
+            max_seq = f.record.seq;
+            if f.record.seq <= acked {
+                return;
+            }
+            strip |= f.record.seq > files_through && !f.record.file_logs.is_empty();
+            entries.push(Entry::of(
+                &f.record,
+                Loc::Disk {
+                    seg: id,
+                    offset: f.offset,
+                    len: f.len,
+                },
+                u64::from(f.len),
+            ));
+        });
+        if damage.is_some() || strip {
+            return None;
+        }
+        if entries.is_empty() {
+            let _ = std::fs::remove_file(path);
+            return Some(max_seq);
+        }
+        let live = entries.len();
+        self.entries.extend(entries);
+        self.segments.insert(
+            id,
+            Segment {
+                path: path.to_path_buf(),
+                bytes: bytes.len() as u64,
+                live,
+            },
+        );
+        Some(max_seq)
     }
 
     /// Writes `records` as segment `id` (replacing it atomically and
