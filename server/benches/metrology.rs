@@ -270,20 +270,200 @@ fn ingest_rrdtool(n_series: usize, rounds: i64) -> Res<f64> {
     Ok(rate)
 }
 
+/// The same updates through rrdcached (`-w 300 -z 300` like the server's
+/// `write_delay`, a journal in `-j` like its `archive_journal`): `per`
+/// values per series per `UPDATE`, every command of a round in one `BATCH`
+/// over the unix socket, timed until rrdcached has answered the batch
+/// (acknowledged, still in its queue); then `FLUSHALL` and the wait until
+/// its queue is written, timed apart. Returns (acknowledged updates/s,
+/// updates/s with the flush).
+fn ingest_rrdcached(n_series: usize, rounds: i64, per: i64) -> Res<(f64, f64)> {
+    use std::os::unix::net::UnixStream;
+    let t0 = (now() - rounds * per * 10 - 60) / 10 * 10;
+    let dir = tempfile::tempdir()?;
+    let base = dir.path().join("rrd");
+    let journal = dir.path().join("journal");
+    std::fs::create_dir_all(&base)?;
+    std::fs::create_dir_all(&journal)?;
+    let files: Vec<_> = (0..n_series)
+        .map(|i| base.join(format!("s{i}.rrd")))
+        .collect();
+    rrdtool_pipe(files.iter().map(|f| create_args(f, t0 - 10)))?;
+    let sock = dir.path().join("rrdcached.sock");
+    let mut daemon = Command::new("rrdcached")
+        .args(["-g", "-w", "300", "-z", "300", "-t", "2", "-B", "-b"])
+        .arg(&base)
+        .arg("-j")
+        .arg(&journal)
+        .arg("-p")
+        .arg(dir.path().join("pid"))
+        .arg("-l")
+        .arg(format!("unix:{}", sock.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run rrdcached (apt-get install rrdcached): {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stream = loop {
+        match UnixStream::connect(&sock) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("rrdcached did not open its socket: {e}").into()),
+        }
+    };
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = std::io::BufWriter::new(stream);
+    let mut line = String::new();
+    let answer = |reader: &mut BufReader<UnixStream>, line: &mut String| -> Res<i64> {
+        line.clear();
+        reader.read_line(line)?;
+        let code: i64 = line
+            .split_whitespace()
+            .next()
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| format!("rrdcached answered {line:?}"))?;
+        // A positive status is followed by that many lines.
+        for _ in 0..code.max(0) {
+            let mut more = String::new();
+            reader.read_line(&mut more)?;
+        }
+        Ok(code)
+    };
+    let mut rng = Rng(42);
+    let mut updates = 0u64;
+    let mut ack = Duration::ZERO;
+    for r in 1..=rounds {
+        let cmds: Vec<String> = (0..n_series)
+            .map(|i| {
+                let mut c = format!("UPDATE s{i}.rrd");
+                for k in 0..per {
+                    c.push_str(&format!(
+                        " {}:{:.6}",
+                        t0 + ((r - 1) * per + k + 1) * 10,
+                        rng.value()
+                    ));
+                }
+                c
+            })
+            .collect();
+        let start = Instant::now();
+        writer.write_all(b"BATCH\n")?;
+        writer.flush()?;
+        answer(&mut reader, &mut line)?;
+        for c in &cmds {
+            writer.write_all(c.as_bytes())?;
+            writer.write_all(b"\n")?;
+        }
+        writer.write_all(b".\n")?;
+        writer.flush()?;
+        let errors = answer(&mut reader, &mut line)?;
+        ack += start.elapsed();
+        if errors != 0 {
+            return Err(format!("rrdcached: {errors} errors in a batch ({line:?})").into());
+        }
+        updates += n_series as u64 * per as u64;
+    }
+    // Write everything queued: FLUSHALL starts it; the queue is empty when
+    // STATS says so.
+    let start = Instant::now();
+    writer.write_all(b"FLUSHALL\n")?;
+    writer.flush()?;
+    answer(&mut reader, &mut line)?;
+    loop {
+        writer.write_all(b"STATS\n")?;
+        writer.flush()?;
+        line.clear();
+        reader.read_line(&mut line)?;
+        let n: usize = line
+            .split_whitespace()
+            .next()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let mut queue = 1;
+        for _ in 0..n {
+            let mut l = String::new();
+            reader.read_line(&mut l)?;
+            if let Some(v) = l.strip_prefix("QueueLength:") {
+                queue = v.trim().parse().unwrap_or(1);
+            }
+        }
+        if queue == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let flush = start.elapsed();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let acked = updates as f64 / ack.as_secs_f64();
+    let total = updates as f64 / (ack + flush).as_secs_f64();
+    println!(
+        "rrdcached: {updates} updates ({per} value(s) per series per UPDATE, one BATCH per round, -w 300 -z 300, journal on) acknowledged in {:.2} s = {acked:.0} updates/s; with FLUSHALL until its queue is written ({:.2} s) {total:.0} updates/s",
+        ack.as_secs_f64(),
+        flush.as_secs_f64()
+    );
+    Ok((acked, total))
+}
+
+/// rrdtool given `per` values per series in one `update` (batched, as
+/// rrdcached hands them to it). Returns updates per second.
+fn ingest_rrdtool_batched(n_series: usize, rounds: i64, per: i64) -> Res<f64> {
+    let t0 = (now() - rounds * per * 10 - 60) / 10 * 10;
+    let rdir = tempfile::tempdir()?;
+    let files: Vec<_> = (0..n_series)
+        .map(|i| rdir.path().join(format!("s{i}.rrd")))
+        .collect();
+    rrdtool_pipe(files.iter().map(|f| create_args(f, t0 - 10)))?;
+    let mut rng = Rng(42);
+    let mut commands = Vec::new();
+    for r in 1..=rounds {
+        for f in &files {
+            let mut c = format!("update {}", f.display());
+            for k in 0..per {
+                c.push_str(&format!(
+                    " {}:{:.6}",
+                    t0 + ((r - 1) * per + k + 1) * 10,
+                    rng.value()
+                ));
+            }
+            commands.push(c);
+        }
+    }
+    let took = rrdtool_pipe(commands.into_iter())?;
+    let k = n_series as f64 * (rounds * per) as f64;
+    let rate = k / took.as_secs_f64();
+    println!(
+        "rrdtool:  {k} updates, {per} values per `update` (batched), in {:.2} s = {rate:.0} updates/s",
+        took.as_secs_f64()
+    );
+    Ok(rate)
+}
+
 /// (a) Ingest across `n_series` series.
 async fn ingest(n_series: usize, rounds: i64) -> Res<()> {
     println!("## (a) ingest across {n_series} series");
     let rrd_rate = ingest_rrdtool(n_series, rounds)?;
     for per in [1, 6] {
+        let rrd_batched = if per > 1 {
+            Some(ingest_rrdtool_batched(n_series, rounds, per)?)
+        } else {
+            None
+        };
+        let (cached_ack, cached_total) = ingest_rrdcached(n_series, rounds, per)?;
         let (samples, ack, flush) = ingest_metrolog(n_series, rounds, per).await?;
         let acked = samples as f64 / ack.as_secs_f64();
         let total = samples as f64 / (ack + flush).as_secs_f64();
         println!(
-            "metrolog: agent batches of 100 series x {per} bucket(s), 100 agents at once: {samples} buckets acknowledged (journal committed with fsync, group commit) in {:.2} s = {acked:.0} samples/s ({:.1}x rrdtool); with the {rounds} flushes into the archives ({:.2} s) {total:.0} samples/s ({:.1}x rrdtool)",
+            "metrolog: agent batches of 100 series x {per} bucket(s), 100 agents at once: {samples} buckets acknowledged (journal committed with fsync, group commit) in {:.2} s = {acked:.0} samples/s ({:.2}x rrdcached acknowledged, {:.1}x rrdtool); with the {rounds} flushes into the archives ({:.2} s) {total:.0} samples/s ({:.2}x rrdcached with its flush, {:.1}x rrdtool{})",
             ack.as_secs_f64(),
+            acked / cached_ack,
             acked / rrd_rate,
             flush.as_secs_f64(),
-            total / rrd_rate
+            total / cached_total,
+            total / rrd_rate,
+            rrd_batched
+                .map(|b| format!(", {:.1}x rrdtool batched", total / b))
+                .unwrap_or_default()
         );
     }
     println!();
