@@ -811,20 +811,14 @@ fn a_new_operator_enrolls_a_machine_from_the_overview_and_sees_why_it_is_red() -
     wait_true(
         &mut b,
         &sid,
-        &format!(
-            "location.pathname === '/hosts/{host_id}' && !!document.getElementById('why')"
-        ),
+        &format!("location.pathname === '/hosts/{host_id}' && !!document.getElementById('why')"),
         20,
         "the host page's problems",
     )?;
-    let why = eval(
-        &mut b,
-        &sid,
-        "document.getElementById('why').innerText",
-    )?
-    .as_str()
-    .unwrap_or_default()
-    .to_string();
+    let why = eval(&mut b, &sid, "document.getElementById('why').innerText")?
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     for part in ["CRITICAL", "memory-in-use", "since", "ago", "value"] {
         anyhow::ensure!(
             why.contains(part),
