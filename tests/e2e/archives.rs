@@ -21,7 +21,9 @@ fn start(dir: &Path, flush_interval: &str) -> Result<(Server, Api)> {
     let config = dir.join("server.toml");
     std::fs::write(
         &config,
-        format!("[archives]\nflush_interval = \"{flush_interval}\"\n"),
+        // Rows wait 1-2 s before their write (write_delay, spread per
+        // series), so the kill can find some written and some only journaled.
+        format!("[archives]\nflush_interval = \"{flush_interval}\"\nwrite_delay = \"2s\"\n"),
     )?;
     let db = dir.join("data");
     let server = Server::start_in(

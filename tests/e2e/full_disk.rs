@@ -83,9 +83,18 @@ fn full_disk_refuses_batches_then_stores_everything_once_space_is_back() -> Resu
     let Some(_fs) = Tmpfs::mount(mnt.path(), "24m") else {
         return Ok(());
     };
-    let mut server = Server::start_in(&mnt.path().join("data"), &["--no-local-agent"])?;
-    let api = Api::new(&server.url, &server.token("viewer")?);
     let state = tempfile::tempdir()?;
+    // Archive rows written at every flush tick (no write_delay), as a server
+    // long past its first minutes writes all the time: the disk fills under
+    // the batches' journal and the archives' chunks alike.
+    let config = state.path().join("server.toml");
+    std::fs::write(&config, "[archives]\nwrite_delay = \"0s\"\n")?;
+    let config = config.to_string_lossy().into_owned();
+    let mut server = Server::start_in(
+        &mnt.path().join("data"),
+        &["--no-local-agent", "--config", &config],
+    )?;
+    let api = Api::new(&server.url, &server.token("viewer")?);
     let fast = ["--sample-interval", "200ms", "--ship-interval", "1s"];
     let mut agent = start_agent(&server, "web-1", "web", &state.path().join("a"), &fast)?;
     let host = eventually(Duration::from_secs(60), || {
