@@ -305,7 +305,15 @@ async fn debian_core_plugins_agree_with_munin_run() {
                 assert_eq!(*a, b, "{p} {k:?}");
                 continue;
             };
-            let tolerance = 0.3 * a.abs().max(b.abs()) + 10.0;
+            // Two readings of a live system seconds apart: the memory
+            // plugin's small fields (page tables, slab) move by megabytes
+            // when other processes start meanwhile (a busy CI machine).
+            let slack = if p == "memory" {
+                8.0 * 1024.0 * 1024.0
+            } else {
+                10.0
+            };
+            let tolerance = 0.3 * a.abs().max(b.abs()) + slack;
             assert!(
                 (a - b).abs() <= tolerance,
                 "{p} {k:?}: ours {a}, munin-run {b}"
