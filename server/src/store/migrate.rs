@@ -70,6 +70,28 @@ mod tests {
         .unwrap()
     }
 
+    /// Records a migration this build does not have and returns the refusal.
+    async fn refusal(
+        pool: &SqlitePool,
+        migrator: &Migrator,
+        version: i64,
+        description: &str,
+    ) -> String {
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES (?, ?, 1, x'00', 0)",
+        )
+        .bind(version)
+        .bind(description)
+        .execute(pool)
+        .await
+        .unwrap();
+        check_level(pool, migrator, "m.db")
+            .await
+            .unwrap_err()
+            .to_string()
+    }
+
     #[tokio::test]
     async fn a_fresh_or_older_database_passes_and_a_newer_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -91,17 +113,7 @@ mod tests {
         migrator.run(&pool).await.unwrap();
         check_level(&pool, migrator, "m.db").await.unwrap();
 
-        sqlx::query(
-            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
-             VALUES (9999, 'from the future', 1, x'00', 0)",
-        )
-        .execute(&pool)
-        .await
-        .unwrap();
-        let err = check_level(&pool, migrator, "m.db")
-            .await
-            .unwrap_err()
-            .to_string();
+        let err = refusal(&pool, migrator, 9999, "from the future").await;
         assert!(
             err.contains("at migration 9999 (from the future), newer than this metrolog-server")
                 && err.contains("Downgrading is not supported"),
@@ -116,17 +128,7 @@ mod tests {
         let migrator = &super::super::MIGRATOR;
         migrator.run(&pool).await.unwrap();
         // A number inside the known range that this build lacks.
-        sqlx::query(
-            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
-             VALUES (6, 'experiment', 1, x'00', 0)",
-        )
-        .execute(&pool)
-        .await
-        .unwrap();
-        let err = check_level(&pool, migrator, "m.db")
-            .await
-            .unwrap_err()
-            .to_string();
+        let err = refusal(&pool, migrator, 6, "experiment").await;
         assert!(
             err.contains("holds migration 6 (experiment)") && err.contains("another build"),
             "{err}"
