@@ -181,18 +181,18 @@ mod tests {
             .agents
     }
 
+    const TWO_GROUPS: &str = r#"
+        [[agents]]
+        group = "web"
+        metrics = { sample_interval = "1s" }
+        [[agents]]
+        group = "db"
+        metrics = { sample_interval = "2s" }
+    "#;
+
     #[test]
     fn versions_change_with_a_groups_settings_only() {
-        let central = Central::new(sections(
-            r#"
-            [[agents]]
-            group = "web"
-            metrics = { sample_interval = "1s" }
-            [[agents]]
-            group = "db"
-            metrics = { sample_interval = "2s" }
-            "#,
-        ));
+        let central = Central::new(sections(TWO_GROUPS));
         let web = central.for_group(Some("web"));
         let db = central.for_group(Some("db"));
         let other = central.for_group(Some("batch"));
@@ -202,16 +202,7 @@ mod tests {
         assert_eq!(web.settings.sample_interval_ms, Some(1000));
 
         // Same text again: nothing changed, no version moves.
-        let same = sections(
-            r#"
-            [[agents]]
-            group = "web"
-            metrics = { sample_interval = "1s" }
-            [[agents]]
-            group = "db"
-            metrics = { sample_interval = "2s" }
-            "#,
-        );
+        let same = sections(TWO_GROUPS);
         assert!(central.replace(same).is_empty());
         assert_eq!(central.for_group(Some("web")).version, web.version);
 
