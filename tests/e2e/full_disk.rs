@@ -3,73 +3,8 @@
 //! agent took meanwhile is stored — nothing lost, nothing doubled.
 
 use anyhow::Result;
-use metrolog_e2e::{eventually, metric, start_agent, Api, Server};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use metrolog_e2e::{eventually, metric, start_agent, Api, Server, Tmpfs};
 use std::time::Duration;
-
-/// A small tmpfs of our own, unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` on `dir`. `None` only when the operator set
-    /// `METROLOG_SKIP_TMPFS=1` (README, "Test it"); otherwise a machine that
-    /// cannot mount fails the test, so it never passes without having run.
-    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Some(Tmpfs(dir.to_path_buf())),
-            _ if std::env::var_os("METROLOG_SKIP_TMPFS").is_some_and(|v| v == "1") => {
-                eprintln!("METROLOG_SKIP_TMPFS=1: not run (it needs to mount a tmpfs)");
-                None
-            }
-            Ok(o) => panic!(
-                "cannot mount a tmpfs on {} ({}: {}): this test needs root (CAP_SYS_ADMIN); \
-                 run it as root or set METROLOG_SKIP_TMPFS=1 to skip it",
-                dir.display(),
-                o.status,
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
-            Err(e) => panic!(
-                "cannot run mount ({e}): install util-linux's mount and run as root, \
-                 or set METROLOG_SKIP_TMPFS=1 to skip this test"
-            ),
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// Writes zeros into `path` until the file system refuses more.
-fn fill(path: &Path) -> Result<u64> {
-    let mut f = std::fs::File::create(path)?;
-    let block = vec![0u8; 64 * 1024];
-    let mut written = 0u64;
-    loop {
-        match f.write(&block) {
-            Ok(0) => break,
-            Ok(n) => written += n as u64,
-            Err(e) if e.raw_os_error() == Some(28) => break,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    // Fill the last partial page too.
-    while let Ok(n) = f.write(&block[..512]) {
-        if n == 0 {
-            break;
-        }
-        written += n as u64;
-    }
-    Ok(written)
-}
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -80,7 +15,7 @@ fn now() -> i64 {
 #[test]
 fn full_disk_refuses_batches_then_stores_everything_once_space_is_back() -> Result<()> {
     let mnt = tempfile::tempdir()?;
-    let Some(_fs) = Tmpfs::mount(mnt.path(), "24m") else {
+    let Some(fs) = Tmpfs::mount(mnt.path(), "24m") else {
         return Ok(());
     };
     let state = tempfile::tempdir()?;
@@ -111,7 +46,7 @@ fn full_disk_refuses_batches_then_stores_everything_once_space_is_back() -> Resu
 
     // The disk fills up.
     let filler = mnt.path().join("filler");
-    fill(&filler)?;
+    fs.fill("filler")?;
     let full_from = now();
     // Full for a while: several ship intervals, and writes refused more than once
     // (a write can still succeed now and then while SQLite reuses its WAL).
