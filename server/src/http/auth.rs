@@ -46,9 +46,11 @@ pub struct Admin(pub Operator);
 pub struct Enroller;
 
 /// An enrolled agent; it may only write as `host_id`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AgentHost {
     pub host_id: i64,
+    /// Its group (`None` inside: no group); `None`: the host was removed.
+    pub group: Option<Option<String>>,
 }
 
 pub fn bearer(parts: &Parts) -> Option<&str> {
@@ -192,7 +194,10 @@ impl FromRequestParts<AppState> for AgentHost {
         })?;
         let (role, row) = token_role(state, token).await?;
         match (role, row.host_id) {
-            (Role::Agent, Some(host_id)) => Ok(AgentHost { host_id }),
+            (Role::Agent, Some(host_id)) => Ok(AgentHost {
+                host_id,
+                group: row.host_group,
+            }),
             _ => Err(AppError::Forbidden(
                 "only an enrolled agent's own token can send batches; enroll first".into(),
             )),

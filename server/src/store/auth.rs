@@ -40,6 +40,10 @@ pub struct TokenRow {
     pub role: String,
     pub host_id: Option<i64>,
     pub last_used_at: Option<i64>,
+    /// The group of the token's host, read with the token (agent requests
+    /// need it for their settings' version): `None` when the token has no
+    /// host or its host was removed.
+    pub host_group: Option<Option<String>>,
 }
 
 /// How stale a token's `last_used_at` may get before a use writes it again.
@@ -121,8 +125,9 @@ impl Store {
     /// Finds a live (not revoked) token by its hash.
     pub async fn token_by_hash(&self, token_hash: &[u8]) -> Result<Option<TokenRow>> {
         let row = sqlx::query(
-            "SELECT id, name, role, host_id, last_used_at FROM tokens
-             WHERE token_hash = ? AND revoked_at IS NULL",
+            "SELECT t.id, t.name, t.role, t.host_id, t.last_used_at, h.id, h.group_name
+             FROM tokens t LEFT JOIN hosts h ON h.id = t.host_id AND h.kind = 'host'
+             WHERE t.token_hash = ? AND t.revoked_at IS NULL",
         )
         .bind(token_hash)
         .fetch_optional(&self.pool)
@@ -133,6 +138,9 @@ impl Store {
             role: r.get(2),
             host_id: r.get(3),
             last_used_at: r.get(4),
+            host_group: r
+                .get::<Option<i64>, _>(5)
+                .map(|_| r.get::<Option<String>, _>(6)),
         }))
     }
 

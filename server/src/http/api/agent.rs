@@ -75,11 +75,6 @@ fn settings_for(state: &AppState, group: Option<&str>) -> std::sync::Arc<GroupSe
     state.config.central.for_group(group)
 }
 
-/// The group of the agent's host (`None`: none, or the host was removed).
-async fn group_of(state: &AppState, host_id: i64) -> ApiResult<Option<Option<String>>> {
-    Ok(state.store.host(host_id).await?.map(|h| h.group))
-}
-
 /// A place among the batches in flight, taken before the body is read; none
 /// free is 503 with Retry-After (the agent keeps the batch and retries).
 struct BatchSlot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
@@ -117,8 +112,9 @@ async fn batch(
     }
     let id = batch.id.clone();
     let outcome = state.ingest.ingest(agent.host_id, batch, now()).await?;
-    let version = group_of(&state, agent.host_id)
-        .await?
+    let version = agent
+        .group
+        .as_ref()
         .map(|g| settings_for(&state, g.as_deref()).version.clone());
     Ok(Json(BatchAck {
         batch: id,
@@ -137,8 +133,9 @@ async fn heartbeat(
     State(state): State<AppState>,
 ) -> ApiResult<Json<HeartbeatAck>> {
     state.store.touch_host(agent.host_id).await?;
-    let version = group_of(&state, agent.host_id)
-        .await?
+    let version = agent
+        .group
+        .as_ref()
         .map(|g| settings_for(&state, g.as_deref()).version.clone());
     Ok(Json(HeartbeatAck {
         settings_version: version,
@@ -163,8 +160,9 @@ async fn config(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let group = group_of(&state, agent.host_id)
-        .await?
+    let group = agent
+        .group
+        .clone()
         .ok_or_else(|| AppError::NotFound("this agent's host was removed; enroll again".into()))?;
     let pushed = settings_for(&state, group.as_deref());
     let etag = format!("\"{}\"", pushed.version);
