@@ -332,11 +332,24 @@ impl Default for HttpSection {
 pub use crate::notify::NotifySection;
 
 /// `[scaling]`: policies and hooks.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScalingSection {
     pub policies: Vec<PolicySection>,
     pub hooks: Vec<HookSection>,
+    /// Most members one event body lists (those not up first); the body's
+    /// `members_total` says how many the group has.
+    pub max_event_members: usize,
+}
+
+impl Default for ScalingSection {
+    fn default() -> Self {
+        Self {
+            policies: Vec::new(),
+            hooks: Vec::new(),
+            max_event_members: crate::scaling::DEFAULT_MAX_EVENT_MEMBERS,
+        }
+    }
 }
 
 pub use crate::scaling::{HookSection, PolicySection};
@@ -605,15 +618,23 @@ impl FileConfig {
             match scaling.as_table() {
                 Some(t) => {
                     for key in t.keys() {
-                        if key != "policies" && key != "hooks" {
+                        if !["policies", "hooks", "max_event_members"].contains(&key.as_str()) {
                             errors.push(format!(
-                                "scaling.{key}: unknown key (expected policies, hooks)"
+                                "scaling.{key}: unknown key (expected policies, hooks, max_event_members)"
                             ));
                         }
                     }
                     cfg.scaling.policies =
                         take_list(t, "policies", &mut errors).into_iter().collect();
                     cfg.scaling.hooks = take_list(t, "hooks", &mut errors);
+                    if let Some(n) = take::<usize>(t, "max_event_members", &mut errors) {
+                        cfg.scaling.max_event_members = n;
+                    }
+                    fix_prefix(
+                        &mut errors,
+                        "max_event_members",
+                        "scaling.max_event_members",
+                    );
                     fix_prefix(&mut errors, "policies", "scaling.policies");
                     fix_prefix(&mut errors, "hooks", "scaling.hooks");
                 }

@@ -126,6 +126,7 @@ impl AppState {
                 base_step: i64::from(self.store.archive_spec().base_step),
                 staleness: self.config.liveness_timeout().as_secs().max(1) as i64,
                 keep_events: self.config.file.retention.scaling.max_age,
+                max_event_members: self.config.file.scaling.max_event_members,
                 wake,
             },
             rx,

@@ -43,7 +43,7 @@ pub struct ScalingEvent {
     pub min_size: Option<u32>,
     pub max_size: Option<u32>,
     /// The group's members, those not `up` first, at most
-    /// [`MAX_EVENT_MEMBERS`]: a body's size must not grow with the fleet
+    /// `[scaling] max_event_members`: a body's size must not grow with the fleet
     /// (every event is stored, and a fleet's arrival is one event per member).
     pub members: Vec<MemberView>,
     /// How many members the group has (`members` may list fewer).
@@ -57,11 +57,11 @@ pub struct ScalingEvent {
     pub reason: String,
 }
 
-/// Most members one event body lists. Beyond, `members` holds the members
-/// that are not `up` first, then the others by hostname, and
-/// `members_total` says how many there are; the group's full list is at
-/// `GET /api/v1/groups/{name}`.
-pub const MAX_EVENT_MEMBERS: usize = 100;
+/// Default of `[scaling] max_event_members`: most members one event body
+/// lists. Beyond, `members` holds the members that are not `up` first, then
+/// the others by hostname, and `members_total` says how many there are; the
+/// group's full list is at `GET /api/v1/groups/{name}`.
+pub const DEFAULT_MAX_EVENT_MEMBERS: usize = 100;
 
 /// Label keys whose values are addresses.
 pub const ADDRESS_LABELS: [&str; 5] = ["local_ipv4", "public_ipv4", "ipv4", "ipv6", "address"];

@@ -25,6 +25,7 @@ pub mod runner;
 pub mod scaler;
 pub mod sender;
 
+pub use event::DEFAULT_MAX_EVENT_MEMBERS;
 pub use hook::{Hook, HookSection, HookTarget};
 pub use policy::{Policy, PolicySection};
 pub use runner::{Runner, ScalingHandle};

@@ -123,6 +123,8 @@ pub struct Runner {
     /// Member values older than this do not count (the liveness timeout).
     pub staleness: i64,
     pub keep_events: Duration,
+    /// `[scaling] max_event_members`.
+    pub max_event_members: usize,
     pub wake: LaneWake,
 }
 
@@ -363,7 +365,7 @@ impl Runner {
     pub async fn run(self, mut commands: mpsc::Receiver<Command>, mut stop: watch::Receiver<bool>) {
         // Subscribe first, so nothing committed while loading is missed.
         let (mut rx, _) = self.store.bus().subscribe();
-        let mut scaler = Scaler::new(Vec::new());
+        let mut scaler = Scaler::new(Vec::new()).with_max_event_members(self.max_event_members);
         self.reload(&mut scaler).await;
         let mut pending = Vec::new();
         let mut cache = Cache::default();

@@ -14,7 +14,9 @@
 //! from `down`/`left`), `member_left`, `member_down`, with the member's facts.
 
 use super::eval::{Judged, PolicyState, RoundInput};
-use super::event::{addresses, new_id, MemberFacts, MemberView, ScalingEvent, MAX_EVENT_MEMBERS};
+use super::event::{
+    addresses, new_id, MemberFacts, MemberView, ScalingEvent, DEFAULT_MAX_EVENT_MEMBERS,
+};
 use super::hook::EventType;
 use super::policy::{Direction, Policy};
 use crate::events::HostChange;
@@ -48,6 +50,8 @@ pub struct Scaler {
     members: HashMap<i64, Member>,
     /// (group, policy) → the heal it waits on.
     heals: BTreeMap<(String, String), HealWait>,
+    /// Most members an event lists (`[scaling] max_event_members`).
+    max_event_members: usize,
 }
 
 fn rfc3339(secs: i64) -> String {
@@ -60,8 +64,15 @@ impl Scaler {
         Self {
             policies,
             states,
+            max_event_members: DEFAULT_MAX_EVENT_MEMBERS,
             ..Default::default()
         }
+    }
+
+    /// Sets `[scaling] max_event_members`.
+    pub fn with_max_event_members(mut self, n: usize) -> Self {
+        self.max_event_members = n;
+        self
     }
 
     pub fn policies(&self) -> &[Policy] {
@@ -121,7 +132,7 @@ impl Scaler {
             .collect()
     }
 
-    /// The members an event lists (at most [`MAX_EVENT_MEMBERS`], those not
+    /// The members an event lists (at most `max_event_members`, those not
     /// up first, then by hostname) and how many the group has.
     fn members_of(&self, group: &str) -> (Vec<MemberView>, u32) {
         let mut v: Vec<&Member> = self.members.values().filter(|m| m.group == group).collect();
@@ -131,9 +142,12 @@ impl Scaler {
                 .cmp(&(b.state == HostState::Up))
                 .then_with(|| a.hostname.cmp(&b.hostname))
         };
-        if v.len() > MAX_EVENT_MEMBERS {
-            v.select_nth_unstable_by(MAX_EVENT_MEMBERS, order);
-            v.truncate(MAX_EVENT_MEMBERS);
+        let max = self.max_event_members;
+        if v.len() > max {
+            if max > 0 {
+                v.select_nth_unstable_by(max, order);
+            }
+            v.truncate(max);
         }
         v.sort_by(order);
         let list = v
@@ -409,7 +423,7 @@ mod tests {
         assert_eq!(kinds(&e), ["member_left"]);
         let ev = &e[0];
         assert_eq!(ev.members_total, 3000);
-        assert_eq!(ev.members.len(), MAX_EVENT_MEMBERS);
+        assert_eq!(ev.members.len(), DEFAULT_MAX_EVENT_MEMBERS);
         let names: Vec<&str> = ev.members.iter().map(|m| m.hostname.as_str()).collect();
         // Those not up first (by name), then the up ones by name.
         assert_eq!(
@@ -423,6 +437,11 @@ mod tests {
         let mut s = fleet(&clock, policy(""));
         let e = s.on_host(1, HostChange::Down, clock.now(), None, clock.now_ms());
         assert_eq!((e[0].members.len(), e[0].members_total), (4, 4));
+        // `[scaling] max_event_members` sets the cap.
+        let mut s = fleet(&clock, policy("")).with_max_event_members(2);
+        let e = s.on_host(3, HostChange::Down, clock.now(), None, clock.now_ms());
+        let names: Vec<&str> = e[0].members.iter().map(|m| m.hostname.as_str()).collect();
+        assert_eq!((names, e[0].members_total), (vec!["web-3", "web-1"], 4));
     }
 
     #[test]
