@@ -198,6 +198,8 @@ impl Store {
     async fn commit_group(&self, group: Vec<PendingBatch>) {
         let t = now();
         let mut results: Vec<Result<CommitOutcome>> = Vec::with_capacity(group.len());
+        let started = std::time::Instant::now();
+        let mut statements = std::time::Duration::ZERO;
         let outcome: Result<()> = async {
             let mut tx = self.pool.begin().await?;
             for req in &group {
@@ -214,10 +216,21 @@ impl Store {
                     }
                 }
             }
+            statements = started.elapsed();
             tx.commit().await?;
             Ok(())
         }
         .await;
+        let took = started.elapsed();
+        if took >= super::write_lock::SLOW_HOLD {
+            tracing::debug!(
+                target: "metrolog_server::store::write_lock",
+                batches = group.len(),
+                statements_ms = statements.as_secs_f64() * 1e3,
+                commit_ms = (took - statements).as_secs_f64() * 1e3,
+                "slow group commit"
+            );
+        }
         match outcome {
             Ok(()) => {
                 for (req, r) in group.into_iter().zip(results) {
