@@ -188,7 +188,7 @@ impl LogBook {
     pub fn take_batch(&self, seq: u64) -> Vec<LogRecord> {
         let mut i = self.lock();
         let mut flight = Flight::default();
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(i.pending.len().min(self.batch_records));
         while let Some(p) = i.pending.front() {
             if !out.is_empty()
                 && (out.len() >= self.batch_records || flight.bytes + p.bytes > self.batch_bytes)
@@ -216,7 +216,21 @@ impl LogBook {
             i.flight_bytes += flight.bytes;
             i.flights.insert(seq, flight);
         }
+        // A burst (a file read from its start, the backlog of an outage)
+        // grew the queue; once it has drained, its space goes back to the
+        // allocator instead of staying for good. Twice what this batch
+        // needed is kept, so a steady flow does not reallocate.
+        let keep = 2 * (out.len() + i.pending.len());
+        if i.pending.capacity() > keep {
+            i.pending.shrink_to(keep);
+        }
         out
+    }
+
+    /// Records the pending queue has room for (its allocation).
+    #[cfg(test)]
+    fn pending_capacity(&self) -> usize {
+        self.lock().pending.capacity()
     }
 
     /// Batch `seq` and every earlier one are settled: `delivered` when the
@@ -306,6 +320,33 @@ mod tests {
 
     fn rec(msg: &str) -> LogRecord {
         LogRecord::whole(msg.into(), Utc::now())
+    }
+
+    #[test]
+    fn a_drained_burst_gives_its_memory_back() {
+        let book = LogBook::with_batch_limits(1 << 30, 1000, 1 << 30);
+        for n in 0..10_000 {
+            book.push(rec(&n.to_string()), None);
+        }
+        let burst = book.pending_capacity();
+        assert!(burst >= 10_000);
+        for seq in 1..=10 {
+            assert_eq!(book.take_batch(seq).len(), 1000);
+        }
+        assert!(
+            book.pending_capacity() <= 2000,
+            "kept room for {} records after the burst",
+            book.pending_capacity()
+        );
+        // A steady flow of one batch per interval keeps its room.
+        for seq in 11..=13 {
+            for n in 0..500 {
+                book.push(rec(&n.to_string()), None);
+            }
+            let before = book.pending_capacity();
+            assert_eq!(book.take_batch(seq).len(), 500);
+            assert!(book.pending_capacity() >= before.min(1000));
+        }
     }
 
     #[test]
