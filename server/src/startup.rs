@@ -80,6 +80,7 @@ impl Application {
             config.file.archives.max_series_per_host,
             config.file.archives.max_series,
         );
+        store.set_read_cache(config.file.archives.read_cache);
         let bootstrapped = bootstrap::run(
             &store,
             std::env::var("METROLOG_ADMIN_PASSWORD").ok(),

@@ -146,6 +146,11 @@ pub struct ServerMetrics {
     pub series_refused_total: Gauge,
     pub series_refused_samples: Gauge,
     pub archive_pending_rows: Gauge,
+    /// The decoded-chunk read cache (`[archives] read_cache`): the store's
+    /// counts, copied at every flush tick.
+    pub archive_read_cache_hits: Gauge,
+    pub archive_read_cache_misses: Gauge,
+    pub archive_read_cache_bytes: Gauge,
     pub enrollments: Counter,
     pub graphite_lines: Counter,
     pub graphite_dropped_long: Counter,
@@ -399,6 +404,14 @@ impl ServerMetrics {
             &[("", self.archive_flushed_rows.get())],
         );
         counter(
+            "metrolog_archive_read_cache_requests_total",
+            "Archive chunks a read wanted, by whether the decoded-chunk cache held them.",
+            &[
+                ("{result=\"hit\"}", self.archive_read_cache_hits.get()),
+                ("{result=\"miss\"}", self.archive_read_cache_misses.get()),
+            ],
+        );
+        counter(
             "metrolog_archive_corrupt_chunks_total",
             "Stored archive chunks that could not be decoded (their rows restart unknown).",
             &[("", self.archive_corrupt_chunks.get())],
@@ -500,6 +513,11 @@ impl ServerMetrics {
             out,
             "# HELP metrolog_archive_pending_rows Completed archive rows waiting for the flusher.\n# TYPE metrolog_archive_pending_rows gauge\nmetrolog_archive_pending_rows {}",
             self.archive_pending_rows.get()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP metrolog_archive_read_cache_bytes Decoded archive chunks held for repeated reads ([archives] read_cache).\n# TYPE metrolog_archive_read_cache_bytes gauge\nmetrolog_archive_read_cache_bytes {}",
+            self.archive_read_cache_bytes.get()
         );
         let _ = writeln!(
             out,

@@ -211,6 +211,10 @@ pub struct ArchivesSection {
     pub max_series_per_host: u64,
     /// Most series the server holds in all (each costs memory: docs/fleet-scale.md).
     pub max_series: u64,
+    /// Bytes of decoded chunks kept for repeated reads (dashboards, group
+    /// fallbacks); 0 keeps none.
+    #[serde(with = "serde_size")]
+    pub read_cache: u64,
 }
 
 /// One archive of `[archives] ladder`: `rows` rows of `step` each.
@@ -241,6 +245,7 @@ impl Default for ArchivesSection {
             write_delay: Duration::from_secs(300),
             max_series_per_host: crate::store::DEFAULT_MAX_SERIES_PER_HOST,
             max_series: crate::store::DEFAULT_MAX_SERIES,
+            read_cache: crate::store::archive::DEFAULT_READ_CACHE,
         }
     }
 }

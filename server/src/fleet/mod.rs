@@ -136,6 +136,10 @@ pub async fn flush_once(store: &Store, write_delay: Duration, metrics: &ServerMe
     let stats = store.archive_stats();
     metrics.archive_series.set(stats.series);
     metrics.archive_pending_rows.set(stats.pending_rows);
+    let reads = store.read_cache_stats();
+    metrics.archive_read_cache_hits.set(reads.hits);
+    metrics.archive_read_cache_misses.set(reads.misses);
+    metrics.archive_read_cache_bytes.set(reads.bytes);
     let refused = store.series_refusals();
     metrics.series_refused_per_host.set(refused.per_host);
     metrics.series_refused_total.set(refused.total);

@@ -146,7 +146,10 @@ impl Store {
             .retain(|_, id| !stale.contains(id));
         // Archives and states went with the series (FK cascade); journal rows
         // that still name them are skipped at replay.
-        self.cache().forget_series(&stale);
+        let mut cache = self.cache();
+        cache.forget_series(&stale);
+        self.chunk_cache().purge_series(&stale);
+        drop(cache);
         Ok(removed)
     }
 

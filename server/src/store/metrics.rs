@@ -584,7 +584,9 @@ impl Store {
         drop(cache);
         // Their archives, states and chunks went with the series (FK cascade); the
         // journal rows that still name them are skipped at replay.
-        self.cache().forget_hosts(host_ids);
+        let mut cache = self.cache();
+        let gone = cache.forget_hosts(host_ids);
+        self.chunk_cache().purge_series(&gone);
     }
 
     /// Series filtered by host and by a name pattern where `*` matches any run of
@@ -701,6 +703,69 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[tokio::test]
+    async fn repeated_reads_come_from_the_read_cache_and_see_every_flush() {
+        let (store, _dir) = temp_store().await;
+        let host = host(&store).await;
+        let key = SeriesKey::new("cpu.busy_pct", Labels::new()).unwrap();
+        let ship = |seq: u64, buckets: Vec<Bucket>| {
+            let store = &store;
+            let key = key.clone();
+            async move {
+                let id = BatchId {
+                    stream: "s".into(),
+                    seq,
+                };
+                store
+                    .commit_batch(
+                        host,
+                        &id,
+                        vec![(key, buckets)],
+                        Default::default(),
+                        Vec::new(),
+                    )
+                    .await
+                    .unwrap()
+            }
+        };
+        ship(1, (1..=40).map(|k| bucket(k * 10, k as f64)).collect()).await;
+        store.flush_archives().await.unwrap();
+        let id = store.series(Some(host), Some("cpu.*")).await.unwrap()[0].id;
+
+        let first = rows(&store, id, 0, 400).await;
+        assert_eq!(first[0], (10, Some(1.0)));
+        assert_eq!(first[39], (400, Some(40.0)));
+        let after_first = store.read_cache_stats();
+        assert!(after_first.misses > 0 && after_first.entries > 0);
+        // The same read again: every chunk from the cache, the same answer.
+        assert_eq!(rows(&store, id, 0, 400).await, first);
+        let after_second = store.read_cache_stats();
+        assert_eq!(after_second.misses, after_first.misses);
+        assert!(after_second.hits > after_first.hits);
+
+        // New rows written into a chunk the cache holds: the flush drops it,
+        // so the next read has them (before the flush, from memory).
+        ship(
+            2,
+            (41..=45)
+                .map(|k| bucket(k * 10, 100.0 + k as f64))
+                .collect(),
+        )
+        .await;
+        let pending = rows(&store, id, 0, 450).await;
+        assert_eq!(pending[44], (450, Some(145.0)));
+        store.flush_archives().await.unwrap();
+        let written = rows(&store, id, 0, 450).await;
+        assert_eq!(written, pending);
+        assert_eq!(written[40], (410, Some(141.0)));
+
+        // A removed host's chunks leave the cache with it.
+        assert!(store.read_cache_stats().entries > 0);
+        assert!(store.delete_host(host).await.unwrap());
+        assert_eq!(store.read_cache_stats().entries, 0);
+        assert_eq!(store.read_cache_stats().bytes, 0);
     }
 
     #[tokio::test]

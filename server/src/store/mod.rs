@@ -126,6 +126,9 @@ pub struct Store {
     series_ids: Mutex<HashMap<(i64, String, String), i64>>,
     /// Hot state of the round-robin archives (see [`archive`]).
     archives: Mutex<archive::ArchiveCache>,
+    /// Decoded chunks kept for the next read (see [`archive::chunk_cache`]).
+    /// Taken after `archives` when both are held.
+    chunk_cache: Mutex<archive::chunk_cache::ChunkCache>,
     /// Held shared by archive reads, exclusively by a flush commit.
     flush_gate: tokio::sync::RwLock<()>,
     /// One archive flush at a time (it reads chunks outside the write lock).
@@ -241,6 +244,9 @@ impl Store {
             write: write_lock::WriteLock::new(),
             series_ids: Mutex::new(HashMap::new()),
             archives: Mutex::new(cache),
+            chunk_cache: Mutex::new(archive::chunk_cache::ChunkCache::new(
+                archive::DEFAULT_READ_CACHE as usize,
+            )),
             flush_gate: tokio::sync::RwLock::new(()),
             flush_lock: tokio::sync::Mutex::new(()),
             loaded,

@@ -18,6 +18,7 @@
 
 mod bytes;
 pub mod chunk;
+pub mod chunk_cache;
 pub mod journal;
 
 use super::{Result, Store, StoreError};
@@ -26,6 +27,10 @@ use metrolog_protocol::rrd::{Bucket, FetchedRows, Row, RowWrite, RrdSpec, RrdSta
 use sqlx::{QueryBuilder, Row as _, Sqlite, SqlitePool, Transaction};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+
+/// Bytes of decoded chunks kept for repeated reads, unless configured
+/// (`[archives] read_cache`).
+pub const DEFAULT_READ_CACHE: u64 = 64 << 20;
 
 /// Chunk keys per bulk SELECT (3 parameters each).
 const READ_BATCH: usize = 300;
@@ -292,9 +297,18 @@ impl ArchiveCache {
         applied
     }
 
-    pub(super) fn forget_hosts(&mut self, host_ids: &[i64]) {
-        self.series.retain(|_, h| !host_ids.contains(&h.host_id));
+    /// Drops the series of `host_ids`; returns their ids.
+    pub(super) fn forget_hosts(&mut self, host_ids: &[i64]) -> Vec<i64> {
+        let mut gone = Vec::new();
+        self.series.retain(|id, h| {
+            let keep = !host_ids.contains(&h.host_id);
+            if !keep {
+                gone.push(*id);
+            }
+            keep
+        });
         self.per_host.retain(|h, _| !host_ids.contains(h));
+        gone
     }
 
     /// Series holding data: of `host_id`, and in all.
@@ -337,6 +351,25 @@ impl Store {
     /// The archive specification new series get.
     pub fn archive_spec(&self) -> Arc<RrdSpec> {
         self.cache().spec.clone()
+    }
+
+    /// Sets the byte budget of decoded chunks kept for repeated reads.
+    pub fn set_read_cache(&self, bytes: u64) {
+        self.chunk_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_budget(usize::try_from(bytes).unwrap_or(usize::MAX));
+    }
+
+    /// Hits, misses and size of the decoded-chunk cache.
+    pub fn read_cache_stats(&self) -> chunk_cache::ChunkCacheStats {
+        self.chunk_cache().stats()
+    }
+
+    pub(super) fn chunk_cache(&self) -> std::sync::MutexGuard<'_, chunk_cache::ChunkCache> {
+        self.chunk_cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Series in memory and rows waiting for the flusher.
@@ -700,6 +733,12 @@ impl Store {
             tx.commit().await?;
             out.series += live.len() as u64;
             let mut cache = self.cache();
+            {
+                let mut read_cache = self.chunk_cache();
+                for (id, a, c, _) in &chunks {
+                    read_cache.remove((*id, *a, *c));
+                }
+            }
             for s in live {
                 if let Some(h) = cache.series.get_mut(&s.id) {
                     let n = s.writes.len().min(h.pending.len());
@@ -769,10 +808,15 @@ impl Store {
         to: i64,
     ) -> Result<Vec<Option<FetchedRows>>> {
         struct Read {
+            host_id: i64,
             state: RrdState,
             archive: usize,
             pending: Vec<RowWrite>,
-            chunks: HashMap<u32, Vec<Row>>,
+            /// The ring's chunks wanted, by number: from the read cache or
+            /// the database (`None`: no row stored, or not wanted).
+            chunks: Vec<Option<Arc<Vec<Row>>>>,
+            /// Chunks not in the read cache, read from the database.
+            missing: HashSet<u32>,
         }
         let _gate = self.flush_gate.read().await;
         let mut reads: Vec<Option<Read>> = {
@@ -792,41 +836,60 @@ impl Store {
                         .filter(|w| w.archive == archive)
                         .copied()
                         .collect();
+                    let ring = h.state.spec().archives[archive].rows;
                     Some(Read {
+                        host_id: h.host_id,
                         state: h.state.clone(),
                         archive,
                         pending,
-                        chunks: HashMap::new(),
+                        chunks: vec![None; ring.div_ceil(chunk::CHUNK_ROWS) as usize],
+                        missing: HashSet::new(),
                     })
                 })
                 .collect()
         };
-        // The chunks each series needs for (from, to], gathered per archive
-        // index: (archive, its step, rows, pdp per row) → series and chunks.
+        // The chunks each series needs for (from, to]; those the read cache
+        // holds are taken from it, the others are read below.
+        {
+            let mut read_cache = self.chunk_cache();
+            for (k, r) in reads.iter_mut().enumerate() {
+                let Some(r) = r else { continue };
+                let a = r.state.spec().archives[r.archive];
+                let (oldest, newest) = r.state.window(r.archive).unwrap_or((0, -1));
+                let astep = i64::from(a.step);
+                let lo = (from - from.rem_euclid(astep) + astep).max(oldest);
+                let hi = (to + (astep - to.rem_euclid(astep)) % astep).min(newest);
+                let mut label = lo;
+                while label <= hi && r.missing.len() < a.rows as usize {
+                    let c = metrolog_protocol::rrd::archive_slot(a.step, a.rows, label)
+                        / chunk::CHUNK_ROWS;
+                    label += astep;
+                    if r.chunks[c as usize].is_some() || r.missing.contains(&c) {
+                        continue;
+                    }
+                    match read_cache.get((ids[k], r.archive as u32, c)) {
+                        Some(rows) => r.chunks[c as usize] = rows,
+                        None => {
+                            r.missing.insert(c);
+                        }
+                    }
+                }
+            }
+        }
+        // The chunks to read, gathered per archive index: (archive, its
+        // step, rows, pdp per row) → series and chunks.
         let mut wanted: BTreeMap<usize, (Vec<usize>, HashSet<u32>, bool)> = BTreeMap::new();
         for (k, r) in reads.iter().enumerate() {
             let Some(r) = r else { continue };
-            let a = r.state.spec().archives[r.archive];
-            let (oldest, newest) = r.state.window(r.archive).unwrap_or((0, -1));
-            let astep = i64::from(a.step);
-            let lo = (from - from.rem_euclid(astep) + astep).max(oldest);
-            let hi = (to + (astep - to.rem_euclid(astep)) % astep).min(newest);
-            let mut set = HashSet::new();
-            let mut label = lo;
-            while label <= hi && set.len() < a.rows as usize {
-                set.insert(
-                    metrolog_protocol::rrd::archive_slot(a.step, a.rows, label) / chunk::CHUNK_ROWS,
-                );
-                label += astep;
-            }
-            if set.is_empty() {
+            if r.missing.is_empty() {
                 continue;
             }
-            let all = set.len() as u32 >= a.rows.div_ceil(chunk::CHUNK_ROWS);
+            let a = r.state.spec().archives[r.archive];
+            let all = r.missing.len() as u32 >= a.rows.div_ceil(chunk::CHUNK_ROWS);
             let e = wanted.entry(r.archive).or_default();
             e.0.push(k);
             e.2 |= all;
-            e.1.extend(set);
+            e.1.extend(r.missing.iter().copied());
         }
         let by_id: HashMap<i64, usize> = ids.iter().enumerate().map(|(k, id)| (*id, k)).collect();
         // One statement per part of at most `PART` series; with many series
@@ -881,6 +944,10 @@ impl Store {
                 let Some(r) = by_id.get(&id).and_then(|k| reads[*k].as_mut()) else {
                     continue;
                 };
+                // Another member's chunk number, or one the cache held.
+                if !r.missing.contains(&c) {
+                    continue;
+                }
                 let spec = r.state.spec();
                 let a = spec.archives[archive];
                 let data: &[u8] = row.get(2);
@@ -889,12 +956,29 @@ impl Store {
                     chunk::rows_in_chunk(a.rows, c),
                     spec.pdp_per_row(archive),
                 ) {
-                    Ok(rows) => {
-                        r.chunks.insert(c, rows);
-                    }
+                    Ok(rows) => r.chunks[c as usize] = Some(Arc::new(rows)),
                     Err(e) => {
+                        // Not kept: read (and reported) again next time.
+                        r.missing.remove(&c);
                         tracing::error!(series = id, archive, chunk = c, error = %e, "archive chunk unreadable; its rows read as unknown");
                     }
+                }
+            }
+        }
+        // Kept for the next read, unless the series went meanwhile (its
+        // removal purged the cache under the same lock).
+        {
+            let cache = self.cache();
+            let mut read_cache = self.chunk_cache();
+            for (k, r) in reads.iter_mut().enumerate() {
+                let Some(r) = r else { continue };
+                if r.missing.is_empty()
+                    || cache.series.get(&ids[k]).map(|h| h.host_id) != Some(r.host_id)
+                {
+                    continue;
+                }
+                for c in r.missing.drain() {
+                    read_cache.insert((ids[k], r.archive as u32, c), r.chunks[c as usize].clone());
                 }
             }
         }
@@ -908,10 +992,11 @@ impl Store {
             for w in &r.pending {
                 let slot = metrolog_protocol::rrd::archive_slot(a.step, a.rows, w.label);
                 let c = slot / chunk::CHUNK_ROWS;
-                let rows = r
-                    .chunks
-                    .entry(c)
-                    .or_insert_with(|| vec![Row::UNKNOWN; chunk::rows_in_chunk(a.rows, c)]);
+                // Copied first when the read cache shares it: it holds
+                // what the database holds, never the rows in memory.
+                let rows = Arc::make_mut(r.chunks[c as usize].get_or_insert_with(|| {
+                    Arc::new(vec![Row::UNKNOWN; chunk::rows_in_chunk(a.rows, c)])
+                }));
                 rows[(slot % chunk::CHUNK_ROWS) as usize] = w.row;
             }
             let chunks = &r.chunks;
@@ -920,7 +1005,8 @@ impl Store {
                 .fetch_rows_with(r.archive, from, to, |slot| {
                     let slot = slot as u32;
                     chunks
-                        .get(&(slot / chunk::CHUNK_ROWS))
+                        .get((slot / chunk::CHUNK_ROWS) as usize)
+                        .and_then(Option::as_ref)
                         .and_then(|rows| rows.get((slot % chunk::CHUNK_ROWS) as usize))
                         .copied()
                         .unwrap_or(Row::UNKNOWN)
