@@ -4,7 +4,9 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p metrolog-server -p metrolog-agent
+# The agent has its own size-optimised profile (Cargo.toml, [profile.agent]).
+RUN cargo build --release --locked -p metrolog-server \
+ && cargo build --profile agent --locked -p metrolog-agent
 
 FROM debian:bookworm-slim
 RUN apt-get update \
@@ -13,7 +15,7 @@ RUN apt-get update \
  && useradd --system --home /var/lib/metrolog metrolog \
  && mkdir -p /var/lib/metrolog /var/lib/metrolog-agent \
  && chown metrolog /var/lib/metrolog /var/lib/metrolog-agent
-COPY --from=build /src/target/release/metrolog-server /src/target/release/metrolog-agent /usr/local/bin/
+COPY --from=build /src/target/release/metrolog-server /src/target/agent/metrolog-agent /usr/local/bin/
 USER metrolog
 ENV METROLOG_DATA_DIR=/var/lib/metrolog \
     METROLOG_LISTEN=0.0.0.0:8080 \

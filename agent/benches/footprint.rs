@@ -1,7 +1,7 @@
 //! The agent's footprint (docs/benchmarks.md, "Agent footprint"), side by
 //! side in the same run:
 //!
-//! 1. **Steady state at defaults.** The release `metrolog-agent` (1 s
+//! 1. **Steady state at defaults.** The shipped `metrolog-agent` (1 s
 //!    sampling, 10 s shipping, one tailed file written at 100 lines/s, two
 //!    checks) ships to the real `metrolog-server`; beside it collectd (cpu,
 //!    memory, load, df, interface and disk plugins at 1 s, writing to the
@@ -19,8 +19,13 @@
 //!    hour of metrics and 1 line/s each) started together: the server's
 //!    ingest rate and CPU while it absorbs the replay.
 //!
+//! Every part runs the agent as shipped, built with its own profile
+//! (target/agent/metrolog-agent); the bench fails if it is missing or older
+//! than its sources.
+//!
 //! ```text
 //! cargo build --release -p metrolog-server
+//! cargo build --profile agent -p metrolog-agent
 //! cargo bench -p metrolog-agent --bench footprint                  # 10 min, then replays
 //! cargo bench -p metrolog-agent --bench footprint -- --minutes 1 --agents 20   # quick look
 //! cargo bench -p metrolog-agent --bench footprint -- --only steady  # or replay, fleet
@@ -126,13 +131,64 @@ impl Drop for Running {
     }
 }
 
-fn agent_bin() -> PathBuf {
+/// Where `cargo bench` puts its binaries (target/release): the server's.
+fn release_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_metrolog-agent"))
+        .parent()
+        .expect("the bench's binary directory")
+        .to_path_buf()
 }
 
-/// The release server beside the bench's agent binary.
+/// The agent as shipped: its own size-optimised profile (Cargo.toml,
+/// `[profile.agent]`), not the release build `cargo bench` makes beside the
+/// bench (which also carries the dev-dependencies' features).
+fn agent_bin() -> PathBuf {
+    release_dir()
+        .parent()
+        .expect("the target directory")
+        .join("agent")
+        .join("metrolog-agent")
+}
+
+const AGENT_BUILD: &str = "cargo build --profile agent -p metrolog-agent";
+
+/// Fails unless the agent build exists and is newer than the agent's and the
+/// protocol's sources, so a run never measures a missing or stale agent.
+fn check_agent_build() {
+    let bin = agent_bin();
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} is missing: {AGENT_BUILD} first", bin.display()));
+    let agent = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = agent.parent().expect("the workspace");
+    // Sources only: a manifest or lock file edited for another crate does
+    // not rebuild the agent, and would fail every later run.
+    let sources = [agent.join("src"), root.join("protocol").join("src")];
+    if let Some(newer) = sources.iter().find_map(|p| newer_than(p, built)) {
+        panic!(
+            "{} is older than {}: {AGENT_BUILD} again",
+            bin.display(),
+            newer.display()
+        );
+    }
+}
+
+/// A file under `path` modified after `t`.
+fn newer_than(path: &Path, t: SystemTime) -> Option<PathBuf> {
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.is_dir() {
+        std::fs::read_dir(path)
+            .ok()?
+            .flatten()
+            .find_map(|e| newer_than(&e.path(), t))
+    } else {
+        meta.modified().ok().filter(|m| *m > t).map(|_| path.into())
+    }
+}
+
+/// The release server beside the bench's binaries.
 fn server_bin() -> PathBuf {
-    let p = agent_bin().with_file_name("metrolog-server");
+    let p = release_dir().join("metrolog-server");
     assert!(
         p.exists(),
         "{} is missing: cargo build --release -p metrolog-server first",
@@ -622,6 +678,7 @@ fn fleet(dir: &Path, n: usize, ticks: f64) {
 
 fn main() {
     let a = args();
+    check_agent_build();
     let ticks = clock_ticks();
     let dir = tempfile::tempdir().unwrap();
     let part = |p: &str| a.only.as_deref().is_none_or(|o| o == p);
