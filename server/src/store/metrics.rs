@@ -289,23 +289,42 @@ impl Store {
         t: i64,
     ) -> Result<CommitOutcome> {
         let host_id = req.host_id;
-        let last: Option<(Option<String>, Option<i64>)> =
-            sqlx::query_as("SELECT batch_stream, batch_seq FROM hosts WHERE id = ?")
-                .bind(host_id)
-                .fetch_optional(&mut **tx)
-                .await?;
-        if let Some((Some(stream), Some(seq))) = &last {
-            if *stream == req.batch.stream && req.batch.seq <= *seq as u64 {
-                let came_up = touch(tx, host_id, t).await?;
-                return Ok(CommitOutcome {
-                    duplicate: true,
-                    stored: 0,
-                    out_of_order: 0,
-                    over_limit: 0,
-                    logs: 0,
-                    checks: 0,
-                    came_up,
-                });
+        // The usual case in one statement (each is a round trip to SQLite's
+        // thread, the largest cost of a batch at fleet scale): a host that is
+        // `up` and sends a batch newer than its last records the batch id and
+        // its sign of life together. Anything else (a replay, a host coming
+        // back, a host gone) takes the statements below, as before.
+        let fresh: Option<i64> = sqlx::query_scalar(
+            "UPDATE hosts SET batch_stream = ?1, batch_seq = ?2, last_seen = ?3
+             WHERE id = ?4 AND state = 'up'
+               AND NOT (batch_stream IS ?1 AND batch_seq >= ?2)
+             RETURNING id",
+        )
+        .bind(&req.batch.stream)
+        .bind(req.batch.seq as i64)
+        .bind(t)
+        .bind(host_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if fresh.is_none() {
+            let last: Option<(Option<String>, Option<i64>)> =
+                sqlx::query_as("SELECT batch_stream, batch_seq FROM hosts WHERE id = ?")
+                    .bind(host_id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            if let Some((Some(stream), Some(seq))) = &last {
+                if *stream == req.batch.stream && req.batch.seq <= *seq as u64 {
+                    let came_up = touch(tx, host_id, t).await?;
+                    return Ok(CommitOutcome {
+                        duplicate: true,
+                        stored: 0,
+                        out_of_order: 0,
+                        over_limit: 0,
+                        logs: 0,
+                        checks: 0,
+                        came_up,
+                    });
+                }
             }
         }
         let keys: Vec<&SeriesKey> = req.series.iter().map(|(k, _)| k).collect();
@@ -336,13 +355,17 @@ impl Store {
             super::logs::insert_tx(tx, Some(host_id), &req.logs, LogSource::Agent).await?;
         }
         super::checks::upsert_tx(tx, host_id, &req.checks).await?;
-        sqlx::query("UPDATE hosts SET batch_stream = ?, batch_seq = ? WHERE id = ?")
-            .bind(&req.batch.stream)
-            .bind(req.batch.seq as i64)
-            .bind(host_id)
-            .execute(&mut **tx)
-            .await?;
-        let came_up = touch(tx, host_id, t).await?;
+        let came_up = if fresh.is_some() {
+            false
+        } else {
+            sqlx::query("UPDATE hosts SET batch_stream = ?, batch_seq = ? WHERE id = ?")
+                .bind(&req.batch.stream)
+                .bind(req.batch.seq as i64)
+                .bind(host_id)
+                .execute(&mut **tx)
+                .await?;
+            touch(tx, host_id, t).await?
+        };
         self.apply_committed(host_id, journaled);
         self.remember_series(new_ids);
         Ok(CommitOutcome {
@@ -664,7 +687,7 @@ pub(super) fn glob_to_like(glob: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{temp_store, HostFacts, HostSource};
+    use crate::store::{temp_store, HostFacts, HostSource, HostState};
 
     fn bucket(ts: i64, v: f64) -> Bucket {
         Bucket {
@@ -766,6 +789,73 @@ mod tests {
         assert!(store.delete_host(host).await.unwrap());
         assert_eq!(store.read_cache_stats().entries, 0);
         assert_eq!(store.read_cache_stats().bytes, 0);
+    }
+
+    #[tokio::test]
+    async fn a_batch_brings_a_down_host_back_up_once_and_a_replay_stays_a_replay() {
+        let (store, _dir) = temp_store().await;
+        let host = host(&store).await;
+        let key = SeriesKey::new("cpu.busy_pct", Labels::new()).unwrap();
+        let ship = |seq: u64, ts: i64| {
+            let store = &store;
+            let key = key.clone();
+            async move {
+                let id = BatchId {
+                    stream: "s".into(),
+                    seq,
+                };
+                store
+                    .commit_batch(
+                        host,
+                        &id,
+                        vec![(key, vec![bucket(ts, 1.0)])],
+                        Default::default(),
+                        Vec::new(),
+                    )
+                    .await
+                    .unwrap()
+            }
+        };
+        let first = ship(1, 10).await;
+        assert!(!first.duplicate);
+        assert!(store
+            .mark_silent_down(now() + 1)
+            .await
+            .unwrap()
+            .contains(&host));
+        assert_eq!(
+            store.host(host).await.unwrap().unwrap().state,
+            HostState::Down
+        );
+        // Down, then a new batch: stored, and the host is up again.
+        let back = ship(2, 20).await;
+        assert_eq!(
+            (back.duplicate, back.stored, back.came_up),
+            (false, 1, true)
+        );
+        assert_eq!(
+            store.host(host).await.unwrap().unwrap().state,
+            HostState::Up
+        );
+        // Up: the next batch is stored and changes nothing else.
+        let next = ship(3, 30).await;
+        assert_eq!(
+            (next.duplicate, next.stored, next.came_up),
+            (false, 1, false)
+        );
+        // A replay of an older batch is recognised, stores nothing, and a
+        // replay from a host marked down still brings it up.
+        let again = ship(2, 20).await;
+        assert_eq!(
+            (again.duplicate, again.stored, again.came_up),
+            (true, 0, false)
+        );
+        store.mark_silent_down(now() + 1).await.unwrap();
+        let replay_down = ship(3, 30).await;
+        assert_eq!((replay_down.duplicate, replay_down.came_up), (true, true));
+        // The batch id moved only with stored batches.
+        let newer = ship(4, 40).await;
+        assert_eq!((newer.duplicate, newer.stored), (false, 1));
     }
 
     #[tokio::test]
