@@ -728,32 +728,43 @@ mod tests {
             .collect()
     }
 
+    /// Commits batch `seq` of stream "s" holding `buckets` of `key`.
+    async fn ship(
+        store: &Store,
+        host: i64,
+        key: &SeriesKey,
+        seq: u64,
+        buckets: Vec<Bucket>,
+    ) -> CommitOutcome {
+        let id = BatchId {
+            stream: "s".into(),
+            seq,
+        };
+        store
+            .commit_batch(
+                host,
+                &id,
+                vec![(key.clone(), buckets)],
+                Default::default(),
+                Vec::new(),
+            )
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn repeated_reads_come_from_the_read_cache_and_see_every_flush() {
         let (store, _dir) = temp_store().await;
         let host = host(&store).await;
         let key = SeriesKey::new("cpu.busy_pct", Labels::new()).unwrap();
-        let ship = |seq: u64, buckets: Vec<Bucket>| {
-            let store = &store;
-            let key = key.clone();
-            async move {
-                let id = BatchId {
-                    stream: "s".into(),
-                    seq,
-                };
-                store
-                    .commit_batch(
-                        host,
-                        &id,
-                        vec![(key, buckets)],
-                        Default::default(),
-                        Vec::new(),
-                    )
-                    .await
-                    .unwrap()
-            }
-        };
-        ship(1, (1..=40).map(|k| bucket(k * 10, k as f64)).collect()).await;
+        ship(
+            &store,
+            host,
+            &key,
+            1,
+            (1..=40).map(|k| bucket(k * 10, k as f64)).collect(),
+        )
+        .await;
         store.flush_archives().await.unwrap();
         let id = store.series(Some(host), Some("cpu.*")).await.unwrap()[0].id;
 
@@ -771,6 +782,9 @@ mod tests {
         // New rows written into a chunk the cache holds: the flush drops it,
         // so the next read has them (before the flush, from memory).
         ship(
+            &store,
+            host,
+            &key,
             2,
             (41..=45)
                 .map(|k| bucket(k * 10, 100.0 + k as f64))
@@ -796,27 +810,7 @@ mod tests {
         let (store, _dir) = temp_store().await;
         let host = host(&store).await;
         let key = SeriesKey::new("cpu.busy_pct", Labels::new()).unwrap();
-        let ship = |seq: u64, ts: i64| {
-            let store = &store;
-            let key = key.clone();
-            async move {
-                let id = BatchId {
-                    stream: "s".into(),
-                    seq,
-                };
-                store
-                    .commit_batch(
-                        host,
-                        &id,
-                        vec![(key, vec![bucket(ts, 1.0)])],
-                        Default::default(),
-                        Vec::new(),
-                    )
-                    .await
-                    .unwrap()
-            }
-        };
-        let first = ship(1, 10).await;
+        let first = ship(&store, host, &key, 1, vec![bucket(10, 1.0)]).await;
         assert!(!first.duplicate);
         assert!(store
             .mark_silent_down(now() + 1)
@@ -828,7 +822,7 @@ mod tests {
             HostState::Down
         );
         // Down, then a new batch: stored, and the host is up again.
-        let back = ship(2, 20).await;
+        let back = ship(&store, host, &key, 2, vec![bucket(20, 1.0)]).await;
         assert_eq!(
             (back.duplicate, back.stored, back.came_up),
             (false, 1, true)
@@ -838,23 +832,23 @@ mod tests {
             HostState::Up
         );
         // Up: the next batch is stored and changes nothing else.
-        let next = ship(3, 30).await;
+        let next = ship(&store, host, &key, 3, vec![bucket(30, 1.0)]).await;
         assert_eq!(
             (next.duplicate, next.stored, next.came_up),
             (false, 1, false)
         );
         // A replay of an older batch is recognised, stores nothing, and a
         // replay from a host marked down still brings it up.
-        let again = ship(2, 20).await;
+        let again = ship(&store, host, &key, 2, vec![bucket(20, 1.0)]).await;
         assert_eq!(
             (again.duplicate, again.stored, again.came_up),
             (true, 0, false)
         );
         store.mark_silent_down(now() + 1).await.unwrap();
-        let replay_down = ship(3, 30).await;
+        let replay_down = ship(&store, host, &key, 3, vec![bucket(30, 1.0)]).await;
         assert_eq!((replay_down.duplicate, replay_down.came_up), (true, true));
         // The batch id moved only with stored batches.
-        let newer = ship(4, 40).await;
+        let newer = ship(&store, host, &key, 4, vec![bucket(40, 1.0)]).await;
         assert_eq!((newer.duplicate, newer.stored), (false, 1));
     }
 

@@ -141,24 +141,8 @@ impl ChunkCache {
             return;
         }
         let ids: std::collections::HashSet<i64> = ids.iter().copied().collect();
-        let mut freed = 0;
-        self.young.retain(|k, v| {
-            let keep = !ids.contains(&k.0);
-            if !keep {
-                freed += cost(v);
-            }
-            keep
-        });
-        self.young_bytes -= freed;
-        freed = 0;
-        self.old.retain(|k, v| {
-            let keep = !ids.contains(&k.0);
-            if !keep {
-                freed += cost(v);
-            }
-            keep
-        });
-        self.old_bytes -= freed;
+        self.young_bytes -= drop_series(&mut self.young, &ids);
+        self.old_bytes -= drop_series(&mut self.old, &ids);
     }
 
     pub fn stats(&self) -> ChunkCacheStats {
@@ -169,6 +153,19 @@ impl ChunkCache {
             bytes: (self.young_bytes + self.old_bytes) as u64,
         }
     }
+}
+
+/// Removes the entries of `ids` from one generation; the bytes freed.
+fn drop_series(map: &mut HashMap<ChunkKey, Cached>, ids: &std::collections::HashSet<i64>) -> usize {
+    let mut freed = 0;
+    map.retain(|k, v| {
+        let keep = !ids.contains(&k.0);
+        if !keep {
+            freed += cost(v);
+        }
+        keep
+    });
+    freed
 }
 
 #[cfg(test)]
