@@ -3,8 +3,8 @@
 //! answers, a credential revoked on the server, a full disk under the spool.
 
 use super::agent_spool::{free_port, now, rows, start_agent, FixedServer, FAST};
-use anyhow::{anyhow, bail, ensure, Context, Result};
-use metrolog_e2e::{binary, eventually, Api, Proc, Tmpfs};
+use anyhow::{ensure, Context, Result};
+use metrolog_e2e::{binary, csrf_field, eventually, login, Api, Proc, Tmpfs};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
@@ -59,24 +59,13 @@ fn a_server_that_never_answers_is_timed_out_and_failed_over() -> Result<()> {
         "moved on only after its timeout: {took:?}"
     );
     let api = second.api()?;
-    eventually(Duration::from_secs(30), || {
-        let r = rows(
-            &api,
-            "silent-1",
-            "load.1m",
-            now() - 300,
-            now() + 10,
-            10,
-            "avg",
-        )?;
-        Ok(r.iter().any(|(_, v)| v.is_some()).then_some(()))
-    })?;
+    load_stored(&api, "silent-1", now() - 300)?;
     agent.terminate();
     agent.wait_exit(Duration::from_secs(30))?;
     Ok(())
 }
 
-/// Logs in to the admin pages; (session cookie, form CSRF token).
+/// Logs in to the admin pages; (client, session cookie, form CSRF token).
 fn admin_session(
     base: &str,
     password: &str,
@@ -84,43 +73,22 @@ fn admin_session(
     let client = reqwest::blocking::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
-    let cookie = |resp: &reqwest::blocking::Response, name: &str| -> Result<String> {
-        resp.headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(|c| c.strip_prefix(&format!("{name}=")))
-            .and_then(|c| c.split(';').next())
-            .map(str::to_string)
-            .ok_or_else(|| anyhow!("no {name} cookie"))
-    };
-    let csrf_in = |html: &str| -> Result<String> {
-        html.split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|s| s.split('"').next())
-            .map(str::to_string)
-            .ok_or_else(|| anyhow!("no csrf field"))
-    };
-    let page = client.get(format!("{base}/login")).send()?;
-    let login_cookie = cookie(&page, "ml_login_csrf")?;
-    let csrf = csrf_in(&page.text()?)?;
-    let resp = client
-        .post(format!("{base}/login"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("cookie", format!("ml_login_csrf={login_cookie}"))
-        .body(format!("username=admin&password={password}&csrf={csrf}"))
-        .send()?;
-    if resp.status() != 303 {
-        bail!("login answered {}", resp.status());
-    }
-    let session = cookie(&resp, "ml_session")?;
+    let session = login(base, password)?;
     let home = client
         .get(format!("{base}/"))
         .header("cookie", format!("ml_session={session}"))
         .send()?
         .text()?;
-    let form_csrf = csrf_in(&home)?;
+    let form_csrf = csrf_field(&home)?;
     Ok((client, session, form_csrf))
+}
+
+/// Waits (30 s at most) until `host` has a stored `load.1m` value since `since`.
+fn load_stored(api: &Api, host: &str, since: i64) -> Result<()> {
+    eventually(Duration::from_secs(30), || {
+        let r = rows(api, host, "load.1m", since, now() + 10, 10, "avg")?;
+        Ok(r.iter().any(|(_, v)| v.is_some()).then_some(()))
+    })
 }
 
 fn host_id(api: &Api, name: &str) -> Result<Option<i64>> {
@@ -182,18 +150,7 @@ fn a_revoked_credential_stops_shipping_keeps_spooling_and_resumes_after_reenroll
     agent.wait_exit(Duration::from_secs(30))?;
     let mut agent = agent_without_token(&server.url, "revoked-1", &state, &config)?;
     let host = eventually(Duration::from_secs(30), || host_id(&api, "revoked-1"))?;
-    eventually(Duration::from_secs(30), || {
-        let r = rows(
-            &api,
-            "revoked-1",
-            "load.1m",
-            now() - 60,
-            now() + 10,
-            10,
-            "avg",
-        )?;
-        Ok(r.iter().any(|(_, v)| v.is_some()).then_some(()))
-    })?;
+    load_stored(&api, "revoked-1", now() - 60)?;
 
     let (client, session, csrf) = admin_session(&server.url, "e2e-admin-password")?;
     let resp = client
@@ -290,11 +247,7 @@ fn a_full_disk_under_the_spool_is_counted_and_collection_goes_on() -> Result<()>
         Ok((errors >= 1.0 && dropped >= 1.0).then_some(()))
     })
     .with_context(|| agent.log())?;
-    let t = now();
-    eventually(Duration::from_secs(30), || {
-        let r = rows(&api, "fulldisk-1", "load.1m", t - 20, now() + 10, 10, "avg")?;
-        Ok(r.iter().any(|(_, v)| v.is_some()).then_some(()))
-    })?;
+    load_stored(&api, "fulldisk-1", now() - 20)?;
     let (status, logs) = api.get("/api/v1/logs?host=fulldisk-1&app=metrolog-agent&limit=100")?;
     ensure!(status == 200, "logs: {status} {logs}");
     ensure!(

@@ -11,7 +11,7 @@
 //! installs the Debian package).
 
 use anyhow::{anyhow, bail, Context, Result};
-use metrolog_e2e::{eventually, Api, Server};
+use metrolog_e2e::{eventually, login, Api, Server};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -131,43 +131,6 @@ impl Drop for Browser {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Logs in through the form and returns the session cookie's value.
-fn login(base: &str, password: &str) -> Result<String> {
-    let client = reqwest::blocking::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
-    let page = client.get(format!("{base}/login")).send()?;
-    let csrf_cookie = cookie(&page, "ml_login_csrf")?;
-    let html = page.text()?;
-    let csrf = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .ok_or_else(|| anyhow!("no csrf field in the login page"))?;
-    let body = format!("username=admin&password={password}&csrf={csrf}");
-    let resp = client
-        .post(format!("{base}/login"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("cookie", format!("ml_login_csrf={csrf_cookie}"))
-        .body(body)
-        .send()?;
-    if resp.status() != 303 {
-        bail!("login answered {}", resp.status());
-    }
-    cookie(&resp, "ml_session")
-}
-
-fn cookie(resp: &reqwest::blocking::Response, name: &str) -> Result<String> {
-    resp.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|c| c.strip_prefix(&format!("{name}=")))
-        .and_then(|c| c.split(';').next())
-        .map(str::to_string)
-        .ok_or_else(|| anyhow!("no {name} cookie"))
 }
 
 #[test]

@@ -575,3 +575,44 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+/// The value of cookie `name` set by `resp`.
+pub fn cookie(resp: &reqwest::blocking::Response, name: &str) -> Result<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix(&format!("{name}=")))
+        .and_then(|c| c.split(';').next())
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("no {name} cookie"))
+}
+
+/// The hidden `csrf` field of a page's form.
+pub fn csrf_field(html: &str) -> Result<String> {
+    html.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("no csrf field in the page"))
+}
+
+/// Logs in as `admin` through the form; the session cookie's value.
+pub fn login(base: &str, password: &str) -> Result<String> {
+    let client = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let page = client.get(format!("{base}/login")).send()?;
+    let csrf_cookie = cookie(&page, "ml_login_csrf")?;
+    let csrf = csrf_field(&page.text()?)?;
+    let resp = client
+        .post(format!("{base}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", format!("ml_login_csrf={csrf_cookie}"))
+        .body(format!("username=admin&password={password}&csrf={csrf}"))
+        .send()?;
+    if resp.status() != 303 {
+        bail!("login answered {}", resp.status());
+    }
+    cookie(&resp, "ml_session")
+}
