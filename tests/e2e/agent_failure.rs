@@ -91,17 +91,6 @@ fn load_stored(api: &Api, host: &str, since: i64) -> Result<()> {
     })
 }
 
-fn host_id(api: &Api, name: &str) -> Result<Option<i64>> {
-    let (status, hosts) = api.get("/api/v1/hosts")?;
-    ensure!(status == 200, "hosts: {status} {hosts}");
-    Ok(hosts
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|h| h["name"] == name || h["hostname"] == name)
-        .and_then(|h| h["id"].as_i64()))
-}
-
 fn spool_bytes(state: &Path) -> u64 {
     std::fs::read_dir(state.join("spool"))
         .map(|rd| {
@@ -149,7 +138,7 @@ fn a_revoked_credential_stops_shipping_keeps_spooling_and_resumes_after_reenroll
     agent.terminate();
     agent.wait_exit(Duration::from_secs(30))?;
     let mut agent = agent_without_token(&server.url, "revoked-1", &state, &config)?;
-    let host = eventually(Duration::from_secs(30), || host_id(&api, "revoked-1"))?;
+    let host = eventually(Duration::from_secs(30), || api.host_id("revoked-1"))?;
     load_stored(&api, "revoked-1", now() - 60)?;
 
     let (client, session, csrf) = admin_session(&server.url, "e2e-admin-password")?;

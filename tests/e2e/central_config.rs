@@ -69,17 +69,6 @@ fn stored(api: &Api, host: &str, tag: &str) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-fn host_id(api: &Api, name: &str) -> anyhow::Result<Option<i64>> {
-    let (status, hosts) = api.get("/api/v1/hosts")?;
-    anyhow::ensure!(status == 200, "hosts: {status} {hosts}");
-    Ok(hosts
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|h| h["hostname"] == name)
-        .and_then(|h| h["id"].as_i64()))
-}
-
 fn show_config(server: &Server, state: &Path) -> anyhow::Result<String> {
     let out = Command::new(binary("metrolog-agent"))
         .arg("show-config")
@@ -174,7 +163,7 @@ fn a_group_change_reaches_a_running_agent_without_restart() -> anyhow::Result<()
     })
     .map_err(|e| anyhow::anyhow!("{e}\nagent:\n{}", agent.log()))?;
     assert_eq!(b.len(), 5, "each line once: {b:?}");
-    let id = host_id(&api, "web-1")?.expect("web-1 enrolled");
+    let id = api.host_id("web-1")?.expect("web-1 enrolled");
     eventually(WAIT, || {
         let (status, v) = api.get(&format!(
             "/api/v1/query?host={id}&name=check.probe.v&from=-5m"

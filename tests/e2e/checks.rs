@@ -96,18 +96,6 @@ fn wait_transitions(
     Ok(())
 }
 
-fn host_id(api: &Api, name: &str) -> anyhow::Result<i64> {
-    let (status, hosts) = api.get("/api/v1/hosts")?;
-    anyhow::ensure!(status == 200, "hosts: {status} {hosts}");
-    hosts
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|h| h["hostname"] == name)
-        .and_then(|h| h["id"].as_i64())
-        .ok_or_else(|| anyhow::anyhow!("no host {name}"))
-}
-
 #[test]
 fn check_tcp_drives_an_alarm_through_soft_and_hard_critical_and_back() -> anyhow::Result<()> {
     let tcp = plugin("check_tcp");
@@ -222,7 +210,9 @@ fn check_tcp_drives_an_alarm_through_soft_and_hard_critical_and_back() -> anyhow
     );
 
     // The perfdata is a series: response times in seconds.
-    let id = host_id(&api, &host)?;
+    let id = api
+        .host_id(&host)?
+        .ok_or_else(|| anyhow::anyhow!("no host {host}"))?;
     let points = eventually(WAIT, || {
         let (status, v) = api.get(&format!(
             "/api/v1/query?host={id}&name=check.tcp.time&from=-5m"
@@ -275,7 +265,9 @@ fn checks_pushed_by_the_server_run_and_a_local_check_of_the_same_name_wins() -> 
     assert_eq!(warn["output"], "WARNING: pushed warning", "{warn}");
     let shell = wait_check(&api, &plain, "shell", &mut a, |c| c["status"] == "OK")?;
     assert_eq!(shell["output"], "OK: from a shell", "{shell}");
-    let id = host_id(&api, &plain)?;
+    let id = api
+        .host_id(&plain)?
+        .ok_or_else(|| anyhow::anyhow!("no host {plain}"))?;
     eventually(WAIT, || {
         let (_, v) = api.get(&format!(
             "/api/v1/query?host={id}&name=check.dummy.x&from=-5m"

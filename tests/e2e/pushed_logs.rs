@@ -87,17 +87,6 @@ fn wait_stored_once(
     Ok(())
 }
 
-fn host_id(api: &Api, name: &str) -> anyhow::Result<Option<i64>> {
-    let (status, hosts) = api.get("/api/v1/hosts")?;
-    anyhow::ensure!(status == 200, "hosts: {status} {hosts}");
-    Ok(hosts
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|h| h["hostname"] == name)
-        .and_then(|h| h["id"].as_i64()))
-}
-
 /// The newest value of the agent's own series `name`.
 fn newest(api: &Api, host: i64, name: &str) -> anyhow::Result<Option<f64>> {
     let (status, v) = api.get(&format!("/api/v1/query?host={host}&name={name}&from=-5m"))?;
@@ -149,7 +138,7 @@ fn a_group_without_local_log_config_tails_what_the_server_pushes() -> anyhow::Re
     );
 
     // The drops are counted where the agent counts them.
-    let web_id = host_id(&api, "web-1")?.expect("web-1 enrolled");
+    let web_id = api.host_id("web-1")?.expect("web-1 enrolled");
     let filtered = eventually(Duration::from_secs(40), || {
         Ok(newest(&api, web_id, "agent.logs.filtered")?.filter(|v| *v >= 10.0))
     })
@@ -175,7 +164,7 @@ fn a_group_without_local_log_config_tails_what_the_server_pushes() -> anyhow::Re
     wait_stored_once(&api, "web-1", &kept, &mut web)?;
 
     // The other group's agent never tailed the file.
-    let db_id = host_id(&api, "db-1")?.expect("db-1 enrolled");
+    let db_id = api.host_id("db-1")?.expect("db-1 enrolled");
     assert!(search(&api, "db-1", "zebra")?.is_empty());
     assert_eq!(
         newest(&api, db_id, "agent.logs.accepted")?,

@@ -62,17 +62,6 @@ fn exporter(bin: &str, package: &str, args: &[String]) -> Result<(Proc, String)>
     Ok((proc, url))
 }
 
-fn host_id(api: &Api, name: &str) -> Result<Option<i64>> {
-    let (status, hosts) = api.get("/api/v1/hosts")?;
-    ensure!(status == 200, "hosts: {status} {hosts}");
-    Ok(hosts
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|h| h["hostname"] == name)
-        .and_then(|h| h["id"].as_i64()))
-}
-
 /// Every series of the host as `name{labels}` text → labels.
 fn series(api: &Api, host: i64) -> Result<Vec<(String, BTreeMap<String, String>)>> {
     let (status, rows) = api.get(&format!("/api/v1/series?host={host}"))?;
@@ -214,7 +203,7 @@ timeout = "500ms"
     )?;
     let fail = |e: anyhow::Error, agent: &mut Proc| anyhow!("{e}\nagent:\n{}", agent.log());
 
-    let host = eventually(WAIT, || host_id(&api, "scraper-1")).map_err(|e| fail(e, &mut agent))?;
+    let host = eventually(WAIT, || api.host_id("scraper-1")).map_err(|e| fail(e, &mut agent))?;
     let ncpu = std::fs::read_to_string("/proc/stat")?
         .lines()
         .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))

@@ -321,6 +321,18 @@ impl Api {
         Ok(resp.status().as_u16())
     }
 
+    /// The id of host `hostname` in `/api/v1/hosts`, if it is there.
+    pub fn host_id(&self, hostname: &str) -> Result<Option<i64>> {
+        let (status, hosts) = self.get("/api/v1/hosts")?;
+        anyhow::ensure!(status == 200, "hosts: {status} {hosts}");
+        Ok(hosts
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|h| h["hostname"] == hostname)
+            .and_then(|h| h["id"].as_i64()))
+    }
+
     pub fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> Result<(u16, Value)> {
         let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
         if let Some(t) = token {
