@@ -860,7 +860,8 @@ impl Store {
                 let lo = (from - from.rem_euclid(astep) + astep).max(oldest);
                 let hi = (to + (astep - to.rem_euclid(astep)) % astep).min(newest);
                 let mut label = lo;
-                while label <= hi && r.missing.len() < a.rows as usize {
+                // At most `rows` labels: the window is clamped to the ring.
+                while label <= hi {
                     let c = metrolog_protocol::rrd::archive_slot(a.step, a.rows, label)
                         / chunk::CHUNK_ROWS;
                     label += astep;
