@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Records deleted per statement.
-pub const CHUNK: i64 = 2_000;
+/// Blocks deleted per statement (up to 2 048 records each).
+pub const CHUNK: i64 = 64;
 /// How often retention runs.
 const TICK: Duration = Duration::from_secs(10);
 /// The running byte total is recounted from the table this often (records
@@ -77,7 +77,7 @@ pub async fn run(
             if *stop.borrow() {
                 return;
             }
-            match store.prune_oldest_logs(CHUNK).await {
+            match store.prune_oldest_logs(total - max_bytes, CHUNK).await {
                 Ok((0, _)) => {
                     total = 0;
                     break;

@@ -120,12 +120,23 @@ mod tests {
             .await
             .unwrap();
         let before = file_len(&db);
-        // About 2 MiB of records: far below the writers' own automatic
-        // checkpoint (BACKSTOP_PAGES), so only the background task copies
-        // them into the database file.
-        let recs: Vec<_> = (0..10_000)
+        // About 2 MiB of records once compressed (random hex: 4 bits a
+        // character): far below the writers' own automatic checkpoint
+        // (BACKSTOP_PAGES), so only the background task copies them into
+        // the database file.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let recs: Vec<_> = (0..20_000)
             .map(|i| {
-                let line = format!("<13>host app: record {i} {}", "x".repeat(150));
+                let noise: String = (0..25)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        format!("{x:016x}")
+                    })
+                    .collect::<String>()[..200]
+                    .to_string();
+                let line = format!("<13>host app: record {i} {noise}");
                 parse(line.as_bytes(), Utc::now(), 65536)
             })
             .collect();

@@ -98,30 +98,58 @@ impl Search {
         &self.excludes
     }
 
-    /// The same test in memory (live tail).
+    /// The same test in memory: the live tail, and the confirmation of each
+    /// record of the blocks the index names. Allocates nothing for ASCII
+    /// text (it runs for every record of a candidate block).
     pub fn matches(&self, message: &str) -> bool {
-        if !self.tokens.is_empty() {
-            let have = tokens(message);
-            let ok = self.tokens.iter().all(|(t, prefix)| {
-                have.iter().any(|h| {
-                    if *prefix {
-                        h.starts_with(t.as_str())
-                    } else {
-                        h == t
-                    }
-                })
-            });
-            if !ok {
-                return false;
-            }
-        }
-        if self.contains.is_empty() && self.excludes.is_empty() {
-            return true;
-        }
-        let lower = message.to_ascii_lowercase();
-        self.contains.iter().all(|c| lower.contains(c.as_str()))
-            && !self.excludes.iter().any(|c| lower.contains(c.as_str()))
+        self.tokens
+            .iter()
+            .all(|(t, prefix)| has_token(message, t, *prefix))
+            && self.contains.iter().all(|c| contains_ci(message, c))
+            && !self.excludes.iter().any(|c| contains_ci(message, c))
     }
+}
+
+/// Whether `hay` contains `needle` (ASCII-lowercased) when ASCII case is
+/// ignored: `hay.to_ascii_lowercase().contains(needle)` without the copy.
+fn contains_ci(hay: &str, needle: &str) -> bool {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    let Some(&first) = n.first() else {
+        return true;
+    };
+    if n.len() > h.len() {
+        return false;
+    }
+    let upper = first.to_ascii_uppercase();
+    (0..=h.len() - n.len())
+        .any(|i| (h[i] == first || h[i] == upper) && h[i..i + n.len()].eq_ignore_ascii_case(n))
+}
+
+/// Whether `text` holds the token `t` (lowercase), whole or, with `prefix`,
+/// as the start of one: the same as looking `t` up in [`tokens`]`(text)`.
+fn has_token(text: &str, t: &str, prefix: bool) -> bool {
+    // Most records of a candidate block do not hold the word at all.
+    if t.is_ascii() && text.is_ascii() && !contains_ci(text, t) {
+        return false;
+    }
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .any(|w| {
+            if w.is_ascii() {
+                if prefix {
+                    w.len() >= t.len() && w.as_bytes()[..t.len()].eq_ignore_ascii_case(t.as_bytes())
+                } else {
+                    w.eq_ignore_ascii_case(t)
+                }
+            } else {
+                let l = w.to_lowercase();
+                if prefix {
+                    l.starts_with(t)
+                } else {
+                    l == t
+                }
+            }
+        })
 }
 
 #[derive(Debug, PartialEq)]
@@ -272,7 +300,61 @@ mod tests {
     fn in_memory_match_is_word_based_and_case_insensitive() {
         let p = s("ERROR");
         assert!(p.matches("an error occurred"));
+        assert!(p.matches("AN ERROR"));
         assert!(!p.matches("errors occurred"));
+        assert!(!p.matches("terror"));
         assert!(s("err*").matches("errors occurred"));
+        assert!(s("err*").matches("x ERRORS"));
+        assert!(!s("err*").matches("terrors"));
+        // Non-ASCII words are lowercased the Unicode way, like the index.
+        assert!(s("émile").matches("ÉMILE was here"));
+        assert!(s("straße*").matches("STRAßEN"));
+        assert!(!s("émile").matches("emile"));
+    }
+
+    /// The allocation-free test agrees with the plain definition
+    /// (`tokens` of the text, `to_ascii_lowercase` substrings).
+    #[test]
+    fn the_fast_match_agrees_with_the_definition() {
+        let texts = [
+            "Failed password for root from 10.0.2.2 port 22 ssh2",
+            "pam_unix(sshd:auth): authentication failure; rhost=10.0.2.3",
+            "ÉCHEC du mot de passe pour Émile",
+            "",
+            "a::b PASS passwords",
+        ];
+        let queries = [
+            "password",
+            "pass*",
+            "PASSWORD -root",
+            "\"failed password\" root",
+            "10.0.2.2",
+            "pam_unix(sshd:auth)",
+            "émile",
+            "é*",
+            "échec -émile",
+            "::",
+            "-x",
+            "a",
+            "b*",
+        ];
+        for q in queries {
+            let p = s(q);
+            for t in texts {
+                let have = tokens(t);
+                let lower = t.to_ascii_lowercase();
+                let want = p.tokens.iter().all(|(tok, prefix)| {
+                    have.iter().any(|h| {
+                        if *prefix {
+                            h.starts_with(tok.as_str())
+                        } else {
+                            h == tok
+                        }
+                    })
+                }) && p.contains.iter().all(|c| lower.contains(c.as_str()))
+                    && !p.excludes.iter().any(|c| lower.contains(c.as_str()));
+                assert_eq!(p.matches(t), want, "{q:?} on {t:?}");
+            }
+        }
     }
 }

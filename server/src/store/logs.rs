@@ -1,63 +1,49 @@
-//! Log records: bulk insert (agent batches and the syslog writer), the
-//! filtered newest-first listing behind `/api/v1/logs`, syslog-only hosts,
-//! chunked retention, and the full-text index that follows the records from
-//! a file of its own. Schema and the reasons for its indexes:
-//! `migrations/0002_logs.sql`; the zone map behind time-range filters:
-//! `migrations/0004_log_zones.sql`; why the full-text index has its own file:
+//! Log records: bulk insert (agent batches and the syslog writer) into
+//! compressed blocks, the filtered newest-first listing behind
+//! `/api/v1/logs`, syslog-only hosts, retention by block, and the full-text
+//! index that follows the blocks from a file of its own. Schema:
+//! `migrations/0014_log_blocks.sql` (blocks) with the zone map of
+//! `migrations/0004_log_zones.sql` and the late list of
+//! `migrations/0013_log_late.sql` behind time-range filters; the blob's
+//! format: [`super::log_block`]; why the full-text index has its own file:
 //! `migrations/0007_log_index_file.sql` and [`LogIndex`].
 
+use super::log_block::{self, Encoder, RecordRef, MAX_SPAN};
 use super::log_search::Search;
 use super::{now, Result, Store, StoreError};
-use metrolog_protocol::syslog::{Facility, LogRecord, LogSource, Severity};
+use metrolog_protocol::syslog::{LogRecord, LogSource, Severity};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous};
-use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 
 /// Rows per multi-row INSERT (13 parameters each, well under SQLite's 32766).
-const INSERT_CHUNK: usize = 1000;
+const INSERT_CHUNK: usize = 500;
 
-/// A zone of `log_zones` covers the ids `block << ZONE_SHIFT` and the
+/// A zone of `log_zones` covers the ids `zone << ZONE_SHIFT` and the
 /// following `1 << ZONE_SHIFT - 1` (see migrations/0004_log_zones.sql).
 const ZONE_SHIFT: u32 = 12;
 /// Most separate id ranges one time-filtered listing queries; closer ranges
 /// are merged beyond that (scanning a gap costs less than many queries).
 const MAX_ZONE_RANGES: usize = 16;
 /// A record whose source time is further than this from its receive time
-/// (µs) is late: listed in `log_late` rather than widening its block's zone
+/// (µs) is late: listed in `log_late` rather than widening its zone
 /// (migrations/0013_log_late.sql).
 pub const LATE_US: i64 = 5 * 60 * 1_000_000;
 
-/// Whether `r` goes to `log_late` rather than into its block's zone.
+/// Whether `r` goes to `log_late` rather than into its zone.
 fn is_late(r: &LogRecord) -> bool {
     r.ts.abs_diff(r.received_at) > LATE_US as u64
 }
 
-/// Flag bits of the `flags` column.
-pub const FLAG_TRUNCATED: i64 = 1;
-pub const FLAG_INVALID_UTF8: i64 = 2;
-pub const FLAG_UNPARSED: i64 = 4;
-
-/// What a record counts for against `retention.logs.max_bytes`: its text plus
-/// a fixed allowance for the row, its index entries and its full-text
-/// postings. Kept equal to [`ROW_BYTES_SQL`].
-pub const ROW_OVERHEAD_BYTES: i64 = 96;
-const ROW_BYTES_SQL: &str = "(length(CAST(message AS BLOB)) + coalesce(length(CAST(structured_data AS BLOB)), 0) + coalesce(length(CAST(app_name AS BLOB)), 0) + coalesce(length(CAST(hostname AS BLOB)), 0) + 96)";
-
-pub fn record_bytes(r: &LogRecord) -> i64 {
-    (r.message.len()
-        + r.structured_data.as_ref().map_or(0, String::len)
-        + r.app_name.as_ref().map_or(0, String::len)
-        + r.hostname.as_ref().map_or(0, String::len)) as i64
-        + ROW_OVERHEAD_BYTES
-}
-
-pub fn flags_of(r: &LogRecord) -> i64 {
-    (r.truncated as i64 * FLAG_TRUNCATED)
-        | (r.invalid_utf8 as i64 * FLAG_INVALID_UTF8)
-        | (r.unparsed as i64 * FLAG_UNPARSED)
-}
+/// What a block counts for against `retention.logs.max_bytes`: its stored
+/// (compressed) bytes, plus [`BLOCK_OVERHEAD_BYTES`] for its row and index
+/// entries and [`RECORD_OVERHEAD_BYTES`] per record for its share of the
+/// full-text index and the zone map (docs/logs.md, "Storage and retention").
+pub const BLOCK_OVERHEAD_BYTES: i64 = 64;
+pub const RECORD_OVERHEAD_BYTES: i64 = 8;
 
 /// One record to store, with the host it was resolved to.
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +51,132 @@ pub struct NewLog<'a> {
     pub host_id: Option<i64>,
     pub record: &'a LogRecord,
     pub source: LogSource,
+}
+
+/// A block ready to insert: its records' positions in the caller's input,
+/// what its row says about them, and its blob.
+struct NewBlock {
+    /// Indices into the input, in id order.
+    rows: Vec<usize>,
+    /// Id of the first record; the others follow it one by one. Set when
+    /// the block is numbered (see `insert_rows`), or at once when converting.
+    first_id: i64,
+    /// Id of the last record.
+    last_id: i64,
+    host_id: Option<i64>,
+    app: Option<String>,
+    source: &'static str,
+    min_ts: i64,
+    max_ts: i64,
+    min_received: i64,
+    max_received: i64,
+    severities: i64,
+    data: Vec<u8>,
+}
+
+impl NewBlock {
+    fn bytes(&self) -> i64 {
+        self.data.len() as i64
+            + BLOCK_OVERHEAD_BYTES
+            + RECORD_OVERHEAD_BYTES * self.rows.len() as i64
+    }
+}
+
+/// A block being filled.
+struct OpenBlock {
+    block: NewBlock,
+    enc: Encoder,
+}
+
+impl OpenBlock {
+    fn new(host_id: Option<i64>, app: Option<&str>, source: LogSource) -> Self {
+        Self {
+            block: NewBlock {
+                rows: Vec::new(),
+                first_id: 0,
+                last_id: 0,
+                host_id,
+                app: app.map(str::to_string),
+                source: source.as_str(),
+                min_ts: i64::MAX,
+                max_ts: i64::MIN,
+                min_received: i64::MAX,
+                max_received: i64::MIN,
+                severities: 0,
+                data: Vec::new(),
+            },
+            enc: Encoder::new(),
+        }
+    }
+
+    fn full(&self, next_id: i64) -> bool {
+        self.enc.len() >= log_block::MAX_BLOCK_RECORDS
+            || self.enc.raw_len() >= log_block::MAX_BLOCK_RAW_BYTES
+            || (!self.enc.is_empty() && next_id - self.block.first_id >= MAX_SPAN)
+    }
+
+    fn push(&mut self, index: usize, id: i64, r: &LogRecord) {
+        let b = &mut self.block;
+        if b.rows.is_empty() {
+            b.first_id = id;
+        }
+        b.last_id = id;
+        b.rows.push(index);
+        b.min_ts = b.min_ts.min(r.ts);
+        b.max_ts = b.max_ts.max(r.ts);
+        b.min_received = b.min_received.min(r.received_at);
+        b.max_received = b.max_received.max(r.received_at);
+        b.severities |= log_block::severity_bit(r.severity);
+        self.enc.push(id, r);
+    }
+
+    fn finish(self) -> NewBlock {
+        let mut b = self.block;
+        b.data = self.enc.finish();
+        b
+    }
+}
+
+/// Groups `rows` into blocks by stream (host, app, source), each stream's
+/// records in input order. A row's id is given when it has one already
+/// (converting old rows); otherwise records are numbered 0, 1, … within
+/// their block here and the blocks are numbered when inserted.
+fn group_blocks<'a>(rows: impl Iterator<Item = (Option<i64>, NewLog<'a>)>) -> Vec<NewBlock> {
+    let mut done: Vec<NewBlock> = Vec::new();
+    let mut open: HashMap<(Option<i64>, Option<&'a str>, LogSource), OpenBlock> = HashMap::new();
+    for (index, (id, row)) in rows.enumerate() {
+        let r = row.record;
+        let key = (row.host_id, r.app_name.as_deref(), row.source);
+        let block = open
+            .entry(key)
+            .or_insert_with(|| OpenBlock::new(row.host_id, r.app_name.as_deref(), row.source));
+        let next_id = id.unwrap_or(block.enc.len() as i64);
+        if block.full(next_id) {
+            let full = std::mem::replace(
+                block,
+                OpenBlock::new(row.host_id, r.app_name.as_deref(), row.source),
+            );
+            done.push(full.finish());
+        }
+        let next_id = id.unwrap_or(block.enc.len() as i64);
+        block.push(index, next_id, r);
+    }
+    let mut rest: Vec<OpenBlock> = open.into_values().collect();
+    // In the order of their first record.
+    rest.sort_unstable_by_key(|b| b.block.rows[0]);
+    done.extend(rest.into_iter().map(OpenBlock::finish));
+    done
+}
+
+/// Runs `f`, CPU-bound work of a few ms, without stalling the runtime's
+/// other tasks where the runtime allows it.
+fn cpu<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }
 
 /// Inserts records inside the caller's transaction, so that an agent batch's
@@ -83,150 +195,239 @@ pub(super) async fn insert_tx(
             source,
         })
         .collect();
-    insert_rows(conn, &rows).await?;
+    let blocks = group_blocks(rows.iter().map(|r| (None, *r)));
+    insert_rows(conn, &rows, blocks).await?;
     Ok(())
 }
 
 /// The multi-row INSERT of `chunk`.
-fn insert_statement<'a>(chunk: &'a [NewLog<'a>]) -> QueryBuilder<'a, Sqlite> {
+fn insert_statement(chunk: &[NewBlock]) -> QueryBuilder<'_, Sqlite> {
     let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-        "INSERT INTO logs (host_id, ts, received_at, hostname, facility, severity, app_name, procid, msgid, message, structured_data, flags, source) ",
+        "INSERT INTO log_blocks (id, first_id, n, host_id, app_name, source, min_ts, max_ts, min_received, max_received, severities, bytes, data) ",
     );
-    // Text is bound as `&str`, which sqlx borrows; `&String` it would copy.
-    q.push_values(chunk, |mut b, row| {
-        let r = row.record;
-        b.push_bind(row.host_id)
-            .push_bind(r.ts)
-            .push_bind(r.received_at)
-            .push_bind(r.hostname.as_deref())
-            .push_bind(r.facility.map(|f| f.as_u8() as i64))
-            .push_bind(r.severity.map(|s| s.as_u8() as i64))
-            .push_bind(r.app_name.as_deref())
-            .push_bind(r.procid.as_deref())
-            .push_bind(r.msgid.as_deref())
-            .push_bind(r.message.as_str())
-            .push_bind(r.structured_data.as_deref())
-            .push_bind(flags_of(r))
-            .push_bind(row.source.as_str());
+    q.push_values(chunk, |mut b, block| {
+        b.push_bind(block.last_id)
+            .push_bind(block.first_id)
+            .push_bind(block.rows.len() as i64)
+            .push_bind(block.host_id)
+            .push_bind(block.app.as_deref())
+            .push_bind(block.source)
+            .push_bind(block.min_ts)
+            .push_bind(block.max_ts)
+            .push_bind(block.min_received)
+            .push_bind(block.max_received)
+            .push_bind(block.severities)
+            .push_bind(block.bytes())
+            .push_bind(block.data.as_slice());
     });
     q
 }
 
-/// Inserts `rows` in order and returns their ids, in the same order.
-async fn insert_rows(conn: &mut SqliteConnection, rows: &[NewLog<'_>]) -> Result<Vec<i64>> {
-    let mut ids = Vec::with_capacity(rows.len());
-    let Some(first) = rows.first() else {
-        return Ok(ids);
-    };
-    // New records are numbered above every id the full-text index may
-    // already have claimed (see `LogIndex`): SQLite numbers a row max(id) + 1,
-    // which goes back below the index's position once the newest records
-    // were deleted (their host removed, retention emptied the table). The
-    // first row is then numbered explicitly, the others follow it.
+/// Numbers the (not yet numbered) `blocks` of `rows` and inserts them with
+/// their zones and late entries; returns the records' ids in input order.
+async fn insert_rows(
+    conn: &mut SqliteConnection,
+    rows: &[NewLog<'_>],
+    mut blocks: Vec<NewBlock>,
+) -> Result<Vec<i64>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    // New records are numbered above every id stored and every id the
+    // full-text index may already have claimed (see `LogIndex`), so no id
+    // is used twice even after the newest records were deleted (their host
+    // removed, retention emptied the table).
     let (max_id, claimed): (i64, i64) = sqlx::query_as(
-        "SELECT coalesce((SELECT max(id) FROM logs), 0), coalesce((SELECT claimed FROM logidx.logs_fts_state), 0)",
+        "SELECT coalesce((SELECT id FROM log_blocks ORDER BY id DESC LIMIT 1), 0), coalesce((SELECT claimed FROM logidx.logs_fts_state), 0)",
     )
     .fetch_one(&mut *conn)
     .await?;
-    let mut rest = rows;
-    if max_id < claimed {
-        let r = first.record;
-        sqlx::query(
-            "INSERT INTO logs (id, host_id, ts, received_at, hostname, facility, severity, app_name, procid, msgid, message, structured_data, flags, source)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(claimed + 1)
-        .bind(first.host_id)
-        .bind(r.ts)
-        .bind(r.received_at)
-        .bind(r.hostname.as_deref())
-        .bind(r.facility.map(|f| f.as_u8() as i64))
-        .bind(r.severity.map(|s| s.as_u8() as i64))
-        .bind(r.app_name.as_deref())
-        .bind(r.procid.as_deref())
-        .bind(r.msgid.as_deref())
-        .bind(r.message.as_str())
-        .bind(r.structured_data.as_deref())
-        .bind(flags_of(r))
-        .bind(first.source.as_str())
-        .execute(&mut *conn)
-        .await?;
-        ids.push(claimed + 1);
-        rest = &rows[1..];
+    let mut next = max_id.max(claimed) + 1;
+    let mut ids = vec![0i64; rows.len()];
+    for b in &mut blocks {
+        b.first_id = next;
+        for (k, &i) in b.rows.iter().enumerate() {
+            ids[i] = next + k as i64;
+        }
+        next += b.rows.len() as i64;
+        b.last_id = next - 1;
     }
-    let mut chunks = rest.chunks(INSERT_CHUNK);
-    let mut current = chunks.next().map(|c| (c.len(), insert_statement(c)));
-    while let Some((n, mut q)) = current.take() {
-        // SQLite runs a statement on sqlx's worker thread: the arguments of
-        // the next chunk are encoded here meanwhile (`join!` polls the
-        // execute first, which hands the statement over), not after it.
-        let (done, next) = tokio::join!(q.build().execute(&mut *conn), async {
-            chunks.next().map(|c| (c.len(), insert_statement(c)))
-        });
-        // `id` is a plain INTEGER PRIMARY KEY and we hold SQLite's only write
-        // lock: the rows of one INSERT get consecutive ids ending at the last.
-        let last = done?.last_insert_rowid();
-        ids.extend(last - n as i64 + 1..=last);
-        current = next;
+    write_blocks(conn, &blocks).await?;
+    write_zones(conn, &blocks, rows).await?;
+    Ok(ids)
+}
+
+/// Inserts numbered blocks.
+async fn write_blocks(conn: &mut SqliteConnection, blocks: &[NewBlock]) -> Result<()> {
+    for chunk in blocks.chunks(INSERT_CHUNK) {
+        insert_statement(chunk).build().execute(&mut *conn).await?;
     }
-    // The full-text index is not written here: the indexer follows the
-    // committed ids on its own connection and file (`LogIndex`).
-    let late: Vec<(i64, i64)> = ids
-        .iter()
-        .zip(rows)
-        .filter(|(_, row)| is_late(row.record))
-        .map(|(id, row)| (*id, row.record.ts))
-        .collect();
+    Ok(())
+}
+
+/// Widens the zones of the numbered `blocks`' records and lists each
+/// block's late records under the block (migrations/0013_log_late.sql,
+/// 0014_log_blocks.sql).
+async fn write_zones(
+    conn: &mut SqliteConnection,
+    blocks: &[NewBlock],
+    rows: &[NewLog<'_>],
+) -> Result<()> {
+    // (block id, smallest ts, largest ts) of each block's late records.
+    let mut late: Vec<(i64, i64, i64)> = Vec::new();
+    let mut zones: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    for b in blocks {
+        let mut span: Option<(i64, i64)> = None;
+        for (k, &i) in b.rows.iter().enumerate() {
+            let r = rows[i].record;
+            if is_late(r) {
+                let s = span.get_or_insert((r.ts, r.ts));
+                s.0 = s.0.min(r.ts);
+                s.1 = s.1.max(r.ts);
+                continue;
+            }
+            let z = zones
+                .entry((b.first_id + k as i64) >> ZONE_SHIFT)
+                .or_insert((r.ts, r.ts));
+            z.0 = z.0.min(r.ts);
+            z.1 = z.1.max(r.ts);
+        }
+        if let Some((lo, hi)) = span {
+            late.push((b.last_id, lo, hi));
+        }
+    }
     for chunk in late.chunks(INSERT_CHUNK) {
         let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT OR REPLACE INTO log_late (id, ts) ");
-        q.push_values(chunk, |mut b, (id, ts)| {
-            b.push_bind(*id).push_bind(*ts);
+            QueryBuilder::new("INSERT OR REPLACE INTO log_late (id, ts, max_ts) ");
+        q.push_values(chunk, |mut b, (id, lo, hi)| {
+            b.push_bind(*id).push_bind(*lo).push_bind(*hi);
         });
         q.build().execute(&mut *conn).await?;
     }
-    let zones = zones_of(&ids, rows);
+    let zones: Vec<(i64, (i64, i64))> = zones.into_iter().collect();
     for chunk in zones.chunks(INSERT_CHUNK) {
         let mut q: QueryBuilder<Sqlite> =
             QueryBuilder::new("INSERT INTO log_zones (block, min_ts, max_ts) ");
-        q.push_values(chunk, |mut b, (block, lo, hi)| {
-            b.push_bind(*block).push_bind(*lo).push_bind(*hi);
+        q.push_values(chunk, |mut b, (zone, (lo, hi))| {
+            b.push_bind(*zone).push_bind(*lo).push_bind(*hi);
         });
         q.push(
             " ON CONFLICT (block) DO UPDATE SET min_ts = min(min_ts, excluded.min_ts), max_ts = max(max_ts, excluded.max_ts)",
         );
         q.build().execute(&mut *conn).await?;
     }
-    Ok(ids)
+    Ok(())
 }
 
-/// (block, smallest ts, largest ts) of the blocks `ids` fall in, late
-/// records left out (they are in `log_late`); `ids` ascend.
-fn zones_of(ids: &[i64], rows: &[NewLog<'_>]) -> Vec<(i64, i64, i64)> {
-    let mut out: Vec<(i64, i64, i64)> = Vec::new();
-    for (id, row) in ids.iter().zip(rows) {
-        if is_late(row.record) {
-            continue;
-        }
-        let (block, ts) = (id >> ZONE_SHIFT, row.record.ts);
-        match out.last_mut() {
-            Some(z) if z.0 == block => {
-                z.1 = z.1.min(ts);
-                z.2 = z.2.max(ts);
-            }
-            _ => out.push((block, ts, ts)),
+/// Converts the row table `logs` of releases before migration 0014 into
+/// blocks, keeping every record's id, in transactions of [`CONVERT_CHUNK`]
+/// records, then drops it. Runs at open, before anything else writes; a
+/// crash in between resumes where the last transaction left off.
+pub(super) async fn convert_row_logs(pool: &SqlitePool) -> Result<()> {
+    let exists: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'logs'",
+    )
+    .fetch_one(pool)
+    .await?;
+    if exists == 0 {
+        return Ok(());
+    }
+    let mut converted = 0u64;
+    loop {
+        let mut tx = pool.begin().await?;
+        let old: Vec<SqliteRow> = sqlx::query(
+            "SELECT id, host_id, source, ts, received_at, hostname, facility, severity, app_name, procid, msgid, message, structured_data, flags FROM logs ORDER BY id LIMIT ?",
+        )
+        .bind(CONVERT_CHUNK)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(last) = old.last().map(|r| r.get::<i64, _>(0)) else {
+            sqlx::query("DROP TABLE logs").execute(&mut *tx).await?;
+            tx.commit().await?;
+            break;
+        };
+        let records: Vec<(i64, Option<i64>, LogSource, LogRecord)> =
+            old.iter().map(old_row).collect();
+        let rows: Vec<(Option<i64>, NewLog<'_>)> = records
+            .iter()
+            .map(|(id, host_id, source, record)| {
+                (
+                    Some(*id),
+                    NewLog {
+                        host_id: *host_id,
+                        record,
+                        source: *source,
+                    },
+                )
+            })
+            .collect();
+        let blocks = cpu(|| group_blocks(rows.into_iter()));
+        write_blocks(&mut tx, &blocks).await?;
+        sqlx::query("DELETE FROM logs WHERE id <= ?")
+            .bind(last)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        converted += records.len() as u64;
+        if converted.is_multiple_of(CONVERT_CHUNK as u64 * 50) {
+            tracing::info!(
+                records = converted,
+                "logs: converting stored records into blocks"
+            );
         }
     }
-    out
+    if converted > 0 {
+        tracing::info!(
+            records = converted,
+            "logs: stored records converted into blocks"
+        );
+    }
+    Ok(())
 }
 
-/// Inclusive id ranges, newest first, covering the blocks (descending) a
+/// Records per transaction when converting the old row table.
+const CONVERT_CHUNK: i64 = 20_000;
+
+/// A record of the old row table.
+fn old_row(r: &SqliteRow) -> (i64, Option<i64>, LogSource, LogRecord) {
+    use metrolog_protocol::syslog::Facility;
+    let flags: i64 = r.get(13);
+    let facility: Option<i64> = r.get(6);
+    let severity: Option<i64> = r.get(7);
+    let source = match r.get::<String, _>(2).as_str() {
+        "agent" => LogSource::Agent,
+        "syslog-tcp" => LogSource::SyslogTcp,
+        _ => LogSource::SyslogUdp,
+    };
+    (
+        r.get(0),
+        r.get(1),
+        source,
+        LogRecord {
+            ts: r.get(3),
+            received_at: r.get(4),
+            hostname: r.get(5),
+            facility: facility.and_then(|f| u8::try_from(f).ok().and_then(Facility::from_u8)),
+            severity: severity.and_then(|s| u8::try_from(s).ok().and_then(Severity::from_u8)),
+            app_name: r.get(8),
+            procid: r.get(9),
+            msgid: r.get(10),
+            message: r.get(11),
+            structured_data: r.get(12),
+            truncated: flags & 1 != 0,
+            invalid_utf8: flags & 2 != 0,
+            unparsed: flags & 4 != 0,
+        },
+    )
+}
+
+/// Inclusive id ranges, newest first, covering the zones (descending) a
 /// time-filtered listing must scan; at most [`MAX_ZONE_RANGES`], by merging
 /// the ranges separated by the smallest gaps.
-fn id_ranges(blocks: &[i64]) -> Vec<(i64, i64)> {
-    // (first block, last block) of runs of consecutive blocks, newest first.
+fn id_ranges(zones: &[i64]) -> Vec<(i64, i64)> {
+    // (first zone, last zone) of runs of consecutive zones, newest first.
     let mut runs: Vec<(i64, i64)> = Vec::new();
-    for &b in blocks {
+    for &b in zones {
         match runs.last_mut() {
             Some(r) if r.0 == b + 1 => r.0 = b,
             _ => runs.push((b, b)),
@@ -260,16 +461,6 @@ fn id_ranges(blocks: &[i64]) -> Vec<(i64, i64)> {
         .collect()
 }
 
-/// Which records one listing query looks at.
-#[derive(Debug, Clone, Copy)]
-enum Scope {
-    All,
-    /// An inclusive id range (blocks of the zone map).
-    Ids((i64, i64)),
-    /// The late records (`log_late`) whose source time is in the range.
-    Late,
-}
-
 /// What the listing may filter on. Times are unix microseconds.
 #[derive(Debug, Clone, Default)]
 pub struct LogFilter {
@@ -288,6 +479,27 @@ pub struct LogFilter {
     pub limit: u32,
 }
 
+impl LogFilter {
+    /// The tests on one record that the block's columns cannot make.
+    fn keeps(&self, r: &RecordRef<'_>, ids: Option<(i64, i64)>) -> bool {
+        if self.before.is_some_and(|b| r.id >= b) {
+            return false;
+        }
+        if ids.is_some_and(|(lo, hi)| r.id < lo || r.id > hi) {
+            return false;
+        }
+        if self.from.is_some_and(|from| r.ts < from) || self.to.is_some_and(|to| r.ts >= to) {
+            return false;
+        }
+        if let Some(sev) = self.severity {
+            if r.severity.unwrap_or(Severity::DEFAULT) > sev {
+                return false;
+            }
+        }
+        self.search.as_ref().is_none_or(|s| s.matches(r.message))
+    }
+}
+
 /// A stored record as the API shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogRow {
@@ -299,40 +511,60 @@ pub struct LogRow {
     pub record: LogRecord,
 }
 
-const LOG_COLUMNS: &str = "l.id, l.host_id, h.hostname, l.source, l.ts, l.received_at, l.hostname, l.facility, l.severity, l.app_name, l.procid, l.msgid, l.message, l.structured_data, l.flags";
+/// Columns of a block as the listing reads them (with its host's name).
+const BLOCK_COLUMNS: &str = "b.id, b.first_id, b.host_id, h.hostname, b.source, b.app_name, b.data";
 
-fn row_from(r: &SqliteRow) -> LogRow {
-    let flags: i64 = r.get(14);
-    let facility: Option<i64> = r.get(7);
-    let severity: Option<i64> = r.get(8);
-    LogRow {
-        id: r.get(0),
-        host_id: r.get(1),
-        host: r.get(2),
-        source: r.get(3),
-        record: LogRecord {
-            ts: r.get(4),
-            received_at: r.get(5),
-            hostname: r.get(6),
-            facility: facility.and_then(|f| u8::try_from(f).ok().and_then(Facility::from_u8)),
-            severity: severity.and_then(|s| u8::try_from(s).ok().and_then(Severity::from_u8)),
-            app_name: r.get(9),
-            procid: r.get(10),
-            msgid: r.get(11),
-            message: r.get(12),
-            structured_data: r.get(13),
-            truncated: flags & FLAG_TRUNCATED != 0,
-            invalid_utf8: flags & FLAG_INVALID_UTF8 != 0,
-            unparsed: flags & FLAG_UNPARSED != 0,
-        },
-    }
+/// Decodes the block `row` (selected with [`BLOCK_COLUMNS`]) and appends the
+/// records `keep` accepts to `out`.
+fn decode_into(
+    row: &SqliteRow,
+    out: &mut Vec<LogRow>,
+    mut keep: impl FnMut(&RecordRef<'_>) -> bool,
+) -> Result<()> {
+    let (id, first_id): (i64, i64) = (row.get(0), row.get(1));
+    let host_id: Option<i64> = row.get(2);
+    let host: Option<String> = row.get(3);
+    let source: String = row.get(4);
+    let app: Option<&str> = row.get(5);
+    let data: &[u8] = row.get(6);
+    let raw = log_block::unpack(data).map_err(|e| damaged(id, e))?;
+    log_block::for_each(&raw, first_id, |r| {
+        if keep(&r) {
+            out.push(LogRow {
+                id: r.id,
+                host_id,
+                host: host.clone(),
+                source: source.clone(),
+                record: r.to_record(app),
+            });
+        }
+    })
+    .map_err(|e| damaged(id, e))
 }
 
-/// Records indexed per indexer transaction: large enough that FTS5 flushes
-/// few segments, small enough that rebuilding millions of rows commits
-/// steadily and retention's deletions wait for at most one chunk.
+fn damaged(block: i64, e: log_block::BlockError) -> StoreError {
+    StoreError::Invalid(format!("log block {block}: {e}"))
+}
+
+/// Which records one listing query looks at.
+#[derive(Debug, Clone, Copy)]
+enum Scope {
+    All,
+    /// An inclusive record id range (zones of the zone map).
+    Ids((i64, i64)),
+}
+
+/// Blocks fetched per query of a listing: few at first (a page of the
+/// newest records is usually in the newest block), more as it goes on.
+const FIRST_PAGE_BLOCKS: i64 = 4;
+const MAX_PAGE_BLOCKS: i64 = 64;
+
+/// Records indexed per indexer transaction (whole blocks, so a little more):
+/// large enough that FTS5 flushes few segments, small enough that rebuilding
+/// millions of records commits steadily and retention's deletions wait for
+/// at most one round.
 pub const INDEX_CHUNK: i64 = 20_000;
-/// Deleted ids taken out of the index per transaction.
+/// Deleted blocks taken out of the index per transaction.
 const UNINDEX_CHUNK: i64 = 10_000;
 /// Records committed but not yet indexed above which the syslog writer waits
 /// for the indexer before its next commit (once the index has caught up since
@@ -343,17 +575,20 @@ pub const MAX_INDEX_LAG: i64 = 500_000;
 const LAG_WAIT: Duration = Duration::from_secs(2);
 
 /// Schema of the index file. Not a sqlx migration: it is not this database's
-/// file, it can always be rebuilt from `logs`, and it is dropped and rebuilt
-/// rather than migrated.
+/// file, it can always be rebuilt from the blocks, and it is dropped and
+/// rebuilt rather than migrated.
 ///
-/// `logs_fts` is contentless (`content = ''`: the text lives once, in
-/// `logs`, in the other file) and keyed by the record's id. `detail = none`
-/// keeps only which rows hold a token, not where (several times cheaper to
-/// build; phrases are confirmed on the text, server/src/store/log_search.rs).
-/// `contentless_delete = 1` lets records be removed by id alone, after their
+/// `logs_fts` is contentless (`content = ''`: the text lives once, in the
+/// blocks, in the other file) and holds one document per block, keyed by the
+/// block's id (its last record's): the messages of its records. A word is
+/// posted once per block, not once per line, and a search confirms each
+/// candidate block's records on their text. `detail = none` keeps only which
+/// blocks hold a token, not where (several times cheaper to build; phrases
+/// are confirmed on the text, server/src/store/log_search.rs).
+/// `contentless_delete = 1` lets blocks be removed by id alone, after their
 /// text is gone (it needs the per-row size table, `columnsize = 1`).
 ///
-/// `logs_fts_state` says how far the index is: every record with an id up to
+/// `logs_fts_state` says how far the index is: every block with an id up to
 /// `indexed_to` is indexed or was deleted; `claimed` is an id up to which the
 /// indexer may be reading right now, and writers number new records above it
 /// (see `insert_rows`), so no id the index has passed is ever used again.
@@ -375,21 +610,21 @@ CREATE TABLE IF NOT EXISTS logs_fts_state (
 
 /// The full-text index of log messages, in a SQLite file of its own written
 /// by its own connection (so on its own thread, the second core), following
-/// the committed records by id. The database's pool connections ATTACH the
+/// the committed blocks by id. The database's pool connections ATTACH the
 /// file as `logidx` for searches.
 ///
 /// Why: one SQLite file has one writer at a time, and the postings were a
 /// third of the log writer's work (docs/benchmarks.md, "Logs"). The price:
 /// a committed record is missing from full-text searches until the indexer
-/// reaches it (the lag, `metrolog_logs_index_lag_records`); every other
-/// filter sees it at once.
+/// reaches its block (the lag, `metrolog_logs_index_lag_records`); every
+/// other filter sees it at once.
 ///
 /// After a crash or a restart the indexer carries on from `indexed_to`,
 /// which commits with the postings, so nothing is indexed twice or skipped.
 #[derive(Debug)]
 pub struct LogIndex {
     /// The index file's own connection; `None` once closed. Held for a whole
-    /// round, so indexing and taking deleted records out never interleave.
+    /// round, so indexing and taking deleted blocks out never interleave.
     conn: tokio::sync::Mutex<Option<SqliteConnection>>,
     path: String,
     /// Largest record id seen committed (by the writer or the indexer).
@@ -407,9 +642,9 @@ pub struct LogIndex {
 /// What one indexer round did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IndexRound {
-    /// Records added to the index.
+    /// Records added to the index (in whole blocks).
     pub indexed: u64,
-    /// Deleted records taken out of it (or off the queue, if never indexed).
+    /// Deleted blocks taken out of it (or off the queue, if never indexed).
     pub unindexed: u64,
 }
 
@@ -421,7 +656,6 @@ pub(super) fn index_path(db: &str) -> String {
         None => format!("{db}.logs-fts.db"),
     }
 }
-
 impl LogIndex {
     /// Opens (creating if needed) the index file at `path`; call before the
     /// pool attaches it, so it is in WAL mode from the start.
@@ -540,13 +774,15 @@ impl Store {
     /// database stays consistent either way. Agent batches (acknowledged)
     /// never go through here.
     pub async fn insert_logs(&self, rows: &[NewLog<'_>], seen_hosts: &[i64]) -> Result<Vec<i64>> {
+        // Grouping and compressing run before the write lock is taken.
+        let blocks = cpu(|| group_blocks(rows.iter().map(|r| (None, *r))));
         self.wait_for_log_index().await;
         let _w = self.write.lock().await;
         let mut conn = self.pool.acquire().await?;
         sqlx::query("PRAGMA synchronous = NORMAL")
             .execute(&mut *conn)
             .await?;
-        let result = Self::insert_logs_on(&mut conn, rows, seen_hosts).await;
+        let result = Self::insert_logs_on(&mut conn, rows, blocks, seen_hosts).await;
         // The connection goes back to the pool, where acknowledged writes
         // need FULL; one that cannot be restored is closed instead.
         if let Err(e) = sqlx::query("PRAGMA synchronous = FULL")
@@ -610,16 +846,17 @@ impl Store {
         self.log_index.progress.notified().await
     }
 
-    /// One indexer round: takes deleted records out of the full-text index,
-    /// then indexes up to `max_rows` committed records after the last
-    /// indexed one, in one transaction of the index file.
+    /// One indexer round: takes deleted blocks out of the full-text index,
+    /// then indexes the committed blocks after the last indexed one, whole
+    /// blocks up to about `max_rows` records, in one transaction of the
+    /// index file.
     pub async fn index_logs(&self, max_rows: i64) -> Result<IndexRound> {
         let ix = &self.log_index;
         let mut guard = ix.conn.lock().await;
         let conn = guard.as_mut().ok_or(sqlx::Error::PoolClosed)?;
         let unindexed = self.unindex_deleted(conn).await?;
         let from = ix.indexed_to.load(Ordering::SeqCst);
-        let top: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM logsdb.logs")
+        let top: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM logsdb.log_blocks")
             .fetch_one(&mut *conn)
             .await?;
         ix.committed_to.fetch_max(top, Ordering::SeqCst);
@@ -634,43 +871,90 @@ impl Store {
                 unindexed,
             });
         }
-        // Claim the ids about to be read before reading them, committed: a
-        // writer that numbers records after this sees the claim and numbers
-        // above it; one that numbered before holds the write lock until it
-        // commits, so this round's snapshot either holds its records or
-        // holds nothing above them (see `insert_rows`).
-        let claim: i64 = sqlx::query_scalar(
-            "SELECT coalesce((SELECT id FROM logsdb.logs WHERE id > ?1 ORDER BY id LIMIT 1 OFFSET ?2), ?3)",
+        // Claim the blocks about to be read before reading them, committed:
+        // a writer that numbers records after this sees the claim and
+        // numbers above it; one that numbered before holds the write lock
+        // until it commits, so this round's snapshot either holds its blocks
+        // or holds nothing above them (see `insert_rows`). Reading `n` does
+        // not read the blobs (they are the rows' last column).
+        let next: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT id, n FROM logsdb.log_blocks WHERE id > ? ORDER BY id LIMIT 4096",
         )
         .bind(from)
-        .bind(max_rows.max(1) - 1)
-        .bind(top)
-        .fetch_one(&mut *conn)
+        .fetch_all(&mut *conn)
         .await?;
+        let mut claim = top;
+        let mut counted = 0;
+        for (id, n) in &next {
+            counted += n;
+            if counted >= max_rows.max(1) {
+                claim = *id;
+                break;
+            }
+        }
+        if counted < max_rows.max(1) {
+            claim = next.last().map_or(top, |x| x.0);
+        }
         sqlx::query("UPDATE logs_fts_state SET claimed = max(claimed, ?)")
             .bind(claim)
             .execute(&mut *conn)
             .await?;
         let mut tx = conn.begin().await?;
-        // The first read of the records fixes this transaction's snapshot of
-        // them; the INSERT below reads the same one.
-        let last: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM logsdb.logs WHERE id > ? AND id <= ? ORDER BY id DESC LIMIT 1",
+        // The first read of the blocks fixes this transaction's snapshot of
+        // them.
+        let blocks: Vec<(i64, i64, i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, first_id, n, data FROM logsdb.log_blocks WHERE id > ? AND id <= ? ORDER BY id",
         )
         .bind(from)
         .bind(claim)
-        .fetch_optional(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
-        let mut indexed = 0;
+        let docs = cpu(|| -> Result<Vec<(i64, String)>> {
+            blocks
+                .iter()
+                .map(|(id, first_id, _, data)| {
+                    let raw = log_block::unpack(data).map_err(|e| damaged(*id, e))?;
+                    let mut text = String::with_capacity(raw.len());
+                    log_block::for_each(&raw, *first_id, |r| {
+                        text.push_str(r.message);
+                        text.push('\n');
+                    })
+                    .map_err(|e| damaged(*id, e))?;
+                    Ok((*id, text))
+                })
+                .collect()
+        });
+        let docs = match docs {
+            Ok(d) => d,
+            Err(e) => {
+                // A damaged block is left out of the index, not retried for
+                // ever: its records stay listed by every other filter.
+                tracing::error!(error = %e, "a log block cannot be read; it is not indexed");
+                blocks
+                    .iter()
+                    .map(|(id, first_id, _, data)| {
+                        let mut text = String::new();
+                        if let Ok(raw) = log_block::unpack(data) {
+                            let _ = log_block::for_each(&raw, *first_id, |r| {
+                                text.push_str(r.message);
+                                text.push('\n');
+                            });
+                        }
+                        (*id, text)
+                    })
+                    .collect()
+            }
+        };
+        let last = blocks.last().map(|b| b.0);
+        let indexed: i64 = blocks.iter().map(|b| b.2).sum();
+        for (id, text) in &docs {
+            sqlx::query("INSERT INTO logs_fts (rowid, message) VALUES (?, ?)")
+                .bind(id)
+                .bind(text.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
         if let Some(last) = last {
-            indexed = sqlx::query(
-                "INSERT INTO logs_fts (rowid, message) SELECT id, message FROM logsdb.logs WHERE id > ? AND id <= ?",
-            )
-            .bind(from)
-            .bind(last)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
             sqlx::query("UPDATE logs_fts_state SET indexed_to = ?")
                 .bind(last)
                 .execute(&mut *tx)
@@ -681,7 +965,10 @@ impl Store {
             ix.indexed_to.store(last, Ordering::SeqCst);
         }
         ix.progress.notify_waiters();
-        Ok(IndexRound { indexed, unindexed })
+        Ok(IndexRound {
+            indexed: indexed as u64,
+            unindexed,
+        })
     }
 
     /// Runs indexer rounds until the index is level with the records and
@@ -692,8 +979,8 @@ impl Store {
         Ok(())
     }
 
-    /// Takes records deleted since the last round (queued by the
-    /// `logs_unindex` trigger, migrations/0007_log_index_file.sql) out of the
+    /// Takes blocks deleted since the last round (queued by the
+    /// `log_blocks_unindex` trigger, migrations/0014_log_blocks.sql) out of the
     /// index, up to [`UNINDEX_CHUNK`]; returns how many were taken off the
     /// queue. Called with the index's lock held.
     async fn unindex_deleted(&self, conn: &mut SqliteConnection) -> Result<u64> {
@@ -730,10 +1017,11 @@ impl Store {
     async fn insert_logs_on(
         conn: &mut SqliteConnection,
         rows: &[NewLog<'_>],
+        blocks: Vec<NewBlock>,
         seen_hosts: &[i64],
     ) -> Result<Vec<i64>> {
         let mut tx = conn.begin().await?;
-        let ids = insert_rows(&mut tx, rows).await?;
+        let ids = insert_rows(&mut tx, rows, blocks).await?;
         if !seen_hosts.is_empty() {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE hosts SET last_seen = ");
             q.push_bind(now())
@@ -801,14 +1089,14 @@ impl Store {
 
     /// Records matching `f`, newest (highest id) first, at most `f.limit`.
     pub async fn logs(&self, f: &LogFilter) -> Result<Vec<LogRow>> {
-        if f.host_ids.as_ref().is_some_and(Vec::is_empty) {
+        if f.host_ids.as_ref().is_some_and(Vec::is_empty) || f.limit == 0 {
             return Ok(Vec::new());
         }
         if f.from.is_none() && f.to.is_none() {
             return self.logs_in(f, Scope::All, f.limit).await;
         }
-        // A time range: only the id blocks whose zone meets it are scanned
-        // (migrations/0004_log_zones.sql), one query per run of blocks,
+        // A time range: only the id zones whose span meets it are scanned
+        // (migrations/0004_log_zones.sql), one query per run of zones,
         // newest first, until the page is full.
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT block FROM log_zones WHERE 1");
         if let Some(from) = f.from {
@@ -822,9 +1110,9 @@ impl Store {
                 .push_bind((before - 1) >> ZONE_SHIFT);
         }
         q.push(" ORDER BY block DESC");
-        let blocks: Vec<i64> = q.build_query_scalar().fetch_all(&self.pool).await?;
+        let zones: Vec<i64> = q.build_query_scalar().fetch_all(&self.pool).await?;
         let mut out = Vec::new();
-        for range in id_ranges(&blocks) {
+        for range in id_ranges(&zones) {
             let want = f.limit.saturating_sub(out.len() as u32);
             if want == 0 {
                 break;
@@ -832,9 +1120,9 @@ impl Store {
             out.extend(self.logs_in(f, Scope::Ids(range), want).await?);
         }
         // Late records are in no zone (migrations/0013_log_late.sql): the
-        // newest `limit` of those in the range, merged by id. A late record
-        // inside a scanned block may come both ways.
-        let late = self.logs_in(f, Scope::Late, f.limit).await?;
+        // newest `limit` of the blocks listed there, merged by id. A record
+        // may come both ways.
+        let late = self.logs_late(f).await?;
         if !late.is_empty() {
             out.extend(late);
             out.sort_unstable_by_key(|r| std::cmp::Reverse(r.id));
@@ -844,63 +1132,14 @@ impl Store {
         Ok(out)
     }
 
-    /// [`Store::logs`] within `scope`, at most `limit`.
-    async fn logs_in(&self, f: &LogFilter, scope: Scope, limit: u32) -> Result<Vec<LogRow>> {
-        let fts = f.search.as_ref().and_then(Search::fts_match);
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!("SELECT {LOG_COLUMNS} "));
-        let order = match (&fts, scope) {
-            (_, Scope::Late) => {
-                // Few rows: `log_late` by source time drives, each one
-                // looked up in the records (and in the index, by id).
-                q.push("FROM log_late k CROSS JOIN logs l ON l.id = k.id ");
-                if let Some(m) = &fts {
-                    q.push("CROSS JOIN logidx.logs_fts f ON f.rowid = k.id ");
-                    q.push("LEFT JOIN hosts h ON h.id = l.host_id WHERE logs_fts MATCH ");
-                    q.push_bind(m.clone());
-                } else {
-                    q.push("LEFT JOIN hosts h ON h.id = l.host_id WHERE 1");
-                }
-                if let Some(from) = f.from {
-                    q.push(" AND k.ts >= ").push_bind(from);
-                }
-                if let Some(to) = f.to {
-                    q.push(" AND k.ts < ").push_bind(to);
-                }
-                " ORDER BY l.id DESC"
-            }
-            // With a full-text term the index drives the scan: it yields
-            // rowids in descending order and the LIMIT stops it early; an id
-            // range is handed to FTS5 as a rowid range.
-            (Some(m), _) => {
-                // The index is the attached file `logidx` (see `LogIndex`).
-                q.push("FROM logidx.logs_fts f JOIN logs l ON l.id = f.rowid LEFT JOIN hosts h ON h.id = l.host_id WHERE logs_fts MATCH ");
-                q.push_bind(m.clone());
-                " ORDER BY f.rowid DESC"
-            }
-            (None, _) => {
-                q.push("FROM logs l LEFT JOIN hosts h ON h.id = l.host_id WHERE 1");
-                " ORDER BY l.id DESC"
-            }
-        };
-        let id_col = match (&fts, scope) {
-            (_, Scope::Late) => "l.id",
-            (Some(_), _) => "f.rowid",
-            (None, _) => "l.id",
-        };
-        if let Some(before) = f.before {
-            q.push(format!(" AND {id_col} < ")).push_bind(before);
-        }
-        if let Scope::Ids((lo, hi)) = scope {
-            q.push(format!(" AND {id_col} BETWEEN "))
-                .push_bind(lo)
-                .push(" AND ")
-                .push_bind(hi);
-        }
+    /// The WHERE terms on a block's columns that `f` implies (appended to a
+    /// query selecting from `log_blocks b`).
+    fn push_block_filters(q: &mut QueryBuilder<'_, Sqlite>, f: &LogFilter) {
         if let Some(ids) = &f.host_ids {
             if let [one] = ids.as_slice() {
-                q.push(" AND l.host_id = ").push_bind(*one);
+                q.push(" AND b.host_id = ").push_bind(*one);
             } else {
-                q.push(" AND l.host_id IN (");
+                q.push(" AND b.host_id IN (");
                 let mut sep = q.separated(", ");
                 for id in ids {
                     sep.push_bind(*id);
@@ -909,84 +1148,210 @@ impl Store {
             }
         }
         if let Some(app) = &f.app {
-            q.push(" AND l.app_name = ").push_bind(app.clone());
+            q.push(" AND b.app_name = ").push_bind(app.clone());
         }
         if let Some(sev) = f.severity {
             if sev < Severity::Debug {
-                q.push(" AND coalesce(l.severity, 5) <= ")
-                    .push_bind(sev.as_u8() as i64);
+                q.push(" AND b.severities & ")
+                    .push_bind(log_block::severity_mask_upto(sev))
+                    .push(" != 0");
             }
         }
         if let Some(from) = f.from {
-            q.push(" AND l.ts >= ").push_bind(from);
+            q.push(" AND b.max_ts >= ").push_bind(from);
         }
         if let Some(to) = f.to {
-            q.push(" AND l.ts < ").push_bind(to);
+            q.push(" AND b.min_ts < ").push_bind(to);
         }
-        if let Some(s) = &f.search {
-            for c in s.contains() {
-                q.push(" AND instr(lower(l.message), ")
-                    .push_bind(c.clone())
-                    .push(") > 0");
-            }
-            for c in s.excludes() {
-                q.push(" AND instr(lower(l.message), ")
-                    .push_bind(c.clone())
-                    .push(") = 0");
-            }
-        }
-        q.push(order).push(" LIMIT ").push_bind(limit as i64);
-        let rows = q.build().fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(row_from).collect())
     }
 
-    /// Retention accounting: the bytes (see [`record_bytes`]) and the largest
-    /// id of records with an id above `after`.
+    /// [`Store::logs`] within `scope`, at most `limit`: the blocks that may
+    /// hold matches, newest first, opened one by one until `limit` records
+    /// are found that no later block can outrank.
+    async fn logs_in(&self, f: &LogFilter, scope: Scope, limit: u32) -> Result<Vec<LogRow>> {
+        let fts = f.search.as_ref().and_then(Search::fts_match);
+        // With a full-text term the index drives the scan: it yields block
+        // ids in descending order; an id range is handed to it as a rowid
+        // range.
+        let id_col = if fts.is_some() { "f.rowid" } else { "b.id" };
+        let ids = match scope {
+            Scope::All => None,
+            Scope::Ids(r) => Some(r),
+        };
+        let mut out: Vec<LogRow> = Vec::new();
+        let mut below: Option<i64> = None;
+        let mut page = FIRST_PAGE_BLOCKS;
+        loop {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!("SELECT {BLOCK_COLUMNS} "));
+            match &fts {
+                Some(m) => {
+                    // The index is the attached file `logidx` (see `LogIndex`).
+                    q.push("FROM logidx.logs_fts f JOIN log_blocks b ON b.id = f.rowid LEFT JOIN hosts h ON h.id = b.host_id WHERE logs_fts MATCH ");
+                    q.push_bind(m.clone());
+                }
+                None => {
+                    q.push("FROM log_blocks b LEFT JOIN hosts h ON h.id = b.host_id WHERE 1");
+                }
+            }
+            if let Some(below) = below {
+                q.push(format!(" AND {id_col} < ")).push_bind(below);
+            }
+            // A block holds ids from `first_id` to its id, less than
+            // MAX_SPAN apart: the id bounds become a range of the key.
+            if let Some(before) = f.before {
+                q.push(format!(" AND {id_col} < "))
+                    .push_bind(before.saturating_add(MAX_SPAN))
+                    .push(" AND b.first_id < ")
+                    .push_bind(before);
+            }
+            if let Some((lo, hi)) = ids {
+                q.push(format!(" AND {id_col} BETWEEN "))
+                    .push_bind(lo)
+                    .push(" AND ")
+                    .push_bind(hi.saturating_add(MAX_SPAN))
+                    .push(" AND b.first_id <= ")
+                    .push_bind(hi);
+            }
+            Self::push_block_filters(&mut q, f);
+            q.push(format!(" ORDER BY {id_col} DESC LIMIT "))
+                .push_bind(page);
+            let rows = q.build().fetch_all(&self.pool).await?;
+            let fetched = rows.len() as i64;
+            for row in &rows {
+                // This block and the ones after it hold only ids up to its
+                // own: once `limit` records above it are found, stop.
+                if out.len() >= limit as usize {
+                    out.sort_unstable_by_key(|r| std::cmp::Reverse(r.id));
+                    out.truncate(limit as usize);
+                    if out.last().is_some_and(|r| r.id > row.get::<i64, _>(0)) {
+                        return Ok(out);
+                    }
+                }
+                decode_into(row, &mut out, |r| f.keeps(r, ids))?;
+            }
+            if fetched < page {
+                break;
+            }
+            below = rows.last().map(|r| r.get(0));
+            page = (page * 4).min(MAX_PAGE_BLOCKS);
+        }
+        out.sort_unstable_by_key(|r| std::cmp::Reverse(r.id));
+        out.truncate(limit as usize);
+        Ok(out)
+    }
+
+    /// The newest `f.limit` records of the blocks listed in `log_late` with
+    /// a span that meets `f`'s time range and that pass `f`. An entry is
+    /// keyed by its block's id (or, from before migration 0014, by one of
+    /// its records' ids, which finds the block too).
+    async fn logs_late(&self, f: &LogFilter) -> Result<Vec<LogRow>> {
+        const PAGE: usize = 64;
+        let mut out: Vec<LogRow> = Vec::new();
+        let mut below: Option<i64> = f.before.map(|b| b.saturating_add(MAX_SPAN));
+        loop {
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("SELECT id FROM log_late k WHERE 1");
+            if let Some(from) = f.from {
+                q.push(" AND k.max_ts >= ").push_bind(from);
+            }
+            if let Some(to) = f.to {
+                q.push(" AND k.ts < ").push_bind(to);
+            }
+            if let Some(below) = below {
+                q.push(" AND k.id < ").push_bind(below);
+            }
+            q.push(" ORDER BY k.id DESC LIMIT ").push_bind(PAGE as i64);
+            let late: Vec<i64> = q.build_query_scalar().fetch_all(&self.pool).await?;
+            let Some(&lowest) = late.last() else { break };
+            // Entries below what is already found cannot outrank it.
+            if out.len() >= f.limit as usize
+                && out[f.limit as usize - 1].id > late[0].saturating_add(MAX_SPAN)
+            {
+                break;
+            }
+            // The blocks holding those ids, each opened once.
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+                "SELECT {BLOCK_COLUMNS} FROM log_blocks b LEFT JOIN hosts h ON h.id = b.host_id WHERE b.id BETWEEN "
+            ));
+            q.push_bind(lowest)
+                .push(" AND ")
+                .push_bind(late[0].saturating_add(MAX_SPAN))
+                .push(" AND b.first_id <= ")
+                .push_bind(late[0])
+                .push(" AND (");
+            let mut sep = q.separated(" OR ");
+            for id in &late {
+                sep.push("(b.id >= ")
+                    .push_bind_unseparated(*id)
+                    .push_unseparated(" AND b.first_id <= ")
+                    .push_bind_unseparated(*id)
+                    .push_unseparated(")");
+            }
+            q.push(")");
+            Self::push_block_filters(&mut q, f);
+            q.push(" ORDER BY b.id DESC");
+            let rows = q.build().fetch_all(&self.pool).await?;
+            for row in &rows {
+                decode_into(row, &mut out, |r| f.keeps(r, None))?;
+            }
+            out.sort_unstable_by_key(|r| std::cmp::Reverse(r.id));
+            out.dedup_by_key(|r| r.id);
+            if late.len() < PAGE {
+                break;
+            }
+            below = Some(lowest);
+        }
+        out.truncate(f.limit as usize);
+        Ok(out)
+    }
+
+    /// Retention accounting: the bytes (see [`BLOCK_OVERHEAD_BYTES`]) and
+    /// the largest id of the blocks with an id above `after`.
     pub async fn log_bytes_after(&self, after: i64) -> Result<(i64, i64)> {
-        let (bytes, max): (Option<i64>, Option<i64>) = sqlx::query_as(&format!(
-            "SELECT sum({ROW_BYTES_SQL}), max(id) FROM logs WHERE id > ?"
-        ))
-        .bind(after)
-        .fetch_one(&self.pool)
-        .await?;
+        let (bytes, max): (Option<i64>, Option<i64>) =
+            sqlx::query_as("SELECT sum(bytes), max(id) FROM log_blocks WHERE id > ?")
+                .bind(after)
+                .fetch_one(&self.pool)
+                .await?;
         Ok((bytes.unwrap_or(0), max.unwrap_or(after)))
     }
 
-    /// Deletes up to `chunk` of the oldest records (by id) received before
-    /// `cutoff` (unix µs); returns (records, bytes) deleted. Only the
-    /// `chunk` oldest rows are looked at, so one call is bounded whatever
-    /// the table holds.
+    /// Deletes, among the `chunk` oldest blocks, those whose newest record
+    /// was received before `cutoff` (unix µs); returns (records, bytes)
+    /// deleted. A block goes as a whole once all its records are past the
+    /// cutoff. Only `chunk` blocks are looked at, so one call is bounded
+    /// whatever the table holds.
     pub async fn prune_logs_received_before(&self, cutoff: i64, chunk: i64) -> Result<(u64, i64)> {
         self.prune_logs(
-            &format!(
-                "DELETE FROM logs WHERE id IN (
-                   SELECT id FROM (SELECT id, received_at FROM logs ORDER BY id LIMIT ?1)
-                   WHERE received_at < ?2)
-                 RETURNING {ROW_BYTES_SQL}"
-            ),
+            "DELETE FROM log_blocks WHERE id IN (
+               SELECT id FROM (SELECT id, max_received FROM log_blocks ORDER BY id LIMIT ?1)
+               WHERE max_received < ?2)
+             RETURNING n, bytes",
             chunk,
             cutoff,
         )
         .await
     }
 
-    /// Deletes the `chunk` oldest records (by id); returns (records, bytes).
-    pub async fn prune_oldest_logs(&self, chunk: i64) -> Result<(u64, i64)> {
+    /// Deletes the oldest blocks that together count at least `bytes`
+    /// (at least one, at most `chunk`); returns (records, bytes).
+    pub async fn prune_oldest_logs(&self, bytes: i64, chunk: i64) -> Result<(u64, i64)> {
         self.prune_logs(
-            &format!(
-                "DELETE FROM logs WHERE id IN (SELECT id FROM logs ORDER BY id LIMIT ?1)
-                 RETURNING {ROW_BYTES_SQL}"
-            ),
+            "DELETE FROM log_blocks WHERE id IN (
+               SELECT id FROM (SELECT id, sum(bytes) OVER (ORDER BY id) - bytes AS before
+                               FROM (SELECT id, bytes FROM log_blocks ORDER BY id LIMIT ?1))
+               WHERE before < ?2)
+             RETURNING n, bytes",
             chunk,
-            0,
+            bytes.max(1),
         )
         .await
     }
 
-    async fn prune_logs(&self, sql: &str, chunk: i64, cutoff: i64) -> Result<(u64, i64)> {
-        let done = self.prune_logs_rows(sql, chunk, cutoff).await?;
+    async fn prune_logs(&self, sql: &str, chunk: i64, arg: i64) -> Result<(u64, i64)> {
+        let done = self.prune_logs_rows(sql, chunk, arg).await?;
         if done.0 > 0 {
-            // The deleted records leave the full-text index too, now rather
+            // The deleted blocks leave the full-text index too, now rather
             // than at the indexer's next round (the write lock is released:
             // the index's lock is always taken first).
             let mut guard = self.log_index.conn.lock().await;
@@ -997,33 +1362,40 @@ impl Store {
         Ok(done)
     }
 
-    async fn prune_logs_rows(&self, sql: &str, chunk: i64, cutoff: i64) -> Result<(u64, i64)> {
+    async fn prune_logs_rows(&self, sql: &str, chunk: i64, arg: i64) -> Result<(u64, i64)> {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
-        let sizes: Vec<i64> = sqlx::query_scalar(sql)
+        let deleted: Vec<(i64, i64)> = sqlx::query_as(sql)
             .bind(chunk)
-            .bind(cutoff)
+            .bind(arg)
             .fetch_all(&mut *tx)
             .await?;
-        if !sizes.is_empty() {
-            // Zones wholly below the oldest record left describe nothing;
-            // all of them go once the table is empty (ids may then restart).
-            sqlx::query(
-                "DELETE FROM log_zones WHERE block < coalesce((SELECT min(id) FROM logs) >> ?, 9223372036854775807)",
+        if !deleted.is_empty() {
+            // Zones and late entries wholly below the oldest record left
+            // describe nothing; all of them go once no block is left (ids may
+            // then restart). The oldest record is the smallest first id of
+            // the blocks within MAX_SPAN of the oldest block.
+            let oldest: Option<i64> = sqlx::query_scalar(
+                "SELECT min(first_id) FROM log_blocks WHERE id < (SELECT min(id) FROM log_blocks) + ?",
             )
-            .bind(ZONE_SHIFT)
-            .execute(&mut *tx)
+            .bind(MAX_SPAN)
+            .fetch_one(&mut *tx)
             .await?;
-            // Likewise the late entries of deleted records (by id: a range
-            // of the primary key).
-            sqlx::query(
-                "DELETE FROM log_late WHERE id < coalesce((SELECT min(id) FROM logs), 9223372036854775807)",
-            )
-            .execute(&mut *tx)
-            .await?;
+            let floor = oldest.unwrap_or(i64::MAX);
+            sqlx::query("DELETE FROM log_zones WHERE block < ?")
+                .bind(floor >> ZONE_SHIFT)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM log_late WHERE id < ?")
+                .bind(floor)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
-        Ok((sizes.len() as u64, sizes.iter().sum()))
+        Ok((
+            deleted.iter().map(|d| d.0 as u64).sum(),
+            deleted.iter().map(|d| d.1).sum(),
+        ))
     }
 }
 
@@ -1107,33 +1479,67 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn retention_deletes_oldest_in_chunks_and_keeps_the_index_in_step() {
+    async fn retention_deletes_oldest_blocks_and_keeps_the_index_in_step() {
         let (store, _dir) = temp_store().await;
         let recs: Vec<LogRecord> = (0..50)
             .map(|i| rec(&format!("<13>line {i} alpha")))
             .collect();
-        let rows: Vec<NewLog<'_>> = recs
-            .iter()
-            .map(|r| NewLog {
-                host_id: None,
-                record: r,
-                source: LogSource::SyslogUdp,
-            })
-            .collect();
-        store.insert_logs(&rows, &[]).await.unwrap();
+        // Five commits of ten records: five blocks.
+        for batch in recs.chunks(10) {
+            let rows: Vec<NewLog<'_>> = batch
+                .iter()
+                .map(|r| NewLog {
+                    host_id: None,
+                    record: r,
+                    source: LogSource::SyslogUdp,
+                })
+                .collect();
+            store.insert_logs(&rows, &[]).await.unwrap();
+        }
         store.catch_up_log_index().await.unwrap();
+        let blocks: Vec<(i64, i64, i64)> =
+            sqlx::query_as("SELECT n, bytes, length(data) FROM log_blocks ORDER BY id")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(blocks.len(), 5);
+        for (n, bytes, data) in &blocks {
+            assert_eq!(*n, 10);
+            assert_eq!(
+                *bytes,
+                data + BLOCK_OVERHEAD_BYTES + 10 * RECORD_OVERHEAD_BYTES
+            );
+        }
         let (bytes, max) = store.log_bytes_after(0).await.unwrap();
-        assert_eq!(bytes, recs.iter().map(record_bytes).sum::<i64>());
+        assert_eq!(bytes, blocks.iter().map(|b| b.1).sum::<i64>());
         assert_eq!(max, 50);
-        let (n, b) = store.prune_oldest_logs(20).await.unwrap();
-        assert_eq!(n, 20);
-        assert_eq!(b, recs[..20].iter().map(record_bytes).sum::<i64>());
+        // One byte over: the oldest block goes, whole.
+        assert_eq!(
+            store.prune_oldest_logs(1, 64).await.unwrap(),
+            (10, blocks[0].1)
+        );
+        // One byte more than a block: two go.
+        let (n, b) = store.prune_oldest_logs(blocks[1].1 + 1, 64).await.unwrap();
+        assert_eq!((n, b), (20, blocks[1].1 + blocks[2].1));
+        // At most `chunk` blocks per call.
+        assert_eq!(store.prune_oldest_logs(i64::MAX, 1).await.unwrap().0, 10);
+        let left = store
+            .logs(&LogFilter {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            left.iter().map(|r| r.id).collect::<Vec<_>>(),
+            (41..=50).rev().collect::<Vec<_>>()
+        );
         // Nothing received before the epoch.
         assert_eq!(store.prune_logs_received_before(0, 100).await.unwrap().0, 0);
         let far = Utc::now().timestamp_micros() + 1_000_000;
         assert_eq!(
             store.prune_logs_received_before(far, 100).await.unwrap().0,
-            30
+            10
         );
         let found = store
             .logs(&LogFilter {
@@ -1229,9 +1635,14 @@ mod tests {
         assert_eq!(all.len(), 10);
         // Part of them indexed, then the server stops between a commit and
         // its indexing (more records committed, none indexed).
+        // The 3 000 records are blocks of MAX_BLOCK_RECORDS: a round
+        // indexes whole blocks.
+        let per = log_block::MAX_BLOCK_RECORDS as u64;
+        assert!(per < 1000 && 3000 % per != 0);
+        let first_round = 1000u64.div_ceil(per) * per;
         let round = store.index_logs(1000).await.unwrap();
-        assert_eq!(round.indexed, 1000);
-        assert_eq!(store.log_index_lag(), 2000);
+        assert_eq!(round.indexed, first_round);
+        assert_eq!(store.log_index_lag(), 3000 - first_round);
         let more = insert(&store, None, &recs[3000..]).await;
         store.close().await;
         drop(store);
@@ -1239,10 +1650,18 @@ mod tests {
         let store = Store::open(&url).await.unwrap();
         // It carries on from the last indexed id: nothing twice, nothing
         // skipped.
-        assert_eq!(index_rows(&store).await, 1000);
+        assert_eq!(
+            index_rows(&store).await,
+            (first_round / per) as i64,
+            "the first round's blocks"
+        );
         store.catch_up_log_index().await.unwrap();
         assert_eq!(store.log_index_lag(), 0);
-        assert_eq!(index_rows(&store).await, 5000);
+        assert_eq!(
+            index_rows(&store).await,
+            (3000u64.div_ceil(per) + 2000u64.div_ceil(per)) as i64,
+            "one document per block"
+        );
         integrity_check(&store).await;
         let want: Vec<i64> = ids
             .iter()
@@ -1385,9 +1804,23 @@ mod tests {
         assert_eq!(store.log_index_lag(), 0, "not known before the first round");
         // The indexer rebuilds in bounded rounds, oldest first, while new
         // records keep coming.
+        // The 3 000 old records became blocks, ids kept.
+        let ids: Vec<i64> = store
+            .logs(&LogFilter {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, (2001..=3000).rev().collect::<Vec<i64>>());
+        let per = log_block::MAX_BLOCK_RECORDS as u64;
+        let first_round = 1000u64.div_ceil(per) * per;
         let round = store.index_logs(1000).await.unwrap();
-        assert_eq!(round.indexed, 1000);
-        assert_eq!(store.log_index_lag(), 2000);
+        assert_eq!(round.indexed, first_round);
+        assert_eq!(store.log_index_lag(), 3000 - first_round);
         let new = insert(&store, None, &[rec("<13>new three")]).await;
         store.catch_up_log_index().await.unwrap();
         let found = search_ids(&store, "three", 2000).await;
@@ -1475,10 +1908,15 @@ mod tests {
             .fetch_all(&store.pool)
             .await
             .unwrap();
-        let want_late: Vec<i64> = (0..30_000)
+        // Listed once per block that holds any (each commit of 1 000 is cut
+        // into blocks of MAX_BLOCK_RECORDS), under the block's last id.
+        let per = log_block::MAX_BLOCK_RECORDS as i64;
+        let block_end = |i: i64| i / 1000 * 1000 + ((i % 1000 / per + 1) * per).min(1000) - 1;
+        let mut want_late: Vec<i64> = (0..30_000)
             .filter(|i| late(*i))
-            .map(|i| ids[i as usize])
+            .map(|i| ids[block_end(i) as usize])
             .collect();
+        want_late.dedup();
         assert_eq!(listed, want_late);
         let check = |from: Option<i64>, to: Option<i64>, q: Option<&str>, limit: u32| {
             let store = &store;
@@ -1567,7 +2005,12 @@ mod tests {
             0
         );
         // Retention drops the zones below the oldest record left.
-        store.prune_oldest_logs(12_000).await.unwrap();
+        // The blocks of the first twelve commits.
+        let blocks = 12 * ((1000 + per - 1) / per);
+        assert_eq!(
+            store.prune_oldest_logs(i64::MAX, blocks).await.unwrap().0,
+            12_000
+        );
         let min_block: i64 = sqlx::query_scalar("SELECT min(block) FROM log_zones")
             .fetch_one(&store.pool)
             .await
@@ -1577,9 +2020,13 @@ mod tests {
             .fetch_one(&store.pool)
             .await
             .unwrap();
-        assert_eq!(late_left, ids[14_997], "late entries of pruned records go");
+        assert_eq!(
+            late_left,
+            ids[block_end(14_997) as usize],
+            "late entries of pruned blocks go"
+        );
         let far = Utc::now().timestamp_micros() + 1_000_000;
-        while store.prune_logs_received_before(far, 5000).await.unwrap().0 > 0 {}
+        while store.prune_logs_received_before(far, 5).await.unwrap().0 > 0 {}
         let left: i64 = sqlx::query_scalar(
             "SELECT (SELECT count(*) FROM log_zones) + (SELECT count(*) FROM log_late)",
         )

@@ -15,6 +15,7 @@ mod checkpoint;
 mod checks;
 mod groups;
 mod hosts;
+pub mod log_block;
 pub mod log_search;
 pub mod logs;
 mod metrics;
@@ -224,6 +225,7 @@ impl Store {
             })?;
         migrate::check_level(&pool, &MIGRATOR, &db_path).await?;
         MIGRATOR.run(&pool).await?;
+        logs::convert_row_logs(&pool).await?;
         log_index.attach(&db_path).await?;
         let checkpointers = [
             checkpoint::Checkpointer::start(&db_path, "db-checkpoint").await?,
