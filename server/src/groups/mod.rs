@@ -21,7 +21,7 @@ use crate::query::Agg;
 use crate::store::{Store, StoreError};
 use crate::telemetry::ServerMetrics;
 use metrolog_protocol::{Labels, SeriesKey};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -79,64 +79,120 @@ pub struct Round {
 
 /// Records one round at time `now`: samples stamped `now` rounded down to
 /// `step`, from the latest member values not older than `staleness` seconds.
+/// (A fresh [`Recorder`]; the server's loop keeps one across rounds.)
 pub async fn record_once(
     store: &Store,
     now: i64,
     step: i64,
     staleness: i64,
 ) -> Result<Round, StoreError> {
-    let ts = now.div_euclid(step) * step;
-    let groups = store.group_members().await?;
-    if groups.is_empty() {
-        return Ok(Round::default());
-    }
-    let mut accs: BTreeMap<String, BTreeMap<(String, Labels), Acc>> = BTreeMap::new();
-    for s in store.member_series().await? {
-        if s.labels.contains_key(AGG_LABEL) || s.name == MEMBERS_SERIES {
-            continue;
+    Recorder::default()
+        .record(store, now, step, staleness)
+        .await
+}
+
+/// The recorder's memory between rounds: the name and labels of the member
+/// series it aggregated (a series never changes them), so a round reads the
+/// members' latest values from the archives' memory and asks the database
+/// only for series it has not seen yet. Entries of series that gave no value
+/// in a round are dropped, so it holds at most the current members' series.
+///
+/// Before, every round read all member series from the database with their
+/// labels' JSON, sorted: at 3 000 agents (138 000 series) 1.4 s a round on a
+/// shared machine, every 10 s.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    names: HashMap<i64, (String, Labels)>,
+}
+
+impl Recorder {
+    pub async fn record(
+        &mut self,
+        store: &Store,
+        now: i64,
+        step: i64,
+        staleness: i64,
+    ) -> Result<Round, StoreError> {
+        let ts = now.div_euclid(step) * step;
+        let groups = store.group_members().await?;
+        if groups.is_empty() {
+            self.names.clear();
+            return Ok(Round::default());
         }
-        let Some((at, v)) = store.last_sample(s.series_id) else {
-            continue;
-        };
-        if at <= now - staleness || at > now || !v.is_finite() {
-            continue;
-        }
-        accs.entry(s.group)
-            .or_default()
-            .entry((s.name, s.labels))
-            .or_insert_with(Acc::new)
-            .add(v);
-    }
-    let mut round = Round::default();
-    for g in &groups {
-        let mut series: Vec<(SeriesKey, Vec<(i64, f64)>)> = Vec::new();
-        if let Ok(k) = SeriesKey::new(MEMBERS_SERIES, Labels::new()) {
-            series.push((k, vec![(ts, g.up.len() as f64)]));
-        }
-        for ((name, labels), acc) in accs.get(&g.group).into_iter().flatten() {
-            for agg in Agg::ALL {
-                let mut labels = labels.clone();
-                labels.insert(AGG_LABEL.into(), agg.as_str().into());
-                if let Ok(k) = SeriesKey::new(name, labels) {
-                    series.push((k, vec![(ts, acc.value(agg))]));
-                }
+        // Members up now → their group's index.
+        let up: HashMap<i64, usize> = groups
+            .iter()
+            .enumerate()
+            .flat_map(|(gi, g)| g.up.iter().map(move |h| (*h, gi)))
+            .collect();
+        let fresh: Vec<(i64, usize, f64)> = store
+            .last_samples_where(|host| up.contains_key(&host))
+            .into_iter()
+            .filter(|(_, _, at, v)| *at > now - staleness && *at <= now && v.is_finite())
+            .map(|(id, host, _, v)| (id, up[&host], v))
+            .collect();
+        let unknown: Vec<i64> = fresh
+            .iter()
+            .map(|f| f.0)
+            .filter(|id| !self.names.contains_key(id))
+            .collect();
+        if !unknown.is_empty() {
+            for (id, name, labels) in store.series_keys(&unknown).await? {
+                self.names.insert(id, (name, labels));
             }
         }
-        let owner = store.group_owner_or_create(&g.group).await?;
-        let out = store.import_samples(owner, &series).await?;
-        round.groups += 1;
-        round.samples += out.accepted;
-        round.out_of_order += out.out_of_order;
+        let mut seen: HashSet<i64> = HashSet::with_capacity(fresh.len());
+        let mut round = Round::default();
+        {
+            // Per group, per member series name and labels, borrowed.
+            let mut accs: Vec<BTreeMap<(&str, &Labels), Acc>> =
+                groups.iter().map(|_| BTreeMap::new()).collect();
+            for (id, gi, v) in &fresh {
+                let Some((name, labels)) = self.names.get(id) else {
+                    continue;
+                };
+                seen.insert(*id);
+                if labels.contains_key(AGG_LABEL) || name == MEMBERS_SERIES {
+                    continue;
+                }
+                accs[*gi]
+                    .entry((name.as_str(), labels))
+                    .or_insert_with(Acc::new)
+                    .add(*v);
+            }
+            for (g, acc) in groups.iter().zip(&accs) {
+                let mut series: Vec<(SeriesKey, Vec<(i64, f64)>)> = Vec::new();
+                if let Ok(k) = SeriesKey::new(MEMBERS_SERIES, Labels::new()) {
+                    series.push((k, vec![(ts, g.up.len() as f64)]));
+                }
+                for ((name, labels), acc) in acc {
+                    for agg in Agg::ALL {
+                        let mut labels = (*labels).clone();
+                        labels.insert(AGG_LABEL.into(), agg.as_str().into());
+                        if let Ok(k) = SeriesKey::new(name, labels) {
+                            series.push((k, vec![(ts, acc.value(agg))]));
+                        }
+                    }
+                }
+                let owner = store.group_owner_or_create(&g.group).await?;
+                let out = store.import_samples(owner, &series).await?;
+                round.groups += 1;
+                round.samples += out.accepted;
+                round.out_of_order += out.out_of_order;
+            }
+        }
+        self.names.retain(|id, _| seen.contains(id));
+        // The round's samples went out as the owners' Samples events; this
+        // says the round is complete (scaling policies judge a group per
+        // round).
+        store.bus().publish(crate::events::Event::GroupRound(
+            crate::events::GroupRound {
+                ts,
+                groups: groups.iter().map(|g| g.group.clone()).collect(),
+            },
+        ));
+        Ok(round)
     }
-    // The round's samples went out as the owners' Samples events; this says
-    // the round is complete (scaling policies judge a group per round).
-    store.bus().publish(crate::events::Event::GroupRound(
-        crate::events::GroupRound {
-            ts,
-            groups: groups.iter().map(|g| g.group.clone()).collect(),
-        },
-    ));
-    Ok(round)
 }
 
 /// Records a round every `step` seconds (aligned on the step, a moment after
@@ -149,6 +205,7 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let step = step.max(1);
+    let mut recorder = Recorder::default();
     loop {
         let now_ms = chrono::Utc::now().timestamp_millis();
         let next = (now_ms.div_euclid(step * 1000) + 1) * step * 1000;
@@ -157,7 +214,15 @@ pub async fn run(
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
         }
-        match record_once(&store, crate::store::now(), step, staleness).await {
+        let started = std::time::Instant::now();
+        let result = recorder
+            .record(&store, crate::store::now(), step, staleness)
+            .await;
+        tracing::debug!(
+            took_ms = started.elapsed().as_secs_f64() * 1e3,
+            "group round recorded"
+        );
+        match result {
             Ok(r) => {
                 metrics.group_samples.add(r.samples);
                 metrics.group_samples_rejected_order.add(r.out_of_order);
@@ -242,7 +307,9 @@ mod tests {
         let other = member(&store, "db-1", "db").await;
         let disk = |m: &str| Labels::from([("mount".to_string(), m.to_string())]);
         // Rounds at t0+10 … t0+60, each after the members' samples of that step;
-        // web-2 reports only until t0+30, then goes quiet.
+        // web-2 reports only until t0+30, then goes quiet. One recorder for
+        // all rounds, as the server keeps.
+        let mut recorder = Recorder::default();
         for k in 1..=6 {
             let t = t0 + 10 * k;
             feed(
@@ -258,9 +325,16 @@ mod tests {
             if k <= 3 {
                 feed(&store, b, "cpu.busy_pct", Labels::new(), &[(t, 30.0)]).await;
             }
-            let r = record_once(&store, t, 10, 15).await.unwrap();
+            let r = recorder.record(&store, t, 10, 15).await.unwrap();
             assert_eq!(r.groups, 2);
             assert_eq!(r.out_of_order, 0);
+            // It remembers the series that gave a value this round, no more:
+            // web-2's from the round its value went stale.
+            assert_eq!(
+                recorder.names.len(),
+                if k <= 4 { 4 } else { 3 },
+                "round {k}"
+            );
         }
         // The same round again (a restart) is refused, not stored twice.
         let again = record_once(&store, t0 + 60, 10, 15).await.unwrap();

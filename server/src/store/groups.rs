@@ -7,16 +7,6 @@ use super::{now, Result, SeriesRow, Store};
 use metrolog_protocol::Labels;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-/// One series of a group member, with what the aggregator needs to know.
-#[derive(Debug, Clone)]
-pub struct MemberSeries {
-    pub group: String,
-    pub host_id: i64,
-    pub series_id: i64,
-    pub name: String,
-    pub labels: Labels,
-}
-
 /// A group and its members' states.
 #[derive(Debug, Clone, Default)]
 pub struct GroupMembers {
@@ -54,29 +44,28 @@ impl Store {
         Ok(out)
     }
 
-    /// Series of the members `up` in any group, unlabelled or labelled.
-    pub async fn member_series(&self) -> Result<Vec<MemberSeries>> {
-        let rows = sqlx::query(
-            "SELECT h.group_name, s.host_id, s.id, s.name, s.labels_json
-             FROM hosts h JOIN series s ON s.host_id = h.id
-             WHERE h.kind = 'host' AND h.group_name IS NOT NULL AND h.state = 'up'
-             ORDER BY h.group_name, s.name, s.labels",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let labels: String = r.get(4);
-                MemberSeries {
-                    group: r.get(0),
-                    host_id: r.get(1),
-                    series_id: r.get(2),
-                    name: r.get(3),
-                    labels: serde_json::from_str(&labels).unwrap_or_default(),
-                }
-            })
-            .collect())
+    /// Name and labels of the series `ids` (a series never changes either),
+    /// in no particular order; ids that are gone are left out.
+    pub async fn series_keys(&self, ids: &[i64]) -> Result<Vec<(i64, String, Labels)>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for part in ids.chunks(500) {
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("SELECT id, name, labels_json FROM series WHERE id IN (");
+            let mut sep = q.separated(", ");
+            for id in part {
+                sep.push_bind(*id);
+            }
+            q.push(")");
+            for r in q.build().fetch_all(&self.pool).await? {
+                let labels: String = r.get(2);
+                out.push((
+                    r.get(0),
+                    r.get(1),
+                    serde_json::from_str(&labels).unwrap_or_default(),
+                ));
+            }
+        }
+        Ok(out)
     }
 
     /// The id of the row that owns group `group`'s own series, if it has any.

@@ -32,7 +32,7 @@ pub use archive::{Accepted, ArchiveStats, FlushOutcome, LoadOutcome};
 pub use auth::{SessionRow, TokenListRow, TokenRow, UserListRow, UserRow};
 pub use catalog::CatalogRow;
 pub use checks::CheckRow;
-pub use groups::{GroupMembers, MemberSeries};
+pub use groups::GroupMembers;
 pub use hosts::{HostFacts, HostFilter, HostRow, HostSource, HostState};
 pub use metrics::{
     CommitOutcome, ImportOutcome, SeriesRefusals, SeriesRow, DEFAULT_MAX_SERIES,

@@ -396,6 +396,19 @@ impl Store {
         self.cache().series.get(&series_id).and_then(|h| h.last)
     }
 
+    /// The last sample of every series whose host `want` accepts, from
+    /// memory: (series id, host id, time, value). One pass under the
+    /// archives' lock (about a millisecond per 100 000 series), instead of a
+    /// query of the series table per round (the group recorder).
+    pub fn last_samples_where(&self, want: impl Fn(i64) -> bool) -> Vec<(i64, i64, i64, f64)> {
+        self.cache()
+            .series
+            .iter()
+            .filter(|(_, h)| want(h.host_id))
+            .filter_map(|(id, h)| h.last.map(|(at, v)| (*id, h.host_id, at, v)))
+            .collect()
+    }
+
     /// The newest update among `series_ids` (rrdtool's `last_update`: the time
     /// of the newest sample the archives took, known or unknown); `None` when
     /// none of them holds data. Queries choose their archive relative to it,
