@@ -1829,6 +1829,141 @@ mod tests {
         integrity_check(&store).await;
     }
 
+    /// Rows of an older release, interleaved from three hosts, become
+    /// blocks that skip ids and overlap; every listing still returns exactly
+    /// the matching records, newest first, across pages.
+    #[tokio::test]
+    async fn converted_blocks_that_overlap_list_like_the_rows_did() {
+        let (store, _dir) = temp_store().await;
+        let hosts: Vec<i64> = store
+            .syslog_hosts(&["a".into(), "b".into(), "c".into()])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(Option::unwrap)
+            .collect();
+        let t0 = 1_700_000_000_000_000i64;
+        sqlx::raw_sql(
+            "CREATE TABLE logs (
+                id INTEGER PRIMARY KEY, host_id INTEGER, ts INTEGER NOT NULL, received_at INTEGER NOT NULL,
+                hostname TEXT, facility INTEGER, severity INTEGER, app_name TEXT, procid TEXT, msgid TEXT,
+                message TEXT NOT NULL, structured_data TEXT, flags INTEGER NOT NULL DEFAULT 0, source TEXT NOT NULL)",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        // 9 000 records; host i % 3, a gap in the ids every 7th, severities
+        // cycling, the odd ones truncated.
+        let n = 9000i64;
+        let id_of = |i: i64| 1 + i + i / 7;
+        // In statements of 1 000 rows (SQLite's argument limit).
+        for part in (0..n).collect::<Vec<_>>().chunks(1000) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO logs (id, host_id, ts, received_at, severity, app_name, message, flags, source) ",
+            );
+            q.push_values(part, |mut b, &i| {
+                b.push_bind(id_of(i))
+                    .push_bind(hosts[(i % 3) as usize])
+                    .push_bind(t0 + i * 1_000_000)
+                    .push_bind(t0 + i * 1_000_000)
+                    .push_bind(i % 8)
+                    .push_bind(if i % 2 == 0 { "even" } else { "odd" })
+                    .push_bind(format!(
+                        "record {i} {}",
+                        if i % 5 == 0 { "fifth" } else { "other" }
+                    ))
+                    .push_bind(i % 2)
+                    .push_bind("syslog-tcp");
+            });
+            q.build().execute(&store.pool).await.unwrap();
+        }
+        // Their zones, as the older release kept them (0004_log_zones.sql).
+        sqlx::query("INSERT INTO log_zones (block, min_ts, max_ts) SELECT id >> 12, min(ts), max(ts) FROM logs GROUP BY id >> 12")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        convert_row_logs(&store.pool).await.unwrap();
+        let spans: Vec<(i64, i64)> = sqlx::query_as("SELECT first_id, id FROM log_blocks")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        assert!(spans.iter().all(|(f, l)| l - f < MAX_SPAN));
+        assert!(
+            spans.windows(2).any(|w| w[1].0 < w[0].1),
+            "streams interleave, so blocks overlap"
+        );
+        store.catch_up_log_index().await.unwrap();
+        // Every listing equals the same filter applied to the rows, paged.
+        let check = |f: LogFilter, want: Box<dyn Fn(i64) -> bool>| {
+            let store = &store;
+            async move {
+                let expected: Vec<i64> = (0..n).rev().filter(|i| want(*i)).map(id_of).collect();
+                let mut got = Vec::new();
+                let mut before = None;
+                loop {
+                    let page = store
+                        .logs(&LogFilter {
+                            before,
+                            limit: 97,
+                            ..f.clone()
+                        })
+                        .await
+                        .unwrap();
+                    if page.is_empty() {
+                        break;
+                    }
+                    before = page.last().map(|r| r.id);
+                    got.extend(page.into_iter().map(|r| r.id));
+                }
+                assert_eq!(got, expected, "{f:?}");
+            }
+        };
+        check(LogFilter::default(), Box::new(|_| true)).await;
+        check(
+            LogFilter {
+                host_ids: Some(vec![hosts[1]]),
+                ..Default::default()
+            },
+            Box::new(|i| i % 3 == 1),
+        )
+        .await;
+        check(
+            LogFilter {
+                app: Some("odd".into()),
+                severity: Some(Severity::Warning),
+                ..Default::default()
+            },
+            Box::new(|i| i % 2 == 1 && i % 8 <= 4),
+        )
+        .await;
+        check(
+            LogFilter {
+                search: Search::parse("fifth").unwrap(),
+                from: Some(t0 + 1000 * 1_000_000),
+                to: Some(t0 + 7000 * 1_000_000),
+                ..Default::default()
+            },
+            Box::new(|i| i % 5 == 0 && (1000..7000).contains(&i)),
+        )
+        .await;
+        // Fields survive the conversion.
+        let one = store
+            .logs(&LogFilter {
+                before: Some(id_of(8999) + 1),
+                limit: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let r = &one[0];
+        assert_eq!((r.id, r.host_id), (id_of(8999), Some(hosts[2])));
+        assert_eq!(r.record.message, "record 8999 other");
+        assert_eq!(r.record.app_name.as_deref(), Some("odd"));
+        assert_eq!(r.record.severity.map(|s| s.as_u8()), Some(7));
+        assert!(r.record.truncated);
+        assert_eq!(r.source, "syslog-tcp");
+    }
+
     #[test]
     fn zone_runs_become_at_most_max_ranges_newest_first() {
         assert_eq!(id_ranges(&[]), vec![]);
