@@ -542,6 +542,18 @@ fn decode_into(
     .map_err(|e| damaged(id, e))
 }
 
+/// The full-text document of a block: its records' messages, one a line.
+fn block_text(id: i64, first_id: i64, data: &[u8]) -> Result<String> {
+    let raw = log_block::unpack(data).map_err(|e| damaged(id, e))?;
+    let mut text = String::with_capacity(raw.len());
+    log_block::for_each(&raw, first_id, |r| {
+        text.push_str(r.message);
+        text.push('\n');
+    })
+    .map_err(|e| damaged(id, e))?;
+    Ok(text)
+}
+
 fn damaged(block: i64, e: log_block::BlockError) -> StoreError {
     StoreError::Invalid(format!("log block {block}: {e}"))
 }
@@ -909,42 +921,20 @@ impl Store {
         .bind(claim)
         .fetch_all(&mut *tx)
         .await?;
-        let docs = cpu(|| -> Result<Vec<(i64, String)>> {
+        // A damaged block is indexed without text (found by every filter
+        // but `q=`, and not retried for ever), with an error naming it.
+        let docs: Vec<(i64, String)> = cpu(|| {
             blocks
                 .iter()
                 .map(|(id, first_id, _, data)| {
-                    let raw = log_block::unpack(data).map_err(|e| damaged(*id, e))?;
-                    let mut text = String::with_capacity(raw.len());
-                    log_block::for_each(&raw, *first_id, |r| {
-                        text.push_str(r.message);
-                        text.push('\n');
-                    })
-                    .map_err(|e| damaged(*id, e))?;
-                    Ok((*id, text))
+                    let text = block_text(*id, *first_id, data).unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "a log block cannot be read; its records are not in the full-text index");
+                        String::new()
+                    });
+                    (*id, text)
                 })
                 .collect()
         });
-        let docs = match docs {
-            Ok(d) => d,
-            Err(e) => {
-                // A damaged block is left out of the index, not retried for
-                // ever: its records stay listed by every other filter.
-                tracing::error!(error = %e, "a log block cannot be read; it is not indexed");
-                blocks
-                    .iter()
-                    .map(|(id, first_id, _, data)| {
-                        let mut text = String::new();
-                        if let Ok(raw) = log_block::unpack(data) {
-                            let _ = log_block::for_each(&raw, *first_id, |r| {
-                                text.push_str(r.message);
-                                text.push('\n');
-                            });
-                        }
-                        (*id, text)
-                    })
-                    .collect()
-            }
-        };
         let last = blocks.last().map(|b| b.0);
         let indexed: i64 = blocks.iter().map(|b| b.2).sum();
         for (id, text) in &docs {
@@ -1486,15 +1476,7 @@ mod tests {
             .collect();
         // Five commits of ten records: five blocks.
         for batch in recs.chunks(10) {
-            let rows: Vec<NewLog<'_>> = batch
-                .iter()
-                .map(|r| NewLog {
-                    host_id: None,
-                    record: r,
-                    source: LogSource::SyslogUdp,
-                })
-                .collect();
-            store.insert_logs(&rows, &[]).await.unwrap();
+            insert(&store, None, batch).await;
         }
         store.catch_up_log_index().await.unwrap();
         let blocks: Vec<(i64, i64, i64)> =
