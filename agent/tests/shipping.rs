@@ -124,6 +124,16 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<Request>, path: &str) -> Request 
     .unwrap_or_else(|_| panic!("no request to {path}"))
 }
 
+/// The URL of a server that is down (connections refused), and the socket
+/// that holds its port: bound, never listening, so no other listener can
+/// take the port while it is held.
+fn dead_server() -> (String, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}", socket.local_addr().unwrap());
+    (url, socket)
+}
+
 fn start(
     cfg: AgentConfig,
 ) -> (
@@ -141,11 +151,11 @@ fn start(
 async fn enroll_ship_leave_then_reuse_and_reenroll() {
     let (url, mut rx, accepted) = fake_server().await;
     let state = tempfile::tempdir().unwrap();
-    // The first server is down: the agent fails over to the second.
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", l.local_addr().unwrap())
-    };
+    // The first server is down: the agent fails over to the second. Its
+    // port stays bound (never listening) for the whole test: a port freed at
+    // once could be taken by any listener of the machine meanwhile, which
+    // would answer (or hang) in its place.
+    let (dead, _dead_port) = dead_server();
     let mut cfg = AgentConfig::new(vec![dead, url], Some(Secret::new("enroll-me")));
     cfg.hostname = Some("web-1".into());
     cfg.group = Some("web".into());
