@@ -4,6 +4,7 @@
 
 use metrolog_agent::config::{AgentConfig, Secret};
 use metrolog_protocol::{Batch, EnrollRequest};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -134,6 +135,19 @@ fn dead_server() -> (String, tokio::net::TcpSocket) {
     (url, socket)
 }
 
+/// The content of `path` once `done` holds for it, or what it held (or why
+/// it could not be read) after `limit`.
+async fn file_once(path: &Path, limit: Duration, done: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let read = std::fs::read_to_string(path);
+        if read.as_deref().is_ok_and(&done) || tokio::time::Instant::now() >= deadline {
+            return read.unwrap_or_else(|e| format!("{} unreadable: {e}", path.display()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn start(
     cfg: AgentConfig,
 ) -> (
@@ -191,9 +205,19 @@ async fn enroll_ship_leave_then_reuse_and_reenroll() {
     }
     let cred = std::fs::read_to_string(state.path().join("credential.json")).unwrap();
     assert!(cred.contains("agent-101"));
-    let known = std::fs::read_to_string(state.path().join("server-settings.json")).unwrap();
+    // Written off the runtime without holding up shipping: a batch that
+    // was waiting at enrollment can arrive before the file is there.
+    let kept = |known: &str| {
+        known.contains(r#""ship_interval_ms": 1000"#) && known.contains(r#""group": "web""#)
+    };
+    let known = file_once(
+        &state.path().join("server-settings.json"),
+        Duration::from_secs(10),
+        kept,
+    )
+    .await;
     assert!(
-        known.contains(r#""ship_interval_ms": 1000"#) && known.contains(r#""group": "web""#),
+        kept(&known),
         "the enrollment's settings are kept for the next start: {known}"
     );
 
