@@ -806,6 +806,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_damaged_chunk_reads_as_unknown_rows_and_its_neighbours_stay() {
+        let (store, _dir) = temp_store().await;
+        let host = host(&store).await;
+        let key = SeriesKey::new("cpu.busy_pct", Labels::new()).unwrap();
+        ship(
+            &store,
+            host,
+            &key,
+            1,
+            (1..=40).map(|k| bucket(k * 10, k as f64)).collect(),
+        )
+        .await;
+        store.flush_archives().await.unwrap();
+        store.set_read_cache(0);
+        let id = store.series(Some(host), Some("cpu.*")).await.unwrap()[0].id;
+        let before = rows(&store, id, 0, 400).await;
+        assert!(before.iter().all(|(_, v)| v.is_some()));
+
+        // The chunk holding the 10 s archive's row of t=200 gets garbage.
+        let slot = metrolog_protocol::rrd::archive_slot(10, 360, 200);
+        let damaged = i64::from(slot / super::super::archive::chunk::CHUNK_ROWS);
+        let n = sqlx::query(
+            "UPDATE archive_chunks SET data = x'03ff' WHERE series_id = ? AND archive = 0 AND chunk = ?",
+        )
+        .bind(id)
+        .bind(damaged)
+        .execute(&store.pool)
+        .await
+        .unwrap()
+        .rows_affected();
+        assert_eq!(n, 1);
+
+        let after = rows(&store, id, 0, 400).await;
+        assert_eq!(after.len(), before.len());
+        let row = |ts: i64| after.iter().find(|(t, _)| *t == ts).unwrap().1;
+        assert_eq!(row(200), None, "the damaged chunk's rows are unknown");
+        let lost = after.iter().filter(|(_, v)| v.is_none()).count();
+        assert!(
+            (1..=16).contains(&lost),
+            "one chunk's rows lost, not {lost}"
+        );
+        for ((t, v), (_, was)) in after.iter().zip(&before) {
+            assert!(v.is_none() || v == was, "row {t} changed");
+        }
+    }
+
+    #[tokio::test]
     async fn a_batch_brings_a_down_host_back_up_once_and_a_replay_stays_a_replay() {
         let (store, _dir) = temp_store().await;
         let host = host(&store).await;

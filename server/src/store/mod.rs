@@ -13,6 +13,7 @@ pub mod backup;
 mod catalog;
 mod checkpoint;
 mod checks;
+mod direct;
 mod groups;
 mod hosts;
 pub mod log_block;
@@ -65,6 +66,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    /// A statement run directly on SQLite's handle failed (see `direct`).
+    #[error("database error: {0}")]
+    Engine(String),
     #[error("{0}")]
     Conflict(String),
     /// A write that failed as a whole and may succeed if sent again (the

@@ -873,12 +873,17 @@ impl Store {
                 let lo = (from - from.rem_euclid(astep) + astep).max(oldest);
                 let hi = (to + (astep - to.rem_euclid(astep)) % astep).min(newest);
                 let mut label = lo;
+                let mut last = None;
                 // At most `rows` labels: the window is clamped to the ring.
+                // Consecutive labels share a chunk: each is looked at once.
                 while label <= hi {
                     let c = metrolog_protocol::rrd::archive_slot(a.step, a.rows, label)
                         / chunk::CHUNK_ROWS;
                     label += astep;
-                    if r.chunks[c as usize].is_some() || r.missing.contains(&c) {
+                    if last.replace(c) == Some(c)
+                        || r.chunks[c as usize].is_some()
+                        || r.missing.contains(&c)
+                    {
                         continue;
                     }
                     match read_cache.get((ids[k], r.archive as u32, c)) {
@@ -926,35 +931,51 @@ impl Store {
                 ));
             }
         }
-        let fetched = futures_util::future::try_join_all(parts.iter().map(
-            |(archive, part, chunk_list)| async move {
-                let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                    "SELECT series_id, chunk, data FROM archive_chunks WHERE archive = ",
+        // Thousands of rows: read on SQLite's handle directly (one hand-off
+        // per part, not per row, see `direct`), decoded where they are read.
+        let fetched = futures_util::future::try_join_all(parts.into_iter().map(
+            |(archive, part, chunk_list)| {
+                let mut sql = format!(
+                    "SELECT series_id, chunk, data FROM archive_chunks WHERE archive = {archive} AND series_id IN ("
                 );
-                q.push_bind(*archive as i64).push(" AND series_id IN (");
-                let mut sep = q.separated(", ");
-                for id in part {
-                    sep.push_bind(*id);
-                }
-                q.push(")");
+                push_list(&mut sql, part.iter().copied());
                 // Every chunk of the ring wanted (a long range): no chunk list.
-                if let Some(list) = chunk_list {
-                    q.push(" AND chunk IN (");
-                    let mut sep = q.separated(", ");
-                    for c in list {
-                        sep.push_bind(i64::from(*c));
-                    }
-                    q.push(")");
+                if let Some(list) = &chunk_list {
+                    sql.push_str(" AND chunk IN (");
+                    push_list(&mut sql, list.iter().map(|c| i64::from(*c)));
                 }
-                let rows = q.build().fetch_all(&self.pool).await?;
-                Ok::<_, StoreError>((*archive, rows))
+                let layout: HashMap<i64, (u32, u32)> = part
+                    .iter()
+                    .filter_map(|id| {
+                        let r = reads[by_id[id]].as_ref()?;
+                        let spec = r.state.spec();
+                        Some((*id, (spec.archives[archive].rows, spec.pdp_per_row(archive))))
+                    })
+                    .collect();
+                super::direct::run(&self.pool, move |db| {
+                    let mut stmt = db.prepare(&sql)?;
+                    let mut rows = stmt.query([])?;
+                    let mut out = Vec::new();
+                    while let Some(row) = rows.next()? {
+                        let id: i64 = row.get(0)?;
+                        let c = row.get::<_, i64>(1)? as u32;
+                        let Some(&(ring, pdp)) = layout.get(&id) else {
+                            continue;
+                        };
+                        // Anything but a blob decodes as an unreadable chunk.
+                        let data = match row.get_ref(2)? {
+                            rusqlite::types::ValueRef::Blob(b) => b,
+                            _ => &[],
+                        };
+                        out.push((id, c, chunk::decode(data, chunk::rows_in_chunk(ring, c), pdp)));
+                    }
+                    Ok((archive, out))
+                })
             },
         ))
         .await?;
         for (archive, rows) in fetched {
-            for row in rows {
-                let id: i64 = row.get(0);
-                let c = row.get::<i64, _>(1) as u32;
+            for (id, c, decoded) in rows {
                 let Some(r) = by_id.get(&id).and_then(|k| reads[*k].as_mut()) else {
                     continue;
                 };
@@ -962,14 +983,7 @@ impl Store {
                 if !r.missing.contains(&c) {
                     continue;
                 }
-                let spec = r.state.spec();
-                let a = spec.archives[archive];
-                let data: &[u8] = row.get(2);
-                match chunk::decode(
-                    data,
-                    chunk::rows_in_chunk(a.rows, c),
-                    spec.pdp_per_row(archive),
-                ) {
+                match decoded {
                     Ok(rows) => r.chunks[c as usize] = Some(Arc::new(rows)),
                     Err(e) => {
                         // Not kept: read (and reported) again next time.
@@ -1030,4 +1044,15 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Appends `a, b, c)` to an SQL text: integers only, so nothing to bind.
+fn push_list(sql: &mut String, items: impl Iterator<Item = i64>) {
+    use std::fmt::Write;
+    let mut sep = "";
+    for i in items {
+        let _ = write!(sql, "{sep}{i}");
+        sep = ", ";
+    }
+    sql.push(')');
 }

@@ -1,0 +1,65 @@
+//! A pooled connection's SQLite handle driven directly, on one blocking
+//! thread, for the statements that return thousands of rows.
+//!
+//! sqlx runs each connection on a worker thread of its own and hands every
+//! row of a result to the calling task through a channel: for a group
+//! query's 6 300 archive chunks that is thousands of wake-ups between two
+//! threads (a context switch, a few allocations each), which cost more than
+//! SQLite's own reading. Here the connection is locked out of its worker for
+//! the whole call (`lock_handle`, sqlx's API for direct use) and the
+//! statement runs through rusqlite on the calling blocking thread: one
+//! hand-off per call instead of one per row.
+//!
+//! Both crates link the same `libsqlite3-sys` (one SQLite in the binary,
+//! Cargo allows no other). The connection keeps everything sqlx set up
+//! (WAL, busy timeout, attached log index); rusqlite borrows the handle and
+//! never closes it.
+
+use sqlx::SqlitePool;
+
+use super::{Result, StoreError};
+
+/// Runs `f` against a connection of `pool`, on the blocking pool.
+#[allow(unsafe_code)] // borrowing the handle sqlx locked out for us; see SAFETY below
+pub(super) async fn run<T, F>(pool: &SqlitePool, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+{
+    let mut conn = pool.acquire().await?;
+    let rt = tokio::runtime::Handle::current();
+    let (out, conn) = tokio::task::spawn_blocking(move || {
+        let out = (|| {
+            let mut locked = rt.block_on(conn.lock_handle())?;
+            let raw = locked.as_raw_handle();
+            // SAFETY: the handle is locked out of sqlx's worker thread until
+            // `locked` drops, after `db`; `from_handle` does not take
+            // ownership, so dropping `db` finalizes its statements and leaves
+            // the connection open for sqlx.
+            let db = unsafe { rusqlite::Connection::from_handle(raw.as_ptr()) }.map_err(engine)?;
+            let out = f(&db).map_err(engine);
+            drop(db);
+            drop(locked);
+            out
+        })();
+        (out, conn)
+    })
+    .await
+    .map_err(|e| StoreError::Invalid(format!("database task failed: {e}")))?;
+    drop(conn);
+    out
+}
+
+/// The store's error for a failed direct statement: a full disk is a write
+/// to retry, as for sqlx's errors; no SQLite code leaves this module.
+fn engine(e: rusqlite::Error) -> StoreError {
+    let full = matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull));
+    if full {
+        StoreError::Retry {
+            message: format!("database write failed: {e}"),
+            disk_full: true,
+        }
+    } else {
+        StoreError::Engine(e.to_string())
+    }
+}
