@@ -6,8 +6,8 @@ use metrolog_e2e::{eventually, logger, start_agent, stored_logs, Api, Proc, Serv
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 const FAST: [&str; 4] = ["--sample-interval", "200ms", "--ship-interval", "1s"];
@@ -20,9 +20,10 @@ fn line(seq: u32) -> String {
 
 /// Appends lines to `logs/app.log` and rotates it every
 /// [`LINES_PER_ROTATION`] lines, alternately by rename and by copytruncate,
-/// [`ROTATIONS_EACH`] times each; at most one rotation while `down`.
-/// Returns the number of lines written.
-fn writer(dir: PathBuf, rotations: Arc<AtomicU32>, down: Arc<AtomicBool>) -> anyhow::Result<u32> {
+/// [`ROTATIONS_EACH`] times each; rotation `n` (from 0) waits, lines going
+/// on meanwhile, until `allowed` is above `n`. Sends `report` the number
+/// of rotations done after each one. Returns the number of lines written.
+fn writer(dir: PathBuf, allowed: Arc<AtomicU32>, report: mpsc::Sender<u32>) -> anyhow::Result<u32> {
     let path = dir.join("app.log");
     let open = |p: &Path| {
         std::fs::OpenOptions::new()
@@ -33,20 +34,14 @@ fn writer(dir: PathBuf, rotations: Arc<AtomicU32>, down: Arc<AtomicBool>) -> any
     let mut file = open(&path)?;
     let mut seq = 0;
     let mut done = 0;
-    let mut while_down = 0;
     while done < 2 * ROTATIONS_EACH {
         for _ in 0..LINES_PER_ROTATION {
             writeln!(file, "{}", line(seq))?;
             seq += 1;
             std::thread::sleep(Duration::from_micros(2500));
         }
-        if down.load(Ordering::SeqCst) {
-            if while_down >= 1 {
-                continue;
-            }
-            while_down += 1;
-        } else {
-            while_down = 0;
+        if done >= allowed.load(Ordering::SeqCst) {
+            continue;
         }
         let rotated = dir.join(format!("app.log.{done}"));
         if done % 2 == 0 {
@@ -57,7 +52,7 @@ fn writer(dir: PathBuf, rotations: Arc<AtomicU32>, down: Arc<AtomicBool>) -> any
             file.set_len(0)?;
         }
         done += 1;
-        rotations.store(done, Ordering::SeqCst);
+        let _ = report.send(done);
     }
     // A last partial line, completed a moment later.
     write!(file, "{}", &line(seq)[..10])?;
@@ -80,6 +75,36 @@ fn start(server: &Server, dir: &Path, config: &Path, host: &str) -> anyhow::Resu
     start_agent(server, host, "logs", &dir.join("state"), &args)
 }
 
+/// Waits until the writer reports its `n`th rotation.
+fn wait_rotations(rotated: &mpsc::Receiver<u32>, n: u32) -> anyhow::Result<()> {
+    let timeout = Duration::from_secs(120);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rotated.recv_timeout(left) {
+            Ok(done) if done >= n => return Ok(()),
+            Ok(_) => {}
+            Err(e) => anyhow::bail!("the writer did not rotate {n} times within {timeout:?}: {e}"),
+        }
+    }
+}
+
+/// Waits until `agent` has `file` open: tailed from its start (new, or
+/// rotated while the agent was down) or resumed at its saved offset. The
+/// agent's first lines ("starting as") come before its tailer runs.
+fn wait_until_tailing(agent: &mut Proc, file: &Path) -> anyhow::Result<String> {
+    let file = file.display().to_string();
+    let (tailing, resuming) = (
+        format!("tailing {file}"),
+        format!("resuming {file} at byte "),
+    );
+    agent.wait_for_line_where(
+        &format!("tailing or resuming {file}"),
+        Duration::from_secs(30),
+        |l| l.trim_end().ends_with(&tailing) || l.contains(&resuming),
+    )
+}
+
 #[test]
 fn tailing_through_rotations_and_a_restart_stores_every_line_once() -> anyhow::Result<()> {
     let server = Server::start(&["--no-local-agent"])?;
@@ -94,21 +119,36 @@ fn tailing_through_rotations_and_a_restart_stores_every_line_once() -> anyhow::R
             logs.display()
         ),
     )?;
+    // The agent follows one rotation while it is down (docs/agent-logs.md),
+    // not two; its first lines ("starting as") come before its tailer runs,
+    // and it sees a rotation only at its next poll. So the writer starts once
+    // the agent tails the file, and rotates while the agent is down exactly
+    // once: after the agent saw the rotation before, and before the
+    // restarted agent holds the file again.
+    let app_log = logs.join("app.log");
+    std::fs::File::create(&app_log)?;
     let mut agent = start(&server, dir.path(), &config, "tail-1")?;
-    agent.wait_for_line("starting as", Duration::from_secs(30))?;
+    wait_until_tailing(&mut agent, &app_log)?;
 
-    let rotations = Arc::new(AtomicU32::new(0));
-    let down = Arc::new(AtomicBool::new(false));
+    let allowed = Arc::new(AtomicU32::new(ROTATIONS_EACH));
+    let (rotated_tx, rotated) = mpsc::channel();
     let writing = {
-        let (logs, rotations, down) = (logs.clone(), rotations.clone(), down.clone());
-        std::thread::spawn(move || writer(logs, rotations, down))
+        let (logs, allowed) = (logs.clone(), allowed.clone());
+        std::thread::spawn(move || writer(logs, allowed, rotated_tx))
     };
 
-    // Restart in the middle: SIGTERM, then the same state directory again.
-    eventually(Duration::from_secs(120), || {
-        Ok((rotations.load(Ordering::SeqCst) >= ROTATIONS_EACH).then_some(()))
-    })?;
-    down.store(true, Ordering::SeqCst);
+    // Restart in the middle: SIGTERM once the agent saw the last rotation
+    // before the stop (a copytruncate), one rotation (a rename) while it is
+    // down, then the same state directory again.
+    let last_before = ROTATIONS_EACH - 1;
+    agent.wait_for_line(
+        &format!(
+            "{} was truncated; reading its last lines from {}.{last_before}",
+            app_log.display(),
+            app_log.display()
+        ),
+        Duration::from_secs(120),
+    )?;
     agent.terminate();
     let status = agent.wait_exit(Duration::from_secs(20))?;
     anyhow::ensure!(
@@ -117,14 +157,16 @@ fn tailing_through_rotations_and_a_restart_stores_every_line_once() -> anyhow::R
         agent.log()
     );
     let first_run = agent.log();
+    allowed.store(ROTATIONS_EACH + 1, Ordering::SeqCst);
+    wait_rotations(&rotated, ROTATIONS_EACH + 1)?;
     let mut agent = start(&server, dir.path(), &config, "tail-1")?;
-    agent.wait_for_line("metrolog-agent", Duration::from_secs(30))?;
-    down.store(false, Ordering::SeqCst);
+    wait_until_tailing(&mut agent, &app_log)?;
+    allowed.store(2 * ROTATIONS_EACH, Ordering::SeqCst);
 
     let written = writing
         .join()
         .map_err(|_| anyhow::anyhow!("writer panicked"))??;
-    assert_eq!(rotations.load(Ordering::SeqCst), 2 * ROTATIONS_EACH);
+    assert_eq!(rotated.try_iter().last(), Some(2 * ROTATIONS_EACH));
 
     let started = Instant::now();
     let counts = eventually(Duration::from_secs(60), || {

@@ -122,19 +122,35 @@ impl Proc {
 
     /// Waits for an output line containing `needle` and returns it.
     pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> Result<String> {
+        self.wait_for_line_where(&format!("containing {needle:?}"), timeout, |line| {
+            line.contains(needle)
+        })
+    }
+
+    /// Waits for an output line for which `wanted` holds and returns it;
+    /// `what` describes such a line in the error.
+    pub fn wait_for_line_where(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     self.output.push(line.clone());
-                    if line.contains(needle) {
+                    if wanted(&line) {
                         return Ok(line);
                     }
                 }
                 Err(_) => {
                     let log = self.log();
-                    bail!("{}: no line containing {needle:?} within {timeout:?}; output so far:\n{log}", self.name)
+                    bail!(
+                        "{}: no line {what} within {timeout:?}; output so far:\n{log}",
+                        self.name
+                    )
                 }
             }
         }
