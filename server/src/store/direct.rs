@@ -46,7 +46,11 @@ where
     })
     .await
     .map_err(|e| StoreError::Invalid(format!("database task failed: {e}")))?;
-    drop(conn);
+    if out.is_err() {
+        // What failed may have left a transaction open or a setting changed
+        // (`archive::write_slice`): the connection is closed, not reused.
+        drop(conn.detach());
+    }
     out
 }
 

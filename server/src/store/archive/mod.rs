@@ -24,7 +24,7 @@ pub mod journal;
 use super::{Result, Store, StoreError};
 use journal::{Entry, Sample};
 use metrolog_protocol::rrd::{Bucket, FetchedRows, Row, RowWrite, RrdSpec, RrdState};
-use sqlx::{QueryBuilder, Row as _, Sqlite, SqlitePool, Transaction};
+use sqlx::{Row as _, Sqlite, SqlitePool, Transaction};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -34,8 +34,6 @@ pub const DEFAULT_READ_CACHE: u64 = 64 << 20;
 
 /// Chunk keys per bulk SELECT (3 parameters each).
 const READ_BATCH: usize = 300;
-/// Rows per bulk INSERT (4–5 parameters each).
-const WRITE_BATCH: usize = 200;
 
 #[derive(Debug)]
 struct SeriesHot {
@@ -648,31 +646,34 @@ impl Store {
         }
         keys.sort_unstable();
         keys.dedup();
-        let mut stored: Vec<((i64, u32, u32), Vec<u8>)> = Vec::new();
-        for batch in keys.chunks(READ_BATCH) {
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "SELECT series_id, archive, chunk, data FROM archive_chunks WHERE (series_id, archive, chunk) IN (VALUES ",
-            );
-            let mut sep = q.separated(", ");
-            for (id, a, c) in batch {
-                sep.push("(")
-                    .push_bind_unseparated(*id)
-                    .push_unseparated(", ")
-                    .push_bind_unseparated(i64::from(*a))
-                    .push_unseparated(", ")
-                    .push_bind_unseparated(i64::from(*c))
-                    .push_unseparated(")");
-            }
-            q.push(")");
-            for r in q.build().fetch_all(&self.pool).await? {
-                let key = (
-                    r.get::<i64, _>(0),
-                    r.get::<i64, _>(1) as u32,
-                    r.get::<i64, _>(2) as u32,
+        // Thousands of rows: read on SQLite's handle directly (see `direct`).
+        let (keys, stored) = super::direct::run(&self.pool, move |db| {
+            let mut stored: Vec<((i64, u32, u32), Vec<u8>)> = Vec::new();
+            for batch in keys.chunks(READ_BATCH) {
+                let mut sql = String::from(
+                    "SELECT series_id, archive, chunk, data FROM archive_chunks WHERE (series_id, archive, chunk) IN (VALUES ",
                 );
-                stored.push((key, r.get(3)));
+                let mut sep = "";
+                for (id, a, c) in batch {
+                    use std::fmt::Write;
+                    let _ = write!(sql, "{sep}({id}, {a}, {c})");
+                    sep = ", ";
+                }
+                sql.push(')');
+                let mut stmt = db.prepare(&sql)?;
+                let mut rows = stmt.query([])?;
+                while let Some(r) = rows.next()? {
+                    let key = (
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)? as u32,
+                        r.get::<_, i64>(2)? as u32,
+                    );
+                    stored.push((key, r.get(3)?));
+                }
             }
-        }
+            Ok((keys, stored))
+        })
+        .await?;
 
         // Decoding, placing the rows and encoding are CPU work: the blocking
         // pool does it, so the runtime keeps serving requests.
@@ -707,7 +708,6 @@ impl Store {
                     .filter(|s| cache.series.contains_key(&s.id))
                     .collect()
             };
-            let mut tx = self.pool.begin().await?;
             let chunks: Vec<(i64, u32, u32, Vec<u8>)> = live
                 .iter()
                 .flat_map(|s| {
@@ -718,32 +718,15 @@ impl Store {
                         .map(move |(a, c, data)| (s.id, a, c, data))
                 })
                 .collect();
-            for batch in chunks.chunks(WRITE_BATCH) {
-                let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                    "INSERT OR REPLACE INTO archive_chunks (series_id, archive, chunk, data) ",
-                );
-                q.push_values(batch, |mut b, (id, a, c, data)| {
-                    b.push_bind(*id)
-                        .push_bind(i64::from(*a))
-                        .push_bind(i64::from(*c))
-                        .push_bind(data.as_slice());
-                });
-                q.build().execute(&mut *tx).await?;
-            }
-            for batch in live.chunks(WRITE_BATCH) {
-                let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                    "INSERT OR REPLACE INTO archive_state (series_id, state, applied_seq, last_ts, last_value) ",
-                );
-                q.push_values(batch, |mut b, s| {
-                    b.push_bind(s.id)
-                        .push_bind(s.state.as_slice())
-                        .push_bind(s.applied_seq)
-                        .push_bind(s.last.map(|l| l.0))
-                        .push_bind(s.last.map(|l| l.1));
-                });
-                q.build().execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
+            let states: Vec<StateRow> = live
+                .iter()
+                .map(|s| (s.id, s.state.clone(), s.applied_seq, s.last))
+                .collect();
+            let chunks = super::direct::run(&self.pool, move |db| {
+                write_slice(db, &chunks, &states)?;
+                Ok(chunks)
+            })
+            .await?;
             out.series += live.len() as u64;
             let mut cache = self.cache();
             {
@@ -1055,4 +1038,46 @@ fn push_list(sql: &mut String, items: impl Iterator<Item = i64>) {
         sep = ", ";
     }
     sql.push(')');
+}
+
+/// A series' state row as a flush writes it: id, state bytes, the newest
+/// journal row included, the last sample.
+type StateRow = (i64, Vec<u8>, i64, Option<(i64, f64)>);
+
+/// Writes one flush slice (chunks, then the states that include them) in one
+/// transaction. Without an fsync of its own (`synchronous = NORMAL` for this
+/// transaction only): everything it writes is in the journal already, which
+/// is trimmed only afterwards by a commit that does fsync, and the WAL is
+/// one file written in order, so that fsync makes every slice before it
+/// durable. A crash before it keeps a prefix of the slices; each series not
+/// among them is replayed from the journal, as its state's `applied_seq`
+/// says. A failed slice closes the connection (`direct::run`), so the
+/// setting never outlives it.
+fn write_slice(
+    db: &rusqlite::Connection,
+    chunks: &[(i64, u32, u32, Vec<u8>)],
+    states: &[StateRow],
+) -> rusqlite::Result<()> {
+    db.execute_batch("PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE")?;
+    {
+        let mut put_chunk = db.prepare_cached(
+            "INSERT OR REPLACE INTO archive_chunks (series_id, archive, chunk, data) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for (id, a, c, data) in chunks {
+            put_chunk.execute(rusqlite::params![id, a, c, data])?;
+        }
+        let mut put_state = db.prepare_cached(
+            "INSERT OR REPLACE INTO archive_state (series_id, state, applied_seq, last_ts, last_value) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for (id, state, applied, last) in states {
+            put_state.execute(rusqlite::params![
+                id,
+                state,
+                applied,
+                last.map(|l| l.0),
+                last.map(|l| l.1)
+            ])?;
+        }
+    }
+    db.execute_batch("COMMIT; PRAGMA synchronous = FULL")
 }
