@@ -28,8 +28,8 @@ where
 {
     let mut conn = pool.acquire().await?;
     let rt = tokio::runtime::Handle::current();
-    let (out, conn) = tokio::task::spawn_blocking(move || {
-        let out = (|| {
+    tokio::task::spawn_blocking(move || {
+        let ran = (|| {
             let mut locked = rt.block_on(conn.lock_handle())?;
             let raw = locked.as_raw_handle();
             // SAFETY: the handle is locked out of sqlx's worker thread until
@@ -37,21 +37,29 @@ where
             // ownership, so dropping `db` finalizes its statements and leaves
             // the connection open for sqlx.
             let db = unsafe { rusqlite::Connection::from_handle(raw.as_ptr()) }.map_err(engine)?;
-            let out = f(&db).map_err(engine);
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&db)));
             drop(db);
             drop(locked);
-            out
+            Ok(out)
         })();
-        (out, conn)
+        match ran {
+            Ok(Ok(Ok(v))) => Ok(v),
+            failed => {
+                // What failed may have left a transaction open or a setting
+                // changed (`archive::write_slice`): the connection is
+                // closed, never given back to the pool.
+                drop(conn.detach());
+                match failed {
+                    Ok(Err(panic)) => std::panic::resume_unwind(panic),
+                    Ok(Ok(Err(e))) => Err(engine(e)),
+                    Err(e) => Err(e),
+                    Ok(Ok(Ok(_))) => unreachable!("handled above"),
+                }
+            }
+        }
     })
     .await
-    .map_err(|e| StoreError::Invalid(format!("database task failed: {e}")))?;
-    if out.is_err() {
-        // What failed may have left a transaction open or a setting changed
-        // (`archive::write_slice`): the connection is closed, not reused.
-        drop(conn.detach());
-    }
-    out
+    .map_err(|e| StoreError::Invalid(format!("database task failed: {e}")))?
 }
 
 /// The store's error for a failed direct statement: a full disk is a write

@@ -87,9 +87,21 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// COMMIT); a connection whose transaction outlived its use would hold the
 /// database's write lock for good, and every later write would fail as
 /// "database is locked". Such a connection is closed, which rolls it back.
+///
+/// sqlx counts the transactions it opened, so the usual release costs no
+/// statement: asking SQLite (`BEGIN` then `ROLLBACK`) on every release was two
+/// round trips to the connection's thread for every query run on the pool.
+/// SQLite is asked only when sqlx's count is up: a transaction dropped without
+/// COMMIT (its ROLLBACK is queued before our `BEGIN`), or a failed COMMIT.
+/// Transactions opened with SQL text outside sqlx (`direct`) close their
+/// connection themselves when they fail.
 async fn left_in_transaction(
     conn: &mut sqlx::SqliteConnection,
 ) -> std::result::Result<bool, sqlx::Error> {
+    use sqlx::Connection as _;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
     // BEGIN fails only inside a transaction (no lock is taken by a deferred BEGIN).
     match sqlx::query("BEGIN").execute(&mut *conn).await {
         Ok(_) => {
