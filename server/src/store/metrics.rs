@@ -752,9 +752,10 @@ mod tests {
             .unwrap()
     }
 
-    #[tokio::test]
-    async fn repeated_reads_come_from_the_read_cache_and_see_every_flush() {
-        let (store, _dir) = temp_store().await;
+    /// A host whose `cpu.busy_pct` got values 1..=40 at t = 10..=400, flushed
+    /// into its chunks: (store, its dir, host, key, series id).
+    async fn flushed_series() -> (Store, tempfile::TempDir, i64, SeriesKey, i64) {
+        let (store, dir) = temp_store().await;
         let host = host(&store).await;
         let key = SeriesKey::new("cpu.busy_pct", Labels::new()).unwrap();
         ship(
@@ -767,6 +768,12 @@ mod tests {
         .await;
         store.flush_archives().await.unwrap();
         let id = store.series(Some(host), Some("cpu.*")).await.unwrap()[0].id;
+        (store, dir, host, key, id)
+    }
+
+    #[tokio::test]
+    async fn repeated_reads_come_from_the_read_cache_and_see_every_flush() {
+        let (store, _dir, host, key, id) = flushed_series().await;
 
         let first = rows(&store, id, 0, 400).await;
         assert_eq!(first[0], (10, Some(1.0)));
@@ -807,20 +814,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_damaged_chunk_reads_as_unknown_rows_and_its_neighbours_stay() {
-        let (store, _dir) = temp_store().await;
-        let host = host(&store).await;
-        let key = SeriesKey::new("cpu.busy_pct", Labels::new()).unwrap();
-        ship(
-            &store,
-            host,
-            &key,
-            1,
-            (1..=40).map(|k| bucket(k * 10, k as f64)).collect(),
-        )
-        .await;
-        store.flush_archives().await.unwrap();
+        let (store, _dir, _, _, id) = flushed_series().await;
         store.set_read_cache(0);
-        let id = store.series(Some(host), Some("cpu.*")).await.unwrap()[0].id;
         let before = rows(&store, id, 0, 400).await;
         assert!(before.iter().all(|(_, v)| v.is_some()));
 
