@@ -36,6 +36,19 @@ pub enum Command {
     /// Check the acknowledged samples of a ledger written by `run --ledger`
     /// (e.g. after the server was killed and started again).
     Verify(VerifyArgs),
+    /// Fill every series' archives of a stopped server's database to full
+    /// (every row known), so that a run measures full rings, not empty ones.
+    Prefill(PrefillArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PrefillArgs {
+    /// The stopped server's data directory (its `metrolog.db` is filled).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Seed of the synthetic values.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -166,6 +179,10 @@ pub async fn main(cli: Cli) -> Result<i32> {
             let summary = run(&args).await?;
             let lost = summary.check.as_ref().is_some_and(|c| c.lost > 0);
             Ok(i32::from(lost))
+        }
+        Command::Prefill(args) => {
+            prefill(&args).await?;
+            Ok(0)
         }
         Command::Verify(args) => {
             let ledger = verify::Ledger::read(&args.ledger)?;
@@ -392,4 +409,41 @@ pub async fn run(args: &RunArgs) -> Result<Summary> {
         std::fs::write(path, serde_json::to_vec_pretty(&summary)?)?;
     }
     Ok(summary)
+}
+
+/// `prefill`: fills the rings on a blocking thread, reporting progress.
+async fn prefill(args: &PrefillArgs) -> Result<()> {
+    let path = args.data_dir.join("metrolog.db");
+    if !path.is_file() {
+        bail!(
+            "{} does not exist: run the server and a short `run` against it first, so that \
+             the hosts and series exist, then stop the server",
+            path.display()
+        );
+    }
+    let seed = args.seed;
+    let started = Instant::now();
+    let report = tokio::task::spawn_blocking(move || {
+        metrolog_server::store::archive::prefill::fill_rings(&path, seed, |done, total| {
+            eprintln!(
+                "{:>6.0} s  {}/{} series  {} chunks  {:.1} GB",
+                started.elapsed().as_secs_f64(),
+                done.series,
+                total,
+                done.chunks,
+                done.bytes as f64 / 1e9
+            );
+        })
+    })
+    .await?
+    .map_err(anyhow::Error::msg)?;
+    println!(
+        "filled {} series: {} chunks ({} rows were unknown), {:.2} GB of chunk data, in {:.0} s",
+        report.series,
+        report.chunks,
+        report.rows_filled,
+        report.bytes as f64 / 1e9,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

@@ -20,6 +20,7 @@ mod bytes;
 pub mod chunk;
 pub mod chunk_cache;
 pub mod journal;
+pub mod prefill;
 
 use super::{Result, Store, StoreError};
 use journal::{Entry, Sample};
