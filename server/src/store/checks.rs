@@ -3,7 +3,7 @@
 use super::{Result, Store};
 use metrolog_protocol::nagios::{CheckResult, CheckStatus};
 use serde::Serialize;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::Row;
 
 /// A check's latest result, as `GET /api/v1/checks` lists it.
 #[derive(Debug, Clone, Serialize)]
@@ -32,37 +32,40 @@ fn status_name<S: serde::Serializer>(s: &CheckStatus, ser: S) -> Result<S::Ok, S
 }
 
 /// Stores the results of one batch, newest last; only each check's newest
-/// result stays.
-pub(super) async fn upsert_tx(
-    tx: &mut Transaction<'_, Sqlite>,
+/// result stays. Runs inside the batch's transaction (`direct`).
+pub(super) fn upsert(
+    db: &rusqlite::Connection,
     host_id: i64,
     results: &[CheckResult],
-) -> Result<()> {
+) -> rusqlite::Result<()> {
+    if results.is_empty() {
+        return Ok(());
+    }
+    let mut put = db.prepare_cached(
+        "INSERT INTO check_results (host_id, name, status, output, long_output, perfdata, ts,
+                                    duration_ms, attempt, max_attempts, status_since)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?7)
+         ON CONFLICT (host_id, name) DO UPDATE SET
+            status_since = CASE WHEN status = excluded.status THEN status_since ELSE excluded.ts END,
+            status = excluded.status, output = excluded.output,
+            long_output = excluded.long_output, perfdata = excluded.perfdata,
+            ts = excluded.ts, duration_ms = excluded.duration_ms,
+            attempt = excluded.attempt, max_attempts = excluded.max_attempts
+         WHERE excluded.ts >= ts",
+    )?;
     for r in results {
-        sqlx::query(
-            "INSERT INTO check_results (host_id, name, status, output, long_output, perfdata, ts,
-                                        duration_ms, attempt, max_attempts, status_since)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?7)
-             ON CONFLICT (host_id, name) DO UPDATE SET
-                status_since = CASE WHEN status = excluded.status THEN status_since ELSE excluded.ts END,
-                status = excluded.status, output = excluded.output,
-                long_output = excluded.long_output, perfdata = excluded.perfdata,
-                ts = excluded.ts, duration_ms = excluded.duration_ms,
-                attempt = excluded.attempt, max_attempts = excluded.max_attempts
-             WHERE excluded.ts >= ts",
-        )
-        .bind(host_id)
-        .bind(r.name.as_str())
-        .bind(i64::from(r.status.code()))
-        .bind(&r.output)
-        .bind(&r.long_output)
-        .bind(&r.perfdata)
-        .bind(r.ts)
-        .bind(i64::try_from(r.duration_ms).unwrap_or(i64::MAX))
-        .bind(i64::from(r.attempt))
-        .bind(i64::from(r.max_attempts))
-        .execute(&mut **tx)
-        .await?;
+        put.execute(rusqlite::params![
+            host_id,
+            r.name.as_str(),
+            i64::from(r.status.code()),
+            r.output,
+            r.long_output,
+            r.perfdata,
+            r.ts,
+            i64::try_from(r.duration_ms).unwrap_or(i64::MAX),
+            i64::from(r.attempt),
+            i64::from(r.max_attempts),
+        ])?;
     }
     Ok(())
 }

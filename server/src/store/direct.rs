@@ -1,14 +1,17 @@
 //! A pooled connection's SQLite handle driven directly, on one blocking
-//! thread, for the statements that return thousands of rows.
+//! thread, for the statements that return thousands of rows and for the
+//! transactions of many statements (ingest's commits).
 //!
 //! sqlx runs each connection on a worker thread of its own and hands every
-//! row of a result to the calling task through a channel: for a group
-//! query's 6 300 archive chunks that is thousands of wake-ups between two
-//! threads (a context switch, a few allocations each), which cost more than
-//! SQLite's own reading. Here the connection is locked out of its worker for
-//! the whole call (`lock_handle`, sqlx's API for direct use) and the
-//! statement runs through rusqlite on the calling blocking thread: one
-//! hand-off per call instead of one per row.
+//! statement, and every row of a result, between it and the calling task
+//! through a channel: for a group query's 6 300 archive chunks that is
+//! thousands of wake-ups between two threads (a context switch, a few
+//! allocations each), which cost more than SQLite's own reading; for a group
+//! commit of agent batches, about ten per batch. Here the connection is
+//! locked out of its worker for the whole call (`lock_handle`, sqlx's API for
+//! direct use) and the statements run through rusqlite on the calling
+//! blocking thread: one hand-off per call instead of one per row or
+//! statement.
 //!
 //! Both crates link the same `libsqlite3-sys` (one SQLite in the binary,
 //! Cargo allows no other). The connection keeps everything sqlx set up
@@ -37,6 +40,10 @@ where
             // ownership, so dropping `db` finalizes its statements and leaves
             // the connection open for sqlx.
             let db = unsafe { rusqlite::Connection::from_handle(raw.as_ptr()) }.map_err(engine)?;
+            // A group commit prepares 16 statements (`prepare_cached`), all
+            // rusqlite's default cache holds: one more and they evict each
+            // other in turn, batch after batch.
+            db.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&db)));
             drop(db);
             drop(locked);
@@ -62,9 +69,13 @@ where
     .map_err(|e| StoreError::Invalid(format!("database task failed: {e}")))?
 }
 
+/// Statements kept prepared, for the length of one call (the rusqlite
+/// connection, and its cache, live no longer).
+const STATEMENT_CACHE: usize = 64;
+
 /// The store's error for a failed direct statement: a full disk is a write
-/// to retry, as for sqlx's errors; no SQLite code leaves this module.
-fn engine(e: rusqlite::Error) -> StoreError {
+/// to retry, as for sqlx's errors; no SQLite code leaves the store.
+pub(super) fn engine(e: rusqlite::Error) -> StoreError {
     let full = matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull));
     if full {
         StoreError::Retry {

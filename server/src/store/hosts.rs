@@ -252,8 +252,7 @@ impl Store {
     pub async fn touch_host(&self, id: i64) -> Result<()> {
         let _w = self.write.lock().await;
         let t = now();
-        let mut conn = self.pool.acquire().await?;
-        if touch(&mut conn, id, t).await? {
+        if super::direct::run(&self.pool, move |db| touch(db, id, t)).await? {
             self.bus.host(id, HostChange::Up, t, t);
         }
         Ok(())
@@ -331,24 +330,19 @@ impl Store {
 
 /// Records a sign of life; returns whether the host came back `up` (it was
 /// `down` or `left`), which the caller publishes once its transaction commits.
-pub(super) async fn touch(conn: &mut sqlx::SqliteConnection, id: i64, t: i64) -> Result<bool> {
+pub(super) fn touch(db: &rusqlite::Connection, id: i64, t: i64) -> rusqlite::Result<bool> {
     // Two statements so that the change is known exactly: the first touches
     // only a host that was not `up` (a primary-key probe that finds nothing
     // in the usual case), the second the others.
-    let back: Option<i64> = sqlx::query_scalar(
-        "UPDATE hosts SET last_seen = ?1, state_since = ?1, state = 'up'
-         WHERE id = ?2 AND state != 'up' RETURNING id",
-    )
-    .bind(t)
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if back.is_none() {
-        sqlx::query("UPDATE hosts SET last_seen = ? WHERE id = ?")
-            .bind(t)
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
+    let back = db
+        .prepare_cached(
+            "UPDATE hosts SET last_seen = ?1, state_since = ?1, state = 'up'
+             WHERE id = ?2 AND state != 'up' RETURNING id",
+        )?
+        .exists(rusqlite::params![t, id])?;
+    if !back {
+        db.prepare_cached("UPDATE hosts SET last_seen = ?1 WHERE id = ?2")?
+            .execute(rusqlite::params![t, id])?;
     }
-    Ok(back.is_some())
+    Ok(back)
 }

@@ -19,9 +19,6 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// Rows per multi-row INSERT (13 parameters each, well under SQLite's 32766).
-const INSERT_CHUNK: usize = 500;
-
 /// A zone of `log_zones` covers the ids `zone << ZONE_SHIFT` and the
 /// following `1 << ZONE_SHIFT - 1` (see migrations/0004_log_zones.sql).
 const ZONE_SHIFT: u32 = 12;
@@ -71,6 +68,10 @@ struct NewBlock {
     min_received: i64,
     max_received: i64,
     severities: i64,
+    /// Each record's source time and whether it is late ([`is_late`]), in id
+    /// order: what the zone map needs, so that a block carries no borrow of
+    /// its records to the thread that writes it.
+    times: Vec<(i64, bool)>,
     data: Vec<u8>,
 }
 
@@ -103,6 +104,7 @@ impl OpenBlock {
                 min_received: i64::MAX,
                 max_received: i64::MIN,
                 severities: 0,
+                times: Vec::new(),
                 data: Vec::new(),
             },
             enc: Encoder::new(),
@@ -127,6 +129,7 @@ impl OpenBlock {
         b.min_received = b.min_received.min(r.received_at);
         b.max_received = b.max_received.max(r.received_at);
         b.severities |= log_block::severity_bit(r.severity);
+        b.times.push((r.ts, is_late(r)));
         self.enc.push(id, r);
     }
 
@@ -179,71 +182,45 @@ fn cpu<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Inserts records inside the caller's transaction, so that an agent batch's
-/// logs commit together with its metrics and its batch id.
-pub(super) async fn insert_tx(
-    conn: &mut SqliteConnection,
+/// Inserts records inside the caller's transaction on `db`, so that an agent
+/// batch's logs commit together with its metrics and its batch id.
+pub(super) fn insert_tx(
+    db: &rusqlite::Connection,
     host_id: Option<i64>,
     records: &[LogRecord],
     source: LogSource,
-) -> Result<()> {
-    let rows: Vec<NewLog<'_>> = records
-        .iter()
-        .map(|record| NewLog {
+) -> rusqlite::Result<()> {
+    let blocks = group_blocks(records.iter().map(|record| {
+        let row = NewLog {
             host_id,
             record,
             source,
-        })
-        .collect();
-    let blocks = group_blocks(rows.iter().map(|r| (None, *r)));
-    insert_rows(conn, &rows, blocks).await?;
+        };
+        (None, row)
+    }));
+    insert_rows(db, blocks)?;
     Ok(())
 }
 
-/// The multi-row INSERT of `chunk`.
-fn insert_statement(chunk: &[NewBlock]) -> QueryBuilder<'_, Sqlite> {
-    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-        "INSERT INTO log_blocks (id, first_id, n, host_id, app_name, source, min_ts, max_ts, min_received, max_received, severities, bytes, data) ",
-    );
-    q.push_values(chunk, |mut b, block| {
-        b.push_bind(block.last_id)
-            .push_bind(block.first_id)
-            .push_bind(block.rows.len() as i64)
-            .push_bind(block.host_id)
-            .push_bind(block.app.as_deref())
-            .push_bind(block.source)
-            .push_bind(block.min_ts)
-            .push_bind(block.max_ts)
-            .push_bind(block.min_received)
-            .push_bind(block.max_received)
-            .push_bind(block.severities)
-            .push_bind(block.bytes())
-            .push_bind(block.data.as_slice());
-    });
-    q
-}
-
-/// Numbers the (not yet numbered) `blocks` of `rows` and inserts them with
-/// their zones and late entries; returns the records' ids in input order.
-async fn insert_rows(
-    conn: &mut SqliteConnection,
-    rows: &[NewLog<'_>],
-    mut blocks: Vec<NewBlock>,
-) -> Result<Vec<i64>> {
-    if rows.is_empty() {
+/// Numbers the (not yet numbered) `blocks` and inserts them with their zones
+/// and late entries; returns the records' ids in the order of the input the
+/// blocks were grouped from.
+fn insert_rows(db: &rusqlite::Connection, mut blocks: Vec<NewBlock>) -> rusqlite::Result<Vec<i64>> {
+    let records: usize = blocks.iter().map(|b| b.rows.len()).sum();
+    if records == 0 {
         return Ok(Vec::new());
     }
     // New records are numbered above every id stored and every id the
     // full-text index may already have claimed (see `LogIndex`), so no id
     // is used twice even after the newest records were deleted (their host
     // removed, retention emptied the table).
-    let (max_id, claimed): (i64, i64) = sqlx::query_as(
-        "SELECT coalesce((SELECT id FROM log_blocks ORDER BY id DESC LIMIT 1), 0), coalesce((SELECT claimed FROM logidx.logs_fts_state), 0)",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+    let (max_id, claimed): (i64, i64) = db
+        .prepare_cached(
+            "SELECT coalesce((SELECT id FROM log_blocks ORDER BY id DESC LIMIT 1), 0), coalesce((SELECT claimed FROM logidx.logs_fts_state), 0)",
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let mut next = max_id.max(claimed) + 1;
-    let mut ids = vec![0i64; rows.len()];
+    let mut ids = vec![0i64; records];
     for b in &mut blocks {
         b.first_id = next;
         for (k, &i) in b.rows.iter().enumerate() {
@@ -252,15 +229,33 @@ async fn insert_rows(
         next += b.rows.len() as i64;
         b.last_id = next - 1;
     }
-    write_blocks(conn, &blocks).await?;
-    write_zones(conn, &blocks, rows).await?;
+    write_blocks(db, &blocks)?;
+    write_zones(db, &blocks)?;
     Ok(ids)
 }
 
 /// Inserts numbered blocks.
-async fn write_blocks(conn: &mut SqliteConnection, blocks: &[NewBlock]) -> Result<()> {
-    for chunk in blocks.chunks(INSERT_CHUNK) {
-        insert_statement(chunk).build().execute(&mut *conn).await?;
+fn write_blocks(db: &rusqlite::Connection, blocks: &[NewBlock]) -> rusqlite::Result<()> {
+    let mut put = db.prepare_cached(
+        "INSERT INTO log_blocks (id, first_id, n, host_id, app_name, source, min_ts, max_ts, min_received, max_received, severities, bytes, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?;
+    for block in blocks {
+        put.execute(rusqlite::params![
+            block.last_id,
+            block.first_id,
+            block.rows.len() as i64,
+            block.host_id,
+            block.app.as_deref(),
+            block.source,
+            block.min_ts,
+            block.max_ts,
+            block.min_received,
+            block.max_received,
+            block.severities,
+            block.bytes(),
+            block.data.as_slice(),
+        ])?;
     }
     Ok(())
 }
@@ -268,53 +263,43 @@ async fn write_blocks(conn: &mut SqliteConnection, blocks: &[NewBlock]) -> Resul
 /// Widens the zones of the numbered `blocks`' records and lists each
 /// block's late records under the block (migrations/0013_log_late.sql,
 /// 0014_log_blocks.sql).
-async fn write_zones(
-    conn: &mut SqliteConnection,
-    blocks: &[NewBlock],
-    rows: &[NewLog<'_>],
-) -> Result<()> {
+fn write_zones(db: &rusqlite::Connection, blocks: &[NewBlock]) -> rusqlite::Result<()> {
     // (block id, smallest ts, largest ts) of each block's late records.
     let mut late: Vec<(i64, i64, i64)> = Vec::new();
     let mut zones: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
     for b in blocks {
         let mut span: Option<(i64, i64)> = None;
-        for (k, &i) in b.rows.iter().enumerate() {
-            let r = rows[i].record;
-            if is_late(r) {
-                let s = span.get_or_insert((r.ts, r.ts));
-                s.0 = s.0.min(r.ts);
-                s.1 = s.1.max(r.ts);
+        for (k, &(ts, is_late)) in b.times.iter().enumerate() {
+            if is_late {
+                let s = span.get_or_insert((ts, ts));
+                s.0 = s.0.min(ts);
+                s.1 = s.1.max(ts);
                 continue;
             }
             let z = zones
                 .entry((b.first_id + k as i64) >> ZONE_SHIFT)
-                .or_insert((r.ts, r.ts));
-            z.0 = z.0.min(r.ts);
-            z.1 = z.1.max(r.ts);
+                .or_insert((ts, ts));
+            z.0 = z.0.min(ts);
+            z.1 = z.1.max(ts);
         }
         if let Some((lo, hi)) = span {
             late.push((b.last_id, lo, hi));
         }
     }
-    for chunk in late.chunks(INSERT_CHUNK) {
-        let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT OR REPLACE INTO log_late (id, ts, max_ts) ");
-        q.push_values(chunk, |mut b, (id, lo, hi)| {
-            b.push_bind(*id).push_bind(*lo).push_bind(*hi);
-        });
-        q.build().execute(&mut *conn).await?;
+    if !late.is_empty() {
+        let mut put = db.prepare_cached(
+            "INSERT OR REPLACE INTO log_late (id, ts, max_ts) VALUES (?1, ?2, ?3)",
+        )?;
+        for (id, lo, hi) in late {
+            put.execute([id, lo, hi])?;
+        }
     }
-    let zones: Vec<(i64, (i64, i64))> = zones.into_iter().collect();
-    for chunk in zones.chunks(INSERT_CHUNK) {
-        let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT INTO log_zones (block, min_ts, max_ts) ");
-        q.push_values(chunk, |mut b, (zone, (lo, hi))| {
-            b.push_bind(*zone).push_bind(*lo).push_bind(*hi);
-        });
-        q.push(
-            " ON CONFLICT (block) DO UPDATE SET min_ts = min(min_ts, excluded.min_ts), max_ts = max(max_ts, excluded.max_ts)",
-        );
-        q.build().execute(&mut *conn).await?;
+    let mut put = db.prepare_cached(
+        "INSERT INTO log_zones (block, min_ts, max_ts) VALUES (?1, ?2, ?3)
+         ON CONFLICT (block) DO UPDATE SET min_ts = min(min_ts, excluded.min_ts), max_ts = max(max_ts, excluded.max_ts)",
+    )?;
+    for (zone, (lo, hi)) in zones {
+        put.execute([zone, lo, hi])?;
     }
     Ok(())
 }
@@ -334,41 +319,12 @@ pub(super) async fn convert_row_logs(pool: &SqlitePool) -> Result<()> {
     }
     let mut converted = 0u64;
     loop {
-        let mut tx = pool.begin().await?;
-        let old: Vec<SqliteRow> = sqlx::query(
-            "SELECT id, host_id, source, ts, received_at, hostname, facility, severity, app_name, procid, msgid, message, structured_data, flags FROM logs ORDER BY id LIMIT ?",
-        )
-        .bind(CONVERT_CHUNK)
-        .fetch_all(&mut *tx)
-        .await?;
-        let Some(last) = old.last().map(|r| r.get::<i64, _>(0)) else {
-            sqlx::query("DROP TABLE logs").execute(&mut *tx).await?;
-            tx.commit().await?;
+        // On SQLite's handle, as ingest writes blocks (`write_blocks`).
+        let n = super::direct::run(pool, convert_chunk).await?;
+        if n == 0 {
             break;
-        };
-        let records: Vec<(i64, Option<i64>, LogSource, LogRecord)> =
-            old.iter().map(old_row).collect();
-        let rows: Vec<(Option<i64>, NewLog<'_>)> = records
-            .iter()
-            .map(|(id, host_id, source, record)| {
-                (
-                    Some(*id),
-                    NewLog {
-                        host_id: *host_id,
-                        record,
-                        source: *source,
-                    },
-                )
-            })
-            .collect();
-        let blocks = cpu(|| group_blocks(rows.into_iter()));
-        write_blocks(&mut tx, &blocks).await?;
-        sqlx::query("DELETE FROM logs WHERE id <= ?")
-            .bind(last)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        converted += records.len() as u64;
+        }
+        converted += n;
         if converted.is_multiple_of(CONVERT_CHUNK as u64 * 50) {
             tracing::info!(
                 records = converted,
@@ -388,37 +344,66 @@ pub(super) async fn convert_row_logs(pool: &SqlitePool) -> Result<()> {
 /// Records per transaction when converting the old row table.
 const CONVERT_CHUNK: i64 = 20_000;
 
+/// Converts the oldest [`CONVERT_CHUNK`] records of the old row table in one
+/// transaction, or drops the table when it is empty; returns the records
+/// converted.
+fn convert_chunk(db: &rusqlite::Connection) -> rusqlite::Result<u64> {
+    db.execute_batch("BEGIN")?;
+    let records: Vec<(i64, Option<i64>, LogSource, LogRecord)> = db
+        .prepare(
+            "SELECT id, host_id, source, ts, received_at, hostname, facility, severity, app_name, procid, msgid, message, structured_data, flags FROM logs ORDER BY id LIMIT ?1",
+        )?
+        .query_map([CONVERT_CHUNK], old_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    let Some(last) = records.last().map(|r| r.0) else {
+        db.execute_batch("DROP TABLE logs; COMMIT")?;
+        return Ok(0);
+    };
+    let rows = records.iter().map(|(id, host_id, source, record)| {
+        let row = NewLog {
+            host_id: *host_id,
+            record,
+            source: *source,
+        };
+        (Some(*id), row)
+    });
+    write_blocks(db, &group_blocks(rows))?;
+    db.execute("DELETE FROM logs WHERE id <= ?1", [last])?;
+    db.execute_batch("COMMIT")?;
+    Ok(records.len() as u64)
+}
+
 /// A record of the old row table.
-fn old_row(r: &SqliteRow) -> (i64, Option<i64>, LogSource, LogRecord) {
+fn old_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Option<i64>, LogSource, LogRecord)> {
     use metrolog_protocol::syslog::Facility;
-    let flags: i64 = r.get(13);
-    let facility: Option<i64> = r.get(6);
-    let severity: Option<i64> = r.get(7);
-    let source = match r.get::<String, _>(2).as_str() {
+    let flags: i64 = r.get(13)?;
+    let facility: Option<i64> = r.get(6)?;
+    let severity: Option<i64> = r.get(7)?;
+    let source = match r.get_ref(2)?.as_str()? {
         "agent" => LogSource::Agent,
         "syslog-tcp" => LogSource::SyslogTcp,
         _ => LogSource::SyslogUdp,
     };
-    (
-        r.get(0),
-        r.get(1),
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
         source,
         LogRecord {
-            ts: r.get(3),
-            received_at: r.get(4),
-            hostname: r.get(5),
+            ts: r.get(3)?,
+            received_at: r.get(4)?,
+            hostname: r.get(5)?,
             facility: facility.and_then(|f| u8::try_from(f).ok().and_then(Facility::from_u8)),
             severity: severity.and_then(|s| u8::try_from(s).ok().and_then(Severity::from_u8)),
-            app_name: r.get(8),
-            procid: r.get(9),
-            msgid: r.get(10),
-            message: r.get(11),
-            structured_data: r.get(12),
+            app_name: r.get(8)?,
+            procid: r.get(9)?,
+            msgid: r.get(10)?,
+            message: r.get(11)?,
+            structured_data: r.get(12)?,
             truncated: flags & 1 != 0,
             invalid_utf8: flags & 2 != 0,
             unparsed: flags & 4 != 0,
         },
-    )
+    ))
 }
 
 /// Inclusive id ranges, newest first, covering the zones (descending) a
@@ -790,20 +775,32 @@ impl Store {
         let blocks = cpu(|| group_blocks(rows.iter().map(|r| (None, *r))));
         self.wait_for_log_index().await;
         let _w = self.write.lock().await;
-        let mut conn = self.pool.acquire().await?;
-        sqlx::query("PRAGMA synchronous = NORMAL")
-            .execute(&mut *conn)
-            .await?;
-        let result = Self::insert_logs_on(&mut conn, rows, blocks, seen_hosts).await;
-        // The connection goes back to the pool, where acknowledged writes
-        // need FULL; one that cannot be restored is closed instead.
-        if let Err(e) = sqlx::query("PRAGMA synchronous = FULL")
-            .execute(&mut *conn)
-            .await
-        {
-            tracing::error!(error = %e, "restoring synchronous = FULL failed; closing the connection");
-            let _ = conn.detach().close().await;
-        }
+        let t = now();
+        // Integers only, so nothing to bind.
+        let seen_hosts = seen_hosts
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        // `synchronous = NORMAL` for this transaction only: a failure closes
+        // the connection (`direct::run`), so the setting never outlives it.
+        // Should restoring FULL fail after the COMMIT (it changes a flag,
+        // nothing on disk), the stored records are reported as an error.
+        let result = super::direct::run(&self.pool, move |db| {
+            db.execute_batch("PRAGMA synchronous = NORMAL; BEGIN")?;
+            let ids = insert_rows(db, blocks)?;
+            if !seen_hosts.is_empty() {
+                db.execute(
+                    &format!(
+                        "UPDATE hosts SET last_seen = ?1 WHERE source = 'syslog' AND id IN ({seen_hosts})"
+                    ),
+                    [t],
+                )?;
+            }
+            db.execute_batch("COMMIT; PRAGMA synchronous = FULL")?;
+            Ok(ids)
+        })
+        .await;
         if let Ok(ids) = &result {
             if let Some(last) = ids.iter().max() {
                 self.log_index
@@ -1002,29 +999,6 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(taken)
-    }
-
-    async fn insert_logs_on(
-        conn: &mut SqliteConnection,
-        rows: &[NewLog<'_>],
-        blocks: Vec<NewBlock>,
-        seen_hosts: &[i64],
-    ) -> Result<Vec<i64>> {
-        let mut tx = conn.begin().await?;
-        let ids = insert_rows(&mut tx, rows, blocks).await?;
-        if !seen_hosts.is_empty() {
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE hosts SET last_seen = ");
-            q.push_bind(now())
-                .push(" WHERE source = 'syslog' AND id IN (");
-            let mut sep = q.separated(", ");
-            for id in seen_hosts {
-                sep.push_bind(*id);
-            }
-            q.push(")");
-            q.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(ids)
     }
 
     /// The host each syslog sender name stands for: an existing host with

@@ -2,13 +2,15 @@
 //! batches and imports.
 
 use super::archive::journal::Sample;
+use super::archive::{self, ArchiveCache};
 use super::{hosts::touch, now, Result, Store, StoreError, SERIES_CACHE_MAX};
 use crate::events::{ChecksCommitted, Event, HostChange, SampleSource, SamplesCommitted};
 use metrolog_protocol::nagios::CheckResult;
 use metrolog_protocol::syslog::{LogRecord, LogSource};
 use metrolog_protocol::{BatchId, Bucket, Labels, SeriesKey};
+use rusqlite::OptionalExtension as _;
 use serde::Serialize;
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,13 +38,51 @@ pub struct CommitOutcome {
 /// An agent batch waiting for the next group commit.
 #[derive(Debug)]
 pub(super) struct PendingBatch {
+    batch: Batch,
+    reply: tokio::sync::oneshot::Sender<Result<CommitOutcome>>,
+}
+
+/// What an agent batch brings: moved to SQLite's thread for the group's
+/// commit, and back to publish what was committed.
+#[derive(Debug)]
+struct Batch {
     host_id: i64,
-    batch: BatchId,
+    id: BatchId,
     series: Vec<(SeriesKey, Vec<Bucket>)>,
     /// Shared with the caller, which publishes them once committed.
     logs: Arc<Vec<LogRecord>>,
     checks: Vec<CheckResult>,
-    reply: tokio::sync::oneshot::Sender<Result<CommitOutcome>>,
+}
+
+/// The series-id cache's key: host id, name, canonical labels.
+pub(super) type SeriesIdKey = (i64, String, String);
+/// Series ids looked up or created in a transaction, to cache once it commits.
+type NewIds = Vec<(SeriesIdKey, i64)>;
+
+/// What a commit reads and updates of the store's memory, shared with the
+/// blocking thread it runs on (`direct::run` takes only `'static` closures).
+#[derive(Clone)]
+struct CommitParts {
+    archives: Arc<Mutex<ArchiveCache>>,
+    series_ids: Arc<Mutex<HashMap<SeriesIdKey, i64>>>,
+    limits: Arc<SeriesLimits>,
+}
+
+/// A group commit that reached COMMIT: its batches back, each one's outcome,
+/// and the series ids to cache.
+struct GroupDone {
+    batches: Vec<Batch>,
+    results: Vec<Result<CommitOutcome>>,
+    new_ids: NewIds,
+    /// When the statements were done and COMMIT started.
+    statements_done: Instant,
+}
+
+/// What one batch's statements did, before its savepoint is released.
+struct BatchDone {
+    outcome: CommitOutcome,
+    journaled: archive::Journaled,
+    new_ids: NewIds,
 }
 
 /// Outcome of one import.
@@ -171,11 +211,13 @@ impl Store {
             .lock()
             .expect("pending batches poisoned")
             .push(PendingBatch {
-                host_id,
-                batch: batch.clone(),
-                series,
-                logs,
-                checks,
+                batch: Batch {
+                    host_id,
+                    id: batch.clone(),
+                    series,
+                    logs,
+                    checks,
+                },
                 reply,
             });
         {
@@ -195,72 +237,75 @@ impl Store {
     }
 
     /// Commits queued batches in one transaction. Called with the write lock held.
+    ///
+    /// The whole transaction runs on SQLite's handle on one blocking thread
+    /// (`direct::run`): one hand-off between threads per group, where sqlx
+    /// made one per statement, about ten per batch (at 10 000 agents those
+    /// hand-offs cost the server more than SQLite's own work,
+    /// docs/benchmarks.md).
     async fn commit_group(&self, group: Vec<PendingBatch>) {
         let t = now();
-        let mut results: Vec<Result<CommitOutcome>> = Vec::with_capacity(group.len());
-        let started = std::time::Instant::now();
-        let mut statements = std::time::Duration::ZERO;
-        let outcome: Result<()> = async {
-            let mut tx = self.pool.begin().await?;
-            for req in &group {
-                sqlx::query("SAVEPOINT batch").execute(&mut *tx).await?;
-                match self.commit_one(&mut tx, req, t).await {
-                    Ok(done) => {
-                        sqlx::query("RELEASE batch").execute(&mut *tx).await?;
-                        results.push(Ok(done));
-                    }
-                    Err(e) => {
-                        sqlx::query("ROLLBACK TO batch").execute(&mut *tx).await?;
-                        sqlx::query("RELEASE batch").execute(&mut *tx).await?;
-                        results.push(Err(e));
-                    }
-                }
-            }
-            statements = started.elapsed();
-            tx.commit().await?;
-            Ok(())
-        }
+        let started = Instant::now();
+        let size = group.len();
+        let (batches, replies): (Vec<Batch>, Vec<_>) =
+            group.into_iter().map(|p| (p.batch, p.reply)).unzip();
+        let parts = self.commit_parts();
+        let outcome = super::direct::run(&self.pool, move |db| {
+            commit_group_on(db, &parts, batches, t)
+        })
         .await;
         let took = started.elapsed();
         if took >= super::write_lock::SLOW_HOLD {
+            let statements = outcome.as_ref().map_or(Duration::ZERO, |done| {
+                done.statements_done.saturating_duration_since(started)
+            });
             tracing::debug!(
                 target: "metrolog_server::store::write_lock",
-                batches = group.len(),
+                batches = size,
                 statements_ms = statements.as_secs_f64() * 1e3,
                 commit_ms = (took - statements).as_secs_f64() * 1e3,
                 "slow group commit"
             );
         }
         match outcome {
-            Ok(()) => {
-                for (req, r) in group.into_iter().zip(results) {
-                    if let Ok(done) = &r {
-                        self.publish_batch(req.host_id, done, req.series, req.checks, t);
+            Ok(done) => {
+                self.remember_series(done.new_ids);
+                let committed = done.batches.into_iter().zip(done.results);
+                for ((batch, r), reply) in committed.zip(replies) {
+                    if let Ok(outcome) = &r {
+                        self.publish_batch(batch.host_id, outcome, batch.series, batch.checks, t);
                     }
-                    let _ = req.reply.send(r);
+                    let _ = reply.send(r);
                 }
             }
             Err(e) => {
-                // Nothing of the group is in the database, but its batches were
-                // applied to the archives' memory and their new series ids cached
-                // as they went: take both back to what the database holds, so that
-                // the agents' retries are stored, not refused as already seen.
-                self.series_ids
-                    .lock()
-                    .expect("series cache poisoned")
-                    .clear();
+                // Nothing of the group is in the database (a failed direct
+                // call closes its connection, which rolls it back), but its
+                // batches were applied to the archives' memory as they went:
+                // take it back to what the database holds, so that the
+                // agents' retries are stored, not refused as already seen.
+                // (Series ids are cached only after COMMIT.)
                 if let Err(reload) = self.reload_archives().await {
                     tracing::error!(error = %reload, "reloading the archives after a failed commit failed; memory may hold samples the database lacks until the next start");
                 }
                 let disk_full = e.is_disk_full();
                 let msg = e.to_string();
-                for req in group {
-                    let _ = req.reply.send(Err(StoreError::Retry {
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Retry {
                         message: format!("batch not stored: {msg}"),
                         disk_full,
                     }));
                 }
             }
+        }
+    }
+
+    /// The memory a commit on SQLite's thread works with.
+    fn commit_parts(&self) -> CommitParts {
+        CommitParts {
+            archives: self.archives.clone(),
+            series_ids: self.series_ids.clone(),
+            limits: self.series_limits.clone(),
         }
     }
 
@@ -276,107 +321,6 @@ impl Store {
             "archives reloaded from the database after a failed commit"
         );
         Ok(())
-    }
-
-    /// One batch of a group, inside the group's transaction. Its journal entries
-    /// go to the archives' memory at once, so the next batch of the group sees
-    /// them (journal seq and sample order stay consistent); should the group's
-    /// COMMIT itself fail (disk full), memory is reloaded from the database.
-    async fn commit_one(
-        &self,
-        tx: &mut Transaction<'_, Sqlite>,
-        req: &PendingBatch,
-        t: i64,
-    ) -> Result<CommitOutcome> {
-        let host_id = req.host_id;
-        // The usual case in one statement (each is a round trip to SQLite's
-        // thread, the largest cost of a batch at fleet scale): a host that is
-        // `up` and sends a batch newer than its last records the batch id and
-        // its sign of life together. Anything else (a replay, a host coming
-        // back, a host gone) takes the statements below, as before.
-        let fresh: Option<i64> = sqlx::query_scalar(
-            "UPDATE hosts SET batch_stream = ?1, batch_seq = ?2, last_seen = ?3
-             WHERE id = ?4 AND state = 'up'
-               AND NOT (batch_stream IS ?1 AND batch_seq >= ?2)
-             RETURNING id",
-        )
-        .bind(&req.batch.stream)
-        .bind(req.batch.seq as i64)
-        .bind(t)
-        .bind(host_id)
-        .fetch_optional(&mut **tx)
-        .await?;
-        if fresh.is_none() {
-            let last: Option<(Option<String>, Option<i64>)> =
-                sqlx::query_as("SELECT batch_stream, batch_seq FROM hosts WHERE id = ?")
-                    .bind(host_id)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-            if let Some((Some(stream), Some(seq))) = &last {
-                if *stream == req.batch.stream && req.batch.seq <= *seq as u64 {
-                    let came_up = touch(tx, host_id, t).await?;
-                    return Ok(CommitOutcome {
-                        duplicate: true,
-                        stored: 0,
-                        out_of_order: 0,
-                        over_limit: 0,
-                        logs: 0,
-                        checks: 0,
-                        came_up,
-                    });
-                }
-            }
-        }
-        let keys: Vec<&SeriesKey> = req.series.iter().map(|(k, _)| k).collect();
-        let (ids, new_ids) = self.series_ids_tx(tx, host_id, &keys).await?;
-        let mut over_limit = 0;
-        let per_series = ids
-            .iter()
-            .zip(&req.series)
-            .filter_map(|(id, (_, buckets))| {
-                let Some(id) = id else {
-                    over_limit += buckets.len() as u64;
-                    return None;
-                };
-                let samples = buckets
-                    .iter()
-                    .map(|b| Sample {
-                        ts: b.ts,
-                        value: b.avg,
-                        ext: Some((b.min, b.max)),
-                    })
-                    .collect();
-                Some((*id, true, samples))
-            })
-            .collect();
-        self.series_limits.refused_samples(over_limit);
-        let (journaled, accepted) = self.journal_tx(tx, per_series).await?;
-        if !req.logs.is_empty() {
-            super::logs::insert_tx(tx, Some(host_id), &req.logs, LogSource::Agent).await?;
-        }
-        super::checks::upsert_tx(tx, host_id, &req.checks).await?;
-        let came_up = if fresh.is_some() {
-            false
-        } else {
-            sqlx::query("UPDATE hosts SET batch_stream = ?, batch_seq = ? WHERE id = ?")
-                .bind(&req.batch.stream)
-                .bind(req.batch.seq as i64)
-                .bind(host_id)
-                .execute(&mut **tx)
-                .await?;
-            touch(tx, host_id, t).await?
-        };
-        self.apply_committed(host_id, journaled);
-        self.remember_series(new_ids);
-        Ok(CommitOutcome {
-            duplicate: false,
-            stored: accepted.iter().map(|a| a.accepted).sum(),
-            out_of_order: accepted.iter().map(|a| a.out_of_order).sum(),
-            over_limit,
-            logs: req.logs.len() as u64,
-            checks: req.checks.len() as u64,
-            came_up,
-        })
     }
 
     /// Publishes what one committed batch made true (after the group's COMMIT).
@@ -418,25 +362,40 @@ impl Store {
         series: &[(SeriesKey, Vec<(i64, f64)>)],
     ) -> Result<ImportOutcome> {
         let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
-        let keys: Vec<&SeriesKey> = series.iter().map(|(k, _)| k).collect();
-        let (ids, new_ids) = self.series_ids_tx(&mut tx, host_id, &keys).await?;
-        let per_series = ids
+        let parts = self.commit_parts();
+        let keys: Vec<SeriesKey> = series.iter().map(|(k, _)| k.clone()).collect();
+        let samples: Vec<Vec<Sample>> = series
             .iter()
-            .zip(series)
-            .filter_map(|(id, (_, points))| {
-                let samples = points
+            .map(|(_, points)| {
+                points
                     .iter()
                     .map(|&(ts, value)| Sample {
                         ts,
                         value,
                         ext: None,
                     })
-                    .collect();
-                id.map(|id| (id, false, samples))
+                    .collect()
             })
             .collect();
-        let (journaled, kept) = self.journal_tx(&mut tx, per_series).await?;
+        let t = now();
+        let (ids, new_ids, journaled, kept, came_up) = super::direct::run(&self.pool, move |db| {
+            // Deferred, as a group commit's (see `commit_group_on`).
+            db.execute_batch("BEGIN")?;
+            let keys: Vec<&SeriesKey> = keys.iter().collect();
+            let (ids, new_ids) = series_ids_tx(db, &parts, host_id, &keys)?;
+            let per_series = ids
+                .iter()
+                .zip(samples)
+                .filter_map(|(id, samples)| id.map(|id| (id, false, samples)))
+                .collect();
+            let (journaled, kept) = archive::journal_tx(db, &parts.archives, per_series)?;
+            let came_up = touch(db, host_id, t)?;
+            db.execute_batch("COMMIT")?;
+            Ok((ids, new_ids, journaled, kept, came_up))
+        })
+        .await?;
+        self.cache().apply_committed(host_id, journaled);
+        self.remember_series(new_ids);
         // Back to one answer per series given, refused ones included.
         let mut kept = kept.into_iter();
         let accepted: Vec<super::Accepted> = ids
@@ -452,11 +411,6 @@ impl Store {
             .collect();
         let over_limit: u64 = accepted.iter().map(|a| a.over_limit).sum();
         self.series_limits.refused_samples(over_limit);
-        let t = now();
-        let came_up = touch(&mut tx, host_id, t).await?;
-        tx.commit().await?;
-        self.apply_committed(host_id, journaled);
-        self.remember_series(new_ids);
         if came_up {
             self.bus.host(host_id, HostChange::Up, t, t);
         }
@@ -495,82 +449,6 @@ impl Store {
         })
     }
 
-    /// Ids of the series `keys` of `host_id`, created as needed inside `tx`
-    /// (`None` for a new series the caps refuse, see [`SeriesLimits`]); also the
-    /// ids looked up or created, to cache once `tx` commits.
-    #[allow(clippy::type_complexity)]
-    async fn series_ids_tx(
-        &self,
-        tx: &mut Transaction<'_, Sqlite>,
-        host_id: i64,
-        keys: &[&SeriesKey],
-    ) -> Result<(Vec<Option<i64>>, Vec<((i64, String, String), i64)>)> {
-        let mut new_ids = Vec::new();
-        let mut ids = Vec::with_capacity(keys.len());
-        let mut missing = Vec::new();
-        {
-            let cache = self.series_ids.lock().expect("series cache poisoned");
-            for (i, key) in keys.iter().enumerate() {
-                let labels = key.labels_text();
-                let k = (host_id, key.name.as_str().to_string(), labels);
-                ids.push(cache.get(&k).copied());
-                if ids[i].is_none() {
-                    missing.push((i, k));
-                }
-            }
-        }
-        if missing.is_empty() {
-            return Ok((ids, new_ids));
-        }
-        // Series of this host not cached: one read of the host's series (as
-        // many rows as the cap allows it to have) tells existing from new.
-        let existing: HashMap<(String, String), i64> = sqlx::query_as::<_, (String, String, i64)>(
-            "SELECT name, labels, id FROM series WHERE host_id = ?",
-        )
-        .bind(host_id)
-        .fetch_all(&mut **tx)
-        .await?
-        .into_iter()
-        .map(|(n, l, id)| ((n, l), id))
-        .collect();
-        let (mut host_n, mut total_n) = self.cache().series_count(host_id);
-        let (per_host_max, total_max) = self.series_limits.get();
-        let mut refused = (0u64, 0u64);
-        for (i, k) in missing {
-            if let Some(&id) = existing.get(&(k.1.clone(), k.2.clone())) {
-                ids[i] = Some(id);
-                new_ids.push((k, id));
-                continue;
-            }
-            if host_n >= per_host_max {
-                refused.0 += 1;
-                continue;
-            }
-            if total_n >= total_max {
-                refused.1 += 1;
-                continue;
-            }
-            let key = keys[i];
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO series (host_id, name, labels, labels_json) VALUES (?, ?, ?, ?)
-                 ON CONFLICT (host_id, name, labels) DO UPDATE SET name = excluded.name
-                 RETURNING id",
-            )
-            .bind(host_id)
-            .bind(key.name.as_str())
-            .bind(&k.2)
-            .bind(serde_json::to_string(&key.labels).unwrap_or_else(|_| "{}".into()))
-            .fetch_one(&mut **tx)
-            .await?;
-            host_n += 1;
-            total_n += 1;
-            ids[i] = Some(id);
-            new_ids.push((k, id));
-        }
-        self.series_limits.refused_series(host_id, refused);
-        Ok((ids, new_ids))
-    }
-
     /// Sets `[archives] max_series_per_host` and `max_series` (both at least 1).
     pub fn set_series_limits(&self, per_host: u64, total: u64) {
         let l = &self.series_limits;
@@ -589,7 +467,7 @@ impl Store {
     }
 
     /// Only committed ids enter the cache.
-    fn remember_series(&self, new_ids: Vec<((i64, String, String), i64)>) {
+    fn remember_series(&self, new_ids: NewIds) {
         let mut cache = self.series_ids.lock().expect("series cache poisoned");
         if cache.len() + new_ids.len() > SERIES_CACHE_MAX {
             cache.clear();
@@ -655,6 +533,220 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// One group commit on `db`: each batch inside its own savepoint, so that a
+/// failing batch fails alone; each batch's journal entries go to the
+/// archives' memory once its savepoint is released, so the next batch of the
+/// group sees them (journal seq and sample order stay consistent). An error
+/// returned fails the whole group; the caller reloads memory.
+fn commit_group_on(
+    db: &rusqlite::Connection,
+    parts: &CommitParts,
+    batches: Vec<Batch>,
+    t: i64,
+) -> rusqlite::Result<GroupDone> {
+    // Deferred, not IMMEDIATE: BEGIN IMMEDIATE would also take the write lock
+    // of every attached file, the log index's (`logidx`) included, and wait
+    // for the indexer's transactions there. The store's write lock already
+    // keeps other writers of this file out.
+    db.execute_batch("BEGIN")?;
+    let mut results = Vec::with_capacity(batches.len());
+    let mut new_ids = Vec::new();
+    for batch in &batches {
+        db.prepare_cached("SAVEPOINT batch")?.execute([])?;
+        match commit_one(db, parts, batch, t) {
+            Ok(done) => {
+                db.prepare_cached("RELEASE batch")?.execute([])?;
+                archive::lock(&parts.archives).apply_committed(batch.host_id, done.journaled);
+                new_ids.extend(done.new_ids);
+                results.push(Ok(done.outcome));
+            }
+            Err(e) if db.is_autocommit() => {
+                // SQLite rolled the whole transaction back (a full disk, an
+                // I/O error): the group fails, with that cause.
+                return Err(e);
+            }
+            Err(e) => {
+                db.prepare_cached("ROLLBACK TO batch")?.execute([])?;
+                db.prepare_cached("RELEASE batch")?.execute([])?;
+                results.push(Err(super::direct::engine(e)));
+            }
+        }
+    }
+    let statements_done = Instant::now();
+    db.execute_batch("COMMIT")?;
+    Ok(GroupDone {
+        batches,
+        results,
+        new_ids,
+        statements_done,
+    })
+}
+
+/// One batch of a group, inside its savepoint.
+fn commit_one(
+    db: &rusqlite::Connection,
+    parts: &CommitParts,
+    batch: &Batch,
+    t: i64,
+) -> rusqlite::Result<BatchDone> {
+    let host_id = batch.host_id;
+    let (stream, seq) = (&batch.id.stream, batch.id.seq as i64);
+    // The usual case in one statement: a host that is `up` and sends a batch
+    // newer than its last records the batch id and its sign of life
+    // together. Anything else (a replay, a host coming back, a host gone)
+    // takes the statements below.
+    let fresh = db
+        .prepare_cached(
+            "UPDATE hosts SET batch_stream = ?1, batch_seq = ?2, last_seen = ?3
+             WHERE id = ?4 AND state = 'up'
+               AND NOT (batch_stream IS ?1 AND batch_seq >= ?2)
+             RETURNING id",
+        )?
+        .exists(rusqlite::params![stream, seq, t, host_id])?;
+    if !fresh {
+        let last: Option<(Option<String>, Option<i64>)> = db
+            .prepare_cached("SELECT batch_stream, batch_seq FROM hosts WHERE id = ?1")?
+            .query_row([host_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((Some(last_stream), Some(last_seq))) = &last {
+            if last_stream == stream && seq <= *last_seq {
+                let came_up = touch(db, host_id, t)?;
+                return Ok(BatchDone {
+                    outcome: CommitOutcome {
+                        duplicate: true,
+                        stored: 0,
+                        out_of_order: 0,
+                        over_limit: 0,
+                        logs: 0,
+                        checks: 0,
+                        came_up,
+                    },
+                    journaled: None,
+                    new_ids: Vec::new(),
+                });
+            }
+        }
+    }
+    let keys: Vec<&SeriesKey> = batch.series.iter().map(|(k, _)| k).collect();
+    let (ids, new_ids) = series_ids_tx(db, parts, host_id, &keys)?;
+    let mut over_limit = 0;
+    let per_series = ids
+        .iter()
+        .zip(&batch.series)
+        .filter_map(|(id, (_, buckets))| {
+            let Some(id) = id else {
+                over_limit += buckets.len() as u64;
+                return None;
+            };
+            let samples = buckets
+                .iter()
+                .map(|b| Sample {
+                    ts: b.ts,
+                    value: b.avg,
+                    ext: Some((b.min, b.max)),
+                })
+                .collect();
+            Some((*id, true, samples))
+        })
+        .collect();
+    parts.limits.refused_samples(over_limit);
+    let (journaled, accepted) = archive::journal_tx(db, &parts.archives, per_series)?;
+    if !batch.logs.is_empty() {
+        super::logs::insert_tx(db, Some(host_id), &batch.logs, LogSource::Agent)?;
+    }
+    super::checks::upsert(db, host_id, &batch.checks)?;
+    let came_up = if fresh {
+        false
+    } else {
+        db.prepare_cached("UPDATE hosts SET batch_stream = ?1, batch_seq = ?2 WHERE id = ?3")?
+            .execute(rusqlite::params![stream, seq, host_id])?;
+        touch(db, host_id, t)?
+    };
+    Ok(BatchDone {
+        outcome: CommitOutcome {
+            duplicate: false,
+            stored: accepted.iter().map(|a| a.accepted).sum(),
+            out_of_order: accepted.iter().map(|a| a.out_of_order).sum(),
+            over_limit,
+            logs: batch.logs.len() as u64,
+            checks: batch.checks.len() as u64,
+            came_up,
+        },
+        journaled,
+        new_ids,
+    })
+}
+
+/// Ids of the series `keys` of `host_id`, created as needed inside the
+/// caller's transaction on `db` (`None` for a new series the caps refuse, see
+/// [`SeriesLimits`]); also the ids looked up or created, to cache once the
+/// transaction commits.
+fn series_ids_tx(
+    db: &rusqlite::Connection,
+    parts: &CommitParts,
+    host_id: i64,
+    keys: &[&SeriesKey],
+) -> rusqlite::Result<(Vec<Option<i64>>, NewIds)> {
+    let mut new_ids = Vec::new();
+    let mut ids = Vec::with_capacity(keys.len());
+    let mut missing = Vec::new();
+    {
+        let cache = parts.series_ids.lock().expect("series cache poisoned");
+        for (i, key) in keys.iter().enumerate() {
+            let labels = key.labels_text();
+            let k = (host_id, key.name.as_str().to_string(), labels);
+            ids.push(cache.get(&k).copied());
+            if ids[i].is_none() {
+                missing.push((i, k));
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok((ids, new_ids));
+    }
+    // Series of this host not cached: one read of the host's series (as
+    // many rows as the cap allows it to have) tells existing from new.
+    let existing: HashMap<(String, String), i64> = db
+        .prepare_cached("SELECT name, labels, id FROM series WHERE host_id = ?1")?
+        .query_map([host_id], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let (mut host_n, mut total_n) = archive::lock(&parts.archives).series_count(host_id);
+    let (per_host_max, total_max) = parts.limits.get();
+    let mut refused = (0u64, 0u64);
+    let mut insert = db.prepare_cached(
+        "INSERT INTO series (host_id, name, labels, labels_json) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (host_id, name, labels) DO UPDATE SET name = excluded.name
+         RETURNING id",
+    )?;
+    for (i, k) in missing {
+        if let Some(&id) = existing.get(&(k.1.clone(), k.2.clone())) {
+            ids[i] = Some(id);
+            new_ids.push((k, id));
+            continue;
+        }
+        if host_n >= per_host_max {
+            refused.0 += 1;
+            continue;
+        }
+        if total_n >= total_max {
+            refused.1 += 1;
+            continue;
+        }
+        let key = keys[i];
+        let labels_json = serde_json::to_string(&key.labels).unwrap_or_else(|_| "{}".into());
+        let id: i64 = insert.query_row(
+            rusqlite::params![host_id, key.name.as_str(), k.2, labels_json],
+            |r| r.get(0),
+        )?;
+        host_n += 1;
+        total_n += 1;
+        ids[i] = Some(id);
+        new_ids.push((k, id));
+    }
+    parts.limits.refused_series(host_id, refused);
+    Ok((ids, new_ids))
 }
 
 /// A `SeriesRow` from `s.id, s.host_id, h.hostname, s.name, s.labels_json`.

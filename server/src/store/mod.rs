@@ -50,7 +50,7 @@ use sqlx::SqlitePool;
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -140,9 +140,11 @@ pub struct Store {
     write: write_lock::WriteLock,
     /// (host id, name, canonical labels) → series id, so a steady stream of
     /// batches does not look series up again. Bounded by `SERIES_CACHE_MAX`.
-    series_ids: Mutex<HashMap<(i64, String, String), i64>>,
+    /// This, `archives` and `series_limits` are shared with the commits that
+    /// run on SQLite's thread (`metrics::CommitParts`).
+    series_ids: Arc<Mutex<HashMap<metrics::SeriesIdKey, i64>>>,
     /// Hot state of the round-robin archives (see [`archive`]).
-    archives: Mutex<archive::ArchiveCache>,
+    archives: Arc<Mutex<archive::ArchiveCache>>,
     /// Decoded chunks kept for the next read (see [`archive::chunk_cache`]).
     /// Taken after `archives` when both are held.
     chunk_cache: Mutex<archive::chunk_cache::ChunkCache>,
@@ -161,7 +163,7 @@ pub struct Store {
     /// Where every commit is published once it is durable (see `events`).
     bus: crate::events::Bus,
     /// Caps on the number of series, and what they refused.
-    series_limits: metrics::SeriesLimits,
+    series_limits: Arc<metrics::SeriesLimits>,
 }
 
 const SERIES_CACHE_MAX: usize = 1_000_000;
@@ -260,8 +262,8 @@ impl Store {
         Ok(Self {
             pool,
             write: write_lock::WriteLock::new(),
-            series_ids: Mutex::new(HashMap::new()),
-            archives: Mutex::new(cache),
+            series_ids: Arc::new(Mutex::new(HashMap::new())),
+            archives: Arc::new(Mutex::new(cache)),
             chunk_cache: Mutex::new(archive::chunk_cache::ChunkCache::new(
                 archive::DEFAULT_READ_CACHE as usize,
             )),
@@ -272,7 +274,7 @@ impl Store {
             log_index,
             checkpointers,
             bus: crate::events::Bus::new(),
-            series_limits: metrics::SeriesLimits::default(),
+            series_limits: Arc::default(),
         })
     }
 

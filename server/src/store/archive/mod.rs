@@ -25,9 +25,9 @@ pub mod prefill;
 use super::{Result, Store, StoreError};
 use journal::{Entry, Sample};
 use metrolog_protocol::rrd::{Bucket, FetchedRows, Row, RowWrite, RrdSpec, RrdState};
-use sqlx::{Row as _, Sqlite, SqlitePool, Transaction};
+use sqlx::{Row as _, SqlitePool};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Bytes of decoded chunks kept for repeated reads, unless configured
 /// (`[archives] read_cache`).
@@ -338,13 +338,76 @@ impl ArchiveCache {
     }
 }
 
+/// The archives' hot state, locked. A panic while holding the lock cannot
+/// leave the maps half-updated in a way that matters more than losing the
+/// process: keep serving.
+pub(super) fn lock(archives: &Mutex<ArchiveCache>) -> MutexGuard<'_, ArchiveCache> {
+    archives
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A journal row written in a transaction not committed yet: its seq and
+/// entries, to apply to memory once it is (`None`: nothing was kept).
+pub(super) type Journaled = Option<(i64, Vec<Entry>)>;
+
+/// Filters `per_series` as the archives would take it, writes one journal row
+/// with what is kept inside the caller's transaction on `db`, and returns the
+/// entries to apply once it commits (with the journal seq), or `None` when
+/// nothing was kept.
+pub(super) fn journal_tx(
+    db: &rusqlite::Connection,
+    archives: &Mutex<ArchiveCache>,
+    per_series: Vec<(i64, bool, Vec<Sample>)>,
+) -> rusqlite::Result<(Journaled, Vec<Accepted>)> {
+    let mut out = Vec::with_capacity(per_series.len());
+    let (entries, seq) = {
+        let cache = lock(archives);
+        let mut entries = Vec::with_capacity(per_series.len());
+        for (series_id, buckets, samples) in per_series {
+            let (keep, rejected) = cache.accept(series_id, &samples);
+            out.push(Accepted {
+                accepted: keep.len() as u64,
+                out_of_order: rejected,
+                over_limit: 0,
+            });
+            if !keep.is_empty() {
+                entries.push(Entry {
+                    series_id,
+                    buckets,
+                    samples: keep,
+                });
+            }
+        }
+        (entries, cache.seq + 1)
+    };
+    if entries.is_empty() {
+        return Ok((None, out));
+    }
+    db.prepare_cached("INSERT INTO archive_journal (seq, data) VALUES (?1, ?2)")?
+        .execute(rusqlite::params![seq, journal::encode(&entries)])?;
+    Ok((Some((seq, entries)), out))
+}
+
+impl ArchiveCache {
+    /// Applies what [`journal_tx`] wrote, once its transaction committed (or,
+    /// in a group commit, once its batch's savepoint is released: a failed
+    /// COMMIT reloads memory from the database). Call with the write lock
+    /// still held so that samples apply in journal order.
+    pub(super) fn apply_committed(&mut self, host_id: i64, journaled: Journaled) {
+        let Some((seq, entries)) = journaled else {
+            return;
+        };
+        self.seq = self.seq.max(seq);
+        for e in &entries {
+            self.apply(seq, host_id, e);
+        }
+    }
+}
+
 impl Store {
     pub(super) fn cache(&self) -> std::sync::MutexGuard<'_, ArchiveCache> {
-        // A panic while holding the lock cannot leave the maps half-updated in a way
-        // that matters more than losing the process: keep serving.
-        self.archives
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.archives)
     }
 
     /// The archive specification new series get.
@@ -419,59 +482,6 @@ impl Store {
             .into_iter()
             .filter_map(|id| cache.series.get(&id).map(|h| h.state.last_update()))
             .max()
-    }
-
-    /// Filters `per_series` as the archives would take it, writes one journal row
-    /// with what is kept, and returns the entries to apply once `tx` commits (with
-    /// the journal seq), or `None` when nothing was kept.
-    pub(super) async fn journal_tx(
-        &self,
-        tx: &mut Transaction<'_, Sqlite>,
-        per_series: Vec<(i64, bool, Vec<Sample>)>,
-    ) -> Result<(Option<(i64, Vec<Entry>)>, Vec<Accepted>)> {
-        let mut out = Vec::with_capacity(per_series.len());
-        let (entries, seq) = {
-            let cache = self.cache();
-            let mut entries = Vec::with_capacity(per_series.len());
-            for (series_id, buckets, samples) in per_series {
-                let (keep, rejected) = cache.accept(series_id, &samples);
-                out.push(Accepted {
-                    accepted: keep.len() as u64,
-                    out_of_order: rejected,
-                    over_limit: 0,
-                });
-                if !keep.is_empty() {
-                    entries.push(Entry {
-                        series_id,
-                        buckets,
-                        samples: keep,
-                    });
-                }
-            }
-            (entries, cache.seq + 1)
-        };
-        if entries.is_empty() {
-            return Ok((None, out));
-        }
-        sqlx::query("INSERT INTO archive_journal (seq, data) VALUES (?, ?)")
-            .bind(seq)
-            .bind(journal::encode(&entries))
-            .execute(&mut **tx)
-            .await?;
-        Ok((Some((seq, entries)), out))
-    }
-
-    /// Applies what [`Store::journal_tx`] wrote, once its transaction committed.
-    /// Call with the write lock still held so that samples apply in journal order.
-    pub(super) fn apply_committed(&self, host_id: i64, journaled: Option<(i64, Vec<Entry>)>) {
-        let Some((seq, entries)) = journaled else {
-            return;
-        };
-        let mut cache = self.cache();
-        cache.seq = cache.seq.max(seq);
-        for e in &entries {
-            cache.apply(seq, host_id, e);
-        }
     }
 
     /// Loads every series' state and replays the journal on top.
