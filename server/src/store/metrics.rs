@@ -1254,7 +1254,8 @@ mod tests {
 
 #[cfg(test)]
 mod group_commit_tests {
-    use crate::store::{temp_store, HostFacts, HostSource};
+    use crate::store::{temp_store, HostFacts, HostSource, Store};
+    use metrolog_protocol::nagios::{CheckName, CheckResult, CheckStatus};
     use metrolog_protocol::{BatchId, Bucket, Labels, SeriesKey};
     use std::sync::Arc;
 
@@ -1319,6 +1320,158 @@ mod group_commit_tests {
         }
         assert_eq!((ok, failed), (20, 1));
         assert_eq!(store.series(None, Some("cpu.*")).await.unwrap().len(), 20);
+    }
+
+    /// A batch of `host` holding one bucket at `ts`, one log record and one
+    /// check named `check`.
+    async fn ship(
+        store: &Arc<Store>,
+        host: i64,
+        seq: u64,
+        ts: i64,
+        check: &str,
+    ) -> crate::store::Result<crate::store::CommitOutcome> {
+        let key = SeriesKey::new("cpu.busy_pct", Labels::new()).unwrap();
+        let bucket = Bucket {
+            ts,
+            avg: seq as f64,
+            min: 0.0,
+            max: 9.0,
+            last: 1.0,
+            count: 10,
+        };
+        let log = metrolog_protocol::syslog::parse(
+            format!("<13>1 - h{host} app - - - batch {seq}").as_bytes(),
+            chrono::Utc::now(),
+            65536,
+        );
+        let check = CheckResult {
+            name: CheckName::parse(check).unwrap(),
+            status: CheckStatus::Ok,
+            output: "fine".into(),
+            long_output: String::new(),
+            perfdata: String::new(),
+            ts,
+            duration_ms: 1,
+            attempt: 1,
+            max_attempts: 3,
+        };
+        let id = BatchId {
+            stream: "s".into(),
+            seq,
+        };
+        store
+            .commit_batch(
+                host,
+                &id,
+                vec![(key, vec![bucket])],
+                Arc::new(vec![log]),
+                vec![check],
+            )
+            .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_failing_after_its_journal_row_takes_nothing_with_it_and_the_pool_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Arc::new(Store::open(&url).await.unwrap());
+        let mut hosts = Vec::new();
+        for i in 0..4 {
+            let facts = HostFacts {
+                hostname: format!("h{i}"),
+                instance_id: None,
+                group: None,
+                labels: Labels::new(),
+                agent_version: None,
+            };
+            hosts.push(store.upsert_host(&facts, HostSource::Agent).await.unwrap());
+        }
+        // A check named "boom" fails its insert: after the batch's series,
+        // journal row and log records were written.
+        sqlx::raw_sql(
+            "CREATE TRIGGER boom BEFORE INSERT ON check_results WHEN NEW.name = 'boom'
+             BEGIN SELECT RAISE(ABORT, 'boom'); END",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        let t0 = 1_700_000_000;
+        // One group: the batches queue while the write lock is held.
+        let held = store.write.lock().await;
+        let tasks: Vec<_> = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, &h)| {
+                let store = store.clone();
+                let check = if i == 1 { "boom" } else { "ok" };
+                tokio::spawn(async move { ship(&store, h, 1, t0 + 10, check).await })
+            })
+            .collect();
+        while store.pending.lock().unwrap().len() < hosts.len() {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        for (i, task) in tasks.into_iter().enumerate() {
+            match task.await.unwrap() {
+                Ok(o) => {
+                    assert_ne!(i, 1);
+                    assert_eq!((o.duplicate, o.stored, o.logs, o.checks), (false, 1, 1, 1));
+                }
+                Err(e) => {
+                    assert_eq!(i, 1);
+                    assert!(e.to_string().contains("boom"), "{e}");
+                    assert!(!e.is_disk_full());
+                }
+            }
+        }
+        // Nothing of the failed batch stayed: its sample is not in memory
+        // (the same bucket is taken, not out of order), its batch id not
+        // recorded, its log record and check not stored. More commits than
+        // the pool has connections: none was left inside a transaction.
+        sqlx::query("DROP TRIGGER boom")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let again = ship(&store, hosts[1], 1, t0 + 10, "ok").await.unwrap();
+        assert_eq!(
+            (again.duplicate, again.stored, again.out_of_order),
+            (false, 1, 0)
+        );
+        for seq in 2..=6 {
+            for &h in &hosts {
+                let o = ship(&store, h, seq, t0 + 10 * seq as i64, "ok")
+                    .await
+                    .unwrap();
+                assert_eq!((o.duplicate, o.stored), (false, 1));
+            }
+        }
+        let records: i64 = sqlx::query_scalar("SELECT sum(n) FROM log_blocks")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(records, 4 * 6);
+        let checks = store.check_results(None).await.unwrap();
+        assert_eq!(checks.len(), 4);
+        assert!(checks.iter().all(|c| c.name == "ok"));
+        // The journal holds exactly what memory applied: reopened, every
+        // host reads the same six samples.
+        drop(store);
+        let store = Store::open(&url).await.unwrap();
+        for s in store.series(None, Some("cpu.*")).await.unwrap() {
+            let f = store
+                .archive_rows(s.id, 10, t0, t0 + 60)
+                .await
+                .unwrap()
+                .unwrap();
+            let values: Vec<Option<f64>> = f
+                .rows
+                .iter()
+                .map(|r| r.value(metrolog_protocol::rrd::Cf::Avg))
+                .collect();
+            let want: Vec<Option<f64>> = (1..=6).map(|v| Some(v as f64)).collect();
+            assert_eq!(values, want, "host {}", s.hostname);
+        }
     }
 }
 
