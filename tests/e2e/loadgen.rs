@@ -1,9 +1,10 @@
 //! `metrolog-loadgen` against the real server: a small fleet for a short run
 //! is acknowledged and read back whole; against a server killed with SIGKILL
-//! mid-run and started again, every acknowledged sample is still there.
+//! mid-run and started again, every acknowledged sample is still there;
+//! `prefill` makes a stopped server's rings full, its own rows kept.
 
 use anyhow::{ensure, Context, Result};
-use metrolog_e2e::{binary, Server};
+use metrolog_e2e::{binary, Api, Server};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -156,5 +157,104 @@ fn a_server_killed_mid_run_loses_nothing_it_acknowledged() -> Result<()> {
         "acknowledged vs lost: {check}"
     );
     ensure!(said.contains("none lost"), "{said}");
+    Ok(())
+}
+
+/// Known and unknown points of `name` on host `host` over the last `span`
+/// seconds at `step`.
+fn known_points(api: &Api, host: i64, name: &str, span: i64, step: i64) -> Result<(usize, usize)> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    let (status, v) = api.get(&format!(
+        "/api/v1/query?host={host}&name={name}&from={}&to={now}&step={step}",
+        now - span
+    ))?;
+    ensure!(status == 200, "query answered {status}: {v}");
+    let points: Vec<Value> = v["series"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["points"].as_array().cloned().unwrap_or_default())
+        .collect();
+    let known = points.iter().filter(|p| p[1].is_f64()).count();
+    Ok((known, points.len() - known))
+}
+
+#[test]
+fn prefill_fills_a_stopped_servers_rings_and_keeps_what_was_shipped() -> Result<()> {
+    let data = tempfile::tempdir()?;
+    let mut server = Server::start_in(data.path(), &["--no-local-agent"])?;
+    let dir = tempfile::tempdir()?;
+    let json = dir.path().join("summary.json");
+    let ledger = dir.path().join("ledger.json");
+    let child = loadgen(
+        &server,
+        &[
+            "--agents",
+            "3",
+            "--duration",
+            "25s",
+            "--prefix",
+            "pf",
+            "--ledger",
+            &ledger.display().to_string(),
+        ],
+        &json,
+    )?;
+    let (code, s, text) = finish(child, &json)?;
+    ensure!(code == 0 && s["check"]["lost"] == 0, "loadgen: {text}");
+    let api = Api::new(&server.url, &server.token("viewer")?);
+    let host = api.host_id("pf-0")?.context("host pf-0 not enrolled")?;
+    // A week at 5 minutes: the shipped seconds are one row at most.
+    let (known_week, _) = known_points(&api, host, "cpu.busy_pct", 7 * 86_400, 300)?;
+    ensure!(known_week <= 1, "{known_week} rows known before the fill");
+    let (shipped, _) = known_points(&api, host, "cpu.busy_pct", 120, 10)?;
+    ensure!(shipped >= 2, "only {shipped} rows shipped: {text}");
+    server.proc.terminate();
+    server.proc.wait_exit(Duration::from_secs(30))?;
+    drop(server);
+
+    let out = Command::new(binary("metrolog-loadgen"))
+        .arg("prefill")
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()?;
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    ensure!(
+        out.status.success(),
+        "prefill failed: {said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 3 agents x 46 series, and the server's own about itself.
+    let filled: u64 = said
+        .strip_prefix("filled ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no count of series filled: {said}"))?;
+    ensure!(filled >= 138, "{said}");
+
+    let server = Server::start_in(data.path(), &["--no-local-agent"])?;
+    let api = Api::new(&server.url, &server.token("viewer")?);
+    // Every row of the week is known now but the newest: the one in
+    // progress, and those the restart's seconds may have left unknown.
+    let (known, unknown) = known_points(&api, host, "cpu.busy_pct", 7 * 86_400, 300)?;
+    ensure!(
+        known >= 2013 && unknown <= 3,
+        "{known} known and {unknown} unknown rows of the week after the fill"
+    );
+    // The rows the agents shipped are still theirs (the generator's values).
+    let out = Command::new(binary("metrolog-loadgen"))
+        .arg("verify")
+        .args(["--server", &server.url])
+        .args(["--api-token", &server.token("viewer")?])
+        .arg("--ledger")
+        .arg(&ledger)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     Ok(())
 }
