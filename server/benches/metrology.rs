@@ -896,7 +896,12 @@ async fn group_query() -> Res<()> {
         async move {
             let mut times = Vec::new();
             let mut rows = 0;
-            for _ in 0..21 {
+            // METROLOG_BENCH_QUERIES: more rounds, to profile a query.
+            let rounds: usize = std::env::var("METROLOG_BENCH_QUERIES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(21);
+            for _ in 0..rounds {
                 let start = Instant::now();
                 let r = query::run(&store, &spec, now()).await?;
                 times.push(start.elapsed());

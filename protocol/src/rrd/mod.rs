@@ -638,13 +638,23 @@ impl RrdState {
         let step = i64::from(a.step);
         let newest = self.last_update - self.last_update.rem_euclid(step);
         let oldest = newest - step * (i64::from(a.rows) - 1);
+        // Labels in the window are consecutive slots of the ring: the slot
+        // of the first is computed, the next ones follow it round the ring
+        // (no division per row; a group's fallback reads 100 000 of them).
+        let mut next_slot: Option<usize> = None;
         let rows = (1..=n as i64)
             .map(|k| {
                 let label = start + k * step;
                 if label < oldest || label > newest {
                     Row::UNKNOWN
                 } else {
-                    row_at(archive::slot(a.step, a.rows, label))
+                    let slot = next_slot.unwrap_or_else(|| archive::slot(a.step, a.rows, label));
+                    next_slot = Some(if slot + 1 == a.rows as usize {
+                        0
+                    } else {
+                        slot + 1
+                    });
+                    row_at(slot)
                 }
             })
             .collect();

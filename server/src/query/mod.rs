@@ -185,23 +185,35 @@ pub fn aggregate(members: &[Vec<(i64, Option<f64>)>], agg: Agg) -> Vec<(i64, Opt
     let Some(first) = members.first() else {
         return Vec::new();
     };
-    (0..first.len())
-        .map(|r| {
-            let vals: Vec<f64> = members
-                .iter()
-                .filter_map(|m| m.get(r).and_then(|x| x.1))
-                .collect();
-            let v = if vals.is_empty() {
-                None
-            } else {
-                Some(match agg {
-                    Agg::Avg => vals.iter().sum::<f64>() / vals.len() as f64,
-                    Agg::Sum => vals.iter().sum(),
-                    Agg::Min => vals.iter().copied().fold(f64::INFINITY, f64::min),
-                    Agg::Max => vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-                })
+    // Member by member over all rows (each member's rows are read in
+    // order), into one accumulator per row: no allocation per row.
+    let start = match agg {
+        Agg::Avg | Agg::Sum => 0.0,
+        Agg::Min => f64::INFINITY,
+        Agg::Max => f64::NEG_INFINITY,
+    };
+    let mut acc = vec![(start, 0u32); first.len()];
+    for m in members {
+        for ((v, n), x) in acc.iter_mut().zip(m) {
+            let Some(x) = x.1 else { continue };
+            *v = match agg {
+                Agg::Avg | Agg::Sum => *v + x,
+                Agg::Min => v.min(x),
+                Agg::Max => v.max(x),
             };
-            (first[r].0, v)
+            *n += 1;
+        }
+    }
+    first
+        .iter()
+        .zip(acc)
+        .map(|(&(t, _), (v, n))| {
+            let v = match (n, agg) {
+                (0, _) => None,
+                (_, Agg::Avg) => Some(v / f64::from(n)),
+                _ => Some(v),
+            };
+            (t, v)
         })
         .collect()
 }
@@ -352,8 +364,17 @@ mod tests {
             vec![(10, Some(2.0)), (20, None)]
         );
         assert_eq!(
-            aggregate(&[a, b], Agg::Sum),
+            aggregate(&[a.clone(), b.clone()], Agg::Sum),
             vec![(10, Some(4.0)), (20, None)]
+        );
+        let c = vec![(10, None), (20, Some(-5.0))];
+        assert_eq!(
+            aggregate(&[a.clone(), b.clone(), c.clone()], Agg::Min),
+            vec![(10, Some(1.0)), (20, Some(-5.0))]
+        );
+        assert_eq!(
+            aggregate(&[c, a, b], Agg::Max),
+            vec![(10, Some(3.0)), (20, Some(-5.0))]
         );
     }
 }
