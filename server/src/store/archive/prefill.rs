@@ -11,10 +11,15 @@
 //! directly, in key order, in large transactions.
 //!
 //! What it writes: every row of every archive of every series that is unknown
-//! becomes a known row (a slow random walk with two decimals, as metrics
-//! mostly are, min and max around it, `count` the row's full step count);
-//! known rows are kept. The series' states (`archive_state`) are not touched,
-//! so the newest rows and the consolidation in progress are the server's own.
+//! becomes a known row, `count` the row's full step count; known rows are
+//! kept. The values are as hard to encode as an agent's (the metrology
+//! bench's agent-like data, docs/benchmarks.md "Metrics" (b): about 145 KB
+//! per series when full): by series, one of four kinds — ratios such as CPU
+//! percentages and rates of bytes per second have full mantissas, memory
+//! sizes are whole multiples of 1024, load averages two decimals, and a row
+//! of several steps averages them. The series' states (`archive_state`) are
+//! not touched, so the newest rows and the consolidation in progress are the
+//! server's own.
 
 use super::chunk::{self, rows_in_chunk, CHUNK_ROWS};
 use metrolog_protocol::rrd::{Row, RrdState};
@@ -84,8 +89,9 @@ pub fn fill_rings(
             let state = RrdState::from_bytes(state)
                 .map_err(|e| format!("series {series_id}: its archive state is corrupt: {e}"))?;
             let spec = state.spec();
-            // A level in the range of the usual metrics, moving slowly.
-            let mut level = (next(&mut rng) % 10_000) as f64 / 100.0;
+            let kind = Kind::of(*series_id);
+            // A level in the range of the kind's values, moving slowly.
+            let mut level = unit(&mut rng);
             for (archive, a) in spec.archives.iter().enumerate() {
                 let pdp = a.step / spec.base_step;
                 for c in 0..a.rows.div_ceil(CHUNK_ROWS) {
@@ -107,9 +113,8 @@ pub fn fill_rings(
                         None => vec![Row::UNKNOWN; n],
                     };
                     for row in rows.iter_mut().filter(|r| !r.is_known()) {
-                        let step = (next(&mut rng) % 201) as f64 / 100.0 - 1.0;
-                        level = (level + step).clamp(0.0, 100.0);
-                        *row = synthetic(level, pdp, &mut rng);
+                        level = (level + (unit(&mut rng) - 0.5) * 0.02).clamp(0.0, 1.0);
+                        *row = kind.row(level, pdp, &mut rng);
                         report.rows_filled += 1;
                     }
                     out.clear();
@@ -137,30 +142,78 @@ pub fn fill_rings(
     Ok(report)
 }
 
-/// A known row around `level`: two decimals, min and max within a few units,
-/// as a consolidated row of `pdp` steps has them.
-fn synthetic(level: f64, pdp: u32, rng: &mut u64) -> Row {
-    let avg = (level * 100.0).round() / 100.0;
-    if pdp == 1 {
-        return Row {
-            avg,
-            min: avg,
-            max: avg,
-            last: avg,
-            count: 1,
+/// What a series' values look like, as far as their encoding goes.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// A ratio (CPU percentages): full mantissas.
+    Ratio,
+    /// Whole multiples of 1024 (memory, disk sizes): a row of several steps
+    /// averages them, a short decimal over its count.
+    Bytes,
+    /// Two decimals (load averages).
+    Load,
+    /// Bytes per second over a jittered second: full mantissas, often zero.
+    Rate,
+}
+
+impl Kind {
+    fn of(series_id: i64) -> Self {
+        match series_id.rem_euclid(4) {
+            0 => Self::Ratio,
+            1 => Self::Bytes,
+            2 => Self::Load,
+            _ => Self::Rate,
+        }
+    }
+
+    /// A known row of `pdp` steps around `level` (0..1 of the kind's range).
+    fn row(self, level: f64, pdp: u32, rng: &mut u64) -> Row {
+        let n = f64::from(pdp);
+        let (avg, min, max, last) = match self {
+            Self::Ratio => {
+                let avg = (level * 100.0 + (unit(rng) - 0.5) * 4.0).clamp(0.0, 100.0);
+                let min = (avg - unit(rng) * 3.0).max(0.0);
+                let max = (avg + unit(rng) * 3.0).min(100.0);
+                (avg, min, max, min + (max - min) * unit(rng))
+            }
+            Self::Bytes => {
+                let kib = |x: f64| (x * 4_000_000.0).round() * 1024.0;
+                let avg = (kib(level) * n + (next(rng) % 2_001) as f64 * 1024.0) / n;
+                let (min, max) = (kib(level) - 1024.0, kib(level) + 2_048_000.0);
+                (avg, min, max, kib(level))
+            }
+            Self::Load => {
+                let cents = |x: f64| (x * 400.0).round();
+                let c = cents(level);
+                let avg = (c * n * 10.0 + (next(rng) % 41) as f64) / (100.0 * n * 10.0);
+                let min = (c - (next(rng) % 20) as f64) / 100.0;
+                let max = (c + (next(rng) % 20) as f64) / 100.0;
+                (avg, min, max, c / 100.0)
+            }
+            Self::Rate => {
+                if next(rng) % 3 == 0 {
+                    (0.0, 0.0, 0.0, 0.0)
+                } else {
+                    let avg = level * 20_000.0 / (1.0 + (unit(rng) - 0.5) * 2e-3);
+                    let max = avg * (1.0 + unit(rng) * 100.0);
+                    (avg, 0.0, max, avg * unit(rng))
+                }
+            }
         };
+        Row {
+            avg,
+            min: min.min(avg),
+            max: max.max(avg),
+            // A row of one step keeps no last of its own: it is the average.
+            last: if pdp == 1 { avg } else { last },
+            count: pdp,
+        }
     }
-    let cents = |v: f64| (v * 100.0).round() / 100.0;
-    let min = cents(avg - (next(rng) % 300) as f64 / 100.0);
-    let max = cents(avg + (next(rng) % 300) as f64 / 100.0);
-    let last = cents(min + (max - min) * (next(rng) % 101) as f64 / 100.0);
-    Row {
-        avg,
-        min,
-        max,
-        last,
-        count: pdp,
-    }
+}
+
+/// A uniform value in [0, 1) with a full mantissa.
+fn unit(rng: &mut u64) -> f64 {
+    (next(rng) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// splitmix64.
