@@ -101,6 +101,7 @@ impl Ctx {
                             host_id: e.host_id,
                             seed,
                             acked: Vec::new(),
+                            resumed: self.args.resumed && generation == 0,
                         },
                     });
                 }

@@ -91,6 +91,12 @@ pub struct RunArgs {
     /// The server's process id: its RSS and CPU are reported.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// The hosts exist from an earlier run with the same `--prefix` (e.g.
+    /// before `prefill`): each agent's first bucket then follows a gap
+    /// longer than the heartbeat and is unknown, as rrdtool makes it, so the
+    /// check starts at its second.
+    #[arg(long)]
+    pub resumed: bool,
     /// The server's data directory: the database size is reported.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,

@@ -256,5 +256,28 @@ fn prefill_fills_a_stopped_servers_rings_and_keeps_what_was_shipped() -> Result<
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    // The same agents again, on the full rings: every acknowledged bucket
+    // but each one's first (after the gap, unknown as rrdtool makes it) is
+    // read back.
+    let json = dir.path().join("resumed.json");
+    let child = loadgen(
+        &server,
+        &[
+            "--agents",
+            "3",
+            "--duration",
+            "25s",
+            "--prefix",
+            "pf",
+            "--resumed",
+        ],
+        &json,
+    )?;
+    let (code, s, text) = finish(child, &json)?;
+    ensure!(
+        code == 0 && s["check"]["lost"] == 0 && s["check"]["acknowledged"].as_u64() >= Some(6),
+        "the resumed run: {text}"
+    );
+    ensure!(api.host_id("pf-0")? == Some(host), "pf-0 is a new host");
     Ok(())
 }
