@@ -191,7 +191,7 @@ impl Kind {
                 (avg, min, max, c / 100.0)
             }
             Self::Rate => {
-                if next(rng) % 3 == 0 {
+                if next(rng).is_multiple_of(3) {
                     (0.0, 0.0, 0.0, 0.0)
                 } else {
                     let avg = level * 20_000.0 / (1.0 + (unit(rng) - 0.5) * 2e-3);
