@@ -248,16 +248,6 @@ impl Store {
         Ok(rows.iter().map(host_from_row).collect())
     }
 
-    /// Records a sign of life (heartbeat); a `down` or `left` host comes back `up`.
-    pub async fn touch_host(&self, id: i64) -> Result<()> {
-        let _w = self.write.lock().await;
-        let t = now();
-        if super::direct::run(&self.pool, move |db| touch(db, id, t)).await? {
-            self.bus.host(id, HostChange::Up, t, t);
-        }
-        Ok(())
-    }
-
     /// Graceful leave: the host is `left` (no alarm).
     pub async fn leave_host(&self, id: i64) -> Result<()> {
         let _w = self.write.lock().await;
