@@ -840,7 +840,7 @@ pub(super) fn glob_to_like(glob: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{temp_store, HostFacts, HostSource, HostState};
+    use crate::store::{temp_store, HostState};
 
     fn bucket(ts: i64, v: f64) -> Bucket {
         Bucket {
@@ -854,19 +854,7 @@ mod tests {
     }
 
     async fn host(store: &Store) -> i64 {
-        store
-            .upsert_host(
-                &HostFacts {
-                    hostname: "h".into(),
-                    instance_id: None,
-                    group: None,
-                    labels: Labels::new(),
-                    agent_version: None,
-                },
-                HostSource::Agent,
-            )
-            .await
-            .unwrap()
+        crate::store::test_host(store, "h").await
     }
 
     async fn rows(store: &Store, id: i64, from: i64, to: i64) -> Vec<(i64, Option<f64>)> {
@@ -1389,14 +1377,7 @@ mod group_commit_tests {
         let store = Arc::new(store);
         let mut hosts = Vec::new();
         for i in 0..6 {
-            let facts = HostFacts {
-                hostname: format!("h{i}"),
-                instance_id: None,
-                group: None,
-                labels: Labels::new(),
-                agent_version: None,
-            };
-            hosts.push(store.upsert_host(&facts, HostSource::Agent).await.unwrap());
+            hosts.push(crate::store::test_host(&store, &format!("h{i}")).await);
         }
         // Every host silent: down.
         let down = store
@@ -1506,14 +1487,7 @@ mod group_commit_tests {
         let store = Arc::new(Store::open(&url).await.unwrap());
         let mut hosts = Vec::new();
         for i in 0..4 {
-            let facts = HostFacts {
-                hostname: format!("h{i}"),
-                instance_id: None,
-                group: None,
-                labels: Labels::new(),
-                agent_version: None,
-            };
-            hosts.push(store.upsert_host(&facts, HostSource::Agent).await.unwrap());
+            hosts.push(crate::store::test_host(&store, &format!("h{i}")).await);
         }
         // A check named "boom" fails its insert: after the batch's series,
         // journal row and log records were written.
@@ -1605,18 +1579,11 @@ mod group_commit_tests {
 
 #[cfg(test)]
 mod series_limit_tests {
-    use crate::store::{temp_store, HostFacts, HostSource, SeriesRefusals, Store};
+    use crate::store::{temp_store, SeriesRefusals, Store};
     use metrolog_protocol::{BatchId, Bucket, Labels, SeriesKey};
 
     async fn host(store: &Store, name: &str) -> i64 {
-        let facts = HostFacts {
-            hostname: name.into(),
-            instance_id: None,
-            group: None,
-            labels: Labels::new(),
-            agent_version: None,
-        };
-        store.upsert_host(&facts, HostSource::Agent).await.unwrap()
+        crate::store::test_host(store, name).await
     }
 
     fn batch(from: usize, n: usize, ts: i64) -> Vec<(SeriesKey, Vec<Bucket>)> {

@@ -348,6 +348,20 @@ pub(crate) async fn temp_store() -> (Store, tempfile::TempDir) {
     (Store::open(&url).await.unwrap(), dir)
 }
 
+/// An agent host named `hostname`, enrolled without instance id, group or
+/// labels (tests); returns its id.
+#[cfg(test)]
+pub(crate) async fn test_host(store: &Store, hostname: &str) -> i64 {
+    let facts = HostFacts {
+        hostname: hostname.into(),
+        instance_id: None,
+        group: None,
+        labels: metrolog_protocol::Labels::new(),
+        agent_version: None,
+    };
+    store.upsert_host(&facts, HostSource::Agent).await.unwrap()
+}
+
 /// Stores `recs` as syslog records of `host_id` (tests); returns their ids.
 #[cfg(test)]
 pub(crate) async fn insert_test_logs(

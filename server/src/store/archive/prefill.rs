@@ -228,7 +228,7 @@ fn next(s: &mut u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{temp_store, HostFacts, HostSource, Store};
+    use crate::store::{temp_store, Store};
     use metrolog_protocol::rrd::Cf;
     use metrolog_protocol::{BatchId, Bucket, Labels, SeriesKey};
 
@@ -254,19 +254,7 @@ mod tests {
     #[tokio::test]
     async fn every_row_of_every_ring_is_known_and_the_stored_rows_stay() {
         let (store, dir) = temp_store().await;
-        let host = store
-            .upsert_host(
-                &HostFacts {
-                    hostname: "h".into(),
-                    instance_id: None,
-                    group: None,
-                    labels: Labels::new(),
-                    agent_version: None,
-                },
-                HostSource::Agent,
-            )
-            .await
-            .unwrap();
+        let host = crate::store::test_host(&store, "h").await;
         let key = SeriesKey::new("cpu.busy_pct", Labels::new()).unwrap();
         let buckets = (1..=40)
             .map(|k| Bucket {
