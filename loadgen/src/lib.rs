@@ -444,10 +444,11 @@ async fn prefill(args: &PrefillArgs) -> Result<()> {
     .await?
     .map_err(anyhow::Error::msg)?;
     println!(
-        "filled {} series: {} chunks ({} rows were unknown), {:.2} GB of chunk data, in {:.0} s",
+        "filled {} series: {} chunks ({} rows were unknown, {} damaged chunks rewritten), {:.2} GB of chunk data, in {:.0} s",
         report.series,
         report.chunks,
         report.rows_filled,
+        report.damaged_chunks,
         report.bytes as f64 / 1e9,
         started.elapsed().as_secs_f64()
     );

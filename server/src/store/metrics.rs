@@ -339,15 +339,15 @@ impl Store {
                 }
                 let disk_full = e.is_disk_full();
                 let msg = e.to_string();
-                let retry = || StoreError::Retry {
-                    message: format!("batch not stored: {msg}"),
+                let retry = |what: &str| StoreError::Retry {
+                    message: format!("{what} not stored: {msg}"),
                     disk_full,
                 };
                 for reply in replies {
-                    let _ = reply.send(Err(retry()));
+                    let _ = reply.send(Err(retry("batch")));
                 }
                 for reply in touch_replies {
-                    let _ = reply.send(Err(retry()));
+                    let _ = reply.send(Err(retry("heartbeat")));
                 }
             }
         }

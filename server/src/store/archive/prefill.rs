@@ -33,6 +33,8 @@ pub struct FillReport {
     pub chunks: u64,
     /// Rows that were unknown and are now filled.
     pub rows_filled: u64,
+    /// Stored chunks that did not decode: rewritten whole, their rows filled.
+    pub damaged_chunks: u64,
     /// Bytes of chunk data written.
     pub bytes: u64,
 }
@@ -106,8 +108,9 @@ pub fn fill_rings(
                         .map_err(err)?;
                     let mut rows = match stored {
                         Some(bytes) => chunk::decode(&bytes, n, pdp).unwrap_or_else(|_| {
-                            // A damaged chunk reads as unknown rows; it is
-                            // rewritten whole.
+                            // A damaged chunk reads as unknown rows (as the
+                            // server reads it); it is rewritten whole.
+                            report.damaged_chunks += 1;
                             vec![Row::UNKNOWN; n]
                         }),
                         None => vec![Row::UNKNOWN; n],
@@ -295,6 +298,7 @@ mod tests {
         .unwrap();
         // The default ladder: 360, 1440, 2016, 744 and 730 rows in chunks of 16.
         assert_eq!(report.series, 1);
+        assert_eq!(report.damaged_chunks, 0);
         assert_eq!(report.chunks, 23 + 90 + 126 + 47 + 46);
         // Known already: the 40 ten-second rows, six 1-minute rows (60..=360)
         // and one 5-minute row (300) of the 400 seconds shipped.
